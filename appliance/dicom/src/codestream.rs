@@ -1,0 +1,241 @@
+//! Checks on compressed codestreams against the DICOM header, done before a
+//! decoder sees them: the decoders in dicom-rs 0.10 panic or over-allocate when
+//! the codestream's own dimensions disagree with Rows/Columns.
+
+use crate::header::PixelHeader;
+use crate::syntax::Codec;
+use crate::DicomError;
+
+/// Dimensions a codestream declares about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Declared {
+    rows: u32,
+    cols: u32,
+    components: u16,
+    precision: u16,
+}
+
+/// Check the first frame's codestream (`first`: the first fragment).
+pub(crate) fn check(codec: Codec, first: &[u8], header: &PixelHeader) -> Result<(), DicomError> {
+    match codec {
+        Codec::Native | Codec::EncapsulatedUncompressed => Ok(()),
+        Codec::Rle => check_rle(first, header),
+        Codec::Jpeg => compare(jpeg_frame(first, false)?, header, "JPEG"),
+        Codec::JpegLs => compare(jpeg_frame(first, true)?, header, "JPEG-LS"),
+        Codec::Jpeg2000 => compare(j2k_siz(first)?, header, "JPEG 2000"),
+    }
+}
+
+fn compare(d: Declared, h: &PixelHeader, what: &str) -> Result<(), DicomError> {
+    if d.rows != u32::from(h.rows) || d.cols != u32::from(h.cols) {
+        return Err(DicomError::codestream(format!(
+            "{what} codestream is {}x{} but Rows/Columns say {}x{}",
+            d.rows, d.cols, h.rows, h.cols
+        )));
+    }
+    if d.components != h.samples_per_pixel {
+        return Err(DicomError::codestream(format!(
+            "{what} codestream has {} components but SamplesPerPixel is {}",
+            d.components, h.samples_per_pixel
+        )));
+    }
+    if d.precision == 0 || d.precision > h.bits_allocated {
+        return Err(DicomError::codestream(format!(
+            "{what} codestream precision {} does not fit BitsAllocated {}",
+            d.precision, h.bits_allocated
+        )));
+    }
+    Ok(())
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Find the start-of-frame segment of a JPEG (or JPEG-LS, SOF55) stream.
+fn jpeg_frame(s: &[u8], jpeg_ls: bool) -> Result<Declared, DicomError> {
+    let bad = |why: &str| DicomError::codestream(format!("JPEG stream: {why}"));
+    if be16(s, 0) != Some(0xFFD8) {
+        return Err(bad("does not start with SOI"));
+    }
+    let mut pos = 2;
+    loop {
+        // Skip fill bytes before a marker.
+        while s.get(pos) == Some(&0xFF) && s.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let marker = be16(s, pos).ok_or_else(|| bad("no frame header before the end"))?;
+        if marker >> 8 != 0xFF {
+            return Err(bad("marker expected"));
+        }
+        let m = (marker & 0xFF) as u8;
+        let is_sof = if jpeg_ls {
+            m == 0xF7
+        } else {
+            matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC)
+        };
+        if m == 0xD9 || m == 0xDA {
+            return Err(bad("scan data before any frame header"));
+        }
+        let len = usize::from(be16(s, pos + 2).ok_or_else(|| bad("truncated segment"))?);
+        if len < 2 {
+            return Err(bad("segment length under 2"));
+        }
+        if is_sof {
+            let precision = u16::from(
+                *s.get(pos + 4)
+                    .ok_or_else(|| bad("truncated frame header"))?,
+            );
+            let rows = be16(s, pos + 5).ok_or_else(|| bad("truncated frame header"))?;
+            let cols = be16(s, pos + 7).ok_or_else(|| bad("truncated frame header"))?;
+            let components = u16::from(
+                *s.get(pos + 9)
+                    .ok_or_else(|| bad("truncated frame header"))?,
+            );
+            if len < 8 + 3 * usize::from(components) || pos + 2 + len > s.len() {
+                return Err(bad("frame header shorter than its components"));
+            }
+            return Ok(Declared {
+                rows: rows.into(),
+                cols: cols.into(),
+                components,
+                precision,
+            });
+        }
+        pos += 2 + len;
+    }
+}
+
+/// Read the SIZ segment of a JPEG 2000 codestream (or of the `jp2c` box of a JP2 file).
+fn j2k_siz(s: &[u8]) -> Result<Declared, DicomError> {
+    let bad = |why: &str| DicomError::codestream(format!("JPEG 2000 stream: {why}"));
+    // A JP2 wrapper: find the codestream start (SOC then SIZ) in the first bytes.
+    let start = s
+        .windows(4)
+        .take(4096)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+        .ok_or_else(|| bad("no SOC+SIZ marker pair at the start"))?;
+    let siz = start + 2;
+    let lsiz = usize::from(be16(s, siz + 2).ok_or_else(|| bad("truncated SIZ"))?);
+    let get32 = |off: usize| be32(s, siz + off).ok_or_else(|| bad("truncated SIZ"));
+    let (xsiz, ysiz, xosiz, yosiz) = (get32(6)?, get32(10)?, get32(14)?, get32(18)?);
+    let components = be16(s, siz + 38).ok_or_else(|| bad("truncated SIZ"))?;
+    if components == 0 || lsiz != 38 + 3 * usize::from(components) || siz + 2 + lsiz > s.len() {
+        return Err(bad("SIZ length disagrees with its component count"));
+    }
+    if xosiz >= xsiz || yosiz >= ysiz {
+        return Err(bad("image offset outside the image"));
+    }
+    let mut precision = 0;
+    for c in 0..usize::from(components) {
+        let ssiz = s[siz + 40 + 3 * c];
+        let p = u16::from(ssiz & 0x7F) + 1;
+        if c > 0 && p != precision {
+            return Err(bad("components differ in precision"));
+        }
+        precision = p;
+    }
+    Ok(Declared {
+        rows: ysiz - yosiz,
+        cols: xsiz - xosiz,
+        components,
+        precision,
+    })
+}
+
+/// The RLE header: segment count and offsets inside the fragment.
+fn check_rle(s: &[u8], h: &PixelHeader) -> Result<(), DicomError> {
+    let bad = |why: String| DicomError::codestream(format!("RLE frame: {why}"));
+    if s.len() < 64 {
+        return Err(bad(format!(
+            "{} bytes, shorter than the 64-byte header",
+            s.len()
+        )));
+    }
+    let le32 = |i: usize| {
+        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]) as usize
+    };
+    let segments = le32(0);
+    let expected = usize::from(h.samples_per_pixel) * usize::from(h.bits_allocated / 8);
+    if segments != expected {
+        return Err(bad(format!(
+            "{segments} segments, expected {expected} for the header"
+        )));
+    }
+    let mut previous = 63;
+    for i in 1..=segments {
+        let offset = le32(i);
+        if offset <= previous || offset >= s.len() {
+            return Err(bad(format!(
+                "segment {i} offset {offset} is out of order or past the fragment"
+            )));
+        }
+        previous = offset;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(rows: u16, cols: u16) -> PixelHeader {
+        PixelHeader {
+            rows,
+            cols,
+            samples_per_pixel: 1,
+            bits_allocated: 16,
+            bits_stored: 12,
+            high_bit: 11,
+            signed: false,
+            frames: 1,
+            planar: false,
+        }
+    }
+
+    fn sof(rows: u16, cols: u16, precision: u8) -> Vec<u8> {
+        let mut s = vec![0xFF, 0xD8, 0xFF, 0xC3, 0, 11, precision];
+        s.extend_from_slice(&rows.to_be_bytes());
+        s.extend_from_slice(&cols.to_be_bytes());
+        s.extend_from_slice(&[1, 1, 0x11, 0]);
+        s
+    }
+
+    #[test]
+    fn jpeg_dimensions_must_match() {
+        assert!(check(Codec::Jpeg, &sof(10, 20, 12), &header(10, 20)).is_ok());
+        let err = check(Codec::Jpeg, &sof(10, 21, 12), &header(10, 20)).unwrap_err();
+        assert!(err.to_string().contains("10x21"), "{err}");
+        assert!(check(Codec::Jpeg, &sof(10, 20, 17), &header(10, 20)).is_err());
+        assert!(check(Codec::Jpeg, &[0xFF, 0xD8, 0xFF], &header(10, 20)).is_err());
+    }
+
+    #[test]
+    fn j2k_siz_is_read() {
+        let mut s = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 41, 0, 0];
+        for v in [20u32, 10, 0, 0, 20, 10, 0, 0] {
+            s.extend_from_slice(&v.to_be_bytes());
+        }
+        s.extend_from_slice(&[0, 1, 11, 1, 1]);
+        assert!(check(Codec::Jpeg2000, &s, &header(10, 20)).is_ok());
+        let err = check(Codec::Jpeg2000, &s, &header(20, 10)).unwrap_err();
+        assert_eq!(err.code(), "DICOM_CODESTREAM_MISMATCH");
+    }
+
+    #[test]
+    fn rle_offsets_must_be_inside() {
+        let mut s = vec![0u8; 80];
+        s[0] = 2;
+        s[4] = 64;
+        s[8] = 70;
+        assert!(check(Codec::Rle, &s, &header(1, 1)).is_ok());
+        s[8] = 200;
+        assert!(check(Codec::Rle, &s, &header(1, 1)).is_err());
+        s[0] = 3;
+        assert!(check(Codec::Rle, &s, &header(1, 1)).is_err());
+    }
+}

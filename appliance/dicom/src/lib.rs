@@ -1,0 +1,119 @@
+//! `cxr-dicom`: DICOM bytes to a normalised [`Radiograph`], or a typed refusal.
+//!
+//! It owns the guarded read path: a structural pre-scan of every element
+//! length, header sanity checks, codestream checks, decoding behind
+//! `catch_unwind`, then the modality transform, MONOCHROME1 inversion and
+//! orientation. It must not know models, engines or HTTP.
+//!
+//! ```text
+//! bytes ─► scan (lengths, counts, depth, fragments) ─► dicom-object parse
+//!       ─► acquisition facts + InputClass ─► pixel header checks
+//!       ─► codestream checks ─► decode frame 0 (catch_unwind) ─► length check
+//!       ─► modality LUT ─► MONOCHROME1 / INVERSE ─► orientation ─► Radiograph
+//! ```
+
+mod acquisition;
+mod codestream;
+mod error;
+mod header;
+mod limits;
+mod normalise;
+mod pixels;
+mod scan;
+mod syntax;
+mod tags;
+
+use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+pub use cxr_radiograph::{AcquisitionInfo, InputClass, Radiograph};
+pub use error::DicomError;
+pub use limits::ReadLimits;
+
+use dicom_object::file::ReadPreamble;
+use dicom_object::OpenFileOptions;
+
+use crate::scan::PixelLayout;
+use crate::syntax::Codec;
+
+/// Read a DICOM Part 10 file from memory into a normalised radiograph.
+///
+/// Never panics on any input: every failure is a [`DicomError`] with a code.
+pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, DicomError> {
+    let layout = scan::scan(bytes, limits)?;
+    let syntax = layout.syntax;
+    let file = catch_unwind(AssertUnwindSafe(|| {
+        OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Always)
+            .from_reader(bytes)
+    }))
+    .map_err(|p| {
+        DicomError::malformed(
+            0,
+            format!("parser crashed: {}", pixels::panic_text(p.as_ref())),
+        )
+    })?
+    .map_err(|e| DicomError::malformed(0, format!("parser: {e}")))?;
+
+    let acquisition = acquisition::read(&file, syntax.uid);
+    if let Some(modality) = acquisition.modality.as_deref() {
+        if acquisition::is_non_radiograph(modality) {
+            return Err(DicomError::NotARadiograph {
+                modality: modality.to_owned(),
+            });
+        }
+    }
+    let header = header::read(&file, limits)?;
+    match (&layout.pixel, syntax.codec) {
+        (None, _) => return Err(DicomError::MissingPixelData),
+        (Some(PixelLayout::Native { len }), Codec::Native) => {
+            if *len < header.frame_bytes() {
+                return Err(DicomError::header(format!(
+                    "pixel data has {len} bytes but one {}x{} frame needs {}",
+                    header.rows,
+                    header.cols,
+                    header.frame_bytes()
+                )));
+            }
+        }
+        (Some(PixelLayout::Encapsulated { fragments }), codec) if codec != Codec::Native => {
+            let first = fragments.first().ok_or_else(|| {
+                DicomError::malformed(0, "encapsulated pixel data has no fragments")
+            })?;
+            codestream::check(codec, &bytes[first.clone()], &header)?;
+        }
+        (Some(_), _) => {
+            return Err(DicomError::malformed(
+                0,
+                format!(
+                    "pixel data encoding does not match transfer syntax {}",
+                    syntax.uid
+                ),
+            ));
+        }
+    }
+    let samples = pixels::decode_first_frame(&file, &header, &syntax)?;
+    normalise::build(&file, &header, samples.values, samples.steps, acquisition)
+}
+
+/// Read a file from disk, refusing it before reading if it is over the size limit.
+pub fn read_radiograph_file(path: &Path, limits: &ReadLimits) -> Result<Radiograph, DicomError> {
+    let io = |e: std::io::Error| DicomError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > limits.max_input_bytes as u64 {
+        return Err(DicomError::InputTooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: limits.max_input_bytes,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limits.max_input_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    read_radiograph(&bytes, limits)
+}

@@ -1,0 +1,50 @@
+//! `cxr-appliance`: the appliance's command line. Wiring only; the work lives
+//! in the library crates. `anyhow` is used here and nowhere else.
+
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cxr-appliance",
+    version,
+    about = "Chest X-ray classifier appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read DICOM files through the guarded ingest path and report what the
+    /// appliance would see: one JSON object per line per file. Exit code 0 when
+    /// every file was accepted, 2 when any was refused.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    // A decoder panic is caught and reported as a typed error; keep its
+    // default multi-line report off the operator's console.
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("cxr-appliance: internal decoder fault caught{place}");
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cxr-appliance: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
