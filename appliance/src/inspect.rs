@@ -57,6 +57,8 @@ struct Acquisition<'a> {
 struct Accepted<'a> {
     file: String,
     ok: bool,
+    /// Always `null` here; present so every line has the same keys.
+    error: Option<ErrorReport>,
     input_class: &'static str,
     acquisition: Acquisition<'a>,
     rows: usize,
@@ -82,6 +84,7 @@ fn accepted<'a>(file: &Path, r: &'a Radiograph, preview: Option<String>) -> Acce
     Accepted {
         file: file.display().to_string(),
         ok: true,
+        error: None,
         input_class: a.input_class.code(),
         acquisition: Acquisition {
             modality: a.modality.as_deref(),

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use cxr_tests::data::{pydicom_file, shared_file};
 use cxr_tests::hostile::{set_text_in, variants, Base};
 
-const WALL_LIMIT: Duration = Duration::from_secs(20);
+/// Generous for a debug build on a loaded 2-core CI machine; measured slowest
+/// variant is under 1 s here.
+const WALL_LIMIT: Duration = Duration::from_secs(10);
 const MEMORY_LIMIT_KIB: u64 = 512 * 1024;
 
 fn base(name: &str, path: &Path, make_cr: bool) -> Base {
@@ -112,6 +114,9 @@ fn every_hostile_variant_is_accepted_or_refused_with_a_code() {
             out.line["error"]["code"].as_str().unwrap().to_owned()
         };
         assert!(ok || code.starts_with("DICOM_"), "{}: {code}", v.name);
+        if code == "DICOM_DECODER_CRASHED" {
+            eprintln!("decoder panic caught: {}", v.name);
+        }
         *codes.entry(code).or_default() += 1;
         assert!(
             out.peak_kib < MEMORY_LIMIT_KIB,

@@ -36,6 +36,7 @@ fn accepted_chest_prints_the_documented_fields_and_a_preview() {
     assert_eq!(code, 0);
     let l = &lines[0];
     assert_eq!(l["ok"], true);
+    assert!(l["error"].is_null());
     assert_eq!(l["input_class"], "frontal_chest");
     assert_eq!(l["acquisition"]["modality"], "CR");
     assert_eq!(l["acquisition"]["view"], "PA");

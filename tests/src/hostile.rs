@@ -302,6 +302,13 @@ pub fn variants(bases: &[Base]) -> Vec<Variant> {
                 .any(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
             {
                 j2k_damage(b, frag.clone(), &mut push);
+                // Header and codestream agree on a huge image the data cannot fill.
+                for side in [4800u32, 8000] {
+                    push(
+                        &format!("j2k-and-header-claim-{side}x{side}"),
+                        j2k_claims(b, frag.clone(), side),
+                    );
+                }
             } else if f.len() >= 64 {
                 rle_damage(b, frag.clone(), &mut rng, &mut push);
             }
@@ -381,6 +388,21 @@ fn j2k_damage(
     let mut v = b.to_vec();
     v[siz + 40] = 0x7F; // component precision 128 bits
     push("j2k-precision-128", Some(v));
+}
+
+/// Set both the SIZ image size and Rows/Columns to `side` x `side`.
+fn j2k_claims(b: &[u8], frag: std::ops::Range<usize>, side: u32) -> Option<Vec<u8>> {
+    let soc = b[frag.clone()]
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    let siz = frag.start + soc + 2;
+    let mut v = b.to_vec();
+    for off in [6usize, 10, 22, 26] {
+        // Xsiz, Ysiz, and one tile covering the image (XTsiz, YTsiz).
+        v[siz + off..siz + off + 4].copy_from_slice(&side.to_be_bytes());
+    }
+    let v = set_us(&v, 0x0028, 0x0010, side as u16)?;
+    set_us(&v, 0x0028, 0x0011, side as u16)
 }
 
 fn rle_damage(

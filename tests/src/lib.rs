@@ -7,4 +7,5 @@
 //! failure; elsewhere a test prints that it skipped, and why.
 
 pub mod data;
+pub mod deflate;
 pub mod hostile;

@@ -131,6 +131,31 @@ fn big_endian_rle_and_j2k_equal_the_little_endian_original() {
 }
 
 #[test]
+fn deflated_data_set_equals_the_original() {
+    let Some(le) = as_cr("emri_small.dcm") else {
+        return;
+    };
+    let reference = read_radiograph(&le, &ReadLimits::default()).unwrap();
+    let deflated = cxr_tests::deflate::deflated_copy(&le).unwrap();
+    assert!(deflated.len() < le.len());
+    let r = read_radiograph(&deflated, &ReadLimits::default()).unwrap();
+    assert_eq!(
+        r.acquisition.transfer_syntax.as_deref(),
+        Some("1.2.840.10008.1.2.1.99")
+    );
+    assert_eq!(r.pixel_sha256(), reference.pixel_sha256());
+    // A deflate bomb is capped by max_inflated_bytes.
+    let tight = ReadLimits {
+        max_inflated_bytes: 1000,
+        ..ReadLimits::default()
+    };
+    assert_eq!(
+        read_radiograph(&deflated, &tight).unwrap_err().code(),
+        "DICOM_INPUT_TOO_LARGE"
+    );
+}
+
+#[test]
 fn truncated_j2k_is_a_typed_refusal() {
     let Some(bytes) = as_cr("emri_small_jpeg_2k_lossless_too_short.dcm") else {
         return;

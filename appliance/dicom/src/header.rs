@@ -53,6 +53,12 @@ pub(crate) fn read(obj: &Obj, limits: &ReadLimits) -> Result<PixelHeader, DicomE
             )));
         }
     }
+    if u64::from(rows) * u64::from(cols) > limits.max_pixels {
+        return Err(DicomError::header(format!(
+            "{rows}x{cols} is over the {} pixel limit",
+            limits.max_pixels
+        )));
+    }
     let bits_allocated = required(
         uint(obj, tags::BITS_ALLOCATED, "BitsAllocated"),
         "BitsAllocated",

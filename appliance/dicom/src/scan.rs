@@ -346,7 +346,15 @@ impl Walker<'_> {
                 }
                 return Ok(after);
             }
-            if is_sequence || vr == Some(*b"UN") {
+            if vr == Some(*b"UN") {
+                // UN with undefined length holds implicit VR little endian items.
+                let saved = (self.explicit, self.big);
+                (self.explicit, self.big) = (false, false);
+                let after = self.walk_sequence(buf, start, None, depth + 1);
+                (self.explicit, self.big) = saved;
+                return after;
+            }
+            if is_sequence {
                 return self.walk_sequence(buf, start, None, depth + 1);
             }
             return Err(DicomError::malformed(pos, format!("element ({group:04X},{elem:04X}) has an undefined length but is not a sequence")));
