@@ -23,6 +23,15 @@ pub enum InputClass {
 }
 
 impl InputClass {
+    /// Every class, for exhaustive checks and reports.
+    pub const ALL: [InputClass; 5] = [
+        InputClass::FrontalChest,
+        InputClass::LateralChest,
+        InputClass::NonChestRadiograph,
+        InputClass::NotRadiograph,
+        InputClass::Unknown,
+    ];
+
     /// A stable, machine-readable code (the serde name).
     pub const fn code(self) -> &'static str {
         match self {
@@ -46,13 +55,7 @@ mod tests {
 
     #[test]
     fn only_frontal_chest_may_be_classified() {
-        let all = [
-            InputClass::FrontalChest,
-            InputClass::LateralChest,
-            InputClass::NonChestRadiograph,
-            InputClass::NotRadiograph,
-            InputClass::Unknown,
-        ];
+        let all = InputClass::ALL;
         let allowed: usize = all.iter().filter(|c| c.may_be_classified()).count();
         assert_eq!(allowed, 1);
         assert!(InputClass::FrontalChest.may_be_classified());
@@ -60,13 +63,7 @@ mod tests {
 
     #[test]
     fn codes_are_distinct() {
-        let all = [
-            InputClass::FrontalChest,
-            InputClass::LateralChest,
-            InputClass::NonChestRadiograph,
-            InputClass::NotRadiograph,
-            InputClass::Unknown,
-        ];
+        let all = InputClass::ALL;
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a.code(), b.code());

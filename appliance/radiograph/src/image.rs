@@ -57,21 +57,7 @@ impl Radiograph {
         value_range: (f32, f32),
         acquisition: AcquisitionInfo,
     ) -> Result<Self, RadiographError> {
-        if rows == 0 || cols == 0 {
-            return Err(RadiographError::Empty { rows, cols });
-        }
-        let expected = rows.saturating_mul(cols);
-        if pixels.len() != expected {
-            return Err(RadiographError::LengthMismatch {
-                rows,
-                cols,
-                expected,
-                got: pixels.len(),
-            });
-        }
-        if let Some(index) = pixels.iter().position(|v| !v.is_finite()) {
-            return Err(RadiographError::NonFinite { index });
-        }
+        check(rows, cols, &pixels)?;
         Ok(Radiograph {
             rows,
             cols,
@@ -131,25 +117,39 @@ impl Radiograph {
         f(&mut self.pixels);
     }
 
-    /// Swap in a buffer with a new shape, keeping everything else.
+    /// Swap in a buffer with a new shape (after a transpose, say), keeping
+    /// everything else; the same checks as [`Radiograph::new`] apply.
     pub fn reshape(
         &mut self,
         rows: usize,
         cols: usize,
         pixels: Vec<f32>,
     ) -> Result<(), RadiographError> {
-        let fresh = Radiograph::new(
-            rows,
-            cols,
-            pixels,
-            self.value_range,
-            AcquisitionInfo::untagged(),
-        )?;
-        self.rows = fresh.rows;
-        self.cols = fresh.cols;
-        self.pixels = fresh.pixels;
+        check(rows, cols, &pixels)?;
+        self.rows = rows;
+        self.cols = cols;
+        self.pixels = pixels;
         Ok(())
     }
+}
+
+fn check(rows: usize, cols: usize, pixels: &[f32]) -> Result<(), RadiographError> {
+    if rows == 0 || cols == 0 {
+        return Err(RadiographError::Empty { rows, cols });
+    }
+    let expected = rows.saturating_mul(cols);
+    if pixels.len() != expected {
+        return Err(RadiographError::LengthMismatch {
+            rows,
+            cols,
+            expected,
+            got: pixels.len(),
+        });
+    }
+    if let Some(index) = pixels.iter().position(|v| !v.is_finite()) {
+        return Err(RadiographError::NonFinite { index });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
