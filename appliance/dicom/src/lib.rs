@@ -35,7 +35,7 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::OpenFileOptions;
 
 use crate::scan::PixelLayout;
-use crate::syntax::Codec;
+use crate::syntax::{Codec, Encoding};
 
 /// Read a DICOM Part 10 file from memory into a normalised radiograph.
 ///
@@ -43,10 +43,23 @@ use crate::syntax::Codec;
 pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, DicomError> {
     let layout = scan::scan(bytes, limits)?;
     let syntax = layout.syntax;
+    // Native little-endian pixels are read straight from `bytes`, so the parser
+    // stops before them; everything else needs the parser's copy for decoding.
+    let direct = match (&layout.pixel, syntax.encoding) {
+        (
+            Some(PixelLayout::Native { offset, len }),
+            Encoding::ImplicitLittle | Encoding::ExplicitLittle,
+        ) => Some(&bytes[*offset..*offset + *len]),
+        _ => None,
+    };
     let file = catch_unwind(AssertUnwindSafe(|| {
-        OpenFileOptions::new()
-            .read_preamble(ReadPreamble::Always)
-            .from_reader(bytes)
+        let options = OpenFileOptions::new().read_preamble(ReadPreamble::Always);
+        match direct {
+            Some(_) => options
+                .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+                .from_reader(bytes),
+            None => options.from_reader(bytes),
+        }
     }))
     .map_err(|p| {
         DicomError::malformed(
@@ -67,7 +80,7 @@ pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, 
     let header = header::read(&file, limits)?;
     match (&layout.pixel, syntax.codec) {
         (None, _) => return Err(DicomError::MissingPixelData),
-        (Some(PixelLayout::Native { len }), Codec::Native) => {
+        (Some(PixelLayout::Native { len, .. }), Codec::Native) => {
             if *len < header.frame_bytes() {
                 return Err(DicomError::header(format!(
                     "pixel data has {len} bytes but one {}x{} frame needs {}",
@@ -93,7 +106,10 @@ pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, 
             ));
         }
     }
-    let samples = pixels::decode_first_frame(&file, &header, &syntax)?;
+    let samples = match direct {
+        Some(pixel_bytes) => pixels::native_first_frame(pixel_bytes, &header, &syntax)?,
+        None => pixels::decode_first_frame(&file, &header, &syntax)?,
+    };
     normalise::build(&file, &header, samples.values, samples.steps, acquisition)
 }
 

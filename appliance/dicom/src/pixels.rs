@@ -27,7 +27,33 @@ pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
-/// Decode frame 0 and return its grey samples.
+/// Byte order of 16-bit samples handed to [`raw_samples`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ByteOrder {
+    Little,
+    /// As dicom-rs hands decoded data over: the host's order.
+    Host,
+}
+
+/// Frame 0 of native little-endian pixel data, read straight from the input
+/// bytes (the scan proved they are there): no parser copy, no decoder.
+pub(crate) fn native_first_frame(
+    pixel_bytes: &[u8],
+    header: &PixelHeader,
+    syntax: &Syntax,
+) -> Result<Samples, DicomError> {
+    let frame =
+        pixel_bytes
+            .get(..header.frame_bytes())
+            .ok_or(DicomError::DecodedLengthMismatch {
+                expected: header.frame_bytes(),
+                got: pixel_bytes.len(),
+            })?;
+    // Native colour data is never decoded into RGB, so the stored interpretation stands.
+    to_grey(frame, header, "", ByteOrder::Little, syntax)
+}
+
+/// Decode frame 0 through dicom-pixeldata and return its grey samples.
 pub(crate) fn decode_first_frame(
     file: &FileDicomObject<InMemDicomObject>,
     header: &PixelHeader,
@@ -68,6 +94,17 @@ pub(crate) fn decode_first_frame(
             got: data.len(),
         });
     }
+    to_grey(&data, header, &photometric, ByteOrder::Host, syntax)
+}
+
+/// Unpack one frame's bytes into grey samples, recording the steps.
+fn to_grey(
+    data: &[u8],
+    header: &PixelHeader,
+    photometric: &str,
+    order: ByteOrder,
+    syntax: &Syntax,
+) -> Result<Samples, DicomError> {
     let mut steps = vec![Step::Decoded {
         transfer_syntax: syntax.uid.to_owned(),
     }];
@@ -76,11 +113,11 @@ pub(crate) fn decode_first_frame(
             frames: header.frames,
         });
     }
-    let raw = raw_samples(&data, header);
+    let raw = raw_samples(data, header, order);
     let values = if header.samples_per_pixel == 1 {
         raw
     } else {
-        let grey = equal_channels_to_grey(&raw, header, &photometric)?;
+        let grey = equal_channels_to_grey(&raw, header, photometric)?;
         steps.push(Step::EqualRgbToGrey);
         grey
     };
@@ -88,8 +125,7 @@ pub(crate) fn decode_first_frame(
 }
 
 /// Unpack stored values: mask to BitsStored below HighBit, sign-extend if signed.
-/// 16-bit data is in the host's byte order, as dicom-rs hands it over.
-fn raw_samples(data: &[u8], h: &PixelHeader) -> Vec<i32> {
+fn raw_samples(data: &[u8], h: &PixelHeader, order: ByteOrder) -> Vec<i32> {
     let shift = u32::from(h.high_bit + 1 - h.bits_stored);
     let mask: u32 = if h.bits_stored >= 32 {
         u32::MAX
@@ -108,8 +144,12 @@ fn raw_samples(data: &[u8], h: &PixelHeader) -> Vec<i32> {
     if h.bits_allocated == 8 {
         data.iter().map(|b| unpack(u32::from(*b))).collect()
     } else {
+        let word = match order {
+            ByteOrder::Little => u16::from_le_bytes,
+            ByteOrder::Host => u16::from_ne_bytes,
+        };
         data.chunks_exact(2)
-            .map(|c| unpack(u32::from(u16::from_ne_bytes([c[0], c[1]]))))
+            .map(|c| unpack(u32::from(word([c[0], c[1]]))))
             .collect()
     }
 }
@@ -171,21 +211,21 @@ mod tests {
     fn masks_and_sign_extends() {
         let data: Vec<u8> = [0xF0FFu16, 0x0800]
             .iter()
-            .flat_map(|v| v.to_ne_bytes())
+            .flat_map(|v| v.to_le_bytes())
             .collect();
         // 12 bits stored, unsigned: the top nibble is masked away.
         assert_eq!(
-            raw_samples(&data, &header(12, 11, false, 1)),
+            raw_samples(&data, &header(12, 11, false, 1), ByteOrder::Little),
             vec![0x0FF, 0x800]
         );
         // 12 bits signed: 0x800 is -2048, 0x0FF is 255.
         assert_eq!(
-            raw_samples(&data, &header(12, 11, true, 1)),
+            raw_samples(&data, &header(12, 11, true, 1), ByteOrder::Little),
             vec![0x0FF, -2048]
         );
         // High bit 15 with 12 bits stored: shift right by 4 first.
         assert_eq!(
-            raw_samples(&data, &header(12, 15, false, 1)),
+            raw_samples(&data, &header(12, 15, false, 1), ByteOrder::Little),
             vec![0xF0F, 0x080]
         );
     }

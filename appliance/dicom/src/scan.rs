@@ -26,8 +26,9 @@ const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 /// Where the pixel data sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PixelLayout {
-    /// Native pixel data of this many bytes.
-    Native { len: usize },
+    /// Native pixel data: `len` bytes from `offset` of the scanned buffer
+    /// (the inflated copy for the deflate syntax).
+    Native { offset: usize, len: usize },
     /// Encapsulated fragments (the offset table excluded), as ranges into the input.
     Encapsulated { fragments: Vec<Range<usize>> },
 }
@@ -384,7 +385,7 @@ impl Walker<'_> {
         if is_sequence {
             self.walk_sequence(buf, start, Some(end), depth + 1)?;
         } else if top && (group, elem) == PIXEL_DATA {
-            self.pixel = Some(PixelLayout::Native { len });
+            self.pixel = Some(PixelLayout::Native { offset: start, len });
         }
         Ok(end)
     }
@@ -546,8 +547,12 @@ mod tests {
         body.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
         body.extend_from_slice(&4u32.to_le_bytes());
         body.extend_from_slice(&[1, 2, 3, 4]);
-        let layout = scan(&file(EXPLICIT, &body), &ReadLimits::default()).unwrap();
-        assert_eq!(layout.pixel, Some(PixelLayout::Native { len: 4 }));
+        let f = file(EXPLICIT, &body);
+        let layout = scan(&f, &ReadLimits::default()).unwrap();
+        let Some(PixelLayout::Native { offset, len: 4 }) = layout.pixel else {
+            panic!("{:?}", layout.pixel)
+        };
+        assert_eq!(&f[offset..offset + 4], &[1, 2, 3, 4]);
     }
 
     #[test]
