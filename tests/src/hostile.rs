@@ -388,6 +388,9 @@ fn j2k_damage(
     let mut v = b.to_vec();
     v[siz + 40] = 0x7F; // component precision 128 bits
     push("j2k-precision-128", Some(v));
+    let mut v = b.to_vec();
+    v[siz + 22..siz + 30].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]); // 1x1 tiles
+    push("j2k-one-pixel-tiles", Some(v));
 }
 
 /// Set both the SIZ image size and Rows/Columns to `side` x `side`.

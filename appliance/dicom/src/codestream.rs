@@ -110,6 +110,9 @@ fn jpeg_frame(s: &[u8], jpeg_ls: bool) -> Result<Declared, DicomError> {
     }
 }
 
+/// Most JPEG 2000 tiles accepted in one frame.
+const MAX_J2K_TILES: u64 = 4096;
+
 /// Read the SIZ segment of a JPEG 2000 codestream (or of the `jp2c` box of a JP2 file).
 fn j2k_siz(s: &[u8]) -> Result<Declared, DicomError> {
     let bad = |why: &str| DicomError::codestream(format!("JPEG 2000 stream: {why}"));
@@ -129,6 +132,19 @@ fn j2k_siz(s: &[u8]) -> Result<Declared, DicomError> {
     }
     if xosiz >= xsiz || yosiz >= ysiz {
         return Err(bad("image offset outside the image"));
+    }
+    // OpenJPEG allocates per-tile state up front, so a tiny tile size on a
+    // large image is a memory bomb. Real radiographs use one or a few tiles.
+    let (xtsiz, ytsiz, xtosiz, ytosiz) = (get32(22)?, get32(26)?, get32(30)?, get32(34)?);
+    if xtsiz == 0 || ytsiz == 0 || xtosiz > xosiz || ytosiz > yosiz {
+        return Err(bad("tile grid outside the image"));
+    }
+    let tiles =
+        u64::from((xsiz - xtosiz).div_ceil(xtsiz)) * u64::from((ysiz - ytosiz).div_ceil(ytsiz));
+    if tiles > MAX_J2K_TILES {
+        return Err(bad(&format!(
+            "{tiles} tiles, over the limit of {MAX_J2K_TILES}"
+        )));
     }
     let mut precision = 0;
     for c in 0..usize::from(components) {
@@ -222,6 +238,14 @@ mod tests {
         }
         s.extend_from_slice(&[0, 1, 11, 1, 1]);
         assert!(check(Codec::Jpeg2000, &s, &header(10, 20)).is_ok());
+        // One-pixel tiles: 200 tiles is fine, but the same on 8192 x 8192 is not.
+        let mut tiny_tiles = s.clone();
+        tiny_tiles[24..32].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        assert!(check(Codec::Jpeg2000, &tiny_tiles, &header(10, 20)).is_ok());
+        let mut bomb = tiny_tiles.clone();
+        bomb[8..16].copy_from_slice(&[0, 0, 0x20, 0, 0, 0, 0x20, 0]);
+        let err = check(Codec::Jpeg2000, &bomb, &header(8192, 8192)).unwrap_err();
+        assert!(err.to_string().contains("tiles"), "{err}");
         let err = check(Codec::Jpeg2000, &s, &header(20, 10)).unwrap_err();
         assert_eq!(err.code(), "DICOM_CODESTREAM_MISMATCH");
     }
