@@ -14,13 +14,24 @@ const NON_RADIOGRAPH_MODALITIES: &[&str] = &[
     "TG", "OPT", "OPM",
 ];
 
-/// Words in body part or descriptions that mean chest.
+/// Words (whole tokens) in body part or descriptions that mean chest.
 const CHEST_WORDS: &[&str] = &[
-    "CHEST", "THORAX", "LUNG", "CXR", "TORAX", "THORAX_", "POITRINE",
+    "CHEST", "THORAX", "LUNG", "LUNGS", "CXR", "TORAX", "POITRINE",
 ];
-const FRONTAL_VIEWS: &[&str] = &["PA", "AP", "FRONTAL", "AP SUPINE", "PA ERECT"];
+const FRONTAL_VIEWS: &[&str] = &["PA", "AP", "FRONTAL"];
 const LATERAL_VIEWS: &[&str] = &["LL", "RL", "LAT", "LATERAL", "LLD", "RLD"];
-const PORTABLE_WORDS: &[&str] = &["PORTABLE", "MOBILE", "BEDSIDE", "PORT "];
+const PORTABLE_WORDS: &[&str] = &["PORTABLE", "PORT", "MOBILE", "BEDSIDE"];
+
+/// Upper-case tokens of a tag value, split at anything not a letter or digit,
+/// so that "REPORT" never reads as "PORT" nor "BILATERAL" as "LAT".
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+}
+
+fn has_word(s: &str, vocabulary: &[&str]) -> bool {
+    words(s).any(|w| vocabulary.contains(&w))
+}
 
 /// Whether a modality code names something other than a projection radiograph.
 pub(crate) fn is_non_radiograph(modality: &str) -> bool {
@@ -136,11 +147,10 @@ fn portable(obj: &Obj) -> Portable {
     ];
     for (tag, name) in sources {
         if let Some(value) = code(obj, tag) {
-            let padded = format!("{value} ");
-            if let Some(word) = PORTABLE_WORDS.iter().find(|w| padded.contains(*w)) {
+            if let Some(word) = words(&value).find(|w| PORTABLE_WORDS.contains(w)) {
                 return Portable {
                     value: Some(true),
-                    how: format!("{name} contains {:?}", word.trim()),
+                    how: format!("{name} contains {word:?}"),
                 };
             }
         }
@@ -167,28 +177,25 @@ pub(crate) fn classify(
     if !RADIOGRAPH_MODALITIES.contains(&modality) {
         return InputClass::Unknown;
     }
-    let mentions_chest = |s: &str| CHEST_WORDS.iter().any(|w| s.contains(w));
     let chest = match body_part {
-        Some(part) => mentions_chest(part),
-        None if descriptions.iter().any(|d| mentions_chest(d)) => true,
+        Some(part) => has_word(part, CHEST_WORDS),
+        None if descriptions.iter().any(|d| has_word(d, CHEST_WORDS)) => true,
         None => return InputClass::Unknown,
     };
     if !chest {
         return InputClass::NonChestRadiograph;
     }
     match view {
-        Some(v) if FRONTAL_VIEWS.contains(&v) => InputClass::FrontalChest,
-        Some(v) if LATERAL_VIEWS.contains(&v) => InputClass::LateralChest,
+        Some(v) if has_word(v, FRONTAL_VIEWS) => InputClass::FrontalChest,
+        Some(v) if has_word(v, LATERAL_VIEWS) => InputClass::LateralChest,
         _ => {
-            if descriptions.iter().any(|d| d.contains("LAT")) {
-                InputClass::LateralChest
-            } else if descriptions
-                .iter()
-                .any(|d| d.contains(" PA") || d.contains(" AP") || d.contains("FRONTAL"))
-            {
-                InputClass::FrontalChest
-            } else {
-                InputClass::Unknown
+            let lateral = descriptions.iter().any(|d| has_word(d, LATERAL_VIEWS));
+            let frontal = descriptions.iter().any(|d| has_word(d, FRONTAL_VIEWS));
+            match (frontal, lateral) {
+                (true, false) => InputClass::FrontalChest,
+                (false, true) => InputClass::LateralChest,
+                // "CHEST PA AND LAT" describes the series, not this image.
+                _ => InputClass::Unknown,
             }
         }
     }
@@ -208,6 +215,14 @@ mod tests {
         assert_eq!(parse_age("4500"), None);
         assert_eq!(parse_age("XXXY"), None);
         assert_eq!(parse_age("999Y"), None);
+    }
+
+    #[test]
+    fn words_are_whole_tokens() {
+        assert!(has_word("CHEST_PORT", PORTABLE_WORDS));
+        assert!(!has_word("REPORT ATTACHED", PORTABLE_WORDS));
+        assert!(has_word("XR CHEST 1V PORTABLE", PORTABLE_WORDS));
+        assert!(!has_word("BILATERAL", LATERAL_VIEWS));
     }
 
     #[test]
@@ -236,6 +251,16 @@ mod tests {
         );
         assert_eq!(
             classify(Some("CR"), Some("CHEST"), None, &none),
+            InputClass::Unknown
+        );
+        let both = vec!["CHEST PA AND LAT".to_owned()];
+        assert_eq!(
+            classify(Some("CR"), Some("CHEST"), None, &both),
+            InputClass::Unknown
+        );
+        let bilateral = vec!["BILATERAL RIBS".to_owned()];
+        assert_eq!(
+            classify(Some("CR"), Some("CHEST"), None, &bilateral),
             InputClass::Unknown
         );
         let desc = vec!["CHEST PA".to_owned()];
