@@ -146,6 +146,14 @@ pub fn set_text_in(bytes: &[u8], group: u16, elem: u16, text: &str, big: bool) -
     Some(out)
 }
 
+/// Overwrite an element's VR (the header layout stays as it was).
+pub fn set_vr(bytes: &[u8], group: u16, elem: u16, vr: [u8; 2]) -> Option<Vec<u8>> {
+    let f = find(bytes, group, elem, false)?;
+    let mut out = bytes.to_vec();
+    out[f.header + 4..f.header + 6].copy_from_slice(&vr);
+    Some(out)
+}
+
 /// Overwrite an element's length field with `len` (the bytes stay as they are).
 pub fn set_length(bytes: &[u8], group: u16, elem: u16, len: u32) -> Option<Vec<u8>> {
     let f = find(bytes, group, elem, false)?;
@@ -286,6 +294,13 @@ pub fn variants(bases: &[Base]) -> Vec<Variant> {
         push("high-bit-20", set_us(b, 0x0028, 0x0102, 20));
         push("samples-per-pixel-3", set_us(b, 0x0028, 0x0002, 3));
         push("samples-per-pixel-0", set_us(b, 0x0028, 0x0002, 0));
+        // Regression (fuzzer): an unknown VR made dicom-rs read a length the scan never checked.
+        for (tag, vr) in [((0x0008u16, 0x0016u16), *b"WI"), ((0x0008, 0x1090), *b"LM")] {
+            push(
+                &format!("unknown-vr-{}", String::from_utf8_lossy(&vr)),
+                set_vr(b, tag.0, tag.1, vr),
+            );
+        }
         push("photometric-rgb", set_text(b, 0x0028, 0x0004, "RGB"));
         push(
             "transfer-syntax-unknown",

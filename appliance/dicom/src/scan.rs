@@ -139,6 +139,15 @@ fn has_long_length(vr: &[u8; 2]) -> bool {
     )
 }
 
+fn is_standard_vr(vr: &[u8; 2]) -> bool {
+    const STANDARD: [&[u8; 2]; 34] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB",
+        b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+        b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+    ];
+    STANDARD.contains(&vr)
+}
+
 fn is_text(vr: &[u8; 2]) -> bool {
     matches!(
         vr,
@@ -176,6 +185,12 @@ fn scan_meta(bytes: &[u8]) -> Result<(String, usize), DicomError> {
             .get(pos + 4..pos + 6)
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| DicomError::malformed(pos, "file meta element header truncated"))?;
+        if !is_standard_vr(&vr) {
+            return Err(DicomError::malformed(
+                pos,
+                format!("file meta element (0002,{elem:04X}) has an unknown VR"),
+            ));
+        }
         let (len, header) = if has_long_length(&vr) {
             (u32_at(bytes, pos + 8, false), 12)
         } else {
@@ -312,10 +327,16 @@ impl Walker<'_> {
     ) -> Result<usize, DicomError> {
         let (vr, len, header): (Option<[u8; 2]>, u32, usize) = if self.explicit {
             let vr: [u8; 2] = [buf[pos + 4], buf[pos + 5]];
-            if !vr.iter().all(u8::is_ascii_uppercase) {
+            // Only the standard VRs: for anything else dicom-rs guesses the
+            // header layout differently from us, and a length we never checked
+            // would reach its allocator.
+            if !is_standard_vr(&vr) {
                 return Err(DicomError::malformed(
                     pos,
-                    format!("element ({group:04X},{elem:04X}) has an invalid VR"),
+                    format!(
+                        "element ({group:04X},{elem:04X}) has an unknown VR {:?}",
+                        String::from_utf8_lossy(&vr)
+                    ),
                 ));
             }
             if has_long_length(&vr) {
@@ -564,6 +585,17 @@ mod tests {
         let err = scan(&file(EXPLICIT, &body), &ReadLimits::default()).unwrap_err();
         assert_eq!(err.code(), "DICOM_MALFORMED", "{err}");
         assert!(err.to_string().contains("(7FE0,0010)"), "{err}");
+    }
+
+    /// Regression (found by the fuzzer): an unknown VR made dicom-rs read the
+    /// length field differently from the scan and allocate over 1 GB.
+    #[test]
+    fn refuses_unknown_vrs() {
+        let body = explicit_short(0x0008, 0x1090, b"LM", b"CR");
+        let err = scan(&file(EXPLICIT, &body), &ReadLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown VR"), "{err}");
+        let body = explicit_short(0x0008, 0x1090, b"LO", b"CR");
+        assert!(scan(&file(EXPLICIT, &body), &ReadLimits::default()).is_ok());
     }
 
     #[test]
