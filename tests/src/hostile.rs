@@ -146,6 +146,19 @@ pub fn set_text_in(bytes: &[u8], group: u16, elem: u16, text: &str, big: bool) -
     Some(out)
 }
 
+/// The same file under a made-up transfer syntax UID of the same length
+/// (digits after the DICOM root become 9s), so the meta group stays consistent.
+pub fn unknown_syntax(bytes: &[u8]) -> Option<Vec<u8>> {
+    let f = find(bytes, 0x0002, 0x0010, false)?;
+    let mut out = bytes.to_vec();
+    for c in &mut out[f.value + 14..f.value + f.len] {
+        if c.is_ascii_digit() {
+            *c = b'9';
+        }
+    }
+    Some(out)
+}
+
 /// Overwrite an element's VR (the header layout stays as it was).
 pub fn set_vr(bytes: &[u8], group: u16, elem: u16, vr: [u8; 2]) -> Option<Vec<u8>> {
     let f = find(bytes, group, elem, false)?;
@@ -302,10 +315,19 @@ pub fn variants(bases: &[Base]) -> Vec<Variant> {
             );
         }
         push("photometric-rgb", set_text(b, 0x0028, 0x0004, "RGB"));
-        push(
-            "transfer-syntax-unknown",
-            set_text(b, 0x0002, 0x0010, "1.2.3.4.5.6.7"),
-        );
+        push("transfer-syntax-unknown", unknown_syntax(b));
+        if let Some(meta) = find(b, 0x0002, 0x0000, false) {
+            let declared =
+                u32::from_le_bytes(b[meta.value..meta.value + 4].try_into().unwrap_or([0; 4]));
+            for (what, value) in [
+                ("meta-group-length-plus-200", declared.wrapping_add(200)),
+                ("meta-group-length-huge", 0xFFFF_FFF0),
+            ] {
+                let mut v = b.clone();
+                v[meta.value..meta.value + 4].copy_from_slice(&value.to_le_bytes());
+                push(what, Some(v));
+            }
+        }
         // Codec-specific damage.
         if let Some((item, frag)) = first_fragment(b) {
             let f = &b[frag.clone()];

@@ -174,7 +174,21 @@ fn is_text(vr: &[u8; 2]) -> bool {
 /// The file meta group (always explicit VR little endian). Returns the
 /// transfer syntax UID and the offset where the data set starts.
 fn scan_meta(bytes: &[u8]) -> Result<(String, usize), DicomError> {
-    let mut pos = 132;
+    // dicom-rs walks the meta group by its declared length, so that length
+    // must be right: otherwise it reads data-set bytes as meta elements.
+    let declared = match (
+        u16_at(bytes, 132, false),
+        u16_at(bytes, 134, false),
+        bytes.get(136..138),
+        u16_at(bytes, 138, false),
+    ) {
+        (Some(0x0002), Some(0x0000), Some(b"UL"), Some(4)) => u32_at(bytes, 140, false),
+        _ => None,
+    }
+    .ok_or_else(|| DicomError::NotDicom {
+        reason: "file meta group does not start with its group length (0002,0000)".into(),
+    })?;
+    let mut pos = 144;
     let mut uid = None;
     while let Some(group) = u16_at(bytes, pos, false) {
         if group != 0x0002 {
@@ -212,6 +226,15 @@ fn scan_meta(bytes: &[u8]) -> Result<(String, usize), DicomError> {
             uid = Some(text.trim_end_matches(['\0', ' ']).trim().to_owned());
         }
         pos = end;
+    }
+    if u64::from(declared) != (pos - 144) as u64 {
+        return Err(DicomError::malformed(
+            140,
+            format!(
+                "file meta group length says {declared} bytes but the group is {} bytes",
+                pos - 144
+            ),
+        ));
     }
     match uid {
         Some(u) if !u.is_empty() => Ok((u, pos)),
@@ -543,6 +566,8 @@ mod tests {
         if uid.len() % 2 == 1 {
             uid.push(0);
         }
+        out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        out.extend_from_slice(&(8 + uid.len() as u32).to_le_bytes());
         out.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         out.extend_from_slice(&(uid.len() as u16).to_le_bytes());
         out.extend_from_slice(&uid);
@@ -596,6 +621,15 @@ mod tests {
         assert!(err.to_string().contains("unknown VR"), "{err}");
         let body = explicit_short(0x0008, 0x1090, b"LO", b"CR");
         assert!(scan(&file(EXPLICIT, &body), &ReadLimits::default()).is_ok());
+    }
+
+    #[test]
+    fn meta_group_length_must_match_the_group() {
+        let mut f = file(EXPLICIT, &explicit_short(0x0008, 0x0060, b"CS", b"CR"));
+        assert!(scan(&f, &ReadLimits::default()).is_ok());
+        f[140] = f[140].wrapping_add(2);
+        let err = scan(&f, &ReadLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("group length says"), "{err}");
     }
 
     #[test]
