@@ -1,12 +1,32 @@
 //! `cxr-core`: the `no_std` decision core shared by the appliance and the trainer.
 //!
-//! It owns the decision logic (TTA merge, calibration, thresholds, OOD scores,
-//! abstention policy, decision and audit record types). It must not know I/O,
-//! engines or DICOM. For now it holds only the vocabulary that the ingest side
-//! hands to the decision side: [`InputClass`], the class of a study derived
-//! from its tags, on which the input gate will act.
+//! It owns the decision logic: TTA merge, per-label temperature calibration,
+//! thresholded calls with an uncertainty band, OOD scores (JointEnergy,
+//! max-logit, ODIN-T, Mahalanobis) and their gate, the input gate, deadlines
+//! (embassy-time), abstentions with stable codes and operator messages, and the
+//! postcard-encoded decision record. The decision path allocates nothing
+//! (heapless buffers, borrowed parameters). It must not know I/O, engines or
+//! DICOM: clocks, parameters and logits are handed in.
 #![no_std]
 
+mod abstention;
+pub mod calibration;
+mod decision;
+mod error;
+mod gate;
 mod input_class;
+pub mod limits;
+mod math;
+pub mod ood;
+mod record;
+pub mod tta;
 
+pub use abstention::{Abstention, AbstentionReason};
+pub use calibration::Call;
+pub use decision::{
+    decide, gate_input, Decision, DecisionParams, GateResults, LabelOutcome, StudyFacts,
+};
+pub use error::CoreError;
+pub use gate::InputGate;
 pub use input_class::InputClass;
+pub use record::{DecisionRecord, StageTimings};

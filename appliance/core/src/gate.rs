@@ -1,0 +1,94 @@
+//! The input gate: only adult frontal chest radiographs reach a decision.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AbstentionReason, InputClass};
+
+/// Who may be classified. Comes from the bundle (its intended use).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InputGate {
+    /// Youngest age (years) the model is intended for; 18 by default.
+    pub min_age_years: f32,
+    /// Oldest age (years); `None` for no upper limit.
+    pub max_age_years: Option<f32>,
+    /// Whether a study without a recorded age may be classified. True by
+    /// default: many de-identified studies drop the age.
+    pub allow_unknown_age: bool,
+}
+
+impl Default for InputGate {
+    fn default() -> Self {
+        InputGate {
+            min_age_years: 18.0,
+            max_age_years: None,
+            allow_unknown_age: true,
+        }
+    }
+}
+
+impl InputGate {
+    /// `Ok` if the study may be classified, else why not.
+    pub fn check(&self, class: InputClass, age_years: Option<f32>) -> Result<(), AbstentionReason> {
+        match class {
+            InputClass::FrontalChest => {}
+            InputClass::LateralChest => return Err(AbstentionReason::LateralView),
+            InputClass::NonChestRadiograph => return Err(AbstentionReason::NotChest),
+            InputClass::NotRadiograph => return Err(AbstentionReason::NotRadiograph),
+            InputClass::Unknown => return Err(AbstentionReason::UnknownInput),
+        }
+        match age_years {
+            None if self.allow_unknown_age => Ok(()),
+            None => Err(AbstentionReason::AgeUnknown),
+            Some(age) if age < self.min_age_years => Err(AbstentionReason::Paediatric),
+            Some(age) if self.max_age_years.is_some_and(|max| age > max) => {
+                Err(AbstentionReason::AgeOutOfRange)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_adult_frontal_chest_passes_by_default() {
+        let gate = InputGate::default();
+        assert_eq!(gate.check(InputClass::FrontalChest, Some(40.0)), Ok(()));
+        assert_eq!(gate.check(InputClass::FrontalChest, None), Ok(()));
+        assert_eq!(
+            gate.check(InputClass::FrontalChest, Some(9.0)),
+            Err(AbstentionReason::Paediatric)
+        );
+        assert_eq!(
+            gate.check(InputClass::LateralChest, Some(40.0)),
+            Err(AbstentionReason::LateralView)
+        );
+        assert_eq!(
+            gate.check(InputClass::NonChestRadiograph, Some(40.0)),
+            Err(AbstentionReason::NotChest)
+        );
+        assert_eq!(
+            gate.check(InputClass::NotRadiograph, None),
+            Err(AbstentionReason::NotRadiograph)
+        );
+        assert_eq!(
+            gate.check(InputClass::Unknown, None),
+            Err(AbstentionReason::UnknownInput)
+        );
+        let strict = InputGate {
+            max_age_years: Some(90.0),
+            allow_unknown_age: false,
+            ..InputGate::default()
+        };
+        assert_eq!(
+            strict.check(InputClass::FrontalChest, None),
+            Err(AbstentionReason::AgeUnknown)
+        );
+        assert_eq!(
+            strict.check(InputClass::FrontalChest, Some(95.0)),
+            Err(AbstentionReason::AgeOutOfRange)
+        );
+    }
+}
