@@ -78,11 +78,14 @@ fn rg3_extremity_is_a_non_chest_radiograph() {
 
 #[test]
 fn ct_mr_us_nm_are_refused_as_not_radiographs() {
+    // Regression: explicit_VR-UN writes its attributes, Modality included,
+    // with VR UN; they were read as byte lists ("67\\84") before.
     for (name, modality) in [
         ("693_UNCR.dcm", "CT"),
         ("MR2_UNCR.dcm", "MR"),
         ("US1_UNCR.dcm", "US"),
         ("JPEG-LL.dcm", "NM"),
+        ("explicit_VR-UN.dcm", "CT"),
     ] {
         let Some(path) = pydicom_file(name) else {
             return;

@@ -3,7 +3,7 @@
 use cxr_radiograph::{AcquisitionInfo, InputClass, Portable, Sex, StudyUids};
 use dicom_dictionary_std::tags;
 
-use crate::tags::{code, decimals, text, Obj};
+use crate::tags::{code, decimals, text, uint, Obj};
 
 /// Modalities that are projection radiographs.
 const RADIOGRAPH_MODALITIES: &[&str] = &["CR", "DX", "RG", "DR", "PX", "MG", "IO"];
@@ -68,9 +68,10 @@ pub(crate) fn read(obj: &Obj, transfer_syntax: &str) -> AcquisitionInfo {
         manufacturer_model: text(obj, tags::MANUFACTURER_MODEL_NAME),
         pixel_spacing_mm,
         pixel_spacing_source,
-        bits_stored: obj
-            .get(tags::BITS_STORED)
-            .and_then(|e| e.to_int::<u16>().ok()),
+        bits_stored: uint(obj, tags::BITS_STORED, "BitsStored")
+            .ok()
+            .flatten()
+            .and_then(|v| u16::try_from(v).ok()),
         photometric_interpretation: code(obj, tags::PHOTOMETRIC_INTERPRETATION),
         transfer_syntax: Some(transfer_syntax.to_owned()),
         portable: portable(obj),

@@ -1,14 +1,28 @@
 //! Small, forgiving readers for tag values on an in-memory DICOM object.
 
 use dicom_core::header::HasLength;
-use dicom_core::Tag;
+use dicom_core::{Tag, VR};
+use dicom_object::mem::InMemElement;
 use dicom_object::InMemDicomObject;
 
 pub(crate) type Obj = InMemDicomObject;
 
+/// The raw bytes of an element written with VR UN (some writers, and
+/// anonymisers, emit standard attributes as UN). dicom-rs keeps those as
+/// bytes, so reading them as text or numbers must start from the bytes.
+fn unknown_vr_bytes(element: &InMemElement) -> Option<Vec<u8>> {
+    (element.vr() == VR::UN)
+        .then(|| element.to_bytes().map(|b| b.into_owned()).ok())
+        .flatten()
+}
+
 /// The value as trimmed text (multiple values joined by `\`); `None` if absent or empty.
 pub(crate) fn text(obj: &Obj, tag: Tag) -> Option<String> {
-    let value = obj.get(tag)?.to_str().ok()?;
+    let element = obj.get(tag)?;
+    let value = match unknown_vr_bytes(element) {
+        Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => element.to_str().ok()?.into_owned(),
+    };
     let trimmed = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
@@ -25,6 +39,19 @@ pub(crate) fn uint(obj: &Obj, tag: Tag, name: &str) -> Result<Option<u32>, Strin
     };
     if element.is_empty() {
         return Ok(None);
+    }
+    if let Some(bytes) = unknown_vr_bytes(element) {
+        // US/UL stored as UN (little endian), or IS text.
+        return match bytes[..] {
+            [a, b] => Ok(Some(u32::from(u16::from_le_bytes([a, b])))),
+            [a, b, c, d] if text(obj, tag).and_then(|t| t.parse::<u32>().ok()).is_none() => {
+                Ok(Some(u32::from_le_bytes([a, b, c, d])))
+            }
+            _ => text(obj, tag)
+                .and_then(|t| t.parse::<u32>().ok())
+                .map(Some)
+                .ok_or_else(|| format!("{name} (VR UN) is not an unsigned integer")),
+        };
     }
     element
         .to_int::<u32>()
