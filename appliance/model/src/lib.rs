@@ -1,0 +1,17 @@
+//! `cxr-model`: the ViT family in one place.
+//!
+//! It owns the model [`VitSpec`] and presets, the canonical (timm) weight
+//! names and shapes ([`names`]), deterministic random initialisation, the
+//! plain f32 [`reference`] forward that is the oracle for every engine, and
+//! the ONNX writer and reader ([`onnx`]). It must not know burn, tract or CUDA.
+
+mod error;
+pub mod names;
+pub mod onnx;
+pub mod reference;
+mod spec;
+mod weights;
+
+pub use error::ModelError;
+pub use spec::VitSpec;
+pub use weights::Weights;
