@@ -1,7 +1,10 @@
 //! `cxr-appliance`: the appliance's command line. Wiring only; the work lives
 //! in the library crates. `anyhow` is used here and nowhere else.
 
+mod classify;
+mod dev_model;
 mod inspect;
+mod params;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,14 @@ enum Command {
     /// appliance would see: one JSON object per line per file. Exit code 0 when
     /// every file was accepted, 2 when any was refused.
     Inspect(inspect::InspectArgs),
+    /// Classify studies with a model and parameters (developer mode until
+    /// signed bundles land): one JSON decision per line. Exit code 0 when every
+    /// study got a decision, 3 when any abstained, 2 when ingest refused any.
+    Classify(classify::ClassifyArgs),
+    /// Write a random-weight model and neutral parameters, to try `classify`
+    /// end to end. The output is noise: never use it on patients.
+    #[command(hide = true)]
+    DevRandomModel(dev_model::DevModelArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +50,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Classify(args) => classify::run(&args),
+        Command::DevRandomModel(args) => dev_model::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,8 @@ pub enum ModelError {
     InputShape { expected: usize, got: usize },
     #[error("ONNX file malformed at byte {offset}: {reason}; fix: re-export the model")]
     OnnxMalformed { offset: usize, reason: String },
+    #[error("checkpoint malformed at byte {offset}: {reason}; fix: re-export the checkpoint as safetensors")]
+    CheckpointMalformed { offset: usize, reason: String },
 }
 
 impl ModelError {
@@ -26,6 +28,7 @@ impl ModelError {
             ModelError::WeightShape { .. } => "MODEL_WEIGHT_SHAPE",
             ModelError::InputShape { .. } => "MODEL_INPUT_SHAPE",
             ModelError::OnnxMalformed { .. } => "MODEL_ONNX_MALFORMED",
+            ModelError::CheckpointMalformed { .. } => "MODEL_CHECKPOINT_MALFORMED",
         }
     }
 }

@@ -8,10 +8,14 @@
 mod error;
 pub mod names;
 pub mod onnx;
+mod pos_embed;
 pub mod reference;
+mod safetensors;
 mod spec;
 mod weights;
 
 pub use error::ModelError;
+pub use pos_embed::resample_pos_embed;
+pub use safetensors::{read_safetensors, weights_from_checkpoint};
 pub use spec::VitSpec;
 pub use weights::Weights;

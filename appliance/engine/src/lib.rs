@@ -1,0 +1,40 @@
+//! `cxr-engine`: the [`Engine`] trait, the tract CPU engine ([`TractVit`]),
+//! and engine selection with its reasons. It must not know CUDA details: the
+//! CUDA engine implements the same trait in `cxr-cuda`, and the reference
+//! forward in `cxr-model` is the oracle for both.
+
+mod error;
+mod select;
+mod tract_vit;
+
+pub use error::EngineError;
+pub use select::{select_engine, EnginePreference, Selection};
+pub use tract_vit::TractVit;
+
+/// What an engine takes and gives, for checks against the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineShape {
+    pub channels: usize,
+    pub image_size: usize,
+    pub labels: usize,
+    pub features: usize,
+}
+
+/// The outputs of one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOutput {
+    pub batch: usize,
+    /// `[batch, labels]`, row-major.
+    pub logits: Vec<f32>,
+    /// `[batch, features]`, row-major: the pooled (final-normed CLS) feature.
+    pub features: Vec<f32>,
+}
+
+/// A classifier engine: batched ViT inference.
+pub trait Engine: Send + Sync {
+    /// A short name for logs and the audit record (e.g. `tract`).
+    fn name(&self) -> &'static str;
+    fn shape(&self) -> EngineShape;
+    /// Run `batch` images, `[batch, C, S, S]` row-major.
+    fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError>;
+}

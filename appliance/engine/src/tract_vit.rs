@@ -1,0 +1,137 @@
+//! The tract CPU engine: the ONNX graph, optimised once for a symbolic batch,
+//! run under its own thread pool.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use cxr_model::VitSpec;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::dims;
+
+use crate::{Engine, EngineError, EngineOutput, EngineShape};
+
+const NAME: &str = "tract";
+
+/// ViT inference through tract, with a thread count from configuration.
+pub struct TractVit {
+    plan: Arc<TypedRunnableModel>,
+    spec: VitSpec,
+    executor: Executor,
+    threads: usize,
+}
+
+impl std::fmt::Debug for TractVit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractVit")
+            .field("spec", &self.spec)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+fn load_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Load {
+        engine: NAME,
+        reason: format!("{e:#}"),
+    }
+}
+
+impl TractVit {
+    /// Load and optimise an ONNX model written for `spec`. `threads` is the
+    /// size of this engine's own matrix-multiply pool (1 = single-threaded).
+    pub fn load(onnx: &[u8], spec: VitSpec, threads: usize) -> Result<Self, EngineError> {
+        spec.validate().map_err(load_error)?;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut Cursor::new(onnx))
+            .map_err(load_error)?;
+        let batch = model.sym("N");
+        let (c, s) = (spec.in_channels as i64, spec.image_size as i64);
+        let plan = model
+            .with_input_fact(0, f32::fact(dims!(batch, c, s, s)).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(load_error)?;
+        let threads = threads.max(1);
+        let executor = if threads == 1 {
+            Executor::SingleThread
+        } else {
+            Executor::multithread(threads)
+        };
+        Ok(TractVit {
+            plan,
+            spec,
+            executor,
+            threads,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+fn output(values: &TValue, batch: usize, width: usize) -> Result<Vec<f32>, EngineError> {
+    let view = values
+        .to_plain_array_view::<f32>()
+        .map_err(|e| EngineError::Run {
+            engine: NAME,
+            reason: format!("{e:#}"),
+        })?;
+    if view.shape() != [batch, width] {
+        return Err(EngineError::OutputShape {
+            expected: vec![batch, width],
+            got: view.shape().to_vec(),
+        });
+    }
+    Ok(view.iter().copied().collect())
+}
+
+impl Engine for TractVit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn shape(&self) -> EngineShape {
+        EngineShape {
+            channels: self.spec.in_channels,
+            image_size: self.spec.image_size,
+            labels: self.spec.labels,
+            features: self.spec.width,
+        }
+    }
+
+    fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError> {
+        let (c, s) = (self.spec.in_channels, self.spec.image_size);
+        let expected = batch * c * s * s;
+        if batch == 0 || images.len() != expected {
+            return Err(EngineError::InputShape {
+                batch,
+                expected,
+                got: images.len(),
+            });
+        }
+        let input =
+            Tensor::from_shape(&[batch, c, s, s], images).map_err(|e| EngineError::Run {
+                engine: NAME,
+                reason: format!("{e:#}"),
+            })?;
+        let outputs =
+            multithread_tract_scope(self.executor.clone(), || self.plan.run(tvec!(input.into())))
+                .map_err(|e| EngineError::Run {
+                engine: NAME,
+                reason: format!("{e:#}"),
+            })?;
+        if outputs.len() != 2 {
+            return Err(EngineError::OutputShape {
+                expected: vec![2],
+                got: vec![outputs.len()],
+            });
+        }
+        Ok(EngineOutput {
+            batch,
+            logits: output(&outputs[0], batch, self.spec.labels)?,
+            features: output(&outputs[1], batch, self.spec.width)?,
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! `cxr-appliance classify` end to end, with random-weight models written by
+//! `dev-random-model` (developer mode: no bundle yet).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cxr_tests::data::pydicom_file;
+
+fn appliance() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cxr-appliance"))
+}
+
+fn random_model(dir: &Path, preset: &str, size: u32) -> (PathBuf, PathBuf) {
+    let (model, params) = (
+        dir.join(format!("{preset}.onnx")),
+        dir.join(format!("{preset}.toml")),
+    );
+    let status = appliance()
+        .args([
+            "dev-random-model",
+            "--preset",
+            preset,
+            "--size",
+            &size.to_string(),
+            "--model",
+        ])
+        .arg(&model)
+        .arg("--params")
+        .arg(&params)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (model, params)
+}
+
+fn classify(
+    model: &Path,
+    params: &Path,
+    files: &[PathBuf],
+    threads: &str,
+) -> (i32, Vec<serde_json::Value>) {
+    let out = appliance()
+        .arg("classify")
+        .args(files)
+        .arg("--model")
+        .arg(model)
+        .arg("--params")
+        .arg(params)
+        .args(["--engine", "tract", "--threads", threads, "--json"])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        out.status.code().is_some(),
+        "killed by a signal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap(), lines)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cxr-classify-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn chest_gets_a_decision_and_others_abstain_or_are_refused() {
+    let (Some(rg1), Some(rg3), Some(ct), Some(us)) = (
+        pydicom_file("RG1_J2KR.dcm"),
+        pydicom_file("RG3_UNCR.dcm"),
+        pydicom_file("693_UNCR.dcm"),
+        pydicom_file("US1_UNCR.dcm"),
+    ) else {
+        return;
+    };
+    let dir = temp_dir("tiny");
+    let (model, params) = random_model(&dir, "tiny", 64);
+
+    let (code, lines) = classify(&model, &params, std::slice::from_ref(&rg1), "1");
+    assert_eq!(code, 0, "{lines:?}");
+    let d = &lines[0];
+    assert_eq!(d["outcome"], "decision");
+    assert_eq!(d["engine"]["name"], "tract");
+    assert!(!d["engine"]["reasons"].as_array().unwrap().is_empty());
+    let labels = d["decision"]["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 14);
+    for l in labels {
+        let p = l["probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        assert!(["positive", "negative", "uncertain"].contains(&l["call"].as_str().unwrap()));
+    }
+    assert!(d["decision"]["ood"]["joint_energy"].as_f64().unwrap() > 0.0);
+    assert!(d["decision"]["abstention"].is_null());
+    for stage in ["decode", "preprocess", "inference_per_view", "decision"] {
+        assert!(d["timings_ms"][stage].as_f64().unwrap() >= 0.0, "{stage}");
+    }
+    assert!(d["mode"].as_str().unwrap().contains("developer"));
+
+    let (code, lines) = classify(&model, &params, &[rg3], "1");
+    assert_eq!(code, 3);
+    assert_eq!(
+        lines[0]["decision"]["abstention"]["code"],
+        "ABSTAIN_NOT_CHEST"
+    );
+    assert!(lines[0]["decision"]["abstention"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("refer to a radiologist"));
+    assert!(lines[0]["decision"]["labels"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let (code, lines) = classify(&model, &params, &[ct, us, rg1], "2");
+    assert_eq!(code, 2, "a refusal wins over decisions");
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["error"]["code"], "DICOM_NOT_A_RADIOGRAPH");
+    assert_eq!(lines[1]["error"]["code"], "DICOM_NOT_A_RADIOGRAPH");
+    assert_eq!(lines[2]["outcome"], "decision");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn vit_b16_at_512_gives_a_full_decision_on_rg1() {
+    let Some(rg1) = pydicom_file("RG1_UNCR.dcm") else {
+        return;
+    };
+    let dir = temp_dir("vitb16");
+    let (model, params) = random_model(&dir, "vit-b16", 512);
+    let (code, lines) = classify(&model, &params, &[rg1], "2");
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(lines[0]["decision"]["labels"].as_array().unwrap().len(), 14);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
