@@ -37,4 +37,31 @@ pub trait Engine: Send + Sync {
     fn shape(&self) -> EngineShape;
     /// Run `batch` images, `[batch, C, S, S]` row-major.
     fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError>;
+
+    /// The largest batch worth sending at once: callers split bigger batches
+    /// (e.g. the TTA views of one study) into chunks of this size.
+    fn preferred_batch(&self) -> usize {
+        usize::MAX
+    }
+
+    /// [`Engine::infer`] in chunks of [`Engine::preferred_batch`], outputs concatenated.
+    fn infer_chunked(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError> {
+        let chunk = self.preferred_batch().clamp(1, batch.max(1));
+        if chunk >= batch {
+            return self.infer(images, batch);
+        }
+        let per_image = images.len() / batch.max(1);
+        let mut out = EngineOutput {
+            batch,
+            logits: Vec::new(),
+            features: Vec::new(),
+        };
+        for start in (0..batch).step_by(chunk) {
+            let n = chunk.min(batch - start);
+            let part = self.infer(&images[start * per_image..(start + n) * per_image], n)?;
+            out.logits.extend(part.logits);
+            out.features.extend(part.features);
+        }
+        Ok(out)
+    }
 }

@@ -101,6 +101,18 @@ impl Engine for TractVit {
         }
     }
 
+    /// Measured (benches/README.md, 2 cores): at 512 px (1025 tokens) five
+    /// views one at a time beat one batch of five by 13% on 1 thread and 22%
+    /// on 2 (the batched attention no longer fits the caches); at 224 px the
+    /// batch is 2-5% faster. So: one image at a time from 1025 tokens up.
+    fn preferred_batch(&self) -> usize {
+        if self.spec.tokens() >= 1025 {
+            1
+        } else {
+            usize::MAX
+        }
+    }
+
     fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError> {
         let (c, s) = (self.spec.in_channels, self.spec.image_size);
         let expected = batch * c * s * s;

@@ -80,6 +80,35 @@ fn vit_b16_matches_the_reference() {
 }
 
 #[test]
+fn chunked_inference_equals_one_batch() {
+    let small = VitSpec::tiny();
+    let small_bytes = onnx::write(&Weights::random(&small, 9).unwrap()).unwrap();
+    let small_engine = TractVit::load(&small_bytes, small, 1).unwrap();
+    assert_eq!(
+        small_engine.preferred_batch(),
+        usize::MAX,
+        "small inputs go as one batch"
+    );
+    // 256 px with patch 8 is 1025 tokens, like ViT-B/16 at 512: one at a time.
+    let big = VitSpec {
+        image_size: 256,
+        ..small
+    };
+    let big_bytes = onnx::write(&Weights::random(&big, 9).unwrap()).unwrap();
+    let engine = TractVit::load(&big_bytes, big, 1).unwrap();
+    assert_eq!(engine.preferred_batch(), 1);
+    let input = images(&big, 3, 3);
+    let whole = engine.infer(&input, 3).unwrap();
+    let chunked = engine.infer_chunked(&input, 3).unwrap();
+    assert_eq!(
+        (chunked.batch, chunked.logits.len(), chunked.features.len()),
+        (3, whole.logits.len(), whole.features.len())
+    );
+    let (max, rel) = errors(&chunked.logits, &whole.logits);
+    assert!(max < 1e-5 && rel < 1e-6, "{max} {rel}");
+}
+
+#[test]
 fn wrong_input_sizes_are_typed_errors() {
     let spec = VitSpec::tiny();
     let bytes = onnx::write(&Weights::random(&spec, 1).unwrap()).unwrap();

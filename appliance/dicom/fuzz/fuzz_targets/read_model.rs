@@ -1,0 +1,16 @@
+//! Fuzz the model-file parsers (ONNX initializers, safetensors): model files
+//! arrive on USB sticks, so any bytes must give Ok or a typed Err.
+#![no_main]
+
+use cxr_model::onnx::read_initializers;
+use cxr_model::read_safetensors;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for result in [read_initializers(data), read_safetensors(data)] {
+        match result {
+            Ok(tensors) => assert!(tensors.values().all(|(shape, values)| shape.iter().product::<usize>() == values.len())),
+            Err(e) => assert!(e.code().starts_with("MODEL_")),
+        }
+    }
+});
