@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cxr_tests::data::pydicom_file;
+use cxr_tests::data::{pydicom_file, scratch_dir};
 
 fn appliance() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cxr-appliance"))
@@ -63,12 +63,6 @@ fn classify(
     (out.status.code().unwrap(), lines)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cxr-classify-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn chest_gets_a_decision_and_others_abstain_or_are_refused() {
     let (Some(rg1), Some(rg3), Some(ct), Some(us)) = (
@@ -79,7 +73,7 @@ fn chest_gets_a_decision_and_others_abstain_or_are_refused() {
     ) else {
         return;
     };
-    let dir = temp_dir("tiny");
+    let dir = scratch_dir("classify-tiny");
     let (model, params) = random_model(&dir, "tiny", 64);
 
     let (code, lines) = classify(&model, &params, std::slice::from_ref(&rg1), "1");
@@ -131,7 +125,7 @@ fn vit_b16_at_512_gives_a_full_decision_on_rg1() {
     let Some(rg1) = pydicom_file("RG1_UNCR.dcm") else {
         return;
     };
-    let dir = temp_dir("vitb16");
+    let dir = scratch_dir("classify-vitb16");
     let (model, params) = random_model(&dir, "vit-b16", 512);
     let (code, lines) = classify(&model, &params, &[rg1], "2");
     assert_eq!(code, 0, "{lines:?}");

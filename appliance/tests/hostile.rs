@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cxr_tests::data::{pydicom_file, shared_file};
+use cxr_tests::data::{pydicom_file, scratch_dir, shared_file};
 use cxr_tests::hostile::{set_text_in, variants, Base};
 
 /// Generous for a debug build on a loaded 2-core CI machine; measured slowest
@@ -91,8 +91,7 @@ fn every_hostile_variant_is_accepted_or_refused_with_a_code() {
     let variants = variants(&bases);
     assert!(variants.len() >= 40, "only {} variants", variants.len());
 
-    let dir = std::env::temp_dir().join(format!("cxr-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("hostile");
     let mut worst = (0u64, String::new());
     let mut slowest = (Duration::ZERO, String::new());
     let mut codes = std::collections::BTreeMap::<String, usize>::new();

@@ -26,7 +26,7 @@ fn accepted_chest_prints_the_documented_fields_and_a_preview() {
     ) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("cxr-inspect-png-{}", std::process::id()));
+    let dir = cxr_tests::data::scratch_dir("inspect-png");
     let (code, lines) = run(&[
         path.as_os_str(),
         "--json".as_ref(),

@@ -118,3 +118,13 @@ fn fetch_pydicom_data(cache: &Path, dir: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&staging);
     Ok(())
 }
+
+/// A fresh scratch folder for one test, unique per process, created empty.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cxr-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("cannot create scratch folder {}: {e}", dir.display());
+    }
+    dir
+}
