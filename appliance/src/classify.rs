@@ -8,15 +8,20 @@ use std::process::ExitCode;
 use std::time::Instant as StdInstant;
 
 use anyhow::Context;
-use cxr_core::ood::FeatureStats;
-use cxr_core::{decide, gate_input, Call, Decision, DecisionParams, StudyFacts};
-use cxr_dicom::{read_radiograph_file, ReadLimits};
-use cxr_engine::{select_engine, EnginePreference, Selection};
+use cxr_audit::{AuditLog, BundleRef, DeviceSecret, Event, Inference, Mode};
+use cxr_bundle::{read_bounded, verify, ModelParams, VerifiedBundle, MAX_BUNDLE_BYTES};
+use cxr_core::{
+    decide, gate_input, Call, Decision, DecisionParams, DecisionRecord, StageTimings, StudyFacts,
+};
+use cxr_dicom::{read_radiograph, ReadLimits};
+use cxr_engine::{select_engine, select_for_bundle, EnginePreference, Selection};
 use cxr_preprocess::{prepare, tta_view};
-use embassy_time::{Duration, Instant};
+use embassy_time::Instant;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
-use crate::params::ClassifyParams;
+use crate::bundle_cmd::{bundle_ref, engine_preference, error_json, print};
+use crate::device::{now_unix_ms, Device, DeviceArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineChoice {
@@ -29,20 +34,28 @@ pub struct ClassifyArgs {
     /// DICOM files, one study each.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// The model (developer mode; the signed bundle replaces this).
+    /// Classify with this bundle file instead of the active one; it is
+    /// verified on the fly (trust, board, anti-rollback floor).
+    #[arg(long, conflicts_with_all = ["model", "params"])]
+    bundle: Option<PathBuf>,
+    /// Developer mode: a loose ONNX model (needs --params). Never for
+    /// patients; the audit log marks every inference made this way.
+    #[arg(long, requires = "params")]
+    model: Option<PathBuf>,
+    /// Developer mode: model spec and decision parameters, TOML.
+    #[arg(long, requires = "model")]
+    params: Option<PathBuf>,
+    /// Engine (default: the board profile's).
+    #[arg(long, value_enum)]
+    engine: Option<EngineChoice>,
+    /// Matrix-multiply threads for the CPU engine (default: the board profile's).
     #[arg(long)]
-    model: PathBuf,
-    /// Decision parameters and model spec, TOML (developer mode).
-    #[arg(long)]
-    params: PathBuf,
-    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
-    engine: EngineChoice,
-    /// Matrix-multiply threads for the CPU engine.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    threads: Option<usize>,
     /// Print JSON lines (the default and, for now, only format).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// The injected clock: embassy-time instants counted from process start.
@@ -66,7 +79,7 @@ fn call_name(c: Call) -> &'static str {
     }
 }
 
-fn decision_json(d: &Decision, params: &ClassifyParams) -> Value {
+fn decision_json(d: &Decision, params: &ModelParams) -> Value {
     let labels: Vec<Value> = d
         .labels
         .iter()
@@ -96,25 +109,47 @@ enum Outcome {
     Refused,
 }
 
+/// What one study produced: the printed line and what the audit keeps.
+struct StudyResult {
+    outcome: Outcome,
+    line: Value,
+    audit_outcome: cxr_audit::Outcome,
+    study_uid: Option<String>,
+    record: Option<DecisionRecord>,
+}
+
 struct Study<'a> {
     selection: &'a Selection,
-    params: &'a ClassifyParams,
+    params: &'a ModelParams,
     decision_params: DecisionParams<'a>,
     clock: &'a Clock,
 }
 
+fn refused(file: &Path, code: &str, message: String) -> StudyResult {
+    StudyResult {
+        outcome: Outcome::Refused,
+        line: json!({ "file": file.display().to_string(), "outcome": "refused", "error": { "code": code, "message": message } }),
+        audit_outcome: cxr_audit::Outcome::Refused {
+            code: code.to_owned(),
+        },
+        study_uid: None,
+        record: None,
+    }
+}
+
+fn micros(ms: f64) -> u64 {
+    (ms * 1e3) as u64
+}
+
 impl Study<'_> {
-    fn run(&self, file: &Path) -> anyhow::Result<(Outcome, Value)> {
+    fn run(&self, file: &Path, bytes: &[u8]) -> anyhow::Result<StudyResult> {
         let received = self.clock.now();
         let engine_json =
             json!({ "name": self.selection.engine.name(), "reasons": self.selection.reasons });
         let t = StdInstant::now();
-        let radiograph = match read_radiograph_file(file, &ReadLimits::default()) {
+        let radiograph = match read_radiograph(bytes, &ReadLimits::default()) {
             Ok(r) => r,
-            Err(e) => {
-                let line = json!({ "file": file.display().to_string(), "outcome": "refused", "error": { "code": e.code(), "message": e.to_string() } });
-                return Ok((Outcome::Refused, line));
-            }
+            Err(e) => return Ok(refused(file, e.code(), e.to_string())),
         };
         let decode_ms = ms(t);
         let a = &radiograph.acquisition;
@@ -123,6 +158,13 @@ impl Study<'_> {
             age_years: a.age_years,
             received,
         };
+        let record = |decision: Decision, timings: StageTimings, views: usize| DecisionRecord {
+            input_class: a.input_class,
+            age_years: a.age_years.map(|y| y.clamp(0.0, 255.0) as u8),
+            views: views as u8,
+            decision,
+            timings,
+        };
         let base = json!({ "file": file.display().to_string(), "input_class": a.input_class.code(), "engine": engine_json });
         if let Some(d) = gate_input(&facts, &self.decision_params) {
             let mut line = base;
@@ -130,7 +172,23 @@ impl Study<'_> {
                 &mut line,
                 json!({ "outcome": "abstention", "decision": decision_json(&d, self.params), "timings_ms": { "decode": decode_ms } }),
             );
-            return Ok((Outcome::Abstained, line));
+            let code = d.abstention.map(|x| x.reason.code()).unwrap_or_default();
+            return Ok(StudyResult {
+                outcome: Outcome::Abstained,
+                line,
+                audit_outcome: cxr_audit::Outcome::Abstention {
+                    code: code.to_owned(),
+                },
+                study_uid: a.uids.study.clone(),
+                record: Some(record(
+                    d,
+                    StageTimings {
+                        decode_us: micros(decode_ms),
+                        ..StageTimings::default()
+                    },
+                    0,
+                )),
+            });
         }
         let t = StdInstant::now();
         let input =
@@ -145,7 +203,7 @@ impl Study<'_> {
         let out = self
             .selection
             .engine
-            .infer(&batch, views)
+            .infer_chunked(&batch, views)
             .context("running the engine")?;
         let inference_ms = ms(t);
         let t = StdInstant::now();
@@ -161,10 +219,14 @@ impl Study<'_> {
         )
         .map_err(|e| anyhow::anyhow!("{} ({})", e, e.code()))?;
         let decision_ms = ms(t);
-        let outcome = if d.abstention.is_some() {
-            Outcome::Abstained
-        } else {
-            Outcome::Decided
+        let (outcome, audit_outcome) = match d.abstention {
+            Some(x) => (
+                Outcome::Abstained,
+                cxr_audit::Outcome::Abstention {
+                    code: x.reason.code().to_owned(),
+                },
+            ),
+            None => (Outcome::Decided, cxr_audit::Outcome::Decision),
         };
         let mut line = base;
         merge(
@@ -175,7 +237,19 @@ impl Study<'_> {
                 "timings_ms": { "decode": decode_ms, "preprocess": preprocess_ms, "inference_per_view": inference_ms / views as f64, "decision": decision_ms },
             }),
         );
-        Ok((outcome, line))
+        let timings = StageTimings {
+            decode_us: micros(decode_ms),
+            preprocess_us: micros(preprocess_ms),
+            inference_us: micros(inference_ms),
+            decision_us: micros(decision_ms),
+        };
+        Ok(StudyResult {
+            outcome,
+            line,
+            audit_outcome,
+            study_uid: a.uids.study.clone(),
+            record: Some(record(d, timings, views)),
+        })
     }
 }
 
@@ -185,48 +259,256 @@ fn merge(into: &mut Value, from: Value) {
     }
 }
 
+/// Where the model and its parameters come from.
+enum Source {
+    Verified(Box<VerifiedBundle>),
+    Developer(Box<DevModel>),
+}
+
+/// Developer mode's loose files.
+struct DevModel {
+    params: ModelParams,
+    onnx: Vec<u8>,
+    digest: [u8; 32],
+}
+
+impl Source {
+    fn params(&self) -> &ModelParams {
+        match self {
+            Source::Verified(b) => &b.manifest().params,
+            Source::Developer(d) => &d.params,
+        }
+    }
+
+    fn bundle_ref(&self) -> BundleRef {
+        match self {
+            Source::Verified(b) => bundle_ref(b),
+            Source::Developer(d) => BundleRef {
+                model_id: "developer-mode".into(),
+                version: 0,
+                digest: d.digest,
+            },
+        }
+    }
+
+    fn mode(&self) -> Mode {
+        match self {
+            Source::Verified(_) => Mode::Verified,
+            Source::Developer(_) => Mode::Developer,
+        }
+    }
+}
+
+/// Load the model: the active bundle, `--bundle` verified on the fly, or the
+/// developer-mode files. `Err((code, message))` means nothing may be classified.
+fn load_source(
+    args: &ClassifyArgs,
+    device: &Device,
+) -> anyhow::Result<Result<Source, (String, String)>> {
+    if let (Some(model), Some(params)) = (&args.model, &args.params) {
+        let text = std::fs::read_to_string(params)
+            .with_context(|| format!("reading {}", params.display()))?;
+        let params = ModelParams::from_toml(&text)
+            .with_context(|| format!("parsing {}", params.display()))?;
+        let onnx = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+        let digest = Sha256::digest(&onnx).into();
+        return Ok(Ok(Source::Developer(Box::new(DevModel {
+            params,
+            onnx,
+            digest,
+        }))));
+    }
+    let loaded = device.trust().and_then(|trust| match &args.bundle {
+        Some(file) => {
+            let bytes = read_bounded(file, MAX_BUNDLE_BYTES)?;
+            verify(bytes, &trust, &device.board, &device.store.state()?.floors)
+        }
+        None => device
+            .store
+            .load_active(&trust, &device.board)
+            .map(|(_, b)| b),
+    });
+    Ok(loaded
+        .map(|b| Source::Verified(Box::new(b)))
+        .map_err(|e| (e.code().to_owned(), e.to_string())))
+}
+
+fn read_input(file: &Path) -> Result<Vec<u8>, (String, String)> {
+    let limit = ReadLimits::default().max_input_bytes as u64;
+    match std::fs::metadata(file) {
+        Ok(m) if m.len() > limit => {
+            return Err((
+                "DICOM_INPUT_TOO_LARGE".into(),
+                format!(
+                    "{} is {} bytes, over the {limit}-byte limit (fix: send one image per file)",
+                    file.display(),
+                    m.len()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err((
+                "INPUT_UNREADABLE".into(),
+                format!("{}: {e} (fix: check the path)", file.display()),
+            ))
+        }
+        Ok(_) => {}
+    }
+    std::fs::read(file).map_err(|e| {
+        (
+            "INPUT_UNREADABLE".into(),
+            format!("{}: {e} (fix: check the path)", file.display()),
+        )
+    })
+}
+
+struct Auditor<'a> {
+    log: &'a mut AuditLog,
+    secret: &'a DeviceSecret,
+    bundle: BundleRef,
+    mode: Mode,
+    engine: String,
+    engine_reasons: Vec<String>,
+}
+
+impl Auditor<'_> {
+    fn record(
+        &mut self,
+        input: &[u8],
+        result: &StudyResult,
+        latency_us: u64,
+    ) -> Result<u64, cxr_audit::AuditError> {
+        let decision = result.record.as_ref().and_then(|r| {
+            let mut buf = [0u8; 2048];
+            r.encode(&mut buf).ok().map(|b| b.to_vec())
+        });
+        let event = Event::Inference(Inference {
+            mode: self.mode,
+            bundle: self.bundle.clone(),
+            engine: self.engine.clone(),
+            engine_reasons: self.engine_reasons.clone(),
+            input_sha256: Sha256::digest(input).into(),
+            study_key: result
+                .study_uid
+                .as_deref()
+                .map(|u| self.secret.study_key(u)),
+            decision,
+            latency_us,
+            outcome: result.audit_outcome.clone(),
+        });
+        self.log.append(now_unix_ms(), event)
+    }
+}
+
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let clock = Clock(StdInstant::now());
-    let params = ClassifyParams::read(&args.params)?;
-    let onnx =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let device = Device::open(&args.device)?;
+    // No audit log, no classification: every inference must leave a record.
+    let mut log = device.open_audit()?;
+    let secret = device.secret()?;
+    let source = match load_source(args, &device)? {
+        Ok(s) => s,
+        Err((code, message)) => {
+            log.append(
+                now_unix_ms(),
+                Event::StartRefused {
+                    code: code.clone(),
+                    message: message.clone(),
+                },
+            )?;
+            print(&error_json(
+                &code,
+                &format!("no verified model, nothing is classified: {message}"),
+            ));
+            return Ok(ExitCode::from(4));
+        }
+    };
+    let board_engine = device.board.engine;
     let preference = match args.engine {
-        EngineChoice::Auto => EnginePreference::Auto,
-        EngineChoice::Tract => EnginePreference::Tract,
+        Some(EngineChoice::Auto) => EnginePreference::Auto,
+        Some(EngineChoice::Tract) => EnginePreference::Tract,
+        None => engine_preference(board_engine.preference),
     };
-    let selection = select_engine(&onnx, params.model, preference, args.threads)?;
-    let stats = params.feature_stats.as_ref().map(|s| FeatureStats {
-        mean: &s.mean,
-        cholesky_lower: &s.cholesky_lower,
-    });
-    let decision_params = DecisionParams {
-        temperatures: &params.temperatures,
-        thresholds: &params.thresholds,
-        uncertainty_band: params.uncertainty_band,
-        max_tta_spread: params.max_tta_spread,
-        odin_temperature: params.odin_temperature,
-        ood_cutoffs: params.ood,
-        feature_stats: stats,
-        input_gate: params.gate,
-        budget: Duration::from_millis(params.budget_ms),
+    let threads = args.threads.unwrap_or(board_engine.threads);
+    let selection = match &source {
+        Source::Verified(b) => select_for_bundle(b, preference, threads).map(|(s, _)| s),
+        Source::Developer(d) => select_engine(&d.onnx, d.params.model, preference, threads),
     };
+    let selection = match selection {
+        Ok(s) => s,
+        Err(e) => {
+            log.append(
+                now_unix_ms(),
+                Event::StartRefused {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                },
+            )?;
+            print(&error_json(
+                e.code(),
+                &format!("no engine passed its checks, nothing is classified: {e}"),
+            ));
+            return Ok(ExitCode::from(4));
+        }
+    };
+    let params = source.params();
     let study = Study {
         selection: &selection,
-        params: &params,
-        decision_params,
+        params,
+        decision_params: params.decision_params(),
         clock: &clock,
+    };
+    let mut auditor = Auditor {
+        log: &mut log,
+        secret: &secret,
+        bundle: source.bundle_ref(),
+        mode: source.mode(),
+        engine: selection.engine.name().to_owned(),
+        engine_reasons: selection.reasons.clone(),
+    };
+    let mode = match source.mode() {
+        Mode::Verified => {
+            json!({ "mode": "verified", "bundle": { "model_id": auditor.bundle.model_id, "version": auditor.bundle.version, "digest": cxr_bundle::hex::encode(&auditor.bundle.digest) } })
+        }
+        Mode::Developer => {
+            json!({ "mode": "developer (loose model and params, not a verified bundle; never for patients)" })
+        }
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut worst = Outcome::Decided;
     for file in &args.files {
-        let (outcome, mut line) = study.run(file)?;
-        merge(
-            &mut line,
-            json!({ "mode": "developer (loose model and params, not a verified bundle)" }),
-        );
+        let started = StdInstant::now();
+        // Refuse the study, not the record, when the log is full.
+        if let Err(e) = auditor.log.ensure_room() {
+            let mut line = refused(file, e.code(), e.to_string()).line;
+            merge(&mut line, mode.clone());
+            writeln!(out, "{line}")?;
+            worst = Outcome::Refused;
+            continue;
+        }
+        let (input, result) = match read_input(file) {
+            Ok(bytes) => {
+                let r = study.run(file, &bytes)?;
+                (bytes, r)
+            }
+            Err((code, message)) => (Vec::new(), refused(file, &code, message)),
+        };
+        let latency_us = started.elapsed().as_micros() as u64;
+        // The record is on disk before the result is shown.
+        let seq = auditor
+            .record(&input, &result, latency_us)
+            .with_context(|| {
+                format!(
+                    "writing the audit record for {}: its result is withheld",
+                    file.display()
+                )
+            })?;
+        let mut line = result.line;
+        merge(&mut line, mode.clone());
+        merge(&mut line, json!({ "audit_seq": seq }));
         writeln!(out, "{line}")?;
-        worst = match (worst, outcome) {
+        worst = match (worst, result.outcome) {
             (Outcome::Refused, _) | (_, Outcome::Refused) => Outcome::Refused,
             (Outcome::Abstained, _) | (_, Outcome::Abstained) => Outcome::Abstained,
             _ => Outcome::Decided,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cxr_model::{onnx, VitSpec, Weights};
 
-use crate::params::ClassifyParams;
+use cxr_bundle::ModelParams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -67,8 +67,7 @@ pub fn run(args: &DevModelArgs) -> anyhow::Result<()> {
     let weights = Weights::random(&spec, args.seed)?;
     std::fs::write(&args.model, onnx::write(&weights)?)
         .with_context(|| format!("writing {}", args.model.display()))?;
-    let params =
-        ClassifyParams::neutral(spec, NIH_LABELS.iter().map(|s| (*s).to_owned()).collect());
+    let params = ModelParams::neutral(spec, NIH_LABELS.iter().map(|s| (*s).to_owned()).collect());
     let text = format!(
         "# RANDOM WEIGHTS, seed {}: for trying the pipeline only, never for patients.\n{}",
         args.seed,

@@ -1,10 +1,12 @@
 //! `cxr-appliance`: the appliance's command line. Wiring only; the work lives
 //! in the library crates. `anyhow` is used here and nowhere else.
 
+mod audit_cmd;
+mod bundle_cmd;
 mod classify;
 mod dev_model;
+mod device;
 mod inspect;
-mod params;
 
 use std::process::ExitCode;
 
@@ -27,10 +29,17 @@ enum Command {
     /// appliance would see: one JSON object per line per file. Exit code 0 when
     /// every file was accepted, 2 when any was refused.
     Inspect(inspect::InspectArgs),
-    /// Classify studies with a model and parameters (developer mode until
-    /// signed bundles land): one JSON decision per line. Exit code 0 when every
-    /// study got a decision, 3 when any abstained, 2 when ingest refused any.
+    /// Classify studies with the active signed bundle (or `--bundle FILE`,
+    /// verified on the fly): one JSON decision per line, each audited before
+    /// it is printed. Exit code 0 when every study got a decision, 3 when any
+    /// abstained, 2 when any was refused, 4 when no verified model is available.
     Classify(classify::ClassifyArgs),
+    /// Model bundles: verify, install, status, rollback.
+    #[command(subcommand)]
+    Bundle(bundle_cmd::BundleCommand),
+    /// The audit log: verify, export.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Write a random-weight model and neutral parameters, to try `classify`
     /// end to end. The output is noise: never use it on patients.
     #[command(hide = true)]
@@ -51,6 +60,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Classify(args) => classify::run(&args),
+        Command::Bundle(cmd) => bundle_cmd::run(&cmd),
+        Command::Audit(cmd) => audit_cmd::run(&cmd),
         Command::DevRandomModel(args) => dev_model::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -48,6 +48,8 @@ fn classify(
         .arg("--params")
         .arg(params)
         .args(["--engine", "tract", "--threads", threads, "--json"])
+        .arg("--state-dir")
+        .arg(model.parent().unwrap().join("state"))
         .output()
         .unwrap();
     let lines = String::from_utf8(out.stdout)
@@ -117,6 +119,29 @@ fn chest_gets_a_decision_and_others_abstain_or_are_refused() {
     assert_eq!(lines[0]["error"]["code"], "DICOM_NOT_A_RADIOGRAPH");
     assert_eq!(lines[1]["error"]["code"], "DICOM_NOT_A_RADIOGRAPH");
     assert_eq!(lines[2]["outcome"], "decision");
+
+    // Every study above left an audit record, marked as developer mode.
+    let out = appliance()
+        .args(["audit", "export", "--jsonl", "--state-dir"])
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 5);
+    for r in &records {
+        assert_eq!(r["event"]["type"], "inference");
+        assert_eq!(r["event"]["mode"], "developer");
+        assert_eq!(r["event"]["bundle"]["model_id"], "developer-mode");
+    }
+    assert_eq!(
+        records[3]["event"]["outcome"]["refused"]["code"],
+        "DICOM_NOT_A_RADIOGRAPH"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,11 +1,12 @@
 //! `cxr-tests`: cross-crate scenarios (in `tests/`) and the fixtures they share:
 //! where the real data lives, fetching `pydicom-data` from PyPI into an ignored
-//! cache, and the generator of hostile DICOM variants.
+//! cache, the generator of hostile DICOM variants, and signed test bundles.
 //!
 //! Data rules: tests take the shared data from `CXR_DATA_DIR` (default
 //! `../shared/data` from the workspace root). With `CI=true` missing data is a
 //! failure; elsewhere a test prints that it skipped, and why.
 
+pub mod bundles;
 pub mod data;
 pub mod deflate;
 pub mod hostile;

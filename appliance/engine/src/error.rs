@@ -17,6 +17,11 @@ pub enum EngineError {
         expected: usize,
         got: usize,
     },
+    #[error("self-test failed on {engine}: {problem}; fix: keep the current model; this bundle does not run correctly on this board's engine")]
+    SelfTest {
+        engine: &'static str,
+        problem: String,
+    },
     #[error("model outputs have shape {got:?}, expected {expected:?}; fix: the ONNX graph does not match the spec")]
     OutputShape {
         expected: Vec<usize>,
@@ -32,6 +37,7 @@ impl EngineError {
             EngineError::Run { .. } => "ENGINE_RUN",
             EngineError::InputShape { .. } => "ENGINE_INPUT_SHAPE",
             EngineError::OutputShape { .. } => "ENGINE_OUTPUT_SHAPE",
+            EngineError::SelfTest { .. } => "ENGINE_SELF_TEST",
         }
     }
 }

@@ -5,10 +5,12 @@
 
 mod error;
 mod select;
+mod selftest;
 mod tract_vit;
 
 pub use error::EngineError;
-pub use select::{select_engine, EnginePreference, Selection};
+pub use select::{select_engine, select_for_bundle, EnginePreference, Selection};
+pub use selftest::{self_test, SelfTestReport};
 pub use tract_vit::TractVit;
 
 /// What an engine takes and gives, for checks against the bundle.
@@ -35,6 +37,11 @@ pub trait Engine: Send + Sync {
     /// A short name for logs and the audit record (e.g. `tract`).
     fn name(&self) -> &'static str;
     fn shape(&self) -> EngineShape;
+    /// Whether the engine computes in bf16/fp16 (its golden tolerance is
+    /// then the bundle's reduced-precision one).
+    fn reduced_precision(&self) -> bool {
+        false
+    }
     /// Run `batch` images, `[batch, C, S, S]` row-major.
     fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError>;
 

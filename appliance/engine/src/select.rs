@@ -3,7 +3,9 @@
 
 use cxr_model::VitSpec;
 
-use crate::{Engine, EngineError, TractVit};
+use cxr_bundle::VerifiedBundle;
+
+use crate::{self_test, Engine, EngineError, SelfTestReport, TractVit};
 
 /// What the operator or board configuration asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,4 +52,24 @@ pub fn select_engine(
         engine: Box::new(engine),
         reasons,
     })
+}
+
+/// Choose and load the engine for a verified bundle, then run its golden
+/// vectors through it: an engine that fails its self-test is never used.
+/// (When the CUDA engine lands it is tried first under `Auto`, and a failed
+/// self-test falls back to tract with the reason recorded.)
+pub fn select_for_bundle(
+    bundle: &VerifiedBundle,
+    preference: EnginePreference,
+    threads: usize,
+) -> Result<(Selection, SelfTestReport), EngineError> {
+    let m = bundle.manifest();
+    let mut selection = select_engine(bundle.onnx(), m.params.model, preference, threads)?;
+    let report = self_test(
+        selection.engine.as_ref(),
+        bundle.golden(),
+        &m.golden_tolerance,
+    )?;
+    selection.reasons.push(report.summary());
+    Ok((selection, report))
 }

@@ -93,13 +93,13 @@ impl VitSpec {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |reason: String| Err(ModelError::BadSpec { reason });
-        if self.patch == 0 || self.image_size == 0 || self.image_size % self.patch != 0 {
+        if self.patch == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch) {
             return bad(format!(
                 "image size {} is not a multiple of patch {}",
                 self.image_size, self.patch
             ));
         }
-        if self.heads == 0 || self.width % self.heads != 0 {
+        if self.heads == 0 || !self.width.is_multiple_of(self.heads) {
             return bad(format!(
                 "width {} is not a multiple of heads {}",
                 self.width, self.heads

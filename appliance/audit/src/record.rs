@@ -1,0 +1,96 @@
+//! What one audit record holds. No names, patient IDs or UIDs: the study is
+//! known only by an HMAC of its StudyInstanceUID under the device secret.
+
+use serde::{Deserialize, Serialize};
+
+/// The bundle an inference used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub model_id: String,
+    pub version: u64,
+    /// SHA-256 of the bundle file (developer mode: of the loose model file).
+    pub digest: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A verified, signed bundle.
+    Verified,
+    /// Loose `--model`/`--params` files: never for patients.
+    Developer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Decision,
+    Abstention { code: String },
+    Refused { code: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inference {
+    pub mode: Mode,
+    pub bundle: BundleRef,
+    pub engine: String,
+    pub engine_reasons: Vec<String>,
+    /// SHA-256 of the input file's bytes.
+    pub input_sha256: [u8; 32],
+    /// HMAC-SHA256(device secret, StudyInstanceUID), when the study had one.
+    pub study_key: Option<[u8; 32]>,
+    /// `cxr_core::DecisionRecord`, postcard, when the study got that far.
+    pub decision: Option<Vec<u8>>,
+    pub latency_us: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Inference(Inference),
+    /// Written before the switch: an install that crashed shows as begun
+    /// without being completed.
+    InstallBegun {
+        bundle: BundleRef,
+        slot: char,
+    },
+    Installed {
+        bundle: BundleRef,
+        slot: char,
+        key_id: String,
+        self_test: String,
+        previous: Option<BundleRef>,
+    },
+    InstallRefused {
+        code: String,
+        message: String,
+    },
+    RolledBack {
+        to: BundleRef,
+        from: Option<BundleRef>,
+        slot: char,
+    },
+    /// The appliance refused to classify at start (no verified active bundle).
+    StartRefused {
+        code: String,
+        message: String,
+    },
+    /// A partial record left by a power loss was cut off at start-up; its
+    /// bytes are kept in `kept_as`.
+    TornTailRecovered {
+        segment: u64,
+        offset: u64,
+        bytes: u64,
+        kept_as: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub time_unix_ms: u64,
+    /// SHA-256 of the previous record's payload (zeros for the first).
+    pub prev: [u8; 32],
+    pub event: Event,
+}

@@ -1,0 +1,139 @@
+//! Golden vectors: a few model inputs with the logits and pooled features the
+//! reference forward gave for them when the bundle was locked. The install
+//! self-test runs them through this board's engine.
+
+use cxr_model::VitSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::BundleError;
+
+/// One golden input, `image` `[C, S, S]`, `logits` `[labels]`, `features` `[width]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldenCase {
+    pub name: String,
+    pub image: Vec<f32>,
+    pub logits: Vec<f32>,
+    pub features: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldenSet {
+    pub cases: Vec<GoldenCase>,
+}
+
+/// How close an engine must come to the golden outputs (relative L2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GoldenTolerance {
+    /// For f32 engines (tract matches the reference to about 1e-5).
+    pub f32_rel_l2: f32,
+    /// For bf16/fp16 engines.
+    pub reduced_rel_l2: f32,
+}
+
+impl Default for GoldenTolerance {
+    fn default() -> Self {
+        GoldenTolerance {
+            f32_rel_l2: 1e-4,
+            reduced_rel_l2: 1e-2,
+        }
+    }
+}
+
+/// Relative L2 distance `|a - b| / max(|b|, tiny)`.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += f64::from(x - y).powi(2);
+        den += f64::from(*y).powi(2);
+    }
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    (num.sqrt() / den.sqrt().max(1e-12)) as f32
+}
+
+impl GoldenSet {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decode and check every case against the model's shapes.
+    pub fn decode(bytes: &[u8], spec: &VitSpec) -> Result<Self, BundleError> {
+        let set: GoldenSet = postcard::from_bytes(bytes).map_err(|e| BundleError::Golden {
+            problem: format!("cannot decode: {e}"),
+        })?;
+        if set.cases.is_empty() {
+            return Err(BundleError::Golden {
+                problem: "no golden cases".into(),
+            });
+        }
+        let pixels = spec.in_channels * spec.image_size * spec.image_size;
+        for c in &set.cases {
+            let ok = c.image.len() == pixels
+                && c.logits.len() == spec.labels
+                && c.features.len() == spec.width
+                && c.image
+                    .iter()
+                    .chain(&c.logits)
+                    .chain(&c.features)
+                    .all(|v| v.is_finite());
+            if !ok {
+                return Err(BundleError::Golden {
+                    problem: format!(
+                        "case `{}` does not match the model's shapes or is not finite",
+                        c.name
+                    ),
+                });
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// Deterministic golden inputs for a model, `[C, S, S]` each: a smooth
+/// chest-like intensity field (bright mediastinum, darker lungs) plus seeded
+/// noise, in normalised units. Their outputs come from the reference forward.
+#[cfg(feature = "sign")]
+pub fn compute(
+    weights: &cxr_model::Weights,
+    count: usize,
+    seed: u64,
+) -> Result<GoldenSet, BundleError> {
+    let spec = weights.spec;
+    let s = spec.image_size;
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut cases = Vec::with_capacity(count);
+    for k in 0..count {
+        let mut grey = vec![0f32; s * s];
+        for y in 0..s {
+            for x in 0..s {
+                let u = x as f32 / s as f32 - 0.5;
+                let v = y as f32 / s as f32 - 0.5;
+                let lungs = (-((u.abs() - 0.2).powi(2) + v.powi(2)) * 12.0).exp();
+                let spine = (-(u * u) * 80.0).exp();
+                grey[y * s + x] =
+                    1.2 * spine - 1.0 * lungs + 0.3 * v + 0.4 * noise() * (1.0 + k as f32);
+            }
+        }
+        let image: Vec<f32> = (0..spec.in_channels)
+            .flat_map(|_| grey.iter().copied())
+            .collect();
+        let out =
+            cxr_model::reference::forward(weights, &image).map_err(|e| BundleError::Golden {
+                problem: format!("reference forward failed: {e}"),
+            })?;
+        cases.push(GoldenCase {
+            name: format!("synthetic-{k}"),
+            image,
+            logits: out.logits,
+            features: out.features,
+        });
+    }
+    Ok(GoldenSet { cases })
+}

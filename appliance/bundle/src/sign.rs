@@ -1,0 +1,220 @@
+//! Signing (feature `sign`, the trainer only): key pairs and locking a bundle.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cxr_board::KeyRole;
+use ed25519_dalek::{Signer, SigningKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::container::Container;
+use crate::manifest::{MemberEntry, CARD_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER, SCHEMA_VERSION};
+use crate::trust::{key_id_of, name_fits_role, PublicKeyFile};
+use crate::verify::SIGNING_DOMAIN;
+use crate::{hex, BundleError, GoldenSet, GoldenTolerance, Manifest, ModelParams, Provenance};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretKeyFile {
+    name: String,
+    role: KeyRole,
+    key_id: String,
+    secret_key: String,
+}
+
+/// A signing key with its name and role.
+#[derive(Debug)]
+pub struct BundleSigner {
+    pub name: String,
+    pub role: KeyRole,
+    key: SigningKey,
+}
+
+fn key_error(path: &Path, problem: String, fix: &'static str) -> BundleError {
+    BundleError::KeyFile {
+        path: path.to_owned(),
+        problem,
+        fix,
+    }
+}
+
+impl BundleSigner {
+    /// A fresh key from the operating system's random source.
+    pub fn generate(name: &str, role: KeyRole) -> Result<Self, BundleError> {
+        if !name_fits_role(name, role) {
+            return Err(key_error(
+                Path::new(name),
+                format!("a {} key may not be named `{name}`", role.as_str()),
+                "name development keys dev-… and release keys anything else (A-Z a-z 0-9 - _)",
+            ));
+        }
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| {
+            key_error(
+                Path::new(name),
+                format!("no OS randomness: {e}"),
+                "run keygen on a machine with a working random source",
+            )
+        })?;
+        Ok(Self::from_seed(name, role, seed))
+    }
+
+    /// A deterministic key (tests only: never for a real key).
+    pub fn from_seed(name: &str, role: KeyRole, seed: [u8; 32]) -> Self {
+        BundleSigner {
+            name: name.to_owned(),
+            role,
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn key_id(&self) -> [u8; 8] {
+        key_id_of(self.key.verifying_key().as_bytes())
+    }
+
+    pub fn public_file(&self) -> PublicKeyFile {
+        PublicKeyFile {
+            name: self.name.clone(),
+            role: self.role,
+            key_id: hex::encode(&self.key_id()),
+            public_key: hex::encode(self.key.verifying_key().as_bytes()),
+        }
+    }
+
+    /// Write `<name>.key` (secret, mode 0600) and `<name>.pub.toml` into
+    /// `dir`. Refuses to overwrite an existing key.
+    pub fn write_files(&self, dir: &Path) -> Result<(PathBuf, PathBuf), BundleError> {
+        let secret_path = dir.join(format!("{}.key", self.name));
+        let public_path = dir.join(format!("{}.pub.toml", self.name));
+        let secret = SecretKeyFile {
+            name: self.name.clone(),
+            role: self.role,
+            key_id: hex::encode(&self.key_id()),
+            secret_key: hex::encode(self.key.as_bytes()),
+        };
+        write_new(&secret_path, to_toml(&secret).as_bytes(), 0o600)?;
+        write_new(&public_path, to_toml(&self.public_file()).as_bytes(), 0o644)?;
+        Ok((secret_path, public_path))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, BundleError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| BundleError::io("reading", path, e))?;
+        let f: SecretKeyFile = toml::from_str(&text).map_err(|e| {
+            key_error(
+                path,
+                e.message().to_owned(),
+                "pass the .key file written by `cxr-trainer keygen`",
+            )
+        })?;
+        let seed = hex::decode::<32>(&f.secret_key).ok_or_else(|| {
+            key_error(
+                path,
+                "secret_key is not 64 hex digits".into(),
+                "pass the .key file written by `cxr-trainer keygen`",
+            )
+        })?;
+        let signer = Self::from_seed(&f.name, f.role, seed);
+        if hex::encode(&signer.key_id()) != f.key_id || !name_fits_role(&f.name, f.role) {
+            return Err(key_error(
+                path,
+                "key id or name does not match the key".into(),
+                "regenerate the key with `cxr-trainer keygen`",
+            ));
+        }
+        Ok(signer)
+    }
+
+    /// Sign raw manifest bytes and lay out a container. Low level: tests use
+    /// it to sign deliberately inconsistent bundles.
+    pub fn sign_container(&self, manifest: &[u8], members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut message = SIGNING_DOMAIN.to_vec();
+        message.extend_from_slice(manifest);
+        Container {
+            manifest,
+            key_id: self.key_id(),
+            signature: self.key.sign(&message).to_bytes(),
+            members: members.to_vec(),
+        }
+        .encode()
+    }
+}
+
+fn to_toml<T: Serialize>(value: &T) -> String {
+    toml::to_string(value).unwrap_or_default()
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BundleError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| BundleError::io("creating", path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| BundleError::io("writing", path, e))
+}
+
+/// Everything that goes into a bundle before it is signed.
+#[derive(Debug, Clone)]
+pub struct BundleDraft {
+    pub model_id: String,
+    pub version: u64,
+    pub boards: Vec<String>,
+    pub params: ModelParams,
+    pub golden_tolerance: GoldenTolerance,
+    pub provenance: Provenance,
+    pub onnx: Vec<u8>,
+    pub golden: GoldenSet,
+    pub model_card: String,
+}
+
+impl BundleDraft {
+    /// The manifest this draft locks to.
+    pub fn manifest(&self) -> Manifest {
+        let golden = self.golden.encode();
+        let entry = |name: &str, data: &[u8]| MemberEntry {
+            name: name.to_owned(),
+            size: data.len() as u64,
+            sha256: Sha256::digest(data).into(),
+        };
+        Manifest {
+            schema: SCHEMA_VERSION,
+            model_id: self.model_id.clone(),
+            version: self.version,
+            boards: self.boards.clone(),
+            params: self.params.clone(),
+            golden_tolerance: self.golden_tolerance,
+            provenance: self.provenance.clone(),
+            members: vec![
+                entry(MODEL_MEMBER, &self.onnx),
+                entry(GOLDEN_MEMBER, &golden),
+                entry(CARD_MEMBER, self.model_card.as_bytes()),
+            ],
+        }
+    }
+
+    /// Check, sign and lay out the bundle file.
+    pub fn lock(&self, signer: &BundleSigner) -> Result<Vec<u8>, BundleError> {
+        self.params.validate()?;
+        if self.boards.is_empty() {
+            return Err(BundleError::InvalidParameters {
+                problem: "the bundle names no compatible board".into(),
+            });
+        }
+        let golden = self.golden.encode();
+        GoldenSet::decode(&golden, &self.params.model)?;
+        let manifest = self.manifest().encode();
+        Ok(signer.sign_container(
+            &manifest,
+            &[
+                (MODEL_MEMBER, &self.onnx),
+                (GOLDEN_MEMBER, &golden),
+                (CARD_MEMBER, self.model_card.as_bytes()),
+            ],
+        ))
+    }
+}

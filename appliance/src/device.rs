@@ -1,0 +1,120 @@
+//! The device as the commands see it: the board profile, the state directory
+//! (slots, floors, audit log, device secret), the trust store, the wall clock
+//! and the failpoints. This is where the outside world is wired in.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cxr_audit::{AuditConfig, AuditLog, DeviceSecret, Event};
+use cxr_board::{BoardProfile, DEFAULT_BOARD};
+use cxr_bundle::{DeviceStore, Failpoints, TrustStore};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// Board profile id (built in: dev-x86, orin-release, x86-release).
+    #[arg(long, env = "CXR_BOARD", default_value = DEFAULT_BOARD)]
+    pub board: String,
+    /// A board profile TOML to use instead of a built-in one (board bring-up).
+    #[arg(long)]
+    pub board_file: Option<PathBuf>,
+    /// Override the profile's state directory.
+    #[arg(long, env = "CXR_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Device {
+    pub board: BoardProfile,
+    pub store: DeviceStore,
+}
+
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Device {
+    pub fn open(args: &DeviceArgs) -> anyhow::Result<Self> {
+        let mut board = match &args.board_file {
+            Some(p) => BoardProfile::from_file(p)?,
+            None => BoardProfile::builtin(&args.board)?,
+        };
+        if let Some(dir) = &args.state_dir {
+            board = board.with_state_dir(dir);
+        }
+        let store = DeviceStore::open(&board.state_dir)
+            .with_context(|| format!("opening the state directory of board `{}`", board.id))?;
+        store.clean_temporaries()?;
+        Ok(Device { board, store })
+    }
+
+    pub fn trust(&self) -> Result<TrustStore, cxr_bundle::BundleError> {
+        TrustStore::load(&self.board.trust_dir)
+    }
+
+    /// Open the audit log; a torn tail left by a power loss is cut, kept,
+    /// reported on stderr and recorded in the log itself.
+    pub fn open_audit(&self) -> anyhow::Result<AuditLog> {
+        let a = self.board.audit;
+        let config = AuditConfig {
+            segment_bytes: a.segment_bytes,
+            max_total_bytes: a.max_total_bytes,
+            fsync_every_record: a.fsync_every_record,
+        };
+        let dir = self.board.state_dir.join("audit");
+        let (mut log, torn) = AuditLog::open(&dir, config)?;
+        if std::env::var("CXR_FAILPOINT").as_deref() == Ok("audit:partial-record") {
+            log.set_crash_hook(|name| EnvFailpoints::from_env().hit(name));
+        }
+        if let Some(t) = torn {
+            eprintln!(
+                "cxr-appliance: audit log: cut a partial record of {} bytes (power loss) at byte {} of segment {}; kept as {}",
+                t.bytes,
+                t.offset,
+                t.segment,
+                t.kept_as.display()
+            );
+            log.append(
+                now_unix_ms(),
+                Event::TornTailRecovered {
+                    segment: t.segment,
+                    offset: t.offset,
+                    bytes: t.bytes,
+                    kept_as: t.kept_as.display().to_string(),
+                },
+            )?;
+        }
+        Ok(log)
+    }
+
+    pub fn secret(&self) -> anyhow::Result<DeviceSecret> {
+        Ok(DeviceSecret::load_or_create(
+            &self.board.state_dir.join("device-secret"),
+        )?)
+    }
+}
+
+/// Failpoints from `CXR_FAILPOINT` (a name from `cxr_bundle::FAILPOINTS`, or
+/// `audit:partial-record`):
+/// on reaching it the process says so on stderr and waits to be killed
+/// (at most a minute, then it aborts). Used by the crash-safety tests; unset,
+/// it does nothing.
+#[derive(Debug)]
+pub struct EnvFailpoints(Option<String>);
+
+impl EnvFailpoints {
+    pub fn from_env() -> Self {
+        EnvFailpoints(std::env::var("CXR_FAILPOINT").ok())
+    }
+}
+
+impl Failpoints for EnvFailpoints {
+    fn hit(&self, name: &'static str) {
+        if self.0.as_deref() == Some(name) {
+            eprintln!("failpoint reached: {name}");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            std::process::abort();
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! `cxr-board`: board profiles. One TOML per board (`boards/*.toml`, embedded
+//! in the binary), parsed raw then validated into a [`BoardProfile`]: which
+//! key roles the board trusts, where the trust store and the state live, the
+//! engine preference and the audit-log policy. It knows nothing of bundles,
+//! engines or DICOM; those crates read the profile.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The profiles built into the binary: `(id, TOML)`.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("dev-x86", include_str!("../boards/dev-x86.toml")),
+    ("orin-release", include_str!("../boards/orin-release.toml")),
+    ("x86-release", include_str!("../boards/x86-release.toml")),
+];
+
+/// The profile used when none is named. A firmware build fixes it with the
+/// build-time variable `CXR_DEFAULT_BOARD`; a plain build is a development bench.
+pub const DEFAULT_BOARD: &str = match option_env!("CXR_DEFAULT_BOARD") {
+    Some(b) => b,
+    None => "dev-x86",
+};
+
+/// The role of a signing key. Development keys are named as such (`dev-…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    Release,
+    Development,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Release => "release",
+            KeyRole::Development => "development",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoardKind {
+    Development,
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// The fastest engine present whose self-test passes.
+    Auto,
+    /// The tract CPU engine only.
+    Tract,
+}
+
+/// What the audit log does when its size budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Refuse new studies with a clear status until the log is exported and
+    /// archived: no record is ever dropped.
+    RefuseNewStudies,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    id: String,
+    kind: BoardKind,
+    description: String,
+    keys: RawKeys,
+    state: RawState,
+    engine: EngineSettings,
+    audit: AuditSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    accept_roles: Vec<KeyRole>,
+    trust_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    pub preference: EngineChoice,
+    /// Matrix-multiply threads for the CPU engine.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A segment file is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// The log never grows past this; see `on_full`.
+    pub max_total_bytes: u64,
+    /// fsync each record before the result is returned (the default; turning
+    /// it off risks losing acknowledged records on power loss).
+    pub fsync_every_record: bool,
+    pub on_full: OnFull,
+}
+
+/// A validated board profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoardProfile {
+    pub id: String,
+    pub kind: BoardKind,
+    pub description: String,
+    pub accept_roles: Vec<KeyRole>,
+    /// Resolved: a relative trust directory lives inside the state directory.
+    pub trust_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub engine: EngineSettings,
+    pub audit: AuditSettings,
+    trust_dir_relative: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    #[error("no built-in board profile named `{0}` (fix: use one of {1})")]
+    UnknownBoard(String, String),
+    #[error("board profile {source_name} is not valid TOML for a profile: {message} (fix: compare with board-config/boards/dev-x86.toml)")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    #[error("board profile `{id}`: {problem} (fix: {fix})")]
+    Invalid {
+        id: String,
+        problem: String,
+        fix: &'static str,
+    },
+    #[error("reading board profile {path}: {source} (fix: check the path)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl BoardError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BoardError::UnknownBoard(..) => "BOARD_UNKNOWN",
+            BoardError::Parse { .. } => "BOARD_PARSE",
+            BoardError::Invalid { .. } => "BOARD_INVALID",
+            BoardError::Read { .. } => "BOARD_READ",
+        }
+    }
+}
+
+impl BoardProfile {
+    /// A profile built into the binary.
+    pub fn builtin(id: &str) -> Result<Self, BoardError> {
+        let names = BUILTIN
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (_, text) = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == id)
+            .ok_or_else(|| BoardError::UnknownBoard(id.to_owned(), names))?;
+        Self::parse(text, id)
+    }
+
+    /// A profile from a TOML file (for bring-up of a new board).
+    pub fn from_file(path: &Path) -> Result<Self, BoardError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BoardError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate profile TOML; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, BoardError> {
+        let raw: RawProfile = toml::from_str(text).map_err(|e| BoardError::Parse {
+            source_name: source_name.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        validate(raw)
+    }
+
+    /// Move the state (and a relative trust directory with it) elsewhere:
+    /// `--state-dir`, tests.
+    pub fn with_state_dir(mut self, dir: &Path) -> Self {
+        if self.trust_dir_relative {
+            if let Ok(rel) = self.trust_dir.strip_prefix(&self.state_dir) {
+                self.trust_dir = dir.join(rel);
+            }
+        }
+        self.state_dir = dir.to_owned();
+        self
+    }
+
+    pub fn accepts(&self, role: KeyRole) -> bool {
+        self.accept_roles.contains(&role)
+    }
+}
+
+fn invalid(id: &str, problem: String, fix: &'static str) -> BoardError {
+    BoardError::Invalid {
+        id: id.to_owned(),
+        problem,
+        fix,
+    }
+}
+
+fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
+    let id = raw.id.as_str();
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !id_ok {
+        return Err(invalid(
+            id,
+            "the id must be 1-64 characters of a-z, 0-9 and -".into(),
+            "rename the board",
+        ));
+    }
+    if raw.keys.accept_roles.is_empty() {
+        return Err(invalid(
+            id,
+            "accepts no key role, so no bundle could ever load".into(),
+            "list `release` in keys.accept_roles",
+        ));
+    }
+    if raw.kind == BoardKind::Release {
+        if raw.keys.accept_roles.contains(&KeyRole::Development) {
+            return Err(invalid(
+                id,
+                "a release board accepts development keys".into(),
+                "remove `development` from keys.accept_roles, or make the board kind development",
+            ));
+        }
+        if raw.keys.trust_dir.is_relative() || raw.state.dir.is_relative() {
+            return Err(invalid(
+                id,
+                "a release board keeps its trust store or state at a relative path".into(),
+                "use absolute paths on the firmware and data partitions",
+            ));
+        }
+    }
+    if !(1..=64).contains(&raw.engine.threads) {
+        return Err(invalid(
+            id,
+            format!("engine.threads = {}", raw.engine.threads),
+            "use 1 to 64 threads",
+        ));
+    }
+    let a = raw.audit;
+    if !(64 * 1024..=256 * 1024 * 1024).contains(&a.segment_bytes) {
+        return Err(invalid(
+            id,
+            format!("audit.segment_bytes = {}", a.segment_bytes),
+            "use 64 KiB to 256 MiB",
+        ));
+    }
+    if a.max_total_bytes < 2 * a.segment_bytes {
+        return Err(invalid(
+            id,
+            "audit.max_total_bytes is under two segments".into(),
+            "allow at least two segments",
+        ));
+    }
+    let relative = raw.keys.trust_dir.is_relative();
+    let trust_dir = if relative {
+        raw.state.dir.join(&raw.keys.trust_dir)
+    } else {
+        raw.keys.trust_dir
+    };
+    Ok(BoardProfile {
+        id: raw.id,
+        kind: raw.kind,
+        description: raw.description,
+        accept_roles: raw.keys.accept_roles,
+        trust_dir,
+        state_dir: raw.state.dir,
+        engine: raw.engine,
+        audit: a,
+        trust_dir_relative: relative,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_validates_and_release_refuses_development_keys() {
+        for (name, _) in BUILTIN {
+            let p = BoardProfile::builtin(name).unwrap();
+            assert_eq!(p.id, *name);
+            if p.kind == BoardKind::Release {
+                assert!(!p.accepts(KeyRole::Development), "{name}");
+                assert!(p.trust_dir.is_absolute());
+            }
+            assert!(p.accepts(KeyRole::Release));
+        }
+        assert!(BoardProfile::builtin(DEFAULT_BOARD).is_ok());
+        assert_eq!(
+            BoardProfile::builtin("nope").unwrap_err().code(),
+            "BOARD_UNKNOWN"
+        );
+    }
+
+    #[test]
+    fn a_release_profile_that_trusts_development_keys_is_refused() {
+        let text = include_str!("../boards/orin-release.toml").replace(
+            "accept_roles = [\"release\"]",
+            "accept_roles = [\"release\", \"development\"]",
+        );
+        let e = BoardProfile::parse(&text, "t").unwrap_err();
+        assert_eq!(e.code(), "BOARD_INVALID");
+        assert!(e.to_string().contains("development"), "{e}");
+        let relative =
+            include_str!("../boards/orin-release.toml").replace("/var/lib/cxr-appliance", "state");
+        assert!(BoardProfile::parse(&relative, "t").is_err());
+        let unknown_field = format!("{}\nsurprise = 1\n", include_str!("../boards/dev-x86.toml"));
+        assert_eq!(
+            BoardProfile::parse(&unknown_field, "t").unwrap_err().code(),
+            "BOARD_PARSE"
+        );
+    }
+
+    #[test]
+    fn moving_the_state_moves_a_relative_trust_store_with_it() {
+        let p = BoardProfile::builtin("dev-x86")
+            .unwrap()
+            .with_state_dir(Path::new("/tmp/s"));
+        assert_eq!(p.state_dir, Path::new("/tmp/s"));
+        assert_eq!(p.trust_dir, Path::new("/tmp/s/trust"));
+        let r = BoardProfile::builtin("orin-release")
+            .unwrap()
+            .with_state_dir(Path::new("/tmp/s"));
+        assert_eq!(r.trust_dir, Path::new("/etc/cxr-appliance/trust"));
+    }
+}

@@ -1,0 +1,193 @@
+//! `lock`: ONNX + decision parameters → signed bundle with golden vectors
+//! from the reference forward and a generated model card.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context};
+use cxr_bundle::{
+    compute_golden, BundleDraft, BundleSigner, DataDigest, GoldenTolerance, ModelParams, Provenance,
+};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    /// The model, with canonical (timm) initializer names.
+    #[arg(long)]
+    onnx: PathBuf,
+    /// Model spec and decision parameters, TOML (the developer-mode params format).
+    #[arg(long)]
+    params: PathBuf,
+    /// The signing key written by `keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    model_id: String,
+    /// Monotonic per model id: devices refuse anything below what they have had.
+    #[arg(long)]
+    version: u64,
+    /// A board profile id this bundle may run on (repeat for several).
+    #[arg(long = "board", required = true)]
+    boards: Vec<String>,
+    #[arg(long)]
+    out: PathBuf,
+    /// A model card to include instead of the generated one.
+    #[arg(long)]
+    card: Option<PathBuf>,
+    #[arg(long, default_value = "research demonstration, not for clinical use")]
+    intended_use: String,
+    /// Training inputs to record by SHA-256 in the provenance (repeatable).
+    #[arg(long = "data")]
+    data: Vec<PathBuf>,
+    /// Source revision of the training code.
+    #[arg(long, default_value = "unknown")]
+    source_revision: String,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Training configuration file to embed in the provenance.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of golden vectors.
+    #[arg(long, default_value_t = 2)]
+    golden: usize,
+    /// Relative-L2 tolerance of the self-test for f32 engines.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance_f32: f32,
+    /// Relative-L2 tolerance of the self-test for bf16/fp16 engines.
+    #[arg(long, default_value_t = 1e-2)]
+    tolerance_reduced: f32,
+    /// Creation time (Unix seconds); defaults to now. Fix it for reproducible bundles.
+    #[arg(long)]
+    created_unix_s: Option<u64>,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn model_card(args: &LockArgs, params: &ModelParams, provenance: &Provenance) -> String {
+    let m = &params.model;
+    let mut card = format!(
+        "# Model card: {id} v{version}\n\n\
+         **Intended use:** {use_}.\n\n\
+         ## Model\n\n\
+         - ViT: patch {p}, width {w}, depth {d}, heads {h}, input {s}x{s}, {c} channel(s)\n\
+         - Labels ({n}): {labels}\n\
+         - Test-time views: {views}\n\
+         - Boards: {boards}\n\n\
+         ## Decision parameters\n\n\
+         - Temperatures: {temps:?}\n\
+         - Thresholds: {thr:?}\n\
+         - Uncertainty band: {band}\n\
+         - OOD cut-offs: {ood:?}\n\
+         - Mahalanobis statistics: {maha}\n\
+         - Input gate: {gate:?}\n\n\
+         ## Provenance\n\n\
+         - Tool: {tool}\n- Source revision: {rev}\n- Seed: {seed:?}\n",
+        id = args.model_id,
+        version = args.version,
+        use_ = args.intended_use,
+        p = m.patch,
+        w = m.width,
+        d = m.depth,
+        h = m.heads,
+        s = m.image_size,
+        c = m.in_channels,
+        n = params.labels.len(),
+        labels = params.labels.join(", "),
+        views = params.tta.len(),
+        boards = args.boards.join(", "),
+        temps = params.temperatures,
+        thr = params.thresholds,
+        band = params.uncertainty_band,
+        ood = params.ood,
+        maha = if params.feature_stats.is_some() {
+            "present"
+        } else {
+            "absent"
+        },
+        gate = params.gate,
+        tool = provenance.tool,
+        rev = provenance.source_revision,
+        seed = provenance.seed,
+    );
+    for d in &provenance.data {
+        card.push_str(&format!("- Data `{}`: sha256 {}\n", d.name, d.sha256_hex));
+    }
+    card.push_str(
+        "\n## Limitations\n\n\
+         - Metrics, calibration and subgroup results are not part of this card unless the trainer \
+         wrote them: a bundle locked from a loose model carries no evidence of clinical performance.\n\
+         - Only adult frontal chest radiographs pass the input gate; everything else is refused.\n",
+    );
+    card
+}
+
+pub fn run(args: &LockArgs) -> anyhow::Result<()> {
+    ensure!(args.golden >= 1, "at least one golden vector");
+    let onnx = read(&args.onnx)?;
+    let text = String::from_utf8(read(&args.params)?).context("params are not UTF-8")?;
+    let params = ModelParams::from_toml(&text)?;
+    let weights = cxr_model::onnx::read_weights(&onnx, &params.model)
+        .with_context(|| format!("reading the weights of {}", args.onnx.display()))?;
+    let signer = BundleSigner::from_file(&args.key)?;
+    let mut data = Vec::new();
+    for path in &args.data {
+        data.push(DataDigest {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256_hex: cxr_bundle::hex::encode(&Sha256::digest(read(path)?)),
+        });
+    }
+    let config = match &args.config {
+        Some(p) => String::from_utf8(read(p)?).context("config is not UTF-8")?,
+        None => String::new(),
+    };
+    let created = args.created_unix_s.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let provenance = Provenance {
+        created_unix_s: created,
+        tool: format!("cxr-trainer {}", env!("CARGO_PKG_VERSION")),
+        source_revision: args.source_revision.clone(),
+        seed: args.seed,
+        config,
+        data,
+        intended_use: args.intended_use.clone(),
+    };
+    let model_card = match &args.card {
+        Some(p) => String::from_utf8(read(p)?).context("the model card is not UTF-8")?,
+        None => model_card(args, &params, &provenance),
+    };
+    let golden = compute_golden(&weights, args.golden, args.version)?;
+    let draft = BundleDraft {
+        model_id: args.model_id.clone(),
+        version: args.version,
+        boards: args.boards.clone(),
+        params,
+        golden_tolerance: GoldenTolerance {
+            f32_rel_l2: args.tolerance_f32,
+            reduced_rel_l2: args.tolerance_reduced,
+        },
+        provenance,
+        onnx,
+        golden,
+        model_card,
+    };
+    let bytes = draft.lock(&signer)?;
+    let tmp = args.out.with_extension("cxrb.tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{{\"bundle\": {:?}, \"bytes\": {}, \"sha256\": {:?}, \"key_id\": {:?}, \"role\": {:?}}}",
+        args.out.display().to_string(),
+        bytes.len(),
+        cxr_bundle::hex::encode(&Sha256::digest(&bytes)),
+        cxr_bundle::hex::encode(&signer.key_id()),
+        signer.role.as_str()
+    );
+    Ok(())
+}
