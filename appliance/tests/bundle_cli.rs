@@ -211,3 +211,24 @@ fn a_release_board_refuses_development_keys_and_a_failed_self_test_keeps_the_old
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_damaged_state_file_stops_everything_with_a_clear_error() {
+    let dir = scratch_dir("bundle-state");
+    let state = dir.join("state");
+    let dev = dev_signer();
+    write_trust_dir(&state.join("trust"), &[&dev], &[]);
+    let v1 = write(&dir, "v1.cxrb", &locked(&dev, "demo", 1, BOARDS));
+    assert_eq!(run(&state, &["bundle", "install", s(&v1)]).0, 0);
+    std::fs::write(state.join("state.json"), b"{\"generation\": 1, \"act").unwrap();
+    let (code, v) = run(&state, &["bundle", "status"]);
+    assert_eq!(code, 2);
+    assert_eq!(v["error"]["code"], "BUNDLE_STATE_DAMAGED");
+    let (code, v) = run(&state, &["bundle", "install", s(&v1)]);
+    assert_eq!(code, 2);
+    assert_eq!(v["error"]["code"], "BUNDLE_STATE_DAMAGED");
+    let (code, v) = run(&state, &["classify", "--", "/nonexistent.dcm"]);
+    assert_eq!(code, 4);
+    assert_eq!(v["error"]["code"], "BUNDLE_STATE_DAMAGED");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -17,7 +17,7 @@ mod verify;
 pub use error::AuditError;
 pub use export::{export_jsonl, record_json};
 pub use frame::{segment_name, HEADER_BYTES, MAX_PAYLOAD};
-pub use log::{segments, AuditConfig, AuditLog, TornTail, RESERVE_BYTES};
+pub use log::{segments, AuditConfig, AuditLog, TornTail, MAX_SEGMENT_BYTES, RESERVE_BYTES};
 pub use record::{BundleRef, Event, Inference, Mode, Outcome, Record};
 pub use secret::DeviceSecret;
 pub use verify::{verify, walk, VerifyReport};

@@ -134,16 +134,30 @@ fn scan(bytes: &[u8], mut expect: Option<(u64, [u8; 32])>) -> Scan {
     }
 }
 
-fn read_segment(path: &Path, max: u64) -> Result<Vec<u8>, AuditError> {
-    let meta = std::fs::metadata(path).map_err(|e| AuditError::io("reading", path, e))?;
-    if meta.len() > max + RESERVE_BYTES {
-        return Err(AuditError::Damaged {
-            path: path.to_owned(),
-            offset: meta.len(),
-            problem: "segment is larger than any segment this log writes".into(),
-        });
+/// Board profiles allow segments up to 256 MiB; one record may overshoot.
+pub const MAX_SEGMENT_BYTES: u64 = (256 << 20) + RESERVE_BYTES;
+
+/// Read a segment, refusing one larger than this log could have written.
+pub(crate) fn read_segment(path: &Path, max: u64) -> Result<Vec<u8>, AuditError> {
+    use std::io::Read;
+    let limit = max + RESERVE_BYTES;
+    let io = |e| AuditError::io("reading", path, e);
+    let file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let too_big = |size| AuditError::Damaged {
+        path: path.to_owned(),
+        offset: size,
+        problem: "segment is larger than any segment this log writes".into(),
+    };
+    if size > limit {
+        return Err(too_big(size));
     }
-    std::fs::read(path).map_err(|e| AuditError::io("reading", path, e))
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 impl AuditLog {

@@ -126,6 +126,21 @@ fn a_torn_tail_is_cut_kept_and_reported_and_nothing_acknowledged_is_lost() {
 
 #[test]
 fn a_garbled_last_frame_is_a_torn_tail_but_damage_before_it_is_refused() {
+    // A whole-length last frame with garbage inside (a write whose data
+    // blocks never reached the disk): cut as a torn tail.
+    let dir = scratch("garbled-last");
+    fill(&dir, 3, SMALL);
+    let path = seg(&dir, 1);
+    let whole = std::fs::read(&path).unwrap();
+    let mut garbled = whole.clone();
+    let mut extra = frame::encode(&[5u8; 80]);
+    extra[30] ^= 0xFF;
+    garbled.extend_from_slice(&extra);
+    std::fs::write(&path, &garbled).unwrap();
+    let (_, torn) = AuditLog::open(&dir, SMALL).unwrap();
+    assert_eq!(torn.unwrap().bytes, extra.len() as u64);
+    assert_eq!(std::fs::read(&path).unwrap(), whole);
+
     let dir = scratch("garbled");
     fill(&dir, 5, SMALL);
     let path = seg(&dir, 1);

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::frame::{self, Frame, HEADER_BYTES};
-use crate::log::segments;
+use crate::log::{read_segment, segments, MAX_SEGMENT_BYTES, RESERVE_BYTES};
 use crate::{AuditError, Record};
 
 /// What a clean verification saw.
@@ -53,7 +53,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Record)) -> Result<VerifyReport, 
     let mut records = 0u64;
     for index in &present {
         let path = dir.join(frame::segment_name(*index));
-        let bytes = std::fs::read(&path).map_err(|e| AuditError::io("reading", &path, e))?;
+        let bytes = read_segment(&path, MAX_SEGMENT_BYTES - RESERVE_BYTES)?;
         if bytes.len() < HEADER_BYTES || bytes[..HEADER_BYTES] != frame::header(*index) {
             return Err(AuditError::Damaged {
                 path,

@@ -77,7 +77,7 @@ pub enum BundleError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("device state {path} is damaged: {problem} (fix: reinstall a signed bundle with `bundle install`)")]
+    #[error("device state {path} is damaged: {problem} (fix: have service restore or re-provision the device state; the appliance will not guess its active slot or anti-rollback floor)")]
     State { path: PathBuf, problem: String },
     #[error(
         "no active bundle is installed (fix: install one with `cxr-appliance bundle install FILE`)"

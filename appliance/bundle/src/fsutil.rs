@@ -34,14 +34,23 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
     commit_temp(&tmp, path)
 }
 
-/// Read a file of at most `max` bytes (checked before reading).
+/// Read a file of at most `max` bytes: checked before reading, and the read
+/// itself stops past `max` (a file that grows meanwhile is still refused).
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
-    let meta = std::fs::metadata(path).map_err(|e| BundleError::io("reading", path, e))?;
-    if meta.len() > max {
+    use std::io::Read;
+    let io = |e| BundleError::io("reading", path, e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > max {
+        return Err(BundleError::BundleTooLarge { size, max });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
         return Err(BundleError::BundleTooLarge {
-            size: meta.len(),
+            size: bytes.len() as u64,
             max,
         });
     }
-    std::fs::read(path).map_err(|e| BundleError::io("reading", path, e))
+    Ok(bytes)
 }

@@ -1,0 +1,104 @@
+//! Bundle verification and audit appends, each against a baseline measured in
+//! the same run:
+//! - `verify` of a ViT-B/16 (224, 14 labels) bundle vs plain SHA-256 of the
+//!   same bytes (verification is hashing plus a signature and decoding);
+//! - an audit append with fsync (the default) vs without.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use cxr_audit::{AuditConfig, AuditLog, BundleRef, Event, Inference, Mode, Outcome};
+use cxr_board::{BoardProfile, KeyRole};
+use cxr_bundle::{
+    compute_golden, verify, BundleDraft, BundleSigner, GoldenTolerance, ModelParams, Provenance,
+    TrustStore, VersionFloors,
+};
+use cxr_model::{onnx, VitSpec, Weights};
+use sha2::{Digest, Sha256};
+
+fn vit_b16_bundle(signer: &BundleSigner) -> Vec<u8> {
+    let spec = VitSpec::vit_b16(224, 14);
+    let weights = Weights::random(&spec, 1).unwrap();
+    let params = ModelParams::neutral(spec, (0..14).map(|i| format!("L{i}")).collect());
+    BundleDraft {
+        model_id: "bench".into(),
+        version: 1,
+        boards: vec!["dev-x86".into()],
+        params,
+        golden_tolerance: GoldenTolerance::default(),
+        provenance: Provenance {
+            created_unix_s: 0,
+            tool: "bench".into(),
+            source_revision: "bench".into(),
+            seed: None,
+            config: String::new(),
+            data: vec![],
+            intended_use: "benchmark".into(),
+        },
+        onnx: onnx::write(&weights).unwrap(),
+        golden: compute_golden(&weights, 1, 1).unwrap(),
+        model_card: "# bench\n".into(),
+    }
+    .lock(signer)
+    .unwrap()
+}
+
+fn bench_verify(c: &mut Criterion) {
+    let signer = BundleSigner::from_seed("dev-bench", KeyRole::Development, [1; 32]);
+    let bytes = vit_b16_bundle(&signer);
+    let trust = TrustStore::new(
+        vec![signer.public_file().to_trusted(Path::new("bench")).unwrap()],
+        vec![],
+    );
+    let board = BoardProfile::builtin("dev-x86").unwrap();
+    let floors = VersionFloors::new();
+    let mut g = c.benchmark_group(format!("bundle_{}MB", bytes.len() >> 20));
+    g.sample_size(10);
+    g.bench_function("sha256_baseline", |b| b.iter(|| Sha256::digest(&bytes)));
+    g.bench_function("verify", |b| {
+        b.iter(|| verify(bytes.clone(), &trust, &board, &floors).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_audit(c: &mut Criterion) {
+    let event = Event::Inference(Inference {
+        mode: Mode::Verified,
+        bundle: BundleRef {
+            model_id: "bench".into(),
+            version: 1,
+            digest: [7; 32],
+        },
+        engine: "tract".into(),
+        engine_reasons: vec!["auto: no CUDA engine in this build; using tract (CPU)".into()],
+        input_sha256: [1; 32],
+        study_key: Some([2; 32]),
+        decision: Some(vec![0x55; 180]),
+        latency_us: 1_500_000,
+        outcome: Outcome::Decision,
+    });
+    let mut g = c.benchmark_group("audit_append");
+    for fsync in [false, true] {
+        let dir =
+            std::env::temp_dir().join(format!("cxr-bench-audit-{fsync}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = AuditConfig {
+            segment_bytes: 64 << 20,
+            max_total_bytes: 1 << 30,
+            fsync_every_record: fsync,
+        };
+        let (mut log, _) = AuditLog::open(&dir, config).unwrap();
+        let name = if fsync {
+            "fsync_every_record"
+        } else {
+            "no_fsync_baseline"
+        };
+        g.bench_function(name, |b| b.iter(|| log.append(0, event.clone()).unwrap()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_verify, bench_audit);
+criterion_main!(benches);
