@@ -4,10 +4,18 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 COPY . .
+# The firmware defaults to the release profile: release-signed bundles only,
+# trust store in /etc/cxr-appliance/trust, state in /var/lib/cxr-appliance.
+ENV CXR_DEFAULT_BOARD=x86-release
 RUN cargo build --release -p cxr-appliance --features jpeg-ls
 
 FROM debian:bookworm-slim
-RUN useradd --system --home /var/lib/cxr cxr
+RUN useradd --system --home /var/lib/cxr-appliance cxr \
+    && mkdir -p /etc/cxr-appliance/trust /var/lib/cxr-appliance \
+    && chown cxr /var/lib/cxr-appliance && chmod 700 /var/lib/cxr-appliance
+# The release public keys (*.pub.toml from `cxr-trainer keygen --role release`)
+# and revoked.toml belong in this read-only directory of the image.
+COPY board-config/trust/ /etc/cxr-appliance/trust/
 COPY --from=build /src/target/release/cxr-appliance /usr/local/bin/cxr-appliance
 USER cxr
 ENTRYPOINT ["/usr/local/bin/cxr-appliance"]

@@ -232,3 +232,21 @@ fn a_damaged_state_file_stops_everything_with_a_clear_error() {
     assert_eq!(v["error"]["code"], "BUNDLE_STATE_DAMAGED");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn revoking_the_key_of_the_active_bundle_stops_classification_at_the_next_start() {
+    let dir = scratch_dir("bundle-revoke");
+    let state = dir.join("state");
+    let dev = dev_signer();
+    write_trust_dir(&state.join("trust"), &[&dev], &[]);
+    let v1 = write(&dir, "v1.cxrb", &locked(&dev, "demo", 1, BOARDS));
+    assert_eq!(run(&state, &["bundle", "install", s(&v1)]).0, 0);
+    write_trust_dir(&state.join("trust"), &[&dev], &[&dev]);
+    let (code, v) = run(&state, &["bundle", "status"]);
+    assert_eq!(code, 4);
+    assert_eq!(v["active"]["error"]["code"], "BUNDLE_REVOKED_KEY");
+    let (code, v) = run(&state, &["classify", "--", "/nonexistent.dcm"]);
+    assert_eq!(code, 4);
+    assert_eq!(v["error"]["code"], "BUNDLE_REVOKED_KEY");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -83,8 +83,8 @@ pub enum BundleError {
         "no active bundle is installed (fix: install one with `cxr-appliance bundle install FILE`)"
     )]
     NoActiveBundle,
-    #[error("slot {slot} holds a bundle whose digest differs from the one recorded at install (fix: reinstall a signed bundle; the slot was altered)")]
-    SlotAltered { slot: char },
+    #[error("slot {slot} no longer holds the bundle installed there: {detail} (fix: install a signed bundle again, or roll back to the other slot; the slot was altered on disk)")]
+    SlotAltered { slot: char, detail: String },
     #[error("there is no previous slot to roll back to (fix: install the wanted bundle instead)")]
     NoPreviousSlot,
     #[error("self-test failed on engine `{engine}`: {problem} (fix: the bundle does not run correctly on this board; keep the current model and report the bundle)")]

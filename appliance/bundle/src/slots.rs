@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 
 use cxr_board::BoardProfile;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::container::MAX_BUNDLE_BYTES;
 use crate::fsutil::{commit_temp, fsync_dir, read_bounded, replace, write_temp};
-use crate::{hex, verify, BundleError, TrustStore, VerifiedBundle, VersionFloors};
+use crate::{verify, BundleError, TrustStore, VerifiedBundle, VersionFloors};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,13 +193,33 @@ impl DeviceStore {
         board: &BoardProfile,
     ) -> Result<VerifiedBundle, BundleError> {
         let bytes = read_bounded(&self.slot_path(record.slot), MAX_BUNDLE_BYTES)?;
-        if hex::encode(&Sha256::digest(&bytes)) != record.digest {
+        let floors: VersionFloors = [(record.model_id.clone(), record.version)].into();
+        let slot = record.slot.letter();
+        // Verification hashes the whole file anyway: its digest is compared
+        // with the record afterwards instead of hashing twice. The slot was
+        // verified at install, so a content failure now means it was altered;
+        // trust and board failures mean the device's configuration changed
+        // (a revoked key) and keep their own error.
+        let bundle = verify(bytes, trust, board, &floors).map_err(|e| match e {
+            BundleError::UnknownKey { .. }
+            | BundleError::RevokedKey { .. }
+            | BundleError::DevelopmentKeyRefused { .. }
+            | BundleError::IncompatibleBoard { .. }
+            | BundleError::Trust { .. }
+            | BundleError::Io { .. }
+            | BundleError::BundleTooLarge { .. } => e,
+            other => BundleError::SlotAltered {
+                slot,
+                detail: other.to_string(),
+            },
+        })?;
+        if bundle.digest_hex() != record.digest {
             return Err(BundleError::SlotAltered {
-                slot: record.slot.letter(),
+                slot,
+                detail: "its SHA-256 differs from the one recorded at install".into(),
             });
         }
-        let floors: VersionFloors = [(record.model_id.clone(), record.version)].into();
-        verify(bytes, trust, board, &floors)
+        Ok(bundle)
     }
 
     /// The active bundle, re-verified. Anything else is an error: there is
