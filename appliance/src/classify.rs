@@ -306,6 +306,15 @@ fn load_source(
     device: &Device,
 ) -> anyhow::Result<Result<Source, (String, String)>> {
     if let (Some(model), Some(params)) = (&args.model, &args.params) {
+        if device.board.kind == cxr_board::BoardKind::Release {
+            return Ok(Err((
+                "DEVELOPER_MODE_REFUSED".into(),
+                format!(
+                    "board `{}` is a release board: loose --model/--params files are refused (fix: lock the model into a signed bundle and install it)",
+                    device.board.id
+                ),
+            )));
+        }
         let text = std::fs::read_to_string(params)
             .with_context(|| format!("reading {}", params.display()))?;
         let params = ModelParams::from_toml(&text)
@@ -489,7 +498,15 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         }
         let (input, result) = match read_input(file) {
             Ok(bytes) => {
-                let r = study.run(file, &bytes)?;
+                // A study that fails past ingest (preparing, the engine) is
+                // refused and audited; the studies after it still run.
+                let r = study.run(file, &bytes).unwrap_or_else(|e| {
+                    refused(
+                        file,
+                        "STUDY_FAILED",
+                        format!("{e:#} (fix: report this study to service)"),
+                    )
+                });
                 (bytes, r)
             }
             Err((code, message)) => (Vec::new(), refused(file, &code, message)),

@@ -186,6 +186,12 @@ fn a_release_board_refuses_development_keys_and_a_failed_self_test_keeps_the_old
         a.extend(["--board-file", s(&board)]);
         run(&state, &a)
     };
+    // Developer mode does not exist on a release board.
+    let (code, v) = b(&[
+        "classify", "--model", "m.onnx", "--params", "p.toml", "x.dcm",
+    ]);
+    assert_eq!(code, 4);
+    assert_eq!(v["error"]["code"], "DEVELOPER_MODE_REFUSED");
     let dev_bundle = write(&dir, "dev.cxrb", &locked(&dev, "demo", 1, BOARDS));
     let (code, v) = b(&["bundle", "install", s(&dev_bundle)]);
     assert_eq!(code, 2);
