@@ -1,0 +1,168 @@
+//! Label tables, splits and loading, on the shared NIH subset and on small
+//! tables in each public format written here.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use cxr_preprocess::{prepare, InputSpec};
+use cxr_tests::data::{scratch_dir, shared_file};
+use cxr_trainer::data::{
+    load_input, read_chexpert, read_generic, read_mimic, read_nih_data_entry, read_nih_subset,
+    split_by_institution, split_by_patient, LabelValue, Split, SplitFractions,
+};
+
+#[test]
+fn the_shared_nih_subset_reads_and_splits_by_patient() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let d = read_nih_subset(&csv).unwrap();
+    assert_eq!(d.samples.len(), 1000);
+    assert_eq!(d.patients().len(), 682);
+    let pneumonia = d.labels.iter().position(|l| l == "Pneumonia").unwrap();
+    assert_eq!(d.positives()[pneumonia], 500);
+    assert_eq!(
+        d.samples
+            .iter()
+            .filter(|s| s.age_years.is_some_and(|a| a < 18.0))
+            .count(),
+        95
+    );
+    assert!(d.samples.iter().all(|s| s.image.is_file()));
+
+    let f = SplitFractions {
+        validation: 0.15,
+        test: 0.15,
+    };
+    let a = split_by_patient(&d, f, 7).unwrap();
+    assert_eq!(a, split_by_patient(&d, f, 7).unwrap(), "fixed by the seed");
+    assert_ne!(a, split_by_patient(&d, f, 8).unwrap());
+    let mut side: HashMap<&str, Split> = HashMap::new();
+    for (s, split) in d.samples.iter().zip(&a) {
+        assert_eq!(
+            *side.entry(&s.patient).or_insert(*split),
+            *split,
+            "patient {} on two sides",
+            s.patient
+        );
+    }
+    let patients_in =
+        |want| side.values().filter(|s| **s == want).count() as f64 / side.len() as f64;
+    assert!((patients_in(Split::Test) - 0.15).abs() < 0.05);
+    assert!((patients_in(Split::Validation) - 0.15).abs() < 0.05);
+}
+
+#[test]
+fn trainer_tensors_equal_the_appliance_tensors_for_the_same_file() {
+    let (Some(png), Some(dcm)) = (
+        shared_file("torchxrayvision-test-samples/00000001_000.png"),
+        shared_file("torchxrayvision-test-samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
+    ) else {
+        return;
+    };
+    let spec = InputSpec {
+        size: 224,
+        ..InputSpec::default()
+    };
+    let appliance_dcm = prepare(
+        &cxr_dicom::read_radiograph_file(&dcm, &cxr_dicom::ReadLimits::default()).unwrap(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(load_input(&dcm, &spec).unwrap().data, appliance_dcm.data);
+    let appliance_png = prepare(&cxr_preprocess::load_image_file(&png).unwrap(), &spec).unwrap();
+    let trainer_png = load_input(&png, &spec).unwrap();
+    assert_eq!(trainer_png.data, appliance_png.data);
+    assert_eq!(trainer_png.data.len(), 224 * 224);
+    assert_eq!(
+        load_input(Path::new("/nonexistent.png"), &spec)
+            .unwrap_err()
+            .code(),
+        "TRAINER_IO"
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn chexpert_mimic_nih_and_generic_tables_read_with_their_conventions() {
+    let dir = scratch_dir("trainer-tables");
+    let head = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices";
+    let chex = write(&dir, "train.csv", &format!("{head}\n\
+        CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,,,,,,,,,0.0,,,,1.0\n\
+        CheXpert-v1.0-small/train/patient00002/study2/view1_frontal.jpg,Male,87,Frontal,AP,,,-1.0,1.0,,-1.0,-1.0,,-1.0,,-1.0,,1.0,\n\
+        CheXpert-v1.0-small/train/patient00002/study1/view2_lateral.jpg,Male,83,Lateral,,,,,1.0,,,,,,,,,1.0,\n"));
+    let d = read_chexpert(&chex, Path::new("/data")).unwrap();
+    assert_eq!(d.samples.len(), 3);
+    assert_eq!(d.patients(), vec!["patient00001", "patient00002"]);
+    assert_eq!(d.samples[1].labels[2], LabelValue::Uncertain);
+    assert_eq!(d.samples[1].labels[0], LabelValue::Missing);
+    assert_eq!(d.samples[0].labels[9], LabelValue::Negative);
+    assert_eq!(d.samples[2].view.as_deref(), Some("LATERAL"));
+    assert_eq!(d.samples[0].sex, Some('F'));
+    assert!(d.samples[0].image.starts_with("/data/CheXpert-v1.0-small"));
+    let bad = write(&dir, "bad.csv", &format!("{head}\nCheXpert-v1.0-small/train/patient00003/study1/view1_frontal.jpg,Male,50,Frontal,PA,2.0,,,,,,,,,,,,,\n"));
+    let e = read_chexpert(&bad, Path::new("/data")).unwrap_err();
+    assert_eq!(e.code(), "TRAINER_TABLE");
+    assert!(e.to_string().contains("line 2"), "{e}");
+
+    let labels_head = "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,Support Devices";
+    let mimic_labels = write(&dir, "chexpert.csv", &format!("{labels_head}\n10000032,50414267,,,,,,,,,1.0,,,,,\n10000764,57375967,,,1.0,,,,,,,,,-1.0,,\n"));
+    let split = write(&dir, "split.csv", "dicom_id,study_id,subject_id,split\nd1,50414267,10000032,train\nd2,50414267,10000032,train\nd3,57375967,10000764,test\nd4,99999999,10000999,validate\n");
+    let meta = write(&dir, "metadata.csv", "dicom_id,subject_id,study_id,ViewPosition\nd1,10000032,50414267,PA\nd2,10000032,50414267,LATERAL\nd3,10000764,57375967,AP\nd4,10000999,99999999,PA\n");
+    let m = read_mimic(&meta, &split, &mimic_labels, Path::new("/mimic")).unwrap();
+    assert_eq!(
+        m.samples.len(),
+        3,
+        "the study without a labelled report is left out"
+    );
+    assert_eq!(m.samples[2].given_split, Some(Split::Test));
+    assert_eq!(
+        m.samples[0].image,
+        Path::new("/mimic/files/p10/p10000032/s50414267/d1.jpg")
+    );
+    let pneumonia = m.labels.iter().position(|l| l == "Pneumonia").unwrap();
+    assert_eq!(m.samples[2].labels[pneumonia], LabelValue::Uncertain);
+
+    let entry = write(&dir, "Data_Entry_2017.csv", "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n00000001_000.png,Cardiomegaly,0,1,058Y,M,PA\n00000001_001.png,Cardiomegaly|Emphysema,1,1,058Y,M,PA\n00000002_000.png,No Finding,0,2,81,F,AP\n");
+    let n = read_nih_data_entry(&entry, Path::new("/nih/images")).unwrap();
+    assert_eq!(
+        n.samples[1]
+            .labels
+            .iter()
+            .filter(|v| **v == LabelValue::Positive)
+            .count(),
+        2
+    );
+    assert_eq!(n.samples[0].age_years, Some(58.0));
+    assert!(n.samples[2]
+        .labels
+        .iter()
+        .all(|v| *v == LabelValue::Negative));
+    let typo = write(
+        &dir,
+        "typo.csv",
+        "Image Index,Finding Labels,Patient ID\na.png,Cardiomegally,1\n",
+    );
+    assert!(read_nih_data_entry(&typo, Path::new("/")).is_err());
+
+    let generic = write(&dir, "generic.csv", "path,patient_id,institution,split,Effusion,Nodule\nimg/a.png,p1,site-a,train,1,\nimg/b.png,p2,site-b,test,0,-1\nimg/c.png,p3,,,1,0\n");
+    let g = read_generic(&generic, "mine").unwrap();
+    assert_eq!(g.labels, vec!["Effusion", "Nodule"]);
+    assert_eq!(
+        g.samples[1].labels,
+        vec![LabelValue::Negative, LabelValue::Uncertain]
+    );
+    assert_eq!(g.samples[2].institution, "mine");
+    assert_eq!(g.samples[0].image, dir.join("img/a.png"));
+    let by_site = split_by_institution(&g, &["site-b"], 0.0, 1).unwrap();
+    assert_eq!(by_site, vec![Split::Train, Split::Test, Split::Train]);
+    let sides: HashSet<_> = by_site.iter().collect();
+    assert_eq!(sides.len(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
