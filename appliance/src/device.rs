@@ -49,8 +49,17 @@ impl Device {
         Ok(Device { board, store })
     }
 
+    /// The trust directory's keys plus the profile's built-in ones (the demo
+    /// development key on development boards only). A development board may
+    /// have no trust directory; a release board must.
     pub fn trust(&self) -> Result<TrustStore, cxr_bundle::BundleError> {
-        TrustStore::load(&self.board.trust_dir)
+        let builtin = self.board.builtin_keys();
+        let store = if !builtin.is_empty() && !self.board.trust_dir.exists() {
+            TrustStore::default()
+        } else {
+            TrustStore::load(&self.board.trust_dir)?
+        };
+        store.with_builtin(builtin)
     }
 
     /// Open the audit log; a torn tail left by a power loss is cut, kept,

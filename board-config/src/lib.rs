@@ -15,6 +15,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("x86-release", include_str!("../boards/x86-release.toml")),
 ];
 
+/// Development public keys built into development profiles (never into
+/// release ones): the demo bundle's key, so that a fresh checkout can run it.
+/// `(name, *.pub.toml text)`.
+pub const DEVELOPMENT_KEYS: &[(&str, &str)] =
+    &[("dev-demo", include_str!("../dev-keys/dev-demo.pub.toml"))];
+
 /// The profile used when none is named. A firmware build fixes it with the
 /// build-time variable `CXR_DEFAULT_BOARD`; a plain build is a development bench.
 pub const DEFAULT_BOARD: &str = match option_env!("CXR_DEFAULT_BOARD") {
@@ -206,6 +212,16 @@ impl BoardProfile {
     pub fn accepts(&self, role: KeyRole) -> bool {
         self.accept_roles.contains(&role)
     }
+
+    /// Public keys this profile trusts without a trust directory: the
+    /// built-in development keys on development boards, nothing on release
+    /// boards.
+    pub fn builtin_keys(&self) -> &'static [(&'static str, &'static str)] {
+        match self.kind {
+            BoardKind::Development => DEVELOPMENT_KEYS,
+            BoardKind::Release => &[],
+        }
+    }
 }
 
 fn invalid(id: &str, problem: String, fix: &'static str) -> BoardError {
@@ -310,6 +326,14 @@ mod tests {
             assert!(p.accepts(KeyRole::Release));
         }
         assert!(BoardProfile::builtin(DEFAULT_BOARD).is_ok());
+        assert!(BoardProfile::builtin("orin-release")
+            .unwrap()
+            .builtin_keys()
+            .is_empty());
+        assert!(!BoardProfile::builtin("dev-x86")
+            .unwrap()
+            .builtin_keys()
+            .is_empty());
         assert_eq!(
             BoardProfile::builtin("nope").unwrap_err().code(),
             "BOARD_UNKNOWN"

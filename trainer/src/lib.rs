@@ -5,12 +5,17 @@
 //! loaded through `cxr-preprocess`, so trainer tensors equal the appliance's.
 //! It must not know axum or the CUDA kernels.
 
+pub mod augment;
 pub mod data;
 mod error;
 pub mod eval;
+pub mod finalize;
 pub mod fit;
+pub mod loader;
 pub mod loss;
 pub mod optim;
+pub mod rng;
+pub mod train;
 pub mod vit;
 
 pub use error::TrainerError;

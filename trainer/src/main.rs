@@ -43,6 +43,27 @@ enum Command {
     },
     /// Lock an ONNX model and its decision parameters into a signed bundle.
     Lock(Box<lock::LockArgs>),
+    /// Fit calibration, thresholds and OOD statistics on the validation split
+    /// of a run, evaluate on its test split, and write model.onnx,
+    /// params.toml, model-card.md and report.{json,md} for `lock`.
+    Finalize {
+        /// The run folder written by `train`.
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train the ViT from a TOML configuration (see trainer/configs/).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Run folder: checkpoints, log.jsonl, report.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the run folder's last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +71,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { name, role, out } => keygen(&name, role, &out),
         Command::Lock(args) => lock::run(&args),
+        Command::Finalize { run, out } => {
+            type Cpu = burn::backend::NdArray<f32>;
+            cxr_trainer::finalize::finalize::<Cpu>(&run, &out, &Default::default())
+                .map(|r| println!("{}", serde_json::json!({ "macro_auroc": r.macro_auroc, "macro_auprc": r.macro_auprc, "out": out })))
+                .map_err(Into::into)
+        }
+        Command::Train {
+            config,
+            out,
+            resume,
+        } => train(&config, &out, resume),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,6 +90,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn train(config: &std::path::Path, out: &std::path::Path, resume: bool) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let config: cxr_trainer::train::TrainConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    type Cpu = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+    let report = cxr_trainer::train::train::<Cpu>(&config, out, resume, &Default::default())?;
+    std::fs::write(out.join("config.toml"), &text)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 fn keygen(name: &str, role: Role, out: &std::path::Path) -> anyhow::Result<()> {

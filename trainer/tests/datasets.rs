@@ -166,3 +166,46 @@ fn chexpert_mimic_nih_and_generic_tables_read_with_their_conventions() {
     assert_eq!(sides.len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_loader_batches_in_parallel_caches_within_budget_and_repeats_by_seed() {
+    use cxr_trainer::augment::AugmentConfig;
+    use cxr_trainer::loader::{Example, Loader};
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let d = read_nih_subset(&csv).unwrap();
+    let examples: Vec<Example> = d.samples[..12]
+        .iter()
+        .map(|s| Example {
+            image: s.image.clone(),
+            targets: s
+                .labels
+                .iter()
+                .map(|v| f32::from(*v == LabelValue::Positive))
+                .collect(),
+            mask: vec![1.0; s.labels.len()],
+        })
+        .collect();
+    let spec = InputSpec {
+        size: 64,
+        ..InputSpec::default()
+    };
+    let per = 64 * 64 * 4;
+    let loader = Loader::new(examples, spec, 3, 5 * per);
+    let order = loader.epoch_order(1, 0);
+    assert_eq!(order, loader.epoch_order(1, 0));
+    assert_ne!(order, loader.epoch_order(1, 1));
+    let plain = loader.batch(&order[..6], None, 0).unwrap();
+    assert_eq!(plain.images.len(), 6 * 64 * 64);
+    assert_eq!(plain.targets.len(), 6 * 14);
+    assert!(loader.cached_bytes() <= 5 * per);
+    // The first image equals the appliance's tensor for the same file.
+    let direct = load_input(&d.samples[order[0]].image, &spec).unwrap();
+    assert_eq!(&plain.images[..64 * 64], &direct.data[..]);
+    let aug = AugmentConfig::default();
+    let a = loader.batch(&order[..6], Some(&aug), 9).unwrap();
+    let b = loader.batch(&order[..6], Some(&aug), 9).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.images, plain.images);
+}

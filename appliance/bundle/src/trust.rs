@@ -177,6 +177,26 @@ impl TrustStore {
         Ok(store)
     }
 
+    /// Add built-in public keys (`(name, *.pub.toml text)`), checked like
+    /// files; a key already present is not added twice.
+    pub fn with_builtin(mut self, keys: &[(&str, &str)]) -> Result<Self, BundleError> {
+        for (name, text) in keys {
+            let path = Path::new(name);
+            let file: PublicKeyFile = toml::from_str(text).map_err(|e| {
+                trust_error(
+                    path,
+                    e.message().to_owned(),
+                    "rebuild the firmware with a valid key file",
+                )
+            })?;
+            let key = file.to_trusted(path)?;
+            if self.find(&key.key_id).is_none() {
+                self.keys.push(key);
+            }
+        }
+        Ok(self)
+    }
+
     pub fn keys(&self) -> &[TrustedKey] {
         &self.keys
     }

@@ -1,0 +1,71 @@
+//! A whole (tiny) run on the shared NIH subset: train, resume, finalize,
+//! and the finalized files lock into a bundle the appliance verifies.
+#![allow(clippy::unwrap_used)]
+
+use burn::backend::{Autodiff, NdArray};
+use cxr_bundle::ModelParams;
+use cxr_tests::data::{scratch_dir, shared_file};
+use cxr_trainer::train::{train, TrainConfig};
+
+#[test]
+fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let text = include_str!("../configs/demo-nih.toml")
+        .replace(
+            "../shared/data/nih-chestxray14-subset/labels.csv",
+            csv.to_str().unwrap(),
+        )
+        .replace("patch = 16", "patch = 8")
+        .replace("width = 96", "width = 16")
+        .replace("depth = 4", "depth = 1")
+        .replace("heads = 3", "heads = 2")
+        .replace("image_size = 128", "image_size = 32")
+        .replace("epochs = 12", "epochs = 1")
+        .replace("batch_size = 32", "batch_size = 64");
+    let mut config: TrainConfig = toml::from_str(&text).unwrap();
+    let dir = scratch_dir("train-run");
+    let run = dir.join("run");
+    let device = Default::default();
+    let report = train::<Autodiff<NdArray<f32>>>(&config, &run, false, &device).unwrap();
+    assert_eq!(report.epochs_run, 1);
+    assert!(
+        report.train_images > 400 && report.validation_images > 100,
+        "{report:?}"
+    );
+    for f in [
+        "best.onnx",
+        "best.json",
+        "last.onnx",
+        "last-ema.onnx",
+        "last.json",
+        "log.jsonl",
+    ] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+    // Resume continues at the next epoch.
+    config.optim.epochs = 2;
+    let resumed = train::<Autodiff<NdArray<f32>>>(&config, &run, true, &device).unwrap();
+    assert_eq!(resumed.epochs_run, 1);
+    assert_eq!(resumed.steps, 2 * report.steps);
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("\"event\":\"epoch\""))
+            .count(),
+        2
+    );
+
+    let out = dir.join("final");
+    let r = cxr_trainer::finalize::finalize::<NdArray<f32>>(&run, &out, &device).unwrap();
+    assert_eq!(r.test.len(), 14);
+    assert_eq!(r.images.held_out, 95, "patients under 18 are held out");
+    let params =
+        ModelParams::from_toml(&std::fs::read_to_string(out.join("params.toml")).unwrap()).unwrap();
+    assert!(params.feature_stats.is_some());
+    assert!(params.ood.max_mahalanobis.is_some());
+    let card = std::fs::read_to_string(out.join("model-card.md")).unwrap();
+    assert!(card.contains("not for clinical use") && card.contains("| Pneumonia |"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
