@@ -1,0 +1,97 @@
+//! The committed demo bundle: it verifies on a fresh development board with
+//! no trust directory (its key is built into development profiles), it is
+//! refused on a release board, and it classifies a real chest DICOM.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use cxr_tests::data::{scratch_dir, shared_file};
+use serde_json::Value;
+
+fn demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../trainer/demo/demo-nih-v1.cxrb")
+}
+
+fn run(args: &[&str], state: &std::path::Path) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cxr-appliance"))
+        .args(args)
+        .env("CXR_STATE_DIR", state)
+        .env_remove("CXR_BOARD")
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("null")
+        .to_owned();
+    (
+        out.status.code().unwrap(),
+        serde_json::from_str(&first).unwrap(),
+    )
+}
+
+#[test]
+fn the_demo_bundle_verifies_on_a_fresh_dev_board_and_classifies_a_real_chest_study() {
+    let dir = scratch_dir("demo-bundle");
+    let state = dir.join("state");
+    let demo = demo();
+    let demo_s = demo.to_str().unwrap();
+    let (code, v) = run(&["bundle", "verify", demo_s], &state);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["bundle"]["signed_by"]["name"], "dev-demo");
+    assert_eq!(v["bundle"]["signed_by"]["role"], "development");
+    assert!(v["bundle"]["intended_use"]
+        .as_str()
+        .unwrap()
+        .contains("not for clinical use"));
+    assert_eq!(v["bundle"]["labels"].as_array().unwrap().len(), 14);
+    assert!(std::fs::metadata(&demo).unwrap().len() <= 25 << 20);
+
+    // A release board (its own, empty trust store) refuses it.
+    let trust = dir.join("release-trust");
+    std::fs::create_dir_all(&trust).unwrap();
+    let profile = include_str!("../../board-config/boards/orin-release.toml")
+        .replace("/etc/cxr-appliance/trust", trust.to_str().unwrap())
+        .replace(
+            "/var/lib/cxr-appliance",
+            dir.join("release-state").to_str().unwrap(),
+        );
+    let board = dir.join("board.toml");
+    std::fs::write(&board, profile).unwrap();
+    let (code, v) = run(
+        &[
+            "bundle",
+            "verify",
+            demo_s,
+            "--board-file",
+            board.to_str().unwrap(),
+        ],
+        &state,
+    );
+    assert_eq!(code, 2);
+    assert_eq!(v["error"]["code"], "BUNDLE_UNKNOWN_KEY");
+
+    let Some(dcm) = shared_file(
+        "torchxrayvision-test-samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
+    ) else {
+        return;
+    };
+    let (code, v) = run(
+        &["classify", "--bundle", demo_s, dcm.to_str().unwrap()],
+        &state,
+    );
+    assert!(code == 0 || code == 3, "{v}");
+    assert_eq!(v["mode"], "verified");
+    assert_eq!(v["bundle"]["model_id"], "cxr-demo-nih");
+    assert_eq!(
+        v["decision"]["labels"].as_array().map_or(0, Vec::len) % 14,
+        0
+    );
+    assert!(v["engine"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r.as_str().unwrap().contains("self-test passed")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
