@@ -36,14 +36,27 @@ fn outputs<B: Backend>(
     indices: &[usize],
     device: &B::Device,
 ) -> Result<Outputs, TrainerError> {
+    let paths: Vec<&Path> = indices
+        .iter()
+        .map(|&i| data.dataset.samples[i].image.as_path())
+        .collect();
+    outputs_of(model, params, &paths, device)
+}
+
+fn outputs_of<B: Backend>(
+    model: &BurnVit<B>,
+    params: &ModelParams,
+    paths: &[&Path],
+    device: &B::Device,
+) -> Result<Outputs, TrainerError> {
     let s = model.spec();
     let views = params.tta.len();
     let mut out = Outputs {
         logits: Vec::new(),
         features: Vec::new(),
     };
-    for &i in indices {
-        let input = load_input(&data.dataset.samples[i].image, &params.input)?;
+    for path in paths {
+        let input = load_input(path, &params.input)?;
         let mut batch = Vec::with_capacity(input.data.len() * views);
         for v in &params.tta {
             batch.extend_from_slice(&tta_view(&input, v).data);
@@ -92,6 +105,20 @@ pub struct Report {
     /// AUROC of telling held-out (pediatric) images from adult test images,
     /// per OOD score (higher = better separation).
     pub ood_auroc: Vec<(String, Option<f64>)>,
+    /// Extra OOD files: scored ones (energy, Mahalanobis) and those the
+    /// guarded ingest refused before any model saw them.
+    pub ood_files: Vec<OodFile>,
+    /// AUROC of telling the scored extra files from adult test images.
+    pub ood_files_auroc: Vec<(String, Option<f64>)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OodFile {
+    pub file: String,
+    /// `scored` or the refusal's message.
+    pub outcome: String,
+    pub joint_energy: Option<f32>,
+    pub mahalanobis: Option<f32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +143,7 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 pub fn finalize<B: Backend>(
     run: &Path,
     out: &Path,
+    extra_ood: &[std::path::PathBuf],
     device: &B::Device,
 ) -> Result<Report, TrainerError> {
     let io = |p: &Path, e: std::io::Error| TrainerError::Io {
@@ -241,6 +269,49 @@ pub fn finalize<B: Backend>(
             ood(&|s| s.mahalanobis.unwrap_or(f32::NAN)),
         ),
     ];
+    let mut ood_files = Vec::new();
+    let mut extra_scores = Vec::new();
+    for path in extra_ood {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match outputs_of(&model, &params, &[path.as_path()], device) {
+            Ok(o) => {
+                let sc = score(&o);
+                let first = sc.first().copied();
+                ood_files.push(OodFile {
+                    file: name,
+                    outcome: "scored".into(),
+                    joint_energy: first.map(|s| s.joint_energy),
+                    mahalanobis: first.and_then(|s| s.mahalanobis),
+                });
+                extra_scores.extend(sc);
+            }
+            Err(e) => ood_files.push(OodFile {
+                file: name,
+                outcome: format!("refused at ingest: {e}"),
+                joint_energy: None,
+                mahalanobis: None,
+            }),
+        }
+    }
+    let vs_in = |f: &dyn Fn(&cxr_core::ood::OodScores) -> f32| -> Option<f64> {
+        let scores: Vec<f32> = extra_scores.iter().chain(&s_in).map(f).collect();
+        let labels: Vec<f32> = extra_scores
+            .iter()
+            .map(|_| 1.0)
+            .chain(s_in.iter().map(|_| 0.0))
+            .collect();
+        auroc(&scores, &labels, &vec![1.0; scores.len()])
+    };
+    let ood_files_auroc = vec![
+        ("joint_energy".to_owned(), vs_in(&|s| -s.joint_energy)),
+        (
+            "mahalanobis".to_owned(),
+            vs_in(&|s| s.mahalanobis.unwrap_or(f32::NAN)),
+        ),
+    ];
     let report = Report {
         checkpoint: state.clone(),
         images: SplitCounts {
@@ -255,6 +326,8 @@ pub fn finalize<B: Backend>(
         macro_auprc: mean(per_label.iter().filter_map(|l| l.auprc.map(|a| a.value))),
         test: per_label,
         ood_auroc,
+        ood_files,
+        ood_files_auroc,
     };
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let write = |name: &str, bytes: &[u8]| {
@@ -348,6 +421,25 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !r.ood_files.is_empty() {
+        let auc: Vec<String> = r
+            .ood_files_auroc
+            .iter()
+            .map(|(n, v)| format!("{n} {}", opt(*v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "- Other studies vs adult test images, AUROC: {}.",
+            auc.join(", ")
+        );
+        for f in &r.ood_files {
+            let scores = match (f.joint_energy, f.mahalanobis) {
+                (Some(e), Some(m)) => format!(" (energy {e:.3}, Mahalanobis {m:.2})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "  - `{}`: {}{scores}", f.file, f.outcome);
+        }
+    }
     s
 }
 

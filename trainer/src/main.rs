@@ -52,6 +52,10 @@ enum Command {
         run: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Studies to score as out of distribution (other body parts,
+        /// modalities); those the guarded ingest refuses are listed as such.
+        #[arg(long = "ood")]
+        ood: Vec<PathBuf>,
     },
     /// Train the ViT from a TOML configuration (see trainer/configs/).
     Train {
@@ -71,9 +75,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { name, role, out } => keygen(&name, role, &out),
         Command::Lock(args) => lock::run(&args),
-        Command::Finalize { run, out } => {
+        Command::Finalize { run, out, ood } => {
             type Cpu = burn::backend::NdArray<f32>;
-            cxr_trainer::finalize::finalize::<Cpu>(&run, &out, &Default::default())
+            cxr_trainer::finalize::finalize::<Cpu>(&run, &out, &ood, &Default::default())
                 .map(|r| println!("{}", serde_json::json!({ "macro_auroc": r.macro_auroc, "macro_auprc": r.macro_auprc, "out": out })))
                 .map_err(Into::into)
         }

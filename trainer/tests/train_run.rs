@@ -58,7 +58,17 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
     );
 
     let out = dir.join("final");
-    let r = cxr_trainer::finalize::finalize::<NdArray<f32>>(&run, &out, &device).unwrap();
+    let png = shared_file("torchxrayvision-test-samples/00000001_000.png").unwrap();
+    let r = cxr_trainer::finalize::finalize::<NdArray<f32>>(
+        &run,
+        &out,
+        &[png, dir.join("missing.dcm")],
+        &device,
+    )
+    .unwrap();
+    assert_eq!(r.ood_files.len(), 2);
+    assert_eq!(r.ood_files[0].outcome, "scored");
+    assert!(r.ood_files[1].outcome.starts_with("refused"));
     assert_eq!(r.test.len(), 14);
     assert_eq!(r.images.held_out, 95, "patients under 18 are held out");
     let params =
