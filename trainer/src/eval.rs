@@ -2,16 +2,21 @@
 //! bootstrap confidence intervals that resample patients (images of one
 //! patient are not independent).
 
-/// Area under the ROC curve (Mann-Whitney U, ties counted half). `None`
-/// when either class is absent. Entries with `mask == 0` are left out.
-pub fn auroc(scores: &[f32], labels: &[f32], mask: &[f32]) -> Option<f64> {
-    let mut v: Vec<(f32, bool)> = scores
+/// `(score, is_positive)` for the entries with `mask > 0`.
+pub(crate) fn labelled(scores: &[f32], labels: &[f32], mask: &[f32]) -> Vec<(f32, bool)> {
+    scores
         .iter()
         .zip(labels)
         .zip(mask)
         .filter(|(_, m)| **m > 0.0)
         .map(|((s, l), _)| (*s, *l >= 0.5))
-        .collect();
+        .collect()
+}
+
+/// Area under the ROC curve (Mann-Whitney U, ties counted half). `None`
+/// when either class is absent. Entries with `mask == 0` are left out.
+pub fn auroc(scores: &[f32], labels: &[f32], mask: &[f32]) -> Option<f64> {
+    let mut v = labelled(scores, labels, mask);
     let pos = v.iter().filter(|(_, p)| *p).count();
     let neg = v.len() - pos;
     if pos == 0 || neg == 0 || v.iter().any(|(s, _)| s.is_nan()) {
@@ -38,13 +43,7 @@ pub fn auroc(scores: &[f32], labels: &[f32], mask: &[f32]) -> Option<f64> {
 /// the precision at each positive, ties broken pessimistically). `None`
 /// without positives.
 pub fn auprc(scores: &[f32], labels: &[f32], mask: &[f32]) -> Option<f64> {
-    let mut v: Vec<(f32, bool)> = scores
-        .iter()
-        .zip(labels)
-        .zip(mask)
-        .filter(|(_, m)| **m > 0.0)
-        .map(|((s, l), _)| (*s, *l >= 0.5))
-        .collect();
+    let mut v = labelled(scores, labels, mask);
     let pos = v.iter().filter(|(_, p)| *p).count();
     if pos == 0 || v.iter().any(|(s, _)| s.is_nan()) {
         return None;

@@ -74,13 +74,7 @@ pub fn fit_threshold(
     mask: &[f32],
     rule: ThresholdRule,
 ) -> Option<f32> {
-    let mut v: Vec<(f32, bool)> = probs
-        .iter()
-        .zip(labels)
-        .zip(mask)
-        .filter(|(_, m)| **m > 0.0)
-        .map(|((p, l), _)| (*p, *l >= 0.5))
-        .collect();
+    let mut v = crate::eval::labelled(probs, labels, mask);
     let pos = v.iter().filter(|(_, p)| *p).count();
     if pos == 0 || v.iter().any(|(p, _)| !p.is_finite()) {
         return None;

@@ -95,35 +95,39 @@ fn keygen_then_lock_gives_a_bundle_the_appliance_verifies() {
     let p = ModelParams::neutral(spec, vec!["A".into(), "B".into(), "C".into()]);
     std::fs::write(&params, toml::to_string(&p).unwrap()).unwrap();
     let bundle = dir.join("b.cxrb");
-    let out = trainer()
-        .args([
-            "lock",
-            "--onnx",
-            s(&model),
-            "--params",
-            s(&params),
-            "--key",
-            s(&secret),
-        ])
-        .args([
-            "--model-id",
-            "bench",
-            "--version",
-            "7",
-            "--board",
-            "dev-x86",
-        ])
-        .args([
-            "--data",
-            s(&params),
-            "--seed",
-            "11",
-            "--created-unix-s",
-            "1800000000",
-        ])
-        .args(["--out", s(&bundle)])
-        .output()
-        .unwrap();
+    // The same lock command, written to `out`.
+    let lock = |out: &Path| {
+        trainer()
+            .args([
+                "lock",
+                "--onnx",
+                s(&model),
+                "--params",
+                s(&params),
+                "--key",
+                s(&secret),
+            ])
+            .args([
+                "--model-id",
+                "bench",
+                "--version",
+                "7",
+                "--board",
+                "dev-x86",
+            ])
+            .args([
+                "--data",
+                s(&params),
+                "--seed",
+                "11",
+                "--created-unix-s",
+                "1800000000",
+            ])
+            .args(["--out", s(out)])
+            .output()
+            .unwrap()
+    };
+    let out = lock(&bundle);
     assert!(
         out.status.success(),
         "{}",
@@ -155,35 +159,7 @@ fn keygen_then_lock_gives_a_bundle_the_appliance_verifies() {
 
     // Locking is deterministic for a fixed key, inputs and creation time.
     let bundle2 = dir.join("b2.cxrb");
-    let out = trainer()
-        .args([
-            "lock",
-            "--onnx",
-            s(&model),
-            "--params",
-            s(&params),
-            "--key",
-            s(&secret),
-        ])
-        .args([
-            "--model-id",
-            "bench",
-            "--version",
-            "7",
-            "--board",
-            "dev-x86",
-        ])
-        .args([
-            "--data",
-            s(&params),
-            "--seed",
-            "11",
-            "--created-unix-s",
-            "1800000000",
-        ])
-        .args(["--out", s(&bundle2)])
-        .output()
-        .unwrap();
+    let out = lock(&bundle2);
     assert!(out.status.success());
     assert_eq!(
         std::fs::read(&bundle).unwrap(),

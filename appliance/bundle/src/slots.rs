@@ -129,9 +129,7 @@ impl DeviceStore {
             .join("bundle.cxrb")
     }
 
-    /// One install or rollback at a time: an exclusive lock on `<state>/lock`,
-    /// released when the returned file is dropped (or the process dies).
-    fn exclusive(&self) -> Result<std::fs::File, BundleError> {
+    fn lock_file(&self) -> Result<(std::fs::File, PathBuf), BundleError> {
         let path = self.root.join("lock");
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -139,20 +137,21 @@ impl DeviceStore {
             .write(true)
             .open(&path)
             .map_err(|e| BundleError::io("opening", &path, e))?;
+        Ok((f, path))
+    }
+
+    /// One install or rollback at a time: an exclusive lock on `<state>/lock`,
+    /// released when the returned file is dropped (or the process dies).
+    fn exclusive(&self) -> Result<std::fs::File, BundleError> {
+        let (f, path) = self.lock_file()?;
         f.lock().map_err(|e| BundleError::io("locking", &path, e))?;
         Ok(f)
     }
 
     fn try_exclusive(&self) -> Result<std::fs::File, BundleError> {
-        let path = self.root.join("lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| BundleError::io("opening", &path, e))?;
+        let (f, path) = self.lock_file()?;
         f.try_lock().map_err(|e| BundleError::State {
-            path: path.clone(),
+            path,
             problem: format!("busy: {e}"),
         })?;
         Ok(f)
