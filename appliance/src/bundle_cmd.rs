@@ -11,6 +11,8 @@ use cxr_bundle::{
     read_bounded, verify, BundleError, SlotRecord, TrustStore, VerifiedBundle, MAX_BUNDLE_BYTES,
 };
 use cxr_engine::{select_for_bundle, EnginePreference};
+
+use crate::accel::Accelerators;
 use serde_json::{json, Value};
 
 use crate::device::{now_unix_ms, Device, DeviceArgs, EnvFailpoints};
@@ -197,13 +199,19 @@ fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> anyhow::Result
         },
     )?;
     let engine = device.board.engine;
+    let accelerators = Accelerators::for_board(&device.board);
     let self_test = |b: &VerifiedBundle| -> Result<String, BundleError> {
-        select_for_bundle(b, engine_preference(engine.preference), engine.threads)
-            .map(|(_, report)| report.summary())
-            .map_err(|e| BundleError::SelfTestFailed {
-                engine: "selected".into(),
-                problem: e.to_string(),
-            })
+        select_for_bundle(
+            b,
+            engine_preference(engine.preference),
+            engine.threads,
+            &accelerators.refs(),
+        )
+        .map(|(_, report)| report.summary())
+        .map_err(|e| BundleError::SelfTestFailed {
+            engine: "selected".into(),
+            problem: e.to_string(),
+        })
     };
     let now_s = now_unix_ms() / 1000;
     match device.store.install(

@@ -15,6 +15,8 @@ use cxr_core::{
 };
 use cxr_dicom::{read_radiograph, ReadLimits};
 use cxr_engine::{select_engine, select_for_bundle, EnginePreference, Selection};
+
+use crate::accel::Accelerators;
 use cxr_preprocess::{prepare, tta_view};
 use embassy_time::Instant;
 use serde_json::{json, Value};
@@ -440,7 +442,10 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     };
     let threads = args.threads.unwrap_or(board_engine.threads);
     let selection = match &source {
-        Source::Verified(b) => select_for_bundle(b, preference, threads).map(|(s, _)| s),
+        Source::Verified(b) => {
+            let accelerators = Accelerators::for_board(&device.board);
+            select_for_bundle(b, preference, threads, &accelerators.refs()).map(|(s, _)| s)
+        }
         Source::Developer(d) => select_engine(&d.onnx, d.params.model, preference, threads),
     };
     let selection = match selection {
@@ -460,6 +465,12 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(4));
         }
     };
+    // The log says which engine runs and why (the audit record says it too).
+    eprintln!(
+        "cxr-appliance: engine {}: {}",
+        selection.engine.name(),
+        selection.reasons.join("; ")
+    );
     let params = source.params();
     let study = Study {
         selection: &selection,

@@ -1,6 +1,7 @@
 //! `cxr-appliance`: the appliance's command line. Wiring only; the work lives
 //! in the library crates. `anyhow` is used here and nowhere else.
 
+mod accel;
 mod audit_cmd;
 mod bundle_cmd;
 mod classify;

@@ -101,6 +101,27 @@ pub struct EngineSettings {
     pub preference: EngineChoice,
     /// Matrix-multiply threads for the CPU engine.
     pub threads: usize,
+    /// The GPU engine's 16-bit type (builds with the `cuda` feature).
+    #[serde(default)]
+    pub gpu_precision: GpuPrecision,
+    /// Largest batch the GPU engine runs at once (the TTA views of a study
+    /// go as one batch when they fit).
+    #[serde(default = "default_gpu_batch")]
+    pub gpu_max_batch: usize,
+}
+
+fn default_gpu_batch() -> usize {
+    8
+}
+
+/// Activations and matrices on the GPU: bf16 (range of f32, golden
+/// tolerance 1e-2) or f16 (more mantissa, 5e-3, overflow past 65504).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuPrecision {
+    #[default]
+    Bf16,
+    F16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +290,13 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
             ));
         }
     }
+    if !(1..=64).contains(&raw.engine.gpu_max_batch) {
+        return Err(invalid(
+            id,
+            format!("engine.gpu_max_batch = {}", raw.engine.gpu_max_batch),
+            "use 1 to 64",
+        ));
+    }
     if !(1..=64).contains(&raw.engine.threads) {
         return Err(invalid(
             id,
@@ -355,6 +383,25 @@ mod tests {
         let unknown_field = format!("{}\nsurprise = 1\n", include_str!("../boards/dev-x86.toml"));
         assert_eq!(
             BoardProfile::parse(&unknown_field, "t").unwrap_err().code(),
+            "BOARD_PARSE"
+        );
+    }
+
+    #[test]
+    fn gpu_settings_default_to_bf16_and_bounded_batches() {
+        let dev = BoardProfile::builtin("dev-x86").unwrap();
+        assert_eq!(dev.engine.gpu_precision, GpuPrecision::Bf16);
+        assert_eq!(dev.engine.gpu_max_batch, 8);
+        let orin = BoardProfile::builtin("orin-release").unwrap();
+        assert_eq!(orin.engine.gpu_precision, GpuPrecision::F16);
+        let huge = include_str!("../boards/orin-release.toml")
+            .replace("gpu_max_batch = 8", "gpu_max_batch = 0");
+        let e = BoardProfile::parse(&huge, "t").unwrap_err();
+        assert!(e.to_string().contains("gpu_max_batch"), "{e}");
+        let unknown = include_str!("../boards/orin-release.toml")
+            .replace("gpu_precision = \"f16\"", "gpu_precision = \"fp8\"");
+        assert_eq!(
+            BoardProfile::parse(&unknown, "t").unwrap_err().code(),
             "BOARD_PARSE"
         );
     }

@@ -179,16 +179,16 @@ pub fn finalize<B: Backend>(
         data.indices(Split::Test),
         data.held_out(),
     );
-    let targets = |idx: &[usize]| -> (Vec<f32>, Vec<f32>) {
-        let ex = data.examples(idx, config.data.uncertainty, config.seed);
-        (
+    let targets = |idx: &[usize]| -> Result<(Vec<f32>, Vec<f32>), TrainerError> {
+        let ex = data.examples(idx, &config.data, config.seed)?;
+        Ok((
             ex.iter().flat_map(|e| e.targets.clone()).collect(),
             ex.iter().flat_map(|e| e.mask.clone()).collect(),
-        )
+        ))
     };
     let k = params.labels.len();
     let val = outputs(&model, &params, &data, &val_i, device)?;
-    let (val_y, val_m) = targets(&val_i);
+    let (val_y, val_m) = targets(&val_i)?;
     let fit = fit_params(
         &mut params,
         &val.logits,
@@ -200,7 +200,7 @@ pub fn finalize<B: Backend>(
     )?;
 
     let test = outputs(&model, &params, &data, &test_i, device)?;
-    let (test_y, test_m) = targets(&test_i);
+    let (test_y, test_m) = targets(&test_i)?;
     let mut patients = std::collections::HashMap::new();
     let groups: Vec<usize> = test_i
         .iter()
@@ -375,7 +375,11 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
     let _ = writeln!(s, "## Data and splits\n");
     let _ = writeln!(s, "- Source: `{:?}`", c.data.source);
     let _ = writeln!(s, "- Split by patient with seed {} ({} patients): {} train, {} validation, {} test images; {} images of patients under 18 held out of every split (OOD check).", c.seed, r.images.patients, r.images.train, r.images.validation, r.images.test, r.images.held_out);
-    let _ = writeln!(s, "- Uncertainty policy: {:?}.\n", c.data.uncertainty);
+    let _ = writeln!(
+        s,
+        "- Uncertainty policy: {:?}; per label: {:?}.\n",
+        c.data.uncertainty, c.data.uncertainty_per_label
+    );
     let _ = writeln!(s, "## Model and training\n");
     let _ = writeln!(s, "- ViT: patch {}, width {}, depth {}, heads {}, MLP ×{}, input {}×{}, {} channel(s), {} labels.", m.patch, m.width, m.depth, m.heads, m.mlp_ratio, m.image_size, m.image_size, m.in_channels, m.labels);
     let _ = writeln!(s, "- {} epochs, batch {}, AdamW lr {} (warmup {} steps, cosine to {}), weight decay {} (none on norms, biases, embeddings), global-norm clip {}, EMA {}; loss {:?}; augmentation {:?}.", c.optim.epochs, c.optim.batch_size, c.optim.lr, c.optim.warmup_steps, c.optim.min_lr, c.optim.weight_decay, c.optim.clip_norm, c.optim.ema_decay, c.loss, c.augment);

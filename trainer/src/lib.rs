@@ -6,11 +6,14 @@
 //! It must not know axum or the CUDA kernels.
 
 pub mod augment;
+pub mod bench;
 pub mod data;
 mod error;
 pub mod eval;
 pub mod finalize;
 pub mod fit;
+pub mod groups;
+pub mod init;
 pub mod loader;
 pub mod loss;
 pub mod optim;

@@ -78,6 +78,83 @@ pub fn multilabel_loss<B: Backend>(
     ((pos_term + neg_term) * mask).sum() / total
 }
 
+/// Per-class positive weights for the loss (rare findings up-weighted).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", deny_unknown_fields)]
+pub enum PosWeight {
+    #[default]
+    None,
+    /// `negatives / positives` of each label in the training split, capped
+    /// at `max` (and at least 1).
+    Balanced { max: f32 },
+    /// Stated per label name; unnamed labels weigh 1.
+    PerLabel {
+        values: std::collections::BTreeMap<String, f32>,
+    },
+}
+
+impl PosWeight {
+    /// The weights for `labels`, from training targets and masks
+    /// (`[n, labels]` row-major); `None` when there are none to apply.
+    pub fn resolve(
+        &self,
+        labels: &[String],
+        targets: &[f32],
+        mask: &[f32],
+    ) -> Result<Option<Vec<f32>>, crate::TrainerError> {
+        let bad = |what: String| {
+            crate::TrainerError::invalid(
+                "pos_weight",
+                what,
+                "name labels of the data; weights must be finite and positive",
+            )
+        };
+        match self {
+            PosWeight::None => Ok(None),
+            PosWeight::Balanced { max } => {
+                if !(max.is_finite() && *max >= 1.0) {
+                    return Err(bad(format!("max {max} (must be >= 1)")));
+                }
+                let k = labels.len().max(1);
+                let mut w = Vec::with_capacity(k);
+                for j in 0..labels.len() {
+                    let (mut pos, mut neg) = (0.0f64, 0.0f64);
+                    for (t, m) in targets
+                        .iter()
+                        .skip(j)
+                        .step_by(k)
+                        .zip(mask.iter().skip(j).step_by(k))
+                    {
+                        pos += f64::from(t * m);
+                        neg += f64::from((1.0 - t) * m);
+                    }
+                    let r = if pos > 0.0 {
+                        neg / pos
+                    } else {
+                        f64::from(*max)
+                    };
+                    w.push((r as f32).clamp(1.0, *max));
+                }
+                Ok(Some(w))
+            }
+            PosWeight::PerLabel { values } => {
+                if let Some(name) = values.keys().find(|n| !labels.contains(n)) {
+                    return Err(bad(format!("unknown label `{name}`")));
+                }
+                if let Some((n, v)) = values.iter().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+                    return Err(bad(format!("`{n}` = {v}")));
+                }
+                Ok(Some(
+                    labels
+                        .iter()
+                        .map(|l| values.get(l).copied().unwrap_or(1.0))
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::NdArray;
@@ -194,5 +271,41 @@ mod tests {
         assert!(zero.abs() < 1e-7, "{zero}");
         let hard = scalar(multilabel_loss(asl, t2(&[2.0], 1), t2(&[0.0], 1), m, None));
         assert!(hard > 0.0);
+    }
+
+    #[test]
+    fn balanced_pos_weight_is_the_capped_negative_ratio() {
+        let labels = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        // a: 1 positive, 3 negatives; b: 2 and 2; c: none positive.
+        let t = [1., 1., 0., 0., 1., 0., 0., 0., 0., 0., 0., 0.];
+        let m = [1.0; 12];
+        let w = PosWeight::Balanced { max: 10.0 }
+            .resolve(&labels, &t, &m)
+            .unwrap()
+            .unwrap();
+        assert_eq!(w, vec![3.0, 1.0, 10.0]);
+        // Masked entries do not count.
+        let mut m2 = m;
+        m2[3] = 0.0;
+        let w = PosWeight::Balanced { max: 10.0 }
+            .resolve(&labels, &t, &m2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(w[0], 2.0);
+        let named = PosWeight::PerLabel {
+            values: [("b".to_owned(), 4.0)].into_iter().collect(),
+        };
+        assert_eq!(
+            named.resolve(&labels, &t, &m).unwrap().unwrap(),
+            vec![1.0, 4.0, 1.0]
+        );
+        let unknown = PosWeight::PerLabel {
+            values: [("Cardiomegally".to_owned(), 4.0)].into_iter().collect(),
+        };
+        assert!(unknown.resolve(&labels, &t, &m).is_err());
+        assert!(PosWeight::Balanced { max: 0.5 }
+            .resolve(&labels, &t, &m)
+            .is_err());
+        assert_eq!(PosWeight::None.resolve(&labels, &t, &m).unwrap(), None);
     }
 }

@@ -1,4 +1,5 @@
-//! `cxr-trainer`: the training companion. For now: `keygen` and `lock`.
+//! `cxr-trainer`: the training companion: `train`, `finalize`, `keygen`,
+//! `lock`, and `bench-step` for training throughput.
 //! `anyhow` is used here (a binary) only.
 
 mod lock;
@@ -26,6 +27,24 @@ struct Cli {
 enum Role {
     Release,
     Development,
+}
+
+/// Where tensors live. `flex` and `cuda` need the build features of the
+/// same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    Ndarray,
+    Flex,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Preset {
+    /// The demo model (width 96, depth 4, patch 16).
+    Demo,
+    VitTi16,
+    VitS16,
+    VitB16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,7 +86,54 @@ enum Command {
         /// Continue from the run folder's last checkpoint.
         #[arg(long)]
         resume: bool,
+        #[arg(long, value_enum, default_value = "ndarray")]
+        backend: BackendChoice,
     },
+    /// Time whole training steps on synthetic data (one JSON line):
+    /// images/s, and the forward-only time of the same model as a baseline.
+    BenchStep {
+        #[arg(long, value_enum, default_value = "demo")]
+        preset: Preset,
+        #[arg(long, default_value_t = 128)]
+        image_size: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, value_enum, default_value = "ndarray")]
+        backend: BackendChoice,
+    },
+}
+
+/// Run `$body` with `$B` bound to the chosen autodiff backend type and
+/// `$dev` to its default device.
+macro_rules! with_backend {
+    ($choice:expr, |$B:ident, $dev:ident| $body:expr) => {
+        match $choice {
+            BackendChoice::Ndarray => {
+                type $B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+                let $dev = Default::default();
+                $body
+            }
+            #[cfg(feature = "flex")]
+            BackendChoice::Flex => {
+                type $B = burn::backend::Autodiff<burn::backend::Flex>;
+                let $dev = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            BackendChoice::Cuda => {
+                type $B = burn::backend::Autodiff<burn::backend::Cuda>;
+                let $dev = Default::default();
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(anyhow::anyhow!(
+                "backend {other:?} is not in this build; rebuild with `--features {}`",
+                format!("{other:?}").to_lowercase()
+            )),
+        }
+    };
 }
 
 fn main() -> ExitCode {
@@ -85,7 +151,15 @@ fn main() -> ExitCode {
             config,
             out,
             resume,
-        } => train(&config, &out, resume),
+            backend,
+        } => train(&config, &out, resume, backend),
+        Command::BenchStep {
+            preset,
+            image_size,
+            batch,
+            steps,
+            backend,
+        } => bench_step(preset, image_size, batch, steps, backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,15 +170,54 @@ fn main() -> ExitCode {
     }
 }
 
-fn train(config: &std::path::Path, out: &std::path::Path, resume: bool) -> anyhow::Result<()> {
+fn train(
+    config: &std::path::Path,
+    out: &std::path::Path,
+    resume: bool,
+    backend: BackendChoice,
+) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let config: cxr_trainer::train::TrainConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
-    type Cpu = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-    let report = cxr_trainer::train::train::<Cpu>(&config, out, resume, &Default::default())?;
+    let report = with_backend!(backend, |B, device| Ok(cxr_trainer::train::train::<B>(
+        &config, out, resume, &device
+    )?))?;
     std::fs::write(out.join("config.toml"), &text)?;
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn bench_step(
+    preset: Preset,
+    image_size: usize,
+    batch: usize,
+    steps: usize,
+    backend: BackendChoice,
+) -> anyhow::Result<()> {
+    use cxr_model::VitSpec;
+    let labels = 14;
+    let spec = match preset {
+        Preset::Demo => VitSpec {
+            patch: 16,
+            width: 96,
+            depth: 4,
+            heads: 3,
+            mlp_ratio: 4,
+            in_channels: 1,
+            image_size,
+            labels,
+        },
+        Preset::VitTi16 => VitSpec::vit_ti16(image_size, labels),
+        Preset::VitS16 => VitSpec::vit_s16(image_size, labels),
+        Preset::VitB16 => VitSpec::vit_b16(image_size, labels),
+    };
+    spec.validate()?;
+    let name = format!("{backend:?}").to_lowercase();
+    let timing = with_backend!(backend, |B, device| Ok(
+        cxr_trainer::bench::time_train_steps::<B>(&name, spec, batch, steps, &device)?
+    ))?;
+    println!("{}", serde_json::to_string(&timing)?);
     Ok(())
 }
 

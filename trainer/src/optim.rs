@@ -1,9 +1,9 @@
 //! Optimisation pieces burn lacks or does differently: a global-norm gradient
-//! clip (burn's `Norm` clipping is per parameter), parameter groups so that
-//! norms, biases and embeddings get no weight decay, the warmup + cosine
-//! schedule, and an exponential moving average of the weights.
+//! clip (burn's `Norm` clipping is per parameter), the warmup + cosine
+//! schedule, and an exponential moving average of the weights. Parameter
+//! groups (decay, layer-wise learning rates) are in [`crate::groups`].
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
@@ -18,25 +18,6 @@ pub fn warmup_cosine(step: usize, warmup: usize, total: usize, peak: f64, min_lr
     let span = total.saturating_sub(warmup).max(1);
     let t = ((step - warmup) as f64 / span as f64).min(1.0);
     min_lr + 0.5 * (peak - min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
-}
-
-/// Parameter ids split by whether they take weight decay: matrices and the
-/// patch kernel do; biases, norm scales and the CLS/position embeddings
-/// (rank 1 and rank 3 here) do not.
-#[derive(Debug, Default)]
-pub struct DecayGroups {
-    pub decay: Vec<ParamId>,
-    pub no_decay: Vec<ParamId>,
-}
-
-impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for DecayGroups {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if D == 2 || D == 4 {
-            self.decay.push(param.id);
-        } else {
-            self.no_decay.push(param.id);
-        }
-    }
 }
 
 struct SquaredNorm<'a, B: AutodiffBackend> {
@@ -128,41 +109,6 @@ impl Ema {
         })?;
         Ok(())
     }
-}
-
-struct Split<'a, B: AutodiffBackend> {
-    from: &'a mut GradientsParams,
-    decay: GradientsParams,
-    no_decay: GradientsParams,
-    _b: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Split<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id) {
-            if D == 2 || D == 4 {
-                self.decay.register(param.id, g);
-            } else {
-                self.no_decay.register(param.id, g);
-            }
-        }
-    }
-}
-
-/// Split gradients into the weight-decay group and the no-decay group (see
-/// [`DecayGroups`]), for two AdamW instances that differ only in decay.
-pub fn split_decay<B: AutodiffBackend, M: AutodiffModule<B>>(
-    module: &M,
-    mut grads: GradientsParams,
-) -> (GradientsParams, GradientsParams) {
-    let mut s = Split::<B> {
-        from: &mut grads,
-        decay: GradientsParams::new(),
-        no_decay: GradientsParams::new(),
-        _b: std::marker::PhantomData,
-    };
-    module.visit(&mut s);
-    (s.decay, s.no_decay)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use cxr_model::{onnx, VitSpec, Weights};
@@ -18,13 +18,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
 use crate::data::{
-    read_generic, read_nih_subset, split_by_patient, Dataset, LabelValue, Split, SplitFractions,
-    UncertaintyPolicy,
+    read_chexpert, read_generic, read_mimic, read_nih_data_entry, read_nih_subset,
+    split_by_patient, Dataset, Split, SplitFractions, UncertaintyPolicy,
 };
-use crate::eval::auroc;
+use crate::eval::{auprc, auroc, Metric};
+use crate::groups::GroupedAdamW;
+use crate::init::Init;
 use crate::loader::{Example, Loader};
-use crate::loss::{multilabel_loss, LossKind};
-use crate::optim::{clip_global_norm, split_decay, warmup_cosine, Ema};
+use crate::loss::{multilabel_loss, LossKind, PosWeight};
+use crate::optim::{clip_global_norm, warmup_cosine, Ema};
 use crate::rng::Rng;
 use crate::vit::BurnVit;
 use crate::TrainerError;
@@ -34,8 +36,43 @@ use crate::TrainerError;
 pub enum DataSource {
     /// The shared subset's `labels.csv`.
     NihSubset { labels_csv: PathBuf },
+    /// NIH ChestX-ray14's `Data_Entry_2017.csv` and its image folder.
+    NihDataEntry { csv: PathBuf, images_dir: PathBuf },
+    /// CheXpert `train.csv`/`valid.csv`; paths inside are relative to `root`.
+    Chexpert { csv: PathBuf, root: PathBuf },
+    /// MIMIC-CXR-JPG's metadata, split and CheXpert-label tables.
+    Mimic {
+        metadata: PathBuf,
+        split: PathBuf,
+        chexpert: PathBuf,
+        root: PathBuf,
+    },
     /// The documented generic CSV.
     Generic { csv: PathBuf, name: String },
+}
+
+impl DataSource {
+    /// CheXpert and MIMIC leave a label blank when the report does not
+    /// mention it, which their authors treat as negative; elsewhere a blank
+    /// is unknown and masked out of the loss.
+    pub fn blanks_are_negative(&self) -> bool {
+        matches!(self, DataSource::Chexpert { .. } | DataSource::Mimic { .. })
+    }
+
+    pub fn read(&self) -> Result<Dataset, TrainerError> {
+        match self {
+            DataSource::NihSubset { labels_csv } => read_nih_subset(labels_csv),
+            DataSource::NihDataEntry { csv, images_dir } => read_nih_data_entry(csv, images_dir),
+            DataSource::Chexpert { csv, root } => read_chexpert(csv, root),
+            DataSource::Mimic {
+                metadata,
+                split,
+                chexpert,
+                root,
+            } => read_mimic(metadata, split, chexpert, root),
+            DataSource::Generic { csv, name } => read_generic(csv, name),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,7 +83,38 @@ pub struct DataConfig {
     pub test: f64,
     /// Patients under 18 are held out of every split (an OOD check set).
     pub hold_out_pediatric: bool,
+    /// The policy for uncertain labels...
     pub uncertainty: UncertaintyPolicy,
+    /// ...and exceptions by label name (e.g. U-Ones for Atelectasis and
+    /// U-Zeros for Cardiomegaly, as Irvin et al. found best).
+    #[serde(default)]
+    pub uncertainty_per_label: std::collections::BTreeMap<String, UncertaintyPolicy>,
+}
+
+impl DataConfig {
+    /// One policy per label of the dataset; an unknown label name is refused.
+    pub fn policies(&self, labels: &[String]) -> Result<Vec<UncertaintyPolicy>, TrainerError> {
+        if let Some(name) = self
+            .uncertainty_per_label
+            .keys()
+            .find(|n| !labels.contains(n))
+        {
+            return Err(TrainerError::invalid(
+                "data.uncertainty_per_label",
+                format!("unknown label `{name}`; the data has {}", labels.join(", ")),
+                "name labels exactly as the data does",
+            ));
+        }
+        Ok(labels
+            .iter()
+            .map(|l| {
+                self.uncertainty_per_label
+                    .get(l)
+                    .copied()
+                    .unwrap_or(self.uncertainty)
+            })
+            .collect())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -60,6 +128,34 @@ pub struct OptimConfig {
     pub weight_decay: f32,
     pub clip_norm: f64,
     pub ema_decay: f32,
+    /// Layer-wise learning-rate decay for fine-tuning: layer `l` of `top`
+    /// trains at `lr * layer_decay^(top - l)`. 1.0 (the default) is off.
+    #[serde(default = "no_layer_decay")]
+    pub layer_decay: f64,
+}
+
+fn no_layer_decay() -> f64 {
+    1.0
+}
+
+impl OptimConfig {
+    pub fn validate(&self) -> Result<(), TrainerError> {
+        let bad = |what: String| TrainerError::invalid("optim", what, "fix the optim section");
+        if !(self.layer_decay > 0.0 && self.layer_decay <= 1.0) {
+            return Err(bad(format!(
+                "layer_decay {} outside (0, 1]",
+                self.layer_decay
+            )));
+        }
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if self.batch_size == 0 || !positive(self.lr) || !positive(self.clip_norm) {
+            return Err(bad("batch_size, lr and clip_norm must be positive".into()));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(bad(format!("ema_decay {} outside [0, 1)", self.ema_decay)));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +166,10 @@ pub struct TrainConfig {
     pub model: VitSpec,
     pub optim: OptimConfig,
     pub loss: LossKind,
+    #[serde(default)]
+    pub pos_weight: PosWeight,
+    #[serde(default)]
+    pub init: Init,
     #[serde(default)]
     pub augment: AugmentConfig,
     pub workers: usize,
@@ -100,10 +200,7 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn load(c: &DataConfig, seed: u64) -> Result<Self, TrainerError> {
-        let dataset = match &c.source {
-            DataSource::NihSubset { labels_csv } => read_nih_subset(labels_csv)?,
-            DataSource::Generic { csv, name } => read_generic(csv, name)?,
-        };
+        let dataset = c.source.read()?;
         let by_patient = split_by_patient(
             &dataset,
             SplitFractions {
@@ -140,27 +237,27 @@ impl Prepared {
             .collect()
     }
 
-    /// Examples with targets and masks by the uncertainty policy.
+    /// Examples with targets and masks by each label's uncertainty policy
+    /// and the source's convention for blanks.
     pub fn examples(
         &self,
         indices: &[usize],
-        policy: UncertaintyPolicy,
+        c: &DataConfig,
         seed: u64,
-    ) -> Vec<Example> {
+    ) -> Result<Vec<Example>, TrainerError> {
+        let policies = c.policies(&self.dataset.labels)?;
+        let blanks_negative = c.source.blanks_are_negative();
         let mut rng = Rng::new(seed);
-        indices
+        Ok(indices
             .iter()
             .map(|&i| {
                 let s = &self.dataset.samples[i];
                 let (targets, mask) = s
                     .labels
                     .iter()
-                    .map(|v| {
-                        let t = policy.target(
-                            *v,
-                            rng.uniform() as f32,
-                            matches!(v, LabelValue::Missing),
-                        );
+                    .zip(&policies)
+                    .map(|(v, policy)| {
+                        let t = policy.target(*v, rng.uniform() as f32, blanks_negative);
                         (t.value, t.mask)
                     })
                     .unzip();
@@ -170,7 +267,7 @@ impl Prepared {
                     mask,
                 }
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -209,10 +306,25 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, Train
 
 /// Macro AUROC over the labels where it is defined (with its count).
 pub fn macro_auroc(logits: &[f32], targets: &[f32], mask: &[f32], labels: usize) -> (f64, usize) {
+    macro_metric(auroc, logits, targets, mask, labels)
+}
+
+/// Macro AUPRC over the labels where it is defined (with its count).
+pub fn macro_auprc(logits: &[f32], targets: &[f32], mask: &[f32], labels: usize) -> (f64, usize) {
+    macro_metric(auprc, logits, targets, mask, labels)
+}
+
+fn macro_metric(
+    metric: Metric,
+    logits: &[f32],
+    targets: &[f32],
+    mask: &[f32],
+    labels: usize,
+) -> (f64, usize) {
     let n = logits.len() / labels.max(1);
     let col = |a: &[f32], j: usize| -> Vec<f32> { (0..n).map(|i| a[i * labels + j]).collect() };
     let values: Vec<f64> = (0..labels)
-        .filter_map(|j| auroc(&col(logits, j), &col(targets, j), &col(mask, j)))
+        .filter_map(|j| metric(&col(logits, j), &col(targets, j), &col(mask, j)))
         .collect();
     if values.is_empty() {
         return (f64::NAN, 0);
@@ -229,6 +341,10 @@ pub struct Checkpoint {
     pub step: usize,
     pub val_macro_auroc_raw: f64,
     pub val_macro_auroc_ema: f64,
+    #[serde(default)]
+    pub val_macro_auprc_raw: f64,
+    #[serde(default)]
+    pub val_macro_auprc_ema: f64,
     /// `raw` or `ema`: which weights the best checkpoint holds.
     pub source: String,
     pub config: TrainConfig,
@@ -267,8 +383,9 @@ fn write_weights(path: &Path, w: &Weights) -> Result<(), TrainerError> {
 }
 
 /// Train; writes `best.onnx`, `best.json`, `last.onnx`, `last-ema.onnx`,
-/// `last.json` and `log.jsonl` into `out`. With `resume`, continues from
-/// `last.*` (weights, EMA, epoch; AdamW moments restart).
+/// `last.json`, the optimiser state `optimizer-K.bin` and `log.jsonl` into
+/// `out`. With `resume`, continues from `last.*` (weights, EMA, AdamW
+/// moments, epoch).
 pub fn train<AB: AutodiffBackend>(
     config: &TrainConfig,
     out: &Path,
@@ -276,6 +393,7 @@ pub fn train<AB: AutodiffBackend>(
     device: &AB::Device,
 ) -> Result<TrainReport, TrainerError> {
     config.augment.validate()?;
+    config.optim.validate()?;
     config
         .model
         .validate()
@@ -299,13 +417,17 @@ pub fn train<AB: AutodiffBackend>(
     let (train_i, val_i) = (data.indices(Split::Train), data.indices(Split::Validation));
     let spec = config.input_spec();
     let budget = config.cache_mb << 20;
-    let train_l = Loader::new(
-        data.examples(&train_i, config.data.uncertainty, config.seed),
-        spec,
-        config.workers,
-        budget,
-    );
-    let val_examples = data.examples(&val_i, config.data.uncertainty, config.seed);
+    let train_examples = data.examples(&train_i, &config.data, config.seed)?;
+    let pos_weight = {
+        let t: Vec<f32> = train_examples
+            .iter()
+            .flat_map(|e| e.targets.clone())
+            .collect();
+        let m: Vec<f32> = train_examples.iter().flat_map(|e| e.mask.clone()).collect();
+        config.pos_weight.resolve(&data.dataset.labels, &t, &m)?
+    };
+    let train_l = Loader::new(train_examples, spec, config.workers, budget);
+    let val_examples = data.examples(&val_i, &config.data, config.seed)?;
     let val_targets: Vec<f32> = val_examples
         .iter()
         .flat_map(|e| e.targets.clone())
@@ -315,11 +437,8 @@ pub fn train<AB: AutodiffBackend>(
     let val_idx: Vec<usize> = (0..val_l.len()).collect();
 
     let mut start_epoch = 0;
-    let (mut weights, mut ema) = (
-        Weights::random(&config.model, config.seed)
-            .map_err(|e| TrainerError::invalid("model", e.to_string(), "fix the model section"))?,
-        None,
-    );
+    let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
+    let (mut weights, mut ema) = (weights, None);
     if resume {
         let state: Checkpoint =
             serde_json::from_slice(&std::fs::read(out.join("last.json")).map_err(|e| {
@@ -354,12 +473,15 @@ pub fn train<AB: AutodiffBackend>(
     }
     let mut model = BurnVit::<AB>::from_weights(&weights, device)?;
     let mut ema = Ema::new(ema.unwrap_or(weights), config.optim.ema_decay);
-    let mut decay = AdamWConfig::new()
-        .with_weight_decay(config.optim.weight_decay)
-        .init::<AB, BurnVit<AB>>();
-    let mut no_decay = AdamWConfig::new()
-        .with_weight_decay(0.0)
-        .init::<AB, BurnVit<AB>>();
+    let mut optimizer =
+        GroupedAdamW::new(&model, config.optim.weight_decay, config.optim.layer_decay);
+    if resume {
+        optimizer = optimizer.load(out, device)?;
+    }
+    let pos_weight = pos_weight.map(|w| {
+        let n = w.len();
+        Tensor::<AB, 1>::from_data(TensorData::new(w, [n]), device)
+    });
     let o = config.optim;
     let steps_per_epoch = train_l.len().div_ceil(o.batch_size).max(1);
     let total = steps_per_epoch * o.epochs;
@@ -377,6 +499,11 @@ pub fn train<AB: AutodiffBackend>(
             best = serde_json::from_slice(&bytes).ok();
         }
     }
+    let _ = writeln!(
+        log,
+        "{}",
+        serde_json::json!({ "event": "start", "resume": resume, "init": init_note, "config": config, "lr_groups": optimizer.lr_scales() })
+    );
     let started = Instant::now();
     let mut images = 0usize;
     let mut step = start_epoch * steps_per_epoch;
@@ -409,14 +536,12 @@ pub fn train<AB: AutodiffBackend>(
                 Tensor::<AB, 2>::from_data(TensorData::new(b.targets, [b.size, s.labels]), device);
             let m = Tensor::<AB, 2>::from_data(TensorData::new(b.mask, [b.size, s.labels]), device);
             let (logits, _) = model.forward(x);
-            let loss = multilabel_loss(config.loss, logits, y, m, None);
+            let loss = multilabel_loss(config.loss, logits, y, m, pos_weight.clone());
             let loss_value = f64::from(to_vec(loss.clone())?.first().copied().unwrap_or(f32::NAN));
             let mut grads = GradientsParams::from_grads(loss.backward(), &model);
             let norm = clip_global_norm::<AB, _>(&model, &mut grads, o.clip_norm);
-            let (gd, gn) = split_decay::<AB, _>(&model, grads);
             let lr = warmup_cosine(step, o.warmup_steps, total, o.lr, o.min_lr);
-            model = decay.step(lr, model, gd);
-            model = no_decay.step(lr, model, gn);
+            model = optimizer.step(lr, model, grads);
             ema.update(&model.valid().to_weights()?)?;
             images += b.size;
             epoch_loss += loss_value;
@@ -441,11 +566,13 @@ pub fn train<AB: AutodiffBackend>(
         let (ema_logits, _) = predict(&ema_m, &val_l, &val_idx, &dev)?;
         let (a_raw, n_raw) = macro_auroc(&raw_logits, &val_targets, &val_mask, s.labels);
         let (a_ema, _) = macro_auroc(&ema_logits, &val_targets, &val_mask, s.labels);
-        eprintln!("\repoch {}/{}: train loss {:.4}, val macro AUROC raw {a_raw:.4} ema {a_ema:.4} ({n_raw} labels defined)          ", epoch + 1, o.epochs, epoch_loss / steps_per_epoch as f64);
+        let (p_raw, _) = macro_auprc(&raw_logits, &val_targets, &val_mask, s.labels);
+        let (p_ema, _) = macro_auprc(&ema_logits, &val_targets, &val_mask, s.labels);
+        eprintln!("\repoch {}/{}: train loss {:.4}, val macro AUROC raw {a_raw:.4} ema {a_ema:.4}, AUPRC raw {p_raw:.4} ema {p_ema:.4} ({n_raw} labels defined)          ", epoch + 1, o.epochs, epoch_loss / steps_per_epoch as f64);
         let _ = writeln!(
             log,
             "{}",
-            serde_json::json!({ "event": "epoch", "epoch": epoch, "train_loss": epoch_loss / steps_per_epoch as f64, "val_macro_auroc_raw": a_raw, "val_macro_auroc_ema": a_ema, "labels_defined": n_raw })
+            serde_json::json!({ "event": "epoch", "epoch": epoch, "train_loss": epoch_loss / steps_per_epoch as f64, "val_macro_auroc_raw": a_raw, "val_macro_auroc_ema": a_ema, "val_macro_auprc_raw": p_raw, "val_macro_auprc_ema": p_ema, "labels_defined": n_raw })
         );
         let use_ema = a_ema.is_finite() && (a_ema >= a_raw || !a_raw.is_finite());
         let state = Checkpoint {
@@ -453,11 +580,15 @@ pub fn train<AB: AutodiffBackend>(
             step,
             val_macro_auroc_raw: a_raw,
             val_macro_auroc_ema: a_ema,
+            val_macro_auprc_raw: p_raw,
+            val_macro_auprc_ema: p_ema,
             source: if use_ema { "ema".into() } else { "raw".into() },
             config: config.clone(),
         };
         write_weights(&out.join("last.onnx"), &raw_w)?;
         write_weights(&out.join("last-ema.onnx"), &ema.weights)?;
+        optimizer.save(out)?;
+        // last.json goes last: resume trusts the files it vouches for.
         write_json(&out.join("last.json"), &state)?;
         let score = a_raw.max(if a_ema.is_finite() {
             a_ema
@@ -495,4 +626,59 @@ pub fn train<AB: AutodiffBackend>(
         train_images: train_l.len(),
         validation_images: val_l.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_config(per_label: &str) -> DataConfig {
+        toml::from_str(&format!(
+            "source = {{ format = \"chexpert\", csv = \"t.csv\", root = \".\" }}\nvalidation = 0.1\ntest = 0.1\nhold_out_pediatric = false\nuncertainty = {{ policy = \"u_zeros\" }}\n{per_label}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn uncertainty_policies_are_chosen_per_label() {
+        let labels: Vec<String> = ["Atelectasis", "Cardiomegaly", "Edema"]
+            .map(str::to_owned)
+            .to_vec();
+        let c = data_config(
+            "uncertainty_per_label = { Atelectasis = { policy = \"u_ones\" }, Edema = { policy = \"ignore\" } }",
+        );
+        assert_eq!(
+            c.policies(&labels).unwrap_or_default(),
+            vec![
+                UncertaintyPolicy::UOnes,
+                UncertaintyPolicy::UZeros,
+                UncertaintyPolicy::Ignore
+            ]
+        );
+        assert!(c.source.blanks_are_negative());
+        let typo = data_config("uncertainty_per_label = { Atelectasys = { policy = \"u_ones\" } }");
+        let e = typo.policies(&labels).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("Atelectasys")));
+    }
+
+    #[test]
+    fn optim_section_is_checked() {
+        let mut o = OptimConfig {
+            epochs: 1,
+            batch_size: 8,
+            lr: 1e-3,
+            min_lr: 0.0,
+            warmup_steps: 0,
+            weight_decay: 0.05,
+            clip_norm: 1.0,
+            ema_decay: 0.99,
+            layer_decay: 0.75,
+        };
+        assert!(o.validate().is_ok());
+        o.layer_decay = 1.5;
+        assert!(o.validate().is_err());
+        o.layer_decay = 1.0;
+        o.ema_decay = 1.0;
+        assert!(o.validate().is_err());
+    }
 }

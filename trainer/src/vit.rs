@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -112,10 +112,34 @@ fn param<B: Backend, const D: usize>(
     let data = w
         .get(name)
         .map_err(|e| TrainerError::invalid("weights", e.to_string(), "use weights of this spec"))?;
-    Ok(Param::from_tensor(Tensor::from_data(
-        TensorData::new(data.to_vec(), shape),
-        device,
-    )))
+    // The id follows from the name, so optimiser state saved by one run
+    // finds its parameters again on resume.
+    Ok(Param::initialized(
+        param_id(name),
+        Tensor::from_data(TensorData::new(data.to_vec(), shape), device).require_grad(),
+    ))
+}
+
+/// A stable parameter id from its canonical name (FNV-1a).
+pub fn param_id(name: &str) -> ParamId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    ParamId::from(h)
+}
+
+/// Where a parameter sits, for layer-wise learning-rate decay and the
+/// weight-decay groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamPlace {
+    pub id: ParamId,
+    /// 0: patch, CLS and position embeddings; `1..=depth`: the blocks;
+    /// `depth + 1`: the final norm and the head.
+    pub layer: usize,
+    /// Matrices and the patch kernel take weight decay; biases, norm scales
+    /// and the embeddings do not.
+    pub decay: bool,
 }
 
 fn values<B: Backend, const D: usize>(
@@ -203,6 +227,42 @@ impl<B: Backend> BurnVit<B> {
 
     pub fn spec(&self) -> VitSpec {
         self.spec
+    }
+
+    /// Every parameter with its layer and decay group.
+    pub fn places(&self) -> Vec<ParamPlace> {
+        let at = |id, layer, decay| ParamPlace { id, layer, decay };
+        let mut out = vec![
+            at(self.patch_w.id, 0, true),
+            at(self.patch_b.id, 0, false),
+            at(self.cls.id, 0, false),
+            at(self.pos.id, 0, false),
+        ];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let l = i + 1;
+            out.extend([
+                at(b.norm1_w.id, l, false),
+                at(b.norm1_b.id, l, false),
+                at(b.qkv_w.id, l, true),
+                at(b.qkv_b.id, l, false),
+                at(b.proj_w.id, l, true),
+                at(b.proj_b.id, l, false),
+                at(b.norm2_w.id, l, false),
+                at(b.norm2_b.id, l, false),
+                at(b.fc1_w.id, l, true),
+                at(b.fc1_b.id, l, false),
+                at(b.fc2_w.id, l, true),
+                at(b.fc2_b.id, l, false),
+            ]);
+        }
+        let top = self.blocks.len() + 1;
+        out.extend([
+            at(self.norm_w.id, top, false),
+            at(self.norm_b.id, top, false),
+            at(self.head_w.id, top, true),
+            at(self.head_b.id, top, false),
+        ]);
+        out
     }
 
     /// `images` `[B, C, S, S]` → (logits `[B, labels]`, features `[B, D]`).

@@ -5,13 +5,14 @@
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use cxr_bundle::rel_l2;
 use cxr_engine::{Engine, TractVit};
 use cxr_model::{onnx, reference, VitSpec, Weights};
+use cxr_trainer::groups::GroupedAdamW;
 use cxr_trainer::loss::{multilabel_loss, LossKind};
-use cxr_trainer::optim::{clip_global_norm, split_decay, warmup_cosine};
+use cxr_trainer::optim::{clip_global_norm, warmup_cosine};
 use cxr_trainer::vit::BurnVit;
 
 type B = NdArray<f32>;
@@ -109,12 +110,7 @@ fn the_recipe_machinery_learns_a_separable_task_and_exports_what_it_learned() {
         || Tensor::<AB, 4>::from_data(TensorData::new(x.clone(), [n, 1, size, size]), &device);
     let targets = Tensor::<AB, 2>::from_data(TensorData::new(y.clone(), [n, 2]), &device);
     let mask = targets.ones_like();
-    let mut decay = AdamWConfig::new()
-        .with_weight_decay(0.05)
-        .init::<AB, BurnVit<AB>>();
-    let mut no_decay = AdamWConfig::new()
-        .with_weight_decay(0.0)
-        .init::<AB, BurnVit<AB>>();
+    let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
     let steps = 100;
     let mut losses = Vec::new();
     for step in 0..steps {
@@ -124,10 +120,8 @@ fn the_recipe_machinery_learns_a_separable_task_and_exports_what_it_learned() {
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let norm = clip_global_norm::<AB, _>(&model, &mut grads, 1.0);
         assert!(norm.is_finite());
-        let (gd, gn) = split_decay::<AB, _>(&model, grads);
         let lr = warmup_cosine(step, 5, steps, 3e-3, 1e-5);
-        model = decay.step(lr, model, gd);
-        model = no_decay.step(lr, model, gn);
+        model = optimizer.step(lr, model, grads);
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
     assert!(last < 0.3 * first, "loss {first} -> {last}");

@@ -23,7 +23,14 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
         .replace("heads = 3", "heads = 2")
         .replace("image_size = 128", "image_size = 32")
         .replace("epochs = 12", "epochs = 1")
-        .replace("batch_size = 32", "batch_size = 64");
+        .replace("batch_size = 32", "batch_size = 64")
+        // The fine-tuning knobs: layer-wise LR decay and balanced positive
+        // weights (their effect on the numbers is checked by unit tests).
+        .replace("ema_decay = 0.99", "ema_decay = 0.99\nlayer_decay = 0.8")
+        .replace(
+            "loss = { loss = \"bce\" }",
+            "loss = { loss = \"bce\" }\npos_weight = { mode = \"balanced\", max = 20.0 }",
+        );
     let mut config: TrainConfig = toml::from_str(&text).unwrap();
     let dir = scratch_dir("train-run");
     let run = dir.join("run");
@@ -41,6 +48,7 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
         "last-ema.onnx",
         "last.json",
         "log.jsonl",
+        "optimizer-0.bin",
     ] {
         assert!(run.join(f).is_file(), "{f}");
     }
@@ -56,6 +64,20 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
             .count(),
         2
     );
+    assert!(log.contains("\"val_macro_auprc_ema\""));
+    // Resuming keeps the AdamW moments: one epoch plus a resumed one gives
+    // the weights of two epochs straight (restarted moments would not).
+    let straight = dir.join("straight");
+    train::<Autodiff<NdArray<f32>>>(&config, &straight, false, &device).unwrap();
+    let weights = |d: &std::path::Path| {
+        let bytes = std::fs::read(d.join("last.onnx")).unwrap();
+        let w = cxr_model::onnx::read_weights(&bytes, &config.model).unwrap();
+        w.iter()
+            .flat_map(|(_, _, v)| v.to_vec())
+            .collect::<Vec<f32>>()
+    };
+    let gap = cxr_bundle::rel_l2(&weights(&run), &weights(&straight));
+    assert!(gap < 1e-6, "resumed vs straight weights: rel L2 {gap:.3e}");
 
     let out = dir.join("final");
     let png = shared_file("torchxrayvision-test-samples/00000001_000.png").unwrap();

@@ -9,7 +9,7 @@ mod selftest;
 mod tract_vit;
 
 pub use error::EngineError;
-pub use select::{select_engine, select_for_bundle, EnginePreference, Selection};
+pub use select::{select_engine, select_for_bundle, Accelerator, EnginePreference, Selection};
 pub use selftest::{self_test, SelfTestReport};
 pub use tract_vit::TractVit;
 

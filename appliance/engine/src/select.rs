@@ -1,5 +1,12 @@
 //! Choosing the engine, and saying why: the reasons go to the log and the
 //! audit record.
+//!
+//! Under `Auto`, each accelerator the build carries (the CUDA engine, in
+//! `cxr-cuda`) is tried first: it must load on this machine and pass the
+//! bundle's golden self-test at its reduced-precision tolerance. Whatever
+//! stops it (no driver, no device, a compile error, a failed self-test) is
+//! recorded, and tract (CPU) runs instead. This crate knows no CUDA: an
+//! accelerator is anything that implements [`Accelerator`].
 
 use cxr_model::VitSpec;
 
@@ -14,6 +21,15 @@ pub enum EnginePreference {
     Auto,
     /// The tract CPU engine only.
     Tract,
+}
+
+/// An engine the build carries besides tract, tried first under `Auto`.
+pub trait Accelerator: Send + Sync {
+    /// A short name for the reasons (e.g. `cuda`).
+    fn name(&self) -> &'static str;
+    /// Load the bundle's model, or say why this machine cannot (the text
+    /// becomes the recorded fallback reason).
+    fn load(&self, onnx: &[u8], spec: VitSpec) -> Result<Box<dyn Engine>, String>;
 }
 
 /// The chosen engine and the reasons it was chosen.
@@ -31,21 +47,21 @@ impl std::fmt::Debug for Selection {
     }
 }
 
-/// Pick an engine for this model. Today only tract is built in; the CUDA
-/// engine joins here (tried first under `Auto`, its fallback reason recorded).
+/// The tract engine for a model without golden vectors (developer mode):
+/// accelerators are not tried, since nothing could check them.
 pub fn select_engine(
     onnx: &[u8],
     spec: VitSpec,
     preference: EnginePreference,
     threads: usize,
 ) -> Result<Selection, EngineError> {
-    let mut reasons = Vec::new();
-    match preference {
-        EnginePreference::Tract => reasons.push("tract requested".to_owned()),
+    let mut reasons = vec![match preference {
+        EnginePreference::Tract => "tract requested".to_owned(),
         EnginePreference::Auto => {
-            reasons.push("auto: no CUDA engine in this build; using tract (CPU)".to_owned())
+            "auto without a bundle: tract (CPU) only; accelerators need the bundle's golden self-test"
+                .to_owned()
         }
-    }
+    }];
     let engine = TractVit::load(onnx, spec, threads)?;
     reasons.push(format!("tract loaded with {} thread(s)", engine.threads()));
     Ok(Selection {
@@ -56,20 +72,47 @@ pub fn select_engine(
 
 /// Choose and load the engine for a verified bundle, then run its golden
 /// vectors through it: an engine that fails its self-test is never used.
-/// (When the CUDA engine lands it is tried first under `Auto`, and a failed
-/// self-test falls back to tract with the reason recorded.)
 pub fn select_for_bundle(
     bundle: &VerifiedBundle,
     preference: EnginePreference,
     threads: usize,
+    accelerators: &[&dyn Accelerator],
 ) -> Result<(Selection, SelfTestReport), EngineError> {
     let m = bundle.manifest();
-    let mut selection = select_engine(bundle.onnx(), m.params.model, preference, threads)?;
-    let report = self_test(
-        selection.engine.as_ref(),
-        bundle.golden(),
-        &m.golden_tolerance,
-    )?;
-    selection.reasons.push(report.summary());
-    Ok((selection, report))
+    let mut reasons = Vec::new();
+    match preference {
+        EnginePreference::Tract => reasons.push("tract requested".to_owned()),
+        EnginePreference::Auto if accelerators.is_empty() => {
+            reasons.push("auto: this build has no GPU engine; using tract (CPU)".to_owned())
+        }
+        EnginePreference::Auto => {
+            for acc in accelerators {
+                let engine = match acc.load(bundle.onnx(), m.params.model) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        reasons.push(format!("{}: not used: {why}", acc.name()));
+                        continue;
+                    }
+                };
+                match self_test(engine.as_ref(), bundle.golden(), &m.golden_tolerance) {
+                    Ok(report) => {
+                        reasons.push(format!("auto: {} selected", engine.name()));
+                        reasons.push(report.summary());
+                        return Ok((Selection { engine, reasons }, report));
+                    }
+                    Err(e) => reasons.push(format!(
+                        "{}: loaded but not used, its golden self-test failed: {e}",
+                        acc.name()
+                    )),
+                }
+            }
+            reasons.push("auto: falling back to tract (CPU)".to_owned());
+        }
+    }
+    let tract = TractVit::load(bundle.onnx(), m.params.model, threads)?;
+    reasons.push(format!("tract loaded with {} thread(s)", tract.threads()));
+    let engine: Box<dyn Engine> = Box::new(tract);
+    let report = self_test(engine.as_ref(), bundle.golden(), &m.golden_tolerance)?;
+    reasons.push(report.summary());
+    Ok((Selection { engine, reasons }, report))
 }

@@ -1,0 +1,157 @@
+//! Training throughput on synthetic data: whole optimisation steps (forward,
+//! loss, backward, global-norm clip, grouped AdamW) of a model spec at a
+//! batch size, and a forward-only baseline of the same model measured in the
+//! same run, so machines can be compared by ratio. Used by
+//! `cxr-trainer bench-step` (CPU or `--features cuda`) and `benches/`.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use cxr_model::{VitSpec, Weights};
+use serde::Serialize;
+
+use crate::groups::GroupedAdamW;
+use crate::loss::{multilabel_loss, LossKind};
+use crate::optim::clip_global_norm;
+use crate::rng::Rng;
+use crate::vit::BurnVit;
+use crate::TrainerError;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepTiming {
+    pub backend: String,
+    pub image_size: usize,
+    pub width: usize,
+    pub depth: usize,
+    pub batch: usize,
+    pub steps: usize,
+    /// Median over the timed steps (after one warm-up step).
+    pub ms_per_step: f64,
+    pub images_per_second: f64,
+    /// Median forward pass alone (no autodiff), same batch.
+    pub forward_ms: f64,
+    /// `ms_per_step / forward_ms`: a machine-independent shape of the cost.
+    pub step_over_forward: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn sync<B: Backend>(device: &B::Device) -> Result<(), TrainerError> {
+    B::sync(device).map_err(|e| {
+        TrainerError::invalid("device", format!("{e:?}"), "check the GPU and its driver")
+    })
+}
+
+/// Time `steps` training steps (plus one warm-up) and as many forwards.
+pub fn time_train_steps<AB: AutodiffBackend>(
+    backend: &str,
+    spec: VitSpec,
+    batch: usize,
+    steps: usize,
+    device: &AB::Device,
+) -> Result<StepTiming, TrainerError> {
+    if batch == 0 || steps == 0 {
+        return Err(TrainerError::invalid(
+            "bench",
+            format!("batch {batch}, steps {steps}"),
+            "use at least one image and one step",
+        ));
+    }
+    let weights = Weights::random(&spec, 1)
+        .map_err(|e| TrainerError::invalid("model", e.to_string(), "use a valid spec"))?;
+    let mut model = BurnVit::<AB>::from_weights(&weights, device)?;
+    let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
+    let mut rng = Rng::new(7);
+    let pixels = batch * spec.in_channels * spec.image_size * spec.image_size;
+    let x: Vec<f32> = (0..pixels).map(|_| rng.normal() as f32).collect();
+    let y: Vec<f32> = (0..batch * spec.labels)
+        .map(|_| f32::from(u8::from(rng.uniform() < 0.2)))
+        .collect();
+    let dims = [batch, spec.in_channels, spec.image_size, spec.image_size];
+    let mut step_ms = Vec::with_capacity(steps);
+    for k in 0..=steps {
+        let t = Instant::now();
+        let images = Tensor::<AB, 4>::from_data(TensorData::new(x.clone(), dims), device);
+        let targets =
+            Tensor::<AB, 2>::from_data(TensorData::new(y.clone(), [batch, spec.labels]), device);
+        let (logits, _) = model.forward(images);
+        let loss = multilabel_loss(
+            LossKind::Bce,
+            logits,
+            targets.clone(),
+            targets.ones_like(),
+            None,
+        );
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        clip_global_norm::<AB, _>(&model, &mut grads, 1.0);
+        model = optimizer.step(1e-4, model, grads);
+        sync::<AB>(device)?;
+        if k > 0 {
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let inner = model.valid();
+    let dev = device.clone();
+    let mut forward_ms = Vec::with_capacity(steps);
+    for k in 0..=steps {
+        let t = Instant::now();
+        let images =
+            Tensor::<AB::InnerBackend, 4>::from_data(TensorData::new(x.clone(), dims), &dev);
+        let (logits, _) = inner.forward(images);
+        let _ = logits.into_data();
+        if k > 0 {
+            forward_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (ms, fwd) = (median(step_ms), median(forward_ms));
+    Ok(StepTiming {
+        backend: backend.to_owned(),
+        image_size: spec.image_size,
+        width: spec.width,
+        depth: spec.depth,
+        batch,
+        steps,
+        ms_per_step: ms,
+        images_per_second: batch as f64 * 1e3 / ms,
+        forward_ms: fwd,
+        step_over_forward: ms / fwd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, NdArray};
+
+    use super::*;
+
+    #[test]
+    fn timing_reports_consistent_rates_and_refuses_empty_runs() {
+        let spec = VitSpec {
+            image_size: 32,
+            patch: 8,
+            width: 16,
+            depth: 1,
+            heads: 2,
+            ..VitSpec::tiny()
+        };
+        let t =
+            time_train_steps::<Autodiff<NdArray<f32>>>("ndarray", spec, 2, 2, &Default::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.ms_per_step > 0.0 && t.forward_ms > 0.0);
+        assert!((t.images_per_second - 2e3 / t.ms_per_step).abs() < 1e-9);
+        assert!(time_train_steps::<Autodiff<NdArray<f32>>>(
+            "ndarray",
+            spec,
+            0,
+            2,
+            &Default::default()
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Where a run's weights start: random (truncated normal 0.02), a
+//! timm-named safetensors checkpoint (public ViT-B/16 or CXR-MAE weights,
+//! channels and position grid adapted by `cxr-model`), or one of our own
+//! ONNX checkpoints. A pretrained head with another label set is replaced by
+//! a fresh one, as fine-tuning needs.
+//!
+//! PyTorch `.pth` files are pickles, which this tool does not execute or
+//! parse; `trainer/tools/pth_to_safetensors.py` converts one offline.
+
+use std::path::{Path, PathBuf};
+
+use cxr_model::{onnx, read_safetensors, weights_from_checkpoint, VitSpec, Weights};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainerError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "from", deny_unknown_fields)]
+pub enum Init {
+    #[default]
+    Random,
+    /// timm names (`blocks.0.attn.qkv.weight`, ...), F32/F16/BF16.
+    Safetensors { path: PathBuf },
+    /// A checkpoint this trainer wrote (`best.onnx`, `last.onnx`).
+    Onnx { path: PathBuf },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
+    std::fs::read(path).map_err(|e| TrainerError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn bad(path: &Path, e: impl std::fmt::Display, hint: &'static str) -> TrainerError {
+    TrainerError::invalid("init", format!("{}: {e}", path.display()), hint)
+}
+
+impl Init {
+    /// The starting weights and a line for the log and the model card.
+    pub fn weights(&self, spec: &VitSpec, seed: u64) -> Result<(Weights, String), TrainerError> {
+        let random = Weights::random(spec, seed)
+            .map_err(|e| TrainerError::invalid("model", e.to_string(), "fix the model section"))?;
+        match self {
+            Init::Random => Ok((
+                random,
+                format!("random (truncated normal 0.02, seed {seed})"),
+            )),
+            Init::Onnx { path } => {
+                let w = onnx::read_weights(&read(path)?, spec)
+                    .map_err(|e| bad(path, e, "the checkpoint must match the model section"))?;
+                Ok((w, format!("our checkpoint {}", path.display())))
+            }
+            Init::Safetensors { path } => {
+                let mut named = read_safetensors(&read(path)?)
+                    .map_err(|e| bad(path, e, "re-export the checkpoint as safetensors"))?;
+                let mut fresh = Vec::new();
+                // A head for another label set (or none, as in MAE
+                // pretraining) starts fresh; so does a missing final norm.
+                for (name, shape, data) in random.iter() {
+                    let differs = named.get(name).is_none_or(|(s, _)| s != shape);
+                    if (name.starts_with("head.") || name.starts_with("norm.")) && differs {
+                        named.insert(name.to_owned(), (shape.to_vec(), data.to_vec()));
+                        fresh.push(name.to_owned());
+                    }
+                }
+                let w = weights_from_checkpoint(spec, named).map_err(|e| {
+                    bad(
+                        path,
+                        e,
+                        "the checkpoint's width, depth and patch must match the model section",
+                    )
+                })?;
+                let note = if fresh.is_empty() {
+                    String::new()
+                } else {
+                    format!("; fresh: {}", fresh.join(", "))
+                };
+                Ok((w, format!("safetensors {}{note}", path.display())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file of every tensor of `w` in F32, plus a head of
+    /// `other_labels` classes.
+    fn checkpoint(w: &Weights, other_labels: usize) -> Vec<u8> {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        let mut put = |name: &str, shape: Vec<usize>, values: &[f32]| {
+            let begin = data.len();
+            data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            header.insert(
+                name.to_owned(),
+                serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [begin, data.len()] }),
+            );
+        };
+        for (name, shape, values) in w.iter() {
+            if !name.starts_with("head.") {
+                put(name, shape.to_vec(), values);
+            }
+        }
+        let d = w.spec.width;
+        put(
+            "head.weight",
+            vec![other_labels, d],
+            &vec![0.5; other_labels * d],
+        );
+        put("head.bias", vec![other_labels], &vec![0.5; other_labels]);
+        let header = serde_json::to_vec(&header).unwrap_or_default();
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&data);
+        out
+    }
+
+    #[test]
+    fn safetensors_keeps_the_backbone_and_refreshes_a_foreign_head() {
+        let spec = VitSpec::tiny();
+        let pretrained = Weights::random(&spec, 7).unwrap_or_else(|e| panic!("{e}"));
+        let dir = std::env::temp_dir().join(format!("cxr-init-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("ckpt.safetensors");
+        std::fs::write(&path, checkpoint(&pretrained, 1000)).unwrap_or_else(|e| panic!("{e}"));
+        let (w, note) = Init::Safetensors { path: path.clone() }
+            .weights(&spec, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let get = |w: &Weights, n: &str| w.get(n).map(<[f32]>::to_vec).unwrap_or_default();
+        assert_eq!(
+            get(&w, "blocks.0.attn.qkv.weight"),
+            get(&pretrained, "blocks.0.attn.qkv.weight")
+        );
+        let fresh = Weights::random(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(get(&w, "head.weight"), get(&fresh, "head.weight"));
+        assert!(note.contains("head.weight"), "{note}");
+        // A checkpoint of another width is refused with the hint.
+        let wide = VitSpec {
+            width: 2 * spec.width,
+            heads: 2 * spec.heads,
+            ..spec
+        };
+        let e = Init::Safetensors { path: path.clone() }
+            .weights(&wide, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("must match the model section"), "{e}");
+        let missing = Init::Safetensors {
+            path: dir.join("absent.safetensors"),
+        }
+        .weights(&spec, 1);
+        assert!(missing.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
