@@ -11,10 +11,9 @@ use cxr_bundle::{
     read_bounded, verify, BundleError, SlotRecord, TrustStore, VerifiedBundle, MAX_BUNDLE_BYTES,
 };
 use cxr_engine::{select_for_bundle, EnginePreference};
-
-use crate::accel::Accelerators;
 use serde_json::{json, Value};
 
+use crate::accel::Accelerators;
 use crate::device::{now_unix_ms, Device, DeviceArgs, EnvFailpoints};
 
 #[derive(Debug, clap::Subcommand)]

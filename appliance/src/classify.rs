@@ -15,13 +15,12 @@ use cxr_core::{
 };
 use cxr_dicom::{read_radiograph, ReadLimits};
 use cxr_engine::{select_engine, select_for_bundle, EnginePreference, Selection};
-
-use crate::accel::Accelerators;
 use cxr_preprocess::{prepare, tta_view};
 use embassy_time::Instant;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::accel::Accelerators;
 use crate::bundle_cmd::{bundle_ref, engine_preference, error_json, print};
 use crate::device::{now_unix_ms, Device, DeviceArgs};
 

@@ -1,5 +1,5 @@
-//! Every kernel compiles with NVRTC for Jetson Orin (sm_87) and Hopper
-//! (sm_90), and ptxas assembles it without spilling registers. Runs on CPU
+//! Every kernel compiles with NVRTC for Jetson Orin (sm_87), Ada (sm_89) and
+//! Hopper (sm_90), and ptxas assembles it without spilling registers. Runs on CPU
 //! machines: NVRTC and ptxas come from the PyPI wheels `nvidia-cuda-nvrtc-cu12`
 //! and `nvidia-cuda-nvcc-cu12`, which `.ci/run` installs into
 //! `.cache/cuda-wheels` (or set `CXR_CUDA_WHEELS`). In CI a missing wheel is
@@ -104,7 +104,9 @@ fn every_kernel_compiles_for_orin_and_hopper_without_spills() {
     println!("NVRTC {}.{}", version.0, version.1);
     println!("| kernel | arch | registers | spill bytes | static smem |");
     println!("|---|---|---|---|---|");
-    for arch in ["compute_87", "compute_90"] {
+    // Orin (sm_87) and H100 (sm_90) are the targets; Ada (sm_89) is the
+    // third architecture the engine compiles for at start.
+    for arch in ["compute_87", "compute_89", "compute_90"] {
         let sm = arch.replace("compute_", "sm_");
         for program in PROGRAMS {
             let ptx = nvrtc::compile(program, arch).unwrap_or_else(|e| panic!("{e}"));
