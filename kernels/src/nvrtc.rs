@@ -148,6 +148,18 @@ pub fn cache_path(dir: &Path, program: &Program, arch: &str, nvrtc: (i32, i32)) 
 
 const CHECK_PREFIX: &str = "// cxr-cuda ptx sha256 ";
 
+/// Larger cache files are ignored (and replaced).
+pub const MAX_CACHED_PTX_BYTES: u64 = 16 << 20;
+
+fn read_bounded(path: &Path, max: u64) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    // One byte over the cap tells an oversized file from one at the cap.
+    file.take(max + 1).read_to_string(&mut text).ok()?;
+    (text.len() as u64 <= max).then_some(text)
+}
+
 fn seal(ptx: &str) -> String {
     let digest: String = Sha256::digest(ptx.as_bytes())
         .iter()
@@ -179,7 +191,10 @@ pub fn compile_cached(
         return Ok((compiler(program, arch)?, CacheOutcome::Compiled));
     };
     let path = cache_path(dir, program, arch, nvrtc);
-    let existing = std::fs::read_to_string(&path).ok();
+    // A cache file is ours, but the partition may be damaged: never read
+    // more than a PTX can be (ours are about 150 KB).
+    let present = path.exists();
+    let existing = read_bounded(&path, MAX_CACHED_PTX_BYTES);
     if let Some(ptx) = existing.as_deref().and_then(unseal) {
         return Ok((ptx.to_owned(), CacheOutcome::Hit));
     }
@@ -193,7 +208,7 @@ pub fn compile_cached(
     std::fs::write(&tmp, seal(&ptx))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(cache_error)?;
-    let outcome = if existing.is_some() {
+    let outcome = if present {
         CacheOutcome::Replaced
     } else {
         CacheOutcome::Compiled
@@ -259,6 +274,15 @@ mod tests {
         let path = cache_path(&dir, p, "compute_87", (12, 9));
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         std::fs::write(&path, text.replace("ptx of", "ptx 0f")).unwrap_or_else(|e| panic!("{e}"));
+        let fixed = run("compute_87", (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (fixed.1, fixed.0),
+            (CacheOutcome::Replaced, first.0.clone())
+        );
+        // An oversized file is not read, only replaced.
+        let big = "x".repeat(MAX_CACHED_PTX_BYTES as usize + 1);
+        std::fs::write(&path, big).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_bounded(&path, MAX_CACHED_PTX_BYTES), None);
         let fixed = run("compute_87", (12, 9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((fixed.1, fixed.0), (CacheOutcome::Replaced, first.0));
         let _ = std::fs::remove_dir_all(&dir);
