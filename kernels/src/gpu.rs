@@ -15,7 +15,7 @@ use cudarc::driver::{
 };
 
 use crate::launch::LaunchShape;
-use crate::nvrtc::{self, CacheOutcome};
+use crate::nvrtc::{self, CacheOutcome, Target};
 use crate::params::{
     AssembleParams, AttentionParams, BiasGeluParams, Im2colParams, ResidualNormParams,
 };
@@ -127,7 +127,7 @@ impl Gpu {
         let (major, minor) = ctx
             .compute_capability()
             .map_err(driver("cuDeviceGetAttribute"))?;
-        let arch = nvrtc::arch_for(major, minor)?;
+        let target = nvrtc::target_for(major, minor)?;
         let version = nvrtc::version()?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let sms = ctx
@@ -138,12 +138,14 @@ impl Gpu {
         let mut kernels = BTreeMap::new();
         let mut all_cached = true;
         for program in PROGRAMS {
-            let (ptx, outcome) =
-                nvrtc::compile_cached(program, arch, cache_dir, nvrtc::compile, version)?;
+            let (code, outcome) =
+                nvrtc::compile_cached(program, target, cache_dir, nvrtc::compile, version)?;
             all_cached &= outcome == CacheOutcome::Hit;
-            let module = ctx
-                .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-                .map_err(driver("cuModuleLoadData"))?;
+            let image = match target {
+                Target::Cubin(_) => cudarc::nvrtc::Ptx::from_binary(code),
+                Target::Ptx(_) => cudarc::nvrtc::Ptx::from_src(String::from_utf8_lossy(&code)),
+            };
+            let module = ctx.load_module(image).map_err(driver("cuModuleLoadData"))?;
             for k in program.kernels {
                 for suffix in ["f16", "bf16"] {
                     let full = format!("{k}_{suffix}");
@@ -160,7 +162,8 @@ impl Gpu {
             reason: format!("{e:?}"),
         })?;
         let description = format!(
-            "{name} (sm_{major}{minor}, {sms} SMs, {arch}, NVRTC {}.{}, {})",
+            "{name} (sm_{major}{minor}, {sms} SMs, {}, NVRTC {}.{}, {})",
+            target.arch(),
             version.0,
             version.1,
             if all_cached {

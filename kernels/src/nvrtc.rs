@@ -1,31 +1,65 @@
-//! Run-time compilation of the kernels with NVRTC, for one architecture,
-//! with an on-disk cache keyed by the sources' hash, the architecture and
-//! the NVRTC version. A corrupt or stale cache entry is recompiled, never
-//! trusted: each file carries the SHA-256 of its PTX.
+//! Run-time compilation of the kernels with NVRTC for the device's
+//! architecture, with an on-disk cache keyed by the sources' hash, the
+//! target and the NVRTC version. A corrupt, oversized or stale cache entry
+//! is recompiled, never trusted: each file carries the SHA-256 of its
+//! contents.
+//!
+//! Known architectures get machine code (CUBIN): no JIT in the driver at
+//! start, and a CUBIN from a newer NVRTC still loads on an older driver of
+//! the same major version, where PTX would not. A device newer than our
+//! list gets PTX for the newest one, which its driver JIT-compiles.
 
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
+use cudarc::nvrtc::{result, sys};
 use sha2::{Digest, Sha256};
 
 use crate::sources::{source_hash, Program, HEADERS};
 use crate::CudaError;
 
-/// Architectures the kernels are built and tested for: Jetson Orin, Ada,
-/// Hopper (and Ampere datacenter, the oldest with bf16 tensor cores).
-pub const ARCHES: &[&str] = &["compute_80", "compute_87", "compute_89", "compute_90"];
+/// Architectures the kernels are built and tested for: Ampere datacenter
+/// (the oldest with bf16 tensor cores), Jetson Orin, Ada, Hopper.
+pub const ARCHES: &[u32] = &[80, 87, 89, 90];
 
-/// The PTX architecture for a compute capability, or why not.
-pub fn arch_for(major: i32, minor: i32) -> Result<&'static str, CudaError> {
+/// What NVRTC produces for a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Machine code for exactly this architecture (`sm_87`).
+    Cubin(u32),
+    /// PTX for this virtual architecture (`compute_90`).
+    Ptx(u32),
+}
+
+impl Target {
+    /// NVRTC's `--gpu-architecture` value, also the cache key's part.
+    pub fn arch(self) -> String {
+        match self {
+            Target::Cubin(n) => format!("sm_{n}"),
+            Target::Ptx(n) => format!("compute_{n}"),
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Target::Cubin(_) => "cubin",
+            Target::Ptx(_) => "ptx",
+        }
+    }
+}
+
+/// The target for a compute capability, or why the device cannot run the
+/// kernels.
+pub fn target_for(major: i32, minor: i32) -> Result<Target, CudaError> {
     if major < 8 {
         return Err(CudaError::UnsupportedArch { major, minor });
     }
-    let exact = format!("compute_{major}{minor}");
-    // A newer device runs the newest PTX we build (the driver JITs it).
-    Ok(ARCHES
-        .iter()
-        .copied()
-        .find(|a| *a == exact)
-        .unwrap_or(ARCHES[ARCHES.len() - 1]))
+    let cc = u32::try_from(major * 10 + minor).unwrap_or(0);
+    Ok(if ARCHES.contains(&cc) {
+        Target::Cubin(cc)
+    } else {
+        Target::Ptx(ARCHES[ARCHES.len() - 1])
+    })
 }
 
 /// The program's source with our headers inlined (each once, in place of
@@ -84,37 +118,91 @@ pub fn version() -> Result<(i32, i32), CudaError> {
     Ok((major, minor))
 }
 
-/// Compile one program to PTX for `arch` (e.g. `compute_87`).
-pub fn compile(program: &Program, arch: &'static str) -> Result<String, CudaError> {
+/// Destroys the NVRTC program however compilation ends.
+struct ProgramGuard(sys::nvrtcProgram);
+
+impl Drop for ProgramGuard {
+    fn drop(&mut self) {
+        // SAFETY: the program was created by nvrtcCreateProgram and is
+        // destroyed once, here.
+        let _ = unsafe { result::destroy_program(self.0) };
+    }
+}
+
+/// Compile one program for `target`: CUBIN bytes, or PTX text as bytes.
+pub fn compile(program: &Program, target: Target) -> Result<Vec<u8>, CudaError> {
     nvrtc_present()?;
-    let opts = cudarc::nvrtc::CompileOptions {
-        arch: Some(arch),
-        name: Some(program.name.to_owned()),
-        // IEEE division and square root, no flush-to-zero: the references
-        // are plain f32.
-        ftz: Some(false),
-        prec_div: Some(true),
-        prec_sqrt: Some(true),
-        options: vec!["--std=c++17".into()],
-        ..Default::default()
-    };
-    let source = flatten(program);
-    // cudarc unwraps some NVRTC results; a panic there must not take the
-    // appliance down, only this engine.
-    let result = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(source, opts));
-    let compile_error = |log: String| CudaError::Compile {
+    let arch = target.arch();
+    let fail = |log: String| CudaError::Compile {
         program: program.name,
-        arch: arch.to_owned(),
+        arch: arch.clone(),
         log,
     };
-    match result {
-        Ok(Ok(ptx)) => Ok(ptx.to_src()),
-        Ok(Err(cudarc::nvrtc::CompileError::CompileError { log, .. })) => {
-            Err(compile_error(log.to_string_lossy().into_owned()))
-        }
-        Ok(Err(e)) => Err(compile_error(format!("{e:?}"))),
-        Err(_) => Err(compile_error("NVRTC panicked".into())),
+    let source = CString::new(flatten(program)).map_err(|e| fail(e.to_string()))?;
+    let name = CString::new(program.name).map_err(|e| fail(e.to_string()))?;
+    let prog = result::create_program(&source, Some(&name))
+        .map_err(|e| fail(format!("nvrtcCreateProgram: {e:?}")))?;
+    let guard = ProgramGuard(prog);
+    // IEEE division and square root, no flush-to-zero: the references are
+    // plain f32.
+    let options = [
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_owned(),
+        "--ftz=false".to_owned(),
+        "--prec-div=true".to_owned(),
+        "--prec-sqrt=true".to_owned(),
+    ];
+    // SAFETY: `guard.0` is a live program (destroyed only by the guard);
+    // the options are NUL-free strings that outlive the call.
+    if let Err(e) = unsafe { result::compile_program(guard.0, &options) } {
+        // SAFETY: as above; the log is a NUL-terminated buffer NVRTC sized.
+        let log = unsafe { result::get_program_log(guard.0) }
+            .map(|raw| {
+                let bytes: Vec<u8> = raw
+                    .iter()
+                    .map(|c| *c as u8)
+                    .take_while(|b| *b != 0)
+                    .collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .unwrap_or_default();
+        return Err(fail(format!("{e:?}: {log}")));
     }
+    match target {
+        Target::Cubin(_) => {
+            let mut size = 0usize;
+            // SAFETY: live compiled program; NVRTC writes one usize.
+            unsafe { sys::nvrtcGetCUBINSize(guard.0, &mut size) }
+                .result()
+                .map_err(|e| fail(format!("nvrtcGetCUBINSize: {e:?}")))?;
+            let mut cubin = vec![0u8; size];
+            // SAFETY: the buffer holds exactly the size NVRTC reported.
+            unsafe { sys::nvrtcGetCUBIN(guard.0, cubin.as_mut_ptr().cast()) }
+                .result()
+                .map_err(|e| fail(format!("nvrtcGetCUBIN: {e:?}")))?;
+            Ok(cubin)
+        }
+        Target::Ptx(_) => {
+            // SAFETY: live compiled program.
+            let raw = unsafe { result::get_ptx(guard.0) }
+                .map_err(|e| fail(format!("nvrtcGetPTX: {e:?}")))?;
+            Ok(raw
+                .iter()
+                .map(|c| *c as u8)
+                .take_while(|b| *b != 0)
+                .collect())
+        }
+    }
+}
+
+/// PTX text for a virtual architecture (what ptxas checks in the tests).
+pub fn compile_ptx(program: &Program, arch: u32) -> Result<String, CudaError> {
+    let bytes = compile(program, Target::Ptx(arch))?;
+    String::from_utf8(bytes).map_err(|e| CudaError::Compile {
+        program: program.name,
+        arch: format!("compute_{arch}"),
+        log: format!("PTX is not UTF-8: {e}"),
+    })
 }
 
 /// Whether a compile came from the cache.
@@ -127,8 +215,9 @@ pub enum CacheOutcome {
     Replaced,
 }
 
-/// The cache file of a program for an architecture and NVRTC version.
-pub fn cache_path(dir: &Path, program: &Program, arch: &str, nvrtc: (i32, i32)) -> PathBuf {
+/// The cache file of a program for a target and NVRTC version.
+pub fn cache_path(dir: &Path, program: &Program, target: Target, nvrtc: (i32, i32)) -> PathBuf {
+    let arch = target.arch();
     let mut h = Sha256::new();
     h.update(source_hash());
     h.update(program.name.as_bytes());
@@ -139,73 +228,74 @@ pub fn cache_path(dir: &Path, program: &Program, arch: &str, nvrtc: (i32, i32)) 
         .map(|b| format!("{b:02x}"))
         .collect();
     dir.join(format!(
-        "{}-{arch}-nvrtc{}.{}-{key}.ptx",
+        "{}-{arch}-nvrtc{}.{}-{key}.{}",
         program.name.trim_end_matches(".cu"),
         nvrtc.0,
-        nvrtc.1
+        nvrtc.1,
+        target.extension()
     ))
 }
 
-const CHECK_PREFIX: &str = "// cxr-cuda ptx sha256 ";
+const MAGIC: &[u8; 8] = b"CXRKRNL1";
 
 /// Larger cache files are ignored (and replaced).
-pub const MAX_CACHED_PTX_BYTES: u64 = 16 << 20;
+pub const MAX_CACHED_BYTES: u64 = 16 << 20;
 
-fn read_bounded(path: &Path, max: u64) -> Option<String> {
+fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&Sha256::digest(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
+fn unseal(file: &[u8]) -> Option<&[u8]> {
+    let rest = file.strip_prefix(MAGIC.as_slice())?;
+    if rest.len() < 32 {
+        return None;
+    }
+    let (digest, payload) = rest.split_at(32);
+    (Sha256::digest(payload).as_slice() == digest).then_some(payload)
+}
+
+fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
     use std::io::Read;
     let file = std::fs::File::open(path).ok()?;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     // One byte over the cap tells an oversized file from one at the cap.
-    file.take(max + 1).read_to_string(&mut text).ok()?;
-    (text.len() as u64 <= max).then_some(text)
+    file.take(max + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= max).then_some(bytes)
 }
 
-fn seal(ptx: &str) -> String {
-    let digest: String = Sha256::digest(ptx.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{CHECK_PREFIX}{digest}\n{ptx}")
-}
-
-fn unseal(text: &str) -> Option<&str> {
-    let (first, ptx) = text.split_once('\n')?;
-    let digest = first.strip_prefix(CHECK_PREFIX)?;
-    let actual: String = Sha256::digest(ptx.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (digest == actual).then_some(ptx)
-}
-
-/// Compile through the cache: a valid cached PTX is used as is; a missing
-/// or corrupt one is (re)compiled and written atomically.
+/// Compile through the cache: a valid cached artifact is used as is; a
+/// missing, corrupt or oversized one is (re)compiled and written atomically.
 pub fn compile_cached(
     program: &Program,
-    arch: &'static str,
+    target: Target,
     cache_dir: Option<&Path>,
-    compiler: impl Fn(&Program, &'static str) -> Result<String, CudaError>,
+    compiler: impl Fn(&Program, Target) -> Result<Vec<u8>, CudaError>,
     nvrtc: (i32, i32),
-) -> Result<(String, CacheOutcome), CudaError> {
+) -> Result<(Vec<u8>, CacheOutcome), CudaError> {
     let Some(dir) = cache_dir else {
-        return Ok((compiler(program, arch)?, CacheOutcome::Compiled));
+        return Ok((compiler(program, target)?, CacheOutcome::Compiled));
     };
-    let path = cache_path(dir, program, arch, nvrtc);
-    // A cache file is ours, but the partition may be damaged: never read
-    // more than a PTX can be (ours are about 150 KB).
+    let path = cache_path(dir, program, target, nvrtc);
     let present = path.exists();
-    let existing = read_bounded(&path, MAX_CACHED_PTX_BYTES);
-    if let Some(ptx) = existing.as_deref().and_then(unseal) {
-        return Ok((ptx.to_owned(), CacheOutcome::Hit));
+    // A cache file is ours, but the partition may be damaged: never read
+    // more than an artifact can be (ours are about 150 KB).
+    if let Some(payload) = read_bounded(&path, MAX_CACHED_BYTES)
+        .as_deref()
+        .and_then(unseal)
+    {
+        return Ok((payload.to_vec(), CacheOutcome::Hit));
     }
-    let ptx = compiler(program, arch)?;
+    let artifact = compiler(program, target)?;
     let cache_error = |e: std::io::Error| CudaError::Cache {
         path: path.clone(),
         reason: e.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(cache_error)?;
-    let tmp = path.with_extension("ptx.tmp");
-    std::fs::write(&tmp, seal(&ptx))
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, seal(&artifact))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(cache_error)?;
     let outcome = if present {
@@ -213,7 +303,7 @@ pub fn compile_cached(
     } else {
         CacheOutcome::Compiled
     };
-    Ok((ptx, outcome))
+    Ok((artifact, outcome))
 }
 
 #[cfg(test)]
@@ -234,56 +324,63 @@ mod tests {
     }
 
     #[test]
-    fn architectures_map_from_compute_capability() {
-        assert_eq!(arch_for(8, 7).ok(), Some("compute_87"));
-        assert_eq!(arch_for(9, 0).ok(), Some("compute_90"));
-        assert_eq!(arch_for(12, 0).ok(), Some("compute_90"));
+    fn targets_follow_the_compute_capability() {
+        assert_eq!(target_for(8, 7).ok(), Some(Target::Cubin(87)));
+        assert_eq!(target_for(9, 0).ok(), Some(Target::Cubin(90)));
+        assert_eq!(target_for(8, 6).ok(), Some(Target::Ptx(90)));
+        assert_eq!(target_for(12, 0).ok(), Some(Target::Ptx(90)));
+        assert_eq!(Target::Cubin(87).arch(), "sm_87");
+        assert_eq!(Target::Ptx(90).arch(), "compute_90");
         assert!(matches!(
-            arch_for(7, 5),
+            target_for(7, 5),
             Err(CudaError::UnsupportedArch { major: 7, minor: 5 })
         ));
     }
 
     #[test]
-    fn the_cache_hits_misses_by_key_and_replaces_corrupt_entries() {
+    fn the_cache_hits_misses_by_key_and_replaces_bad_entries() {
         let dir = std::env::temp_dir().join(format!("cxr-cuda-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let calls = Cell::new(0);
-        let fake = |p: &Program, arch: &'static str| -> Result<String, CudaError> {
+        let fake = |p: &Program, t: Target| -> Result<Vec<u8>, CudaError> {
             calls.set(calls.get() + 1);
-            Ok(format!("// ptx of {} for {arch}\n", p.name))
+            Ok(format!("code of {} for {}", p.name, t.arch()).into_bytes())
         };
         let p = &PROGRAMS[0];
-        let run = |arch, v| compile_cached(p, arch, Some(&dir), fake, v);
-        let first = run("compute_87", (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        let run = |t, v| compile_cached(p, t, Some(&dir), fake, v);
+        let first = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first.1, CacheOutcome::Compiled);
-        let again = run("compute_87", (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        let again = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((again.1, calls.get()), (CacheOutcome::Hit, 1));
         assert_eq!(again.0, first.0);
-        // Another architecture or NVRTC version is another entry.
+        // Another target or NVRTC version is another entry.
+        let other = |t, v| run(t, v).map(|r| r.1).ok();
         assert_eq!(
-            run("compute_90", (12, 9)).map(|r| r.1).ok(),
+            other(Target::Cubin(90), (12, 9)),
             Some(CacheOutcome::Compiled)
         );
         assert_eq!(
-            run("compute_87", (12, 8)).map(|r| r.1).ok(),
+            other(Target::Ptx(90), (12, 9)),
             Some(CacheOutcome::Compiled)
         );
-        assert_eq!(calls.get(), 3);
+        assert_eq!(
+            other(Target::Cubin(87), (12, 8)),
+            Some(CacheOutcome::Compiled)
+        );
+        assert_eq!(calls.get(), 4);
         // A flipped byte is caught and recompiled.
-        let path = cache_path(&dir, p, "compute_87", (12, 9));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, text.replace("ptx of", "ptx 0f")).unwrap_or_else(|e| panic!("{e}"));
-        let fixed = run("compute_87", (12, 9)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (fixed.1, fixed.0),
-            (CacheOutcome::Replaced, first.0.clone())
-        );
+        let path = cache_path(&dir, p, Target::Cubin(87), (12, 9));
+        let mut bytes = std::fs::read(&path).unwrap_or_default();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let fixed = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((fixed.1, &fixed.0), (CacheOutcome::Replaced, &first.0));
         // An oversized file is not read, only replaced.
-        let big = "x".repeat(MAX_CACHED_PTX_BYTES as usize + 1);
+        let big = vec![b'x'; MAX_CACHED_BYTES as usize + 1];
         std::fs::write(&path, big).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read_bounded(&path, MAX_CACHED_PTX_BYTES), None);
-        let fixed = run("compute_87", (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_bounded(&path, MAX_CACHED_BYTES), None);
+        let fixed = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((fixed.1, fixed.0), (CacheOutcome::Replaced, first.0));
         let _ = std::fs::remove_dir_all(&dir);
     }
