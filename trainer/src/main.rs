@@ -124,8 +124,17 @@ macro_rules! with_backend {
             #[cfg(feature = "cuda")]
             BackendChoice::Cuda => {
                 type $B = burn::backend::Autodiff<burn::backend::Cuda>;
-                let $dev = Default::default();
-                $body
+                // burn's CUDA runtime panics (in a worker thread, then here)
+                // when there is no GPU or driver: turn that into an error.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let $dev = Default::default();
+                    $body
+                }))
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "burn's CUDA backend failed (no GPU or no NVIDIA driver on this machine?); fix: run on a GPU machine, or use --backend ndarray"
+                    ))
+                })
             }
             #[allow(unreachable_patterns)]
             other => Err(anyhow::anyhow!(
