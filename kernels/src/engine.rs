@@ -162,7 +162,11 @@ where
                 got: images.len(),
             });
         }
-        work.full.insert(Buffer::Image, gpu.upload_f32(images)?);
+        // Into the buffer allocated with the plan: no allocation per study.
+        let image = work.full.get_mut(&Buffer::Image).ok_or(CudaError::Plan {
+            problem: "no image buffer".into(),
+        })?;
+        gpu.copy_into(images, image)?;
         let ptr = |work: &Work<E>, b| Self::buffer_ptr(gpu, work, b);
         for step in &plan.steps {
             match step {
@@ -381,12 +385,7 @@ impl Engine for CudaVit {
     }
 
     fn shape(&self) -> EngineShape {
-        EngineShape {
-            channels: self.spec.in_channels,
-            image_size: self.spec.image_size,
-            labels: self.spec.labels,
-            features: self.spec.width,
-        }
+        EngineShape::of(&self.spec)
     }
 
     fn reduced_precision(&self) -> bool {

@@ -218,6 +218,20 @@ impl Gpu {
         self.stream.clone_htod(v).map_err(driver("cuMemcpyHtoD"))
     }
 
+    /// Copy `v` into an existing buffer of exactly its length.
+    pub(crate) fn copy_into(&self, v: &[f32], dst: &mut CudaSlice<f32>) -> Result<(), CudaError> {
+        if dst.len() != v.len() {
+            return Err(CudaError::Shape {
+                what: "host-to-device copy".into(),
+                expected: dst.len(),
+                got: v.len(),
+            });
+        }
+        self.stream
+            .memcpy_htod(v, dst)
+            .map_err(driver("cuMemcpyHtoD"))
+    }
+
     pub(crate) fn upload_elem<E: Elem>(&self, v: &[f32]) -> Result<CudaSlice<E>, CudaError> {
         let bits: Vec<E> = v
             .iter()

@@ -22,6 +22,18 @@ pub struct EngineShape {
     pub features: usize,
 }
 
+impl EngineShape {
+    /// What a model of `spec` takes and gives.
+    pub fn of(spec: &cxr_model::VitSpec) -> Self {
+        EngineShape {
+            channels: spec.in_channels,
+            image_size: spec.image_size,
+            labels: spec.labels,
+            features: spec.width,
+        }
+    }
+}
+
 /// The outputs of one batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineOutput {

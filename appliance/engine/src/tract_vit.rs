@@ -93,12 +93,7 @@ impl Engine for TractVit {
     }
 
     fn shape(&self) -> EngineShape {
-        EngineShape {
-            channels: self.spec.in_channels,
-            image_size: self.spec.image_size,
-            labels: self.spec.labels,
-            features: self.spec.width,
-        }
+        EngineShape::of(&self.spec)
     }
 
     /// Measured (benches/README.md, 2 cores): at 512 px (1025 tokens) five
