@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cxr_audit::{AuditConfig, AuditLog, DeviceSecret, Event};
+use cxr_audit::{AuditConfig, AuditLog, DeviceSecret};
 use cxr_board::{BoardProfile, DEFAULT_BOARD};
 use cxr_bundle::{DeviceStore, Failpoints, TrustStore};
 
@@ -72,11 +72,11 @@ impl Device {
             fsync_every_record: a.fsync_every_record,
         };
         let dir = self.board.state_dir.join("audit");
-        let (mut log, torn) = AuditLog::open(&dir, config)?;
+        let (mut log, torn) = AuditLog::open(&dir, config, now_unix_ms())?;
         if std::env::var("CXR_FAILPOINT").as_deref() == Ok("audit:partial-record") {
             log.set_crash_hook(|name| EnvFailpoints::from_env().hit(name));
         }
-        if let Some(t) = torn {
+        for t in torn {
             eprintln!(
                 "cxr-appliance: audit log: cut a partial record of {} bytes (power loss) at byte {} of segment {}; kept as {}",
                 t.bytes,
@@ -84,15 +84,6 @@ impl Device {
                 t.segment,
                 t.kept_as.display()
             );
-            log.append(
-                now_unix_ms(),
-                Event::TornTailRecovered {
-                    segment: t.segment,
-                    offset: t.offset,
-                    bytes: t.bytes,
-                    kept_as: t.kept_as.display().to_string(),
-                },
-            )?;
         }
         Ok(log)
     }

@@ -99,7 +99,7 @@ fn bench_audit(c: &mut Criterion) {
                 let dir =
                     std::env::temp_dir().join(format!("cxr-bench-audit-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
-                let (mut log, _) = AuditLog::open(&dir, config).unwrap();
+                let (mut log, _) = AuditLog::open(&dir, config, 0).unwrap();
                 let t = std::time::Instant::now();
                 for _ in 0..iters {
                     log.append(0, event.clone()).unwrap();

@@ -12,14 +12,16 @@ mod frame;
 mod log;
 mod record;
 mod secret;
+mod torn;
 mod verify;
 
 pub use error::AuditError;
 pub use export::{export_jsonl, record_json};
 pub use frame::{segment_name, HEADER_BYTES, MAX_PAYLOAD};
-pub use log::{segments, AuditConfig, AuditLog, TornTail, MAX_SEGMENT_BYTES, RESERVE_BYTES};
+pub use log::{segments, AuditConfig, AuditLog, MAX_SEGMENT_BYTES, RESERVE_BYTES};
 pub use record::{BundleRef, Event, Inference, Mode, Outcome, Record};
 pub use secret::DeviceSecret;
+pub use torn::TornTail;
 pub use verify::{verify, walk, VerifyReport};
 
 #[cfg(test)]

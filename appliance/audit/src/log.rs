@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::frame::{self, Frame, FRAME_OVERHEAD, HEADER_BYTES, MAX_PAYLOAD};
+use crate::torn::{self, sync_dir, TornTail};
 use crate::{AuditError, Event, Record};
 
 /// Size and durability policy (from the board profile).
@@ -21,16 +22,6 @@ pub struct AuditConfig {
 
 /// Room kept free for one more record when a study is admitted.
 pub const RESERVE_BYTES: u64 = (MAX_PAYLOAD + FRAME_OVERHEAD + HEADER_BYTES) as u64;
-
-/// A partial record cut off at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    pub segment: u64,
-    pub offset: u64,
-    pub bytes: u64,
-    /// Where the cut bytes were kept.
-    pub kept_as: PathBuf,
-}
 
 #[derive(Debug)]
 pub struct AuditLog {
@@ -59,18 +50,14 @@ pub fn segments(dir: &Path) -> Result<Vec<u64>, AuditError> {
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), AuditError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| AuditError::io("syncing directory", dir, e))
-}
-
 /// Scan a segment's frames. Returns (last seq and hash, offset after the last
-/// whole frame, the first problem if any).
+/// whole frame, the first problem if any, and the kept files whose torn
+/// tails this segment reports).
 struct Scan {
     last: Option<(u64, [u8; 32])>,
     good_end: usize,
     problem: Option<Problem>,
+    torn_reports: Vec<String>,
 }
 
 enum Problem {
@@ -82,6 +69,7 @@ enum Problem {
 fn scan(bytes: &[u8], mut expect: Option<(u64, [u8; 32])>) -> Scan {
     let mut at = HEADER_BYTES;
     let mut last = None;
+    let mut torn_reports = Vec::new();
     while at < bytes.len() {
         match frame::read(bytes, at) {
             Frame::Incomplete => {
@@ -89,6 +77,7 @@ fn scan(bytes: &[u8], mut expect: Option<(u64, [u8; 32])>) -> Scan {
                     last,
                     good_end: at,
                     problem: Some(Problem::Incomplete),
+                    torn_reports,
                 }
             }
             Frame::Bad { end } => {
@@ -101,6 +90,7 @@ fn scan(bytes: &[u8], mut expect: Option<(u64, [u8; 32])>) -> Scan {
                     last,
                     good_end: at,
                     problem: Some(problem),
+                    torn_reports,
                 };
             }
             Frame::Whole { payload, hash, end } => {
@@ -117,11 +107,17 @@ fn scan(bytes: &[u8], mut expect: Option<(u64, [u8; 32])>) -> Scan {
                         problem: Some(Problem::Damaged(
                             "a record does not decode or does not chain to the one before".into(),
                         )),
+                        torn_reports,
                     };
                 }
                 if let Ok(r) = record {
                     last = Some((r.seq, hash));
                     expect = last;
+                    if let Event::TornTailRecovered { kept_as, .. } = r.event {
+                        if let Some(name) = torn::file_name(Path::new(&kept_as)) {
+                            torn_reports.push(name.to_owned());
+                        }
+                    }
                 }
                 at = end;
             }
@@ -131,6 +127,7 @@ fn scan(bytes: &[u8], mut expect: Option<(u64, [u8; 32])>) -> Scan {
         last,
         good_end: at,
         problem: None,
+        torn_reports,
     }
 }
 
@@ -163,9 +160,16 @@ pub(crate) fn read_segment(path: &Path, max: u64) -> Result<Vec<u8>, AuditError>
 impl AuditLog {
     /// Open the log in `dir`, creating it if needed. A partial record at the
     /// very end of the last segment (a write cut by power loss: it was never
-    /// acknowledged) is cut off, its bytes kept under `torn/`, and reported.
+    /// acknowledged) is cut off, its bytes kept under `torn/`, and reported
+    /// in the log itself by a `TornTailRecovered` record stamped
+    /// `now_unix_ms`; so is any tail an earlier start cut but died before
+    /// reporting. Returns the tails reported by this start.
     /// Damage anywhere else refuses to open: nothing is truncated then.
-    pub fn open(dir: &Path, config: AuditConfig) -> Result<(Self, Option<TornTail>), AuditError> {
+    pub fn open(
+        dir: &Path,
+        config: AuditConfig,
+        now_unix_ms: u64,
+    ) -> Result<(Self, Vec<TornTail>), AuditError> {
         std::fs::create_dir_all(dir).map_err(|e| AuditError::io("creating", dir, e))?;
         let present = segments(dir)?;
         let mut total = 0u64;
@@ -188,12 +192,12 @@ impl AuditLog {
                 crash_hook: None,
             };
             log.start_segment(1)?;
-            return Ok((log, None));
+            return Ok((log, Vec::new()));
         };
         let path = dir.join(frame::segment_name(index));
         let bytes = read_segment(&path, config.segment_bytes)?;
         let header = frame::header(index);
-        let mut torn = None;
+        let torn_dir = dir.join("torn");
         let mut keep = bytes.len();
         if bytes.len() < HEADER_BYTES {
             if !header.starts_with(&bytes) {
@@ -208,9 +212,11 @@ impl AuditLog {
             ));
         }
         let mut last = None;
+        let mut reported = Vec::new();
         if keep > 0 {
             let s = scan(&bytes, None);
             last = s.last;
+            reported = s.torn_reports;
             match s.problem {
                 None => {}
                 Some(Problem::Incomplete) | Some(Problem::BadLastFrame) => keep = s.good_end,
@@ -218,19 +224,8 @@ impl AuditLog {
             }
         }
         if keep < bytes.len() {
-            let torn_dir = dir.join("torn");
-            std::fs::create_dir_all(&torn_dir)
-                .map_err(|e| AuditError::io("creating", &torn_dir, e))?;
-            let kept_as = torn_dir.join(format!("seg-{index:08}-at-{keep}.bin"));
-            std::fs::write(&kept_as, &bytes[keep..])
-                .map_err(|e| AuditError::io("writing", &kept_as, e))?;
-            sync_dir(&torn_dir)?;
-            torn = Some(TornTail {
-                segment: index,
-                offset: keep as u64,
-                bytes: (bytes.len() - keep) as u64,
-                kept_as,
-            });
+            // Kept durably before the cut, so the cut never loses bytes.
+            torn::keep(&torn_dir, index, keep as u64, &bytes[keep..])?;
             total -= (bytes.len() - keep) as u64;
         }
         // The chain continues from the last record of this segment, or of
@@ -273,7 +268,26 @@ impl AuditLog {
             // The header itself was torn: write it again.
             log.write_header()?;
         }
-        Ok((log, torn))
+        let mut reported_now = Vec::new();
+        for t in torn::owed(&torn_dir)? {
+            // A report already appended by a start that died before marking
+            // it is the last thing in the log; it is not repeated.
+            let name = torn::file_name(&t.kept_as);
+            if !reported.iter().any(|r| Some(r.as_str()) == name) {
+                log.append(
+                    now_unix_ms,
+                    Event::TornTailRecovered {
+                        segment: t.segment,
+                        offset: t.offset,
+                        bytes: t.bytes,
+                        kept_as: t.kept_as.display().to_string(),
+                    },
+                )?;
+            }
+            torn::mark_reported(&t)?;
+            reported_now.push(t);
+        }
+        Ok((log, reported_now))
     }
 
     fn write_header(&mut self) -> Result<(), AuditError> {

@@ -33,8 +33,8 @@ fn event(i: u64) -> Event {
 }
 
 fn fill(dir: &Path, n: u64, config: AuditConfig) {
-    let (mut log, torn) = AuditLog::open(dir, config).unwrap();
-    assert!(torn.is_none());
+    let (mut log, torn) = AuditLog::open(dir, config, 0).unwrap();
+    assert!(torn.is_empty());
     for i in 0..n {
         assert_eq!(log.append(1000 + i, event(i)).unwrap(), log.next_seq() - 1);
     }
@@ -83,7 +83,7 @@ fn a_full_log_refuses_rather_than_drops() {
         max_total_bytes: 192 * 1024,
         fsync_every_record: false,
     };
-    let (mut log, _) = AuditLog::open(&dir, config).unwrap();
+    let (mut log, _) = AuditLog::open(&dir, config, 0).unwrap();
     let mut appended = 0u64;
     loop {
         match log.append(0, event(appended)) {
@@ -113,15 +113,129 @@ fn a_torn_tail_is_cut_kept_and_reported_and_nothing_acknowledged_is_lost() {
         partial.extend_from_slice(&extra[..cut]);
         std::fs::write(&path, &partial).unwrap();
         assert_eq!(verify(&dir).unwrap_err().code(), "AUDIT_TRUNCATED");
-        let (mut log, torn) = AuditLog::open(&dir, SMALL).unwrap();
-        let torn = torn.unwrap();
+        let (mut log, torn) = AuditLog::open(&dir, SMALL, 7).unwrap();
+        let [torn] = &torn[..] else {
+            panic!("one torn tail expected, got {torn:?}")
+        };
         assert_eq!(torn.bytes, cut as u64);
+        assert_eq!((torn.segment, torn.offset), (1, whole.len() as u64));
         assert_eq!(std::fs::read(&torn.kept_as).unwrap(), &extra[..cut]);
-        assert_eq!(std::fs::read(&path).unwrap(), whole);
+        assert!(std::fs::read(&path).unwrap().starts_with(&whole));
         log.append(9, event(99)).unwrap();
-        let r = verify(&dir).unwrap();
-        assert_eq!(r.records, 6);
+        // The five records, the report of the cut, and the new one.
+        assert_eq!(verify(&dir).unwrap().records, 7);
+        assert_eq!(torn_reports(&dir), vec![torn.kept_as.clone()]);
     }
+}
+
+/// The kept paths named by every `TornTailRecovered` record, in log order.
+fn torn_reports(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    verify::walk(dir, |r| {
+        if let Event::TornTailRecovered { kept_as, .. } = &r.event {
+            out.push(PathBuf::from(kept_as));
+        }
+    })
+    .unwrap();
+    out
+}
+
+fn with_torn_tail(name: &str) -> (PathBuf, Vec<u8>, Vec<u8>) {
+    let dir = scratch(name);
+    fill(&dir, 4, SMALL);
+    let whole = std::fs::read(seg(&dir, 1)).unwrap();
+    let mut partial = whole.clone();
+    let tail = frame::encode(&[3u8; 90])[..25].to_vec();
+    partial.extend_from_slice(&tail);
+    std::fs::write(seg(&dir, 1), &partial).unwrap();
+    (dir, whole, tail)
+}
+
+fn kept_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("torn"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Regression (CI, 2026-11-28): a start killed after cutting a torn tail but
+/// before recording the cut lost the report for good. Each crash point of
+/// the recovery, replayed: the tail is reported exactly once.
+#[test]
+fn a_start_killed_anywhere_in_recovery_reports_each_torn_tail_exactly_once() {
+    // Killed after keeping the bytes, before cutting the segment: the next
+    // start cuts the same tail again and reuses the identical kept file.
+    let (dir, whole, tail) = with_torn_tail("kill-before-cut");
+    let kept = dir
+        .join("torn")
+        .join(format!("seg-00000001-at-{}.bin", whole.len()));
+    std::fs::create_dir_all(dir.join("torn")).unwrap();
+    std::fs::write(&kept, &tail).unwrap();
+    let (_, torn) = AuditLog::open(&dir, SMALL, 1).unwrap();
+    assert_eq!(torn.len(), 1);
+    assert_eq!(torn[0].kept_as, kept);
+    assert_eq!(torn_reports(&dir), vec![kept.clone()]);
+    assert_eq!(
+        kept_files(&dir),
+        vec![
+            format!("seg-00000001-at-{}.bin", whole.len()),
+            format!("seg-00000001-at-{}.bin.reported", whole.len()),
+        ]
+    );
+
+    // Killed after the cut, before the report: the owed report is made by
+    // the next start (this is what the CI run caught).
+    let (dir, whole, tail) = with_torn_tail("kill-before-report");
+    std::fs::create_dir_all(dir.join("torn")).unwrap();
+    let kept = dir
+        .join("torn")
+        .join(format!("seg-00000001-at-{}.bin", whole.len()));
+    std::fs::write(&kept, &tail).unwrap();
+    std::fs::write(seg(&dir, 1), &whole).unwrap();
+    assert!(torn_reports(&dir).is_empty());
+    let (_, torn) = AuditLog::open(&dir, SMALL, 2).unwrap();
+    assert_eq!(torn.len(), 1);
+    assert_eq!(torn[0].bytes, tail.len() as u64);
+    assert_eq!(torn[0].offset, whole.len() as u64);
+    assert_eq!(torn_reports(&dir), vec![kept.clone()]);
+
+    // Killed after the report, before its marker: not reported twice.
+    std::fs::remove_file(
+        dir.join("torn")
+            .join(format!("seg-00000001-at-{}.bin.reported", whole.len())),
+    )
+    .unwrap();
+    let (_, torn) = AuditLog::open(&dir, SMALL, 3).unwrap();
+    assert_eq!(torn.len(), 1, "the marker is written again");
+    assert_eq!(torn_reports(&dir), vec![kept.clone()], "no second report");
+    let (_, torn) = AuditLog::open(&dir, SMALL, 4).unwrap();
+    assert!(torn.is_empty(), "nothing owed any more: {torn:?}");
+    assert_eq!(verify(&dir).unwrap().records, 5);
+}
+
+/// A power loss that tears the report of a torn tail at the same offset
+/// keeps both tails under different names; neither overwrites the other.
+#[test]
+fn a_second_tail_at_the_same_place_keeps_both_and_reports_both() {
+    let (dir, whole, first) = with_torn_tail("same-place");
+    drop(AuditLog::open(&dir, SMALL, 1).unwrap());
+    // Tear the report itself: the segment goes back to `whole` + new bytes.
+    let mut again = whole.clone();
+    let second = frame::encode(&[9u8; 90])[..40].to_vec();
+    again.extend_from_slice(&second);
+    std::fs::write(seg(&dir, 1), &again).unwrap();
+    let (_, torn) = AuditLog::open(&dir, SMALL, 2).unwrap();
+    assert_eq!(torn.len(), 1);
+    assert_eq!(std::fs::read(&torn[0].kept_as).unwrap(), second);
+    let base = format!("seg-00000001-at-{}", whole.len());
+    assert_eq!(
+        std::fs::read(dir.join("torn").join(format!("{base}.bin"))).unwrap(),
+        first
+    );
+    assert!(torn[0].kept_as.ends_with(format!("{base}-2.bin")));
+    assert_eq!(torn_reports(&dir), vec![torn[0].kept_as.clone()]);
 }
 
 #[test]
@@ -137,9 +251,10 @@ fn a_garbled_last_frame_is_a_torn_tail_but_damage_before_it_is_refused() {
     extra[30] ^= 0xFF;
     garbled.extend_from_slice(&extra);
     std::fs::write(&path, &garbled).unwrap();
-    let (_, torn) = AuditLog::open(&dir, SMALL).unwrap();
-    assert_eq!(torn.unwrap().bytes, extra.len() as u64);
-    assert_eq!(std::fs::read(&path).unwrap(), whole);
+    let (_, torn) = AuditLog::open(&dir, SMALL, 0).unwrap();
+    assert_eq!(torn[0].bytes, extra.len() as u64);
+    assert!(std::fs::read(&path).unwrap().starts_with(&whole));
+    assert_eq!(verify(&dir).unwrap().records, 4, "3 and the report");
 
     let dir = scratch("garbled");
     fill(&dir, 5, SMALL);
@@ -150,7 +265,7 @@ fn a_garbled_last_frame_is_a_torn_tail_but_damage_before_it_is_refused() {
     let (s, _) = f[2];
     bytes[s + 10] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let e = AuditLog::open(&dir, SMALL).unwrap_err();
+    let e = AuditLog::open(&dir, SMALL, 0).unwrap_err();
     assert_eq!(e.code(), "AUDIT_DAMAGED", "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
 }
@@ -235,7 +350,7 @@ fn records_hold_no_identifiers_in_clear() {
     let dir = scratch("phi");
     let secret = DeviceSecret::from_bytes([3; 32]);
     let uid = "1.2.826.0.1.3680043.8.498.99999";
-    let (mut log, _) = AuditLog::open(&dir, SMALL).unwrap();
+    let (mut log, _) = AuditLog::open(&dir, SMALL, 0).unwrap();
     log.append(
         0,
         Event::Inference(Inference {
