@@ -146,12 +146,9 @@ pub fn finalize<B: Backend>(
     extra_ood: &[std::path::PathBuf],
     device: &B::Device,
 ) -> Result<Report, TrainerError> {
-    let io = |p: &Path, e: std::io::Error| TrainerError::Io {
-        path: p.to_owned(),
-        reason: e.to_string(),
-    };
     let state: Checkpoint = serde_json::from_slice(
-        &std::fs::read(run.join("best.json")).map_err(|e| io(&run.join("best.json"), e))?,
+        &std::fs::read(run.join("best.json"))
+            .map_err(|e| TrainerError::io("reading", &run.join("best.json"), e))?,
     )
     .map_err(|e| {
         TrainerError::invalid(
@@ -161,8 +158,8 @@ pub fn finalize<B: Backend>(
         )
     })?;
     let config = &state.config;
-    let onnx_bytes =
-        std::fs::read(run.join("best.onnx")).map_err(|e| io(&run.join("best.onnx"), e))?;
+    let onnx_bytes = std::fs::read(run.join("best.onnx"))
+        .map_err(|e| TrainerError::io("reading", &run.join("best.onnx"), e))?;
     let weights = onnx::read_weights(&onnx_bytes, &config.model).map_err(|e| {
         TrainerError::invalid(
             "run",
@@ -288,9 +285,17 @@ pub fn finalize<B: Backend>(
                 });
                 extra_scores.extend(sc);
             }
+            // A refusal at ingest is a result (CT, MR, US never reach the
+            // model); a file that cannot be read is listed as such, so a
+            // typo does not read as the reader doing its job.
             Err(e) => ood_files.push(OodFile {
                 file: name,
-                outcome: format!("refused at ingest: {e}"),
+                outcome: match e {
+                    TrainerError::ImageRefused { code, reason, .. } => {
+                        format!("refused at ingest ({code}): {reason}")
+                    }
+                    e => format!("not read: {e}"),
+                },
                 joint_energy: None,
                 mahalanobis: None,
             }),
@@ -329,9 +334,10 @@ pub fn finalize<B: Backend>(
         ood_files,
         ood_files_auroc,
     };
-    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(out.join(name), bytes).map_err(|e| io(&out.join(name), e))
+        std::fs::write(out.join(name), bytes)
+            .map_err(|e| TrainerError::io("writing", &out.join(name), e))
     };
     write("model.onnx", &onnx_bytes)?;
     write(

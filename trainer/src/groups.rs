@@ -121,6 +121,7 @@ impl<B: AutodiffBackend> GroupedAdamW<B> {
             recorder
                 .record(g.optimizer.to_record(), Self::file(dir, k))
                 .map_err(|e| TrainerError::Io {
+                    action: "writing",
                     path: Self::file(dir, k),
                     reason: e.to_string(),
                 })?;
@@ -136,8 +137,9 @@ impl<B: AutodiffBackend> GroupedAdamW<B> {
             let record = recorder
                 .load(Self::file(dir, k), device)
                 .map_err(|e| TrainerError::Io {
-                    path: Self::file(dir, k).with_extension("bin"),
-                    reason: format!("{e}; the run's optimiser state is missing or from another model, resume needs the files `train` wrote"),
+ action: "reading",
+path: Self::file(dir, k).with_extension("bin"),
+ reason: format!("{e}; the run's optimiser state is missing or from another model, resume needs the files `train` wrote"),
                 })?;
             g.optimizer = g.optimizer.load_record(record);
             groups.push(g);

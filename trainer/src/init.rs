@@ -27,6 +27,7 @@ pub enum Init {
 
 fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
     std::fs::read(path).map_err(|e| TrainerError::Io {
+        action: "reading",
         path: path.to_owned(),
         reason: e.to_string(),
     })

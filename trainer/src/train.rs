@@ -365,6 +365,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainerError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| TrainerError::invalid("json", e.to_string(), "report this bug"))?;
     std::fs::write(path, text).map_err(|e| TrainerError::Io {
+        action: "writing",
         path: path.to_owned(),
         reason: e.to_string(),
     })
@@ -377,6 +378,7 @@ fn write_weights(path: &Path, w: &Weights) -> Result<(), TrainerError> {
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| TrainerError::Io {
+            action: "writing",
             path: path.to_owned(),
             reason: e.to_string(),
         })
@@ -399,6 +401,7 @@ pub fn train<AB: AutodiffBackend>(
         .validate()
         .map_err(|e| TrainerError::invalid("model", e.to_string(), "fix the model section"))?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::Io {
+        action: "creating",
         path: out.to_owned(),
         reason: e.to_string(),
     })?;
@@ -443,6 +446,7 @@ pub fn train<AB: AutodiffBackend>(
         let state: Checkpoint =
             serde_json::from_slice(&std::fs::read(out.join("last.json")).map_err(|e| {
                 TrainerError::Io {
+                    action: "reading",
                     path: out.join("last.json"),
                     reason: e.to_string(),
                 }
@@ -456,6 +460,7 @@ pub fn train<AB: AutodiffBackend>(
             })?;
         let read = |name: &str| -> Result<Weights, TrainerError> {
             let bytes = std::fs::read(out.join(name)).map_err(|e| TrainerError::Io {
+                action: "reading",
                 path: out.join(name),
                 reason: e.to_string(),
             })?;
@@ -490,6 +495,7 @@ pub fn train<AB: AutodiffBackend>(
         .append(true)
         .open(out.join("log.jsonl"))
         .map_err(|e| TrainerError::Io {
+            action: "opening",
             path: out.join("log.jsonl"),
             reason: e.to_string(),
         })?;

@@ -81,6 +81,15 @@ fn trainer_tensors_equal_the_appliance_tensors_for_the_same_file() {
             .code(),
         "TRAINER_IO"
     );
+    // A readable file the appliance's reader refuses is the image's fault,
+    // not an I/O error, and says which reader refused it.
+    let dir = scratch_dir("trainer-refused");
+    let not_png = dir.join("not-an-image.png");
+    std::fs::write(&not_png, b"this is not a PNG").unwrap();
+    let e = load_input(&not_png, &spec).unwrap_err();
+    assert_eq!(e.code(), "TRAINER_IMAGE_REFUSED", "{e}");
+    assert!(e.to_string().contains("IMAGE_"), "{e}");
+    assert!(!e.to_string().contains("permissions"), "{e}");
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {

@@ -81,16 +81,25 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
 
     let out = dir.join("final");
     let png = shared_file("torchxrayvision-test-samples/00000001_000.png").unwrap();
+    let not_dicom = dir.join("not-dicom.dcm");
+    std::fs::write(&not_dicom, b"DICM? no: a text file named .dcm").unwrap();
     let r = cxr_trainer::finalize::finalize::<NdArray<f32>>(
         &run,
         &out,
-        &[png, dir.join("missing.dcm")],
+        &[png, not_dicom, dir.join("missing.dcm")],
         &device,
     )
     .unwrap();
-    assert_eq!(r.ood_files.len(), 2);
+    assert_eq!(r.ood_files.len(), 3);
     assert_eq!(r.ood_files[0].outcome, "scored");
-    assert!(r.ood_files[1].outcome.starts_with("refused"));
+    let refused = &r.ood_files[1].outcome;
+    assert!(
+        refused.starts_with("refused at ingest (DICOM_"),
+        "{refused}"
+    );
+    assert!(!refused.contains("permissions"), "{refused}");
+    let missing = &r.ood_files[2].outcome;
+    assert!(missing.starts_with("not read: reading "), "{missing}");
     assert_eq!(r.test.len(), 14);
     assert_eq!(r.images.held_out, 95, "patients under 18 are held out");
     let params =

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use cxr_dicom::{read_radiograph_file, ReadLimits};
-use cxr_preprocess::{load_image_file, prepare, InputSpec, ModelInput};
+use cxr_dicom::{read_radiograph_file, DicomError, ReadLimits};
+use cxr_preprocess::{load_image_file, prepare, InputSpec, ModelInput, PreprocessError};
 
 use crate::TrainerError;
 
@@ -15,14 +15,26 @@ pub fn load_input(path: &Path, spec: &InputSpec) -> Result<ModelInput, TrainerEr
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
-    let fail = |reason: String| TrainerError::Io {
-        path: path.to_owned(),
-        reason,
-    };
+    // A file that cannot be read is an I/O error; one the appliance's reader
+    // refuses is the image's fault, with that reader's own code and hint.
     let radiograph = if is_dicom {
-        read_radiograph_file(path, &ReadLimits::default()).map_err(|e| fail(e.to_string()))?
+        read_radiograph_file(path, &ReadLimits::default()).map_err(|e| match e {
+            DicomError::Io { .. } => TrainerError::io("reading", path, e),
+            e => refused(path, e.code(), e),
+        })?
     } else {
-        load_image_file(path).map_err(|e| fail(e.to_string()))?
+        load_image_file(path).map_err(|e| match e {
+            PreprocessError::Io { .. } => TrainerError::io("reading", path, e),
+            e => refused(path, e.code(), e),
+        })?
     };
-    prepare(&radiograph, spec).map_err(|e| fail(e.to_string()))
+    prepare(&radiograph, spec).map_err(|e| refused(path, e.code(), e))
+}
+
+fn refused(path: &Path, code: &'static str, e: impl ToString) -> TrainerError {
+    TrainerError::ImageRefused {
+        path: path.to_owned(),
+        code,
+        reason: e.to_string(),
+    }
 }

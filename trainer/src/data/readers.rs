@@ -54,6 +54,7 @@ struct Table {
 impl Table {
     fn read(path: &Path) -> Result<Self, TrainerError> {
         let io = |e: csv::Error| TrainerError::Io {
+            action: "reading",
             path: path.to_owned(),
             reason: e.to_string(),
         };
