@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use cxr_model::labels::NIH_FINDINGS;
 use cxr_model::{onnx, VitSpec, Weights};
 
 use cxr_bundle::ModelParams;
@@ -34,26 +35,8 @@ pub struct DevModelArgs {
     params: PathBuf,
 }
 
-/// The 14 NIH ChestX-ray14 findings.
-pub const NIH_LABELS: [&str; 14] = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Hernia",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pleural_Thickening",
-    "Pneumonia",
-    "Pneumothorax",
-];
-
 pub fn run(args: &DevModelArgs) -> anyhow::Result<()> {
-    let labels = NIH_LABELS.len();
+    let labels = NIH_FINDINGS.len();
     let spec = match args.preset {
         Preset::VitB16 => VitSpec::vit_b16(args.size, labels),
         Preset::VitS16 => VitSpec::vit_s16(args.size, labels),
@@ -67,7 +50,7 @@ pub fn run(args: &DevModelArgs) -> anyhow::Result<()> {
     let weights = Weights::random(&spec, args.seed)?;
     std::fs::write(&args.model, onnx::write(&weights)?)
         .with_context(|| format!("writing {}", args.model.display()))?;
-    let params = ModelParams::neutral(spec, NIH_LABELS.iter().map(|s| (*s).to_owned()).collect());
+    let params = ModelParams::neutral(spec, NIH_FINDINGS.iter().map(|s| (*s).to_owned()).collect());
     let text = format!(
         "# RANDOM WEIGHTS, seed {}: for trying the pipeline only, never for patients.\n{}",
         args.seed,

@@ -6,6 +6,7 @@
 //! the ONNX writer and reader ([`onnx`]). It must not know burn, tract or CUDA.
 
 mod error;
+pub mod labels;
 pub mod names;
 pub mod onnx;
 mod pos_embed;

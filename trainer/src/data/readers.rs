@@ -9,22 +9,7 @@ use super::{Dataset, LabelValue, Sample, Split};
 use crate::TrainerError;
 
 /// The 14 ChestX-ray14 findings, in the NIH order (and the appliance's).
-pub const NIH_FINDINGS: [&str; 14] = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Hernia",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pleural_Thickening",
-    "Pneumonia",
-    "Pneumothorax",
-];
+pub use cxr_model::labels::NIH_FINDINGS;
 
 /// The 14 CheXpert observations (also MIMIC-CXR-JPG's label columns).
 pub const CHEXPERT_OBSERVATIONS: [&str; 14] = [
