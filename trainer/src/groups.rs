@@ -120,11 +120,7 @@ impl<B: AutodiffBackend> GroupedAdamW<B> {
         for (k, g) in self.groups.iter().enumerate() {
             recorder
                 .record(g.optimizer.to_record(), Self::file(dir, k))
-                .map_err(|e| TrainerError::Io {
-                    action: "writing",
-                    path: Self::file(dir, k),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| TrainerError::io("writing", &Self::file(dir, k), e))?;
         }
         Ok(())
     }

@@ -26,11 +26,7 @@ pub enum Init {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
-    std::fs::read(path).map_err(|e| TrainerError::Io {
-        action: "reading",
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    std::fs::read(path).map_err(|e| TrainerError::io("reading", path, e))
 }
 
 fn bad(path: &Path, e: impl std::fmt::Display, hint: &'static str) -> TrainerError {

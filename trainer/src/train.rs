@@ -364,11 +364,7 @@ pub struct TrainReport {
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainerError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| TrainerError::invalid("json", e.to_string(), "report this bug"))?;
-    std::fs::write(path, text).map_err(|e| TrainerError::Io {
-        action: "writing",
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    std::fs::write(path, text).map_err(|e| TrainerError::io("writing", path, e))
 }
 
 fn write_weights(path: &Path, w: &Weights) -> Result<(), TrainerError> {
@@ -377,11 +373,7 @@ fn write_weights(path: &Path, w: &Weights) -> Result<(), TrainerError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| TrainerError::Io {
-            action: "writing",
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| TrainerError::io("writing", path, e))
 }
 
 /// Train; writes `best.onnx`, `best.json`, `last.onnx`, `last-ema.onnx`,
@@ -400,11 +392,7 @@ pub fn train<AB: AutodiffBackend>(
         .model
         .validate()
         .map_err(|e| TrainerError::invalid("model", e.to_string(), "fix the model section"))?;
-    std::fs::create_dir_all(out).map_err(|e| TrainerError::Io {
-        action: "creating",
-        path: out.to_owned(),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let data = Prepared::load(&config.data, config.seed)?;
     if data.dataset.labels.len() != config.model.labels {
         return Err(TrainerError::invalid(
@@ -443,27 +431,20 @@ pub fn train<AB: AutodiffBackend>(
     let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
     let (mut weights, mut ema) = (weights, None);
     if resume {
-        let state: Checkpoint =
-            serde_json::from_slice(&std::fs::read(out.join("last.json")).map_err(|e| {
-                TrainerError::Io {
-                    action: "reading",
-                    path: out.join("last.json"),
-                    reason: e.to_string(),
-                }
-            })?)
-            .map_err(|e| {
-                TrainerError::invalid(
-                    "resume",
-                    e.to_string(),
-                    "resume from a run written by this trainer",
-                )
-            })?;
+        let state: Checkpoint = serde_json::from_slice(
+            &std::fs::read(out.join("last.json"))
+                .map_err(|e| TrainerError::io("reading", &out.join("last.json"), e))?,
+        )
+        .map_err(|e| {
+            TrainerError::invalid(
+                "resume",
+                e.to_string(),
+                "resume from a run written by this trainer",
+            )
+        })?;
         let read = |name: &str| -> Result<Weights, TrainerError> {
-            let bytes = std::fs::read(out.join(name)).map_err(|e| TrainerError::Io {
-                action: "reading",
-                path: out.join(name),
-                reason: e.to_string(),
-            })?;
+            let bytes = std::fs::read(out.join(name))
+                .map_err(|e| TrainerError::io("reading", &out.join(name), e))?;
             onnx::read_weights(&bytes, &config.model).map_err(|e| {
                 TrainerError::invalid(
                     "resume",
@@ -494,11 +475,7 @@ pub fn train<AB: AutodiffBackend>(
         .create(true)
         .append(true)
         .open(out.join("log.jsonl"))
-        .map_err(|e| TrainerError::Io {
-            action: "opening",
-            path: out.join("log.jsonl"),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TrainerError::io("opening", &out.join("log.jsonl"), e))?;
     let mut best: Option<Checkpoint> = None;
     if resume {
         if let Ok(bytes) = std::fs::read(out.join("best.json")) {

@@ -38,11 +38,7 @@ struct Table {
 
 impl Table {
     fn read(path: &Path) -> Result<Self, TrainerError> {
-        let io = |e: csv::Error| TrainerError::Io {
-            action: "reading",
-            path: path.to_owned(),
-            reason: e.to_string(),
-        };
+        let io = |e: csv::Error| TrainerError::io("reading", path, e);
         let mut r = csv::ReaderBuilder::new()
             .flexible(false)
             .from_path(path)
