@@ -146,17 +146,11 @@ pub fn finalize<B: Backend>(
     extra_ood: &[std::path::PathBuf],
     device: &B::Device,
 ) -> Result<Report, TrainerError> {
-    let state: Checkpoint = serde_json::from_slice(
-        &std::fs::read(run.join("best.json"))
-            .map_err(|e| TrainerError::io("reading", &run.join("best.json"), e))?,
-    )
-    .map_err(|e| {
-        TrainerError::invalid(
-            "run",
-            e.to_string(),
-            "finalize a run written by `cxr-trainer train`",
-        )
-    })?;
+    let state = Checkpoint::read(
+        &run.join("best.json"),
+        "run",
+        "finalize a run written by `cxr-trainer train`",
+    )?;
     let config = &state.config;
     let onnx_bytes = std::fs::read(run.join("best.onnx"))
         .map_err(|e| TrainerError::io("reading", &run.join("best.onnx"), e))?;

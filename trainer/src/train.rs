@@ -350,6 +350,19 @@ pub struct Checkpoint {
     pub config: TrainConfig,
 }
 
+impl Checkpoint {
+    /// Read a checkpoint JSON written by `train`; `what` and `fix` name the
+    /// caller's task in the error (resume, finalize).
+    pub(crate) fn read(
+        path: &Path,
+        what: &'static str,
+        fix: &'static str,
+    ) -> Result<Self, TrainerError> {
+        let bytes = std::fs::read(path).map_err(|e| TrainerError::io("reading", path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| TrainerError::invalid(what, e.to_string(), fix))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainReport {
     pub best: Checkpoint,
@@ -431,17 +444,11 @@ pub fn train<AB: AutodiffBackend>(
     let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
     let (mut weights, mut ema) = (weights, None);
     if resume {
-        let state: Checkpoint = serde_json::from_slice(
-            &std::fs::read(out.join("last.json"))
-                .map_err(|e| TrainerError::io("reading", &out.join("last.json"), e))?,
-        )
-        .map_err(|e| {
-            TrainerError::invalid(
-                "resume",
-                e.to_string(),
-                "resume from a run written by this trainer",
-            )
-        })?;
+        let state = Checkpoint::read(
+            &out.join("last.json"),
+            "resume",
+            "resume from a run written by this trainer",
+        )?;
         let read = |name: &str| -> Result<Weights, TrainerError> {
             let bytes = std::fs::read(out.join(name))
                 .map_err(|e| TrainerError::io("reading", &out.join(name), e))?;
