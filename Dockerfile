@@ -4,10 +4,13 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 COPY . .
-# The firmware defaults to the release profile: release-signed bundles only,
-# trust store in /etc/cxr-appliance/trust, state in /var/lib/cxr-appliance.
+# The firmware is fixed to the release profile at build time: release-signed
+# bundles only, trust store in /etc/cxr-appliance/trust, state in
+# /var/lib/cxr-appliance. Without the default features it carries no
+# development profile or key and no test machinery, and it refuses
+# --board, --board-file, CXR_BOARD, --state-dir and CXR_STATE_DIR.
 ENV CXR_DEFAULT_BOARD=x86-release
-RUN cargo build --release -p cxr-appliance --features jpeg-ls
+RUN cargo build --release -p cxr-appliance --no-default-features --features firmware,jpeg-ls
 
 FROM debian:bookworm-slim
 RUN useradd --system --home /var/lib/cxr-appliance cxr \

@@ -1,6 +1,7 @@
 //! `classify`: a study from DICOM to a gated, calibrated decision on one line
-//! of JSON. Exit code: 0 decisions only, 3 if any study abstained, 2 if any
-//! input was refused by ingest (2 wins over 3).
+//! of JSON. Exit code, the most serious present: 4 no verified model, 2 a
+//! study refused or failed, 3 an abstention, 5 a study with every label
+//! uncertain (undecided), 0 decisions only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,7 +81,23 @@ fn call_name(c: Call) -> &'static str {
     }
 }
 
+fn gates_json(d: &Decision) -> Value {
+    json!({
+        "input": d.gates.input.map(|r| r.code()),
+        "ood": d.gates.ood,
+        "deadline": d.gates.deadline,
+    })
+}
+
+/// The decision as printed. An abstained study shows only why (its code,
+/// message and gates): the numbers it withholds stay in the audit record.
 fn decision_json(d: &Decision, params: &ModelParams) -> Value {
+    if let Some(a) = d.abstention {
+        return json!({
+            "abstention": { "code": a.reason.code(), "message": a.reason.operator_message() },
+            "gates": gates_json(d),
+        });
+    }
     let labels: Vec<Value> = d
         .labels
         .iter()
@@ -90,24 +107,47 @@ fn decision_json(d: &Decision, params: &ModelParams) -> Value {
     json!({
         "labels": labels,
         "ood": d.ood.map(|s| json!({
-            "joint_energy": s.joint_energy, "max_logit": s.max_logit, "odin_t": s.odin_t, "mahalanobis": s.mahalanobis,
+            "low_joint_energy": s.low_joint_energy, "low_max_logit": s.low_max_logit, "mahalanobis": s.mahalanobis,
+            "combined": s.combined, "max_combined": (!params.ood.terms.is_empty()).then_some(params.ood.max_combined),
+            "kept": params.ood.terms.iter().map(|t| t.kind.name()).collect::<Vec<_>>(),
         })),
-        "gates": {
-            "input": d.gates.input.map(|r| r.code()),
-            "ood": { "joint_energy": d.gates.ood.joint_energy, "max_logit": d.gates.ood.max_logit, "odin_t": d.gates.ood.odin_t, "mahalanobis": d.gates.ood.mahalanobis },
-            "uncertainty": d.gates.uncertainty,
-            "deadline": d.gates.deadline,
-        },
-        "abstention": d.abstention.map(|a| json!({ "code": a.reason.code(), "message": a.reason.operator_message() })),
+        "gates": gates_json(d),
+        "abstention": null,
     })
 }
 
-/// How one study ended, for the exit code.
+/// How one study ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Decided,
+    /// Every gate passed and every label was Uncertain.
+    Undecided,
     Abstained,
+    /// Ingest refused the input (or the audit log had no room).
     Refused,
+    /// The study failed past ingest: engine, decision core, a caught panic.
+    Failed,
+}
+
+impl Outcome {
+    /// The batch's exit code is the one of its most serious study.
+    fn severity(self) -> u8 {
+        match self {
+            Outcome::Decided => 0,
+            Outcome::Undecided => 1,
+            Outcome::Abstained => 2,
+            Outcome::Refused | Outcome::Failed => 3,
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Decided => 0,
+            Outcome::Undecided => 5,
+            Outcome::Abstained => 3,
+            Outcome::Refused | Outcome::Failed => 2,
+        }
+    }
 }
 
 /// What one study produced: the printed line and what the audit keeps.
@@ -138,19 +178,59 @@ fn refused(file: &Path, code: &str, message: String) -> StudyResult {
     }
 }
 
+/// A study that failed past ingest; `code` is the fault's stable code.
+fn failed(file: &Path, code: &str, message: String) -> StudyResult {
+    StudyResult {
+        outcome: Outcome::Failed,
+        line: json!({ "file": file.display().to_string(), "outcome": "failed", "error": { "code": code, "message": message } }),
+        audit_outcome: cxr_audit::Outcome::Failed {
+            code: code.to_owned(),
+        },
+        study_uid: None,
+        record: None,
+    }
+}
+
 fn micros(ms: f64) -> u64 {
     (ms * 1e3) as u64
 }
 
+/// What ingest learnt about a study, carried to the decision.
+struct Ingested {
+    radiograph: cxr_radiograph::Radiograph,
+    facts: StudyFacts,
+    base: Value,
+    decode_ms: f64,
+}
+
+impl Ingested {
+    fn record(&self, decision: Decision, timings: StageTimings, views: usize) -> DecisionRecord {
+        let a = &self.radiograph.acquisition;
+        DecisionRecord {
+            input_class: a.input_class,
+            age_years: a.age_years.map(|y| y.clamp(0.0, 255.0) as u8),
+            views: views as u8,
+            decision,
+            timings,
+        }
+    }
+
+    fn study_uid(&self) -> Option<String> {
+        self.radiograph.acquisition.uids.study.clone()
+    }
+}
+
 impl Study<'_> {
-    fn run(&self, file: &Path, bytes: &[u8]) -> anyhow::Result<StudyResult> {
+    /// One study, start to end. Every fault is a `refused` or `failed`
+    /// result with its stable code: nothing escapes as a bare error.
+    fn run(&self, file: &Path, bytes: &[u8]) -> StudyResult {
+        #[cfg(feature = "testing")]
+        crate::testing::maybe_panic(file);
         let received = self.clock.now();
-        let engine_json =
-            json!({ "name": self.selection.engine.name(), "reasons": self.selection.reasons });
         let t = StdInstant::now();
         let radiograph = match read_radiograph(bytes, &ReadLimits::default()) {
             Ok(r) => r,
-            Err(e) => return Ok(refused(file, e.code(), e.to_string())),
+            Err(e) => return refused(file, e.code(), e.to_string()),
         };
         let decode_ms = ms(t);
         let a = &radiograph.acquisition;
@@ -159,41 +239,32 @@ impl Study<'_> {
             age_years: a.age_years,
             received,
         };
-        let record = |decision: Decision, timings: StageTimings, views: usize| DecisionRecord {
-            input_class: a.input_class,
-            age_years: a.age_years.map(|y| y.clamp(0.0, 255.0) as u8),
-            views: views as u8,
-            decision,
-            timings,
-        };
+        let engine_json =
+            json!({ "name": self.selection.engine.name(), "reasons": self.selection.reasons });
         let base = json!({ "file": file.display().to_string(), "input_class": a.input_class.code(), "engine": engine_json });
-        if let Some(d) = gate_input(&facts, &self.decision_params) {
-            let mut line = base;
-            merge(
-                &mut line,
-                json!({ "outcome": "abstention", "decision": decision_json(&d, self.params), "timings_ms": { "decode": decode_ms } }),
-            );
-            let code = d.abstention.map(|x| x.reason.code()).unwrap_or_default();
-            return Ok(StudyResult {
-                outcome: Outcome::Abstained,
-                line,
-                audit_outcome: cxr_audit::Outcome::Abstention {
-                    code: code.to_owned(),
-                },
-                study_uid: a.uids.study.clone(),
-                record: Some(record(
-                    d,
-                    StageTimings {
-                        decode_us: micros(decode_ms),
-                        ..StageTimings::default()
-                    },
-                    0,
-                )),
-            });
+        let study = Ingested {
+            radiograph,
+            facts,
+            base,
+            decode_ms,
+        };
+        if let Some(d) = gate_input(&study.facts, &self.decision_params) {
+            let timings = StageTimings {
+                decode_us: micros(decode_ms),
+                ..StageTimings::default()
+            };
+            return self.finish(&study, d, timings, 0, json!({ "decode": decode_ms }));
         }
+        match self.infer_and_decide(&study) {
+            Ok(result) => result,
+            Err((code, message)) => failed(file, code, message),
+        }
+    }
+
+    fn infer_and_decide(&self, study: &Ingested) -> Result<StudyResult, (&'static str, String)> {
         let t = StdInstant::now();
-        let input =
-            prepare(&radiograph, &self.params.input).context("preparing the model input")?;
+        let input = prepare(&study.radiograph, &self.params.input)
+            .map_err(|e| (e.code(), format!("preparing the model input: {e}")))?;
         let mut batch = Vec::with_capacity(input.data.len() * self.params.tta.len());
         for view in &self.params.tta {
             batch.extend_from_slice(&tta_view(&input, view).data);
@@ -205,52 +276,67 @@ impl Study<'_> {
             .selection
             .engine
             .infer_chunked(&batch, views)
-            .context("running the engine")?;
+            .map_err(|e| (e.code(), format!("running the engine: {e}")))?;
         let inference_ms = ms(t);
         let t = StdInstant::now();
         // The identity view (the first) feeds Mahalanobis.
-        let features = &out.features[..self.params.model.width];
+        let features = out.features.get(..self.params.model.width).unwrap_or(&[]);
         let d = decide(
             &out.logits,
             views,
             features,
-            &facts,
+            &study.facts,
             &self.decision_params,
             self.clock.now(),
         )
-        .map_err(|e| anyhow::anyhow!("{} ({})", e, e.code()))?;
+        .map_err(|e| (e.code(), format!("deciding: {e}")))?;
         let decision_ms = ms(t);
-        let (outcome, audit_outcome) = match d.abstention {
-            Some(x) => (
-                Outcome::Abstained,
-                cxr_audit::Outcome::Abstention {
-                    code: x.reason.code().to_owned(),
-                },
-            ),
-            None => (Outcome::Decided, cxr_audit::Outcome::Decision),
-        };
-        let mut line = base;
-        merge(
-            &mut line,
-            json!({
-                "outcome": if outcome == Outcome::Decided { "decision" } else { "abstention" },
-                "decision": decision_json(&d, self.params),
-                "timings_ms": { "decode": decode_ms, "preprocess": preprocess_ms, "inference_per_view": inference_ms / views as f64, "decision": decision_ms },
-            }),
-        );
         let timings = StageTimings {
-            decode_us: micros(decode_ms),
+            decode_us: micros(study.decode_ms),
             preprocess_us: micros(preprocess_ms),
             inference_us: micros(inference_ms),
             decision_us: micros(decision_ms),
         };
-        Ok(StudyResult {
+        let timings_json = json!({ "decode": study.decode_ms, "preprocess": preprocess_ms, "inference_per_view": inference_ms / views as f64, "decision": decision_ms });
+        Ok(self.finish(study, d, timings, views, timings_json))
+    }
+
+    /// The printed line and the audit outcome of a decided (or abstained) study.
+    fn finish(
+        &self,
+        study: &Ingested,
+        d: Decision,
+        timings: StageTimings,
+        views: usize,
+        timings_json: Value,
+    ) -> StudyResult {
+        let (outcome, name, audit_outcome) = match d.abstention {
+            Some(x) => (
+                Outcome::Abstained,
+                "abstention",
+                cxr_audit::Outcome::Abstention {
+                    code: x.reason.code().to_owned(),
+                },
+            ),
+            None if d.is_undecided() => (
+                Outcome::Undecided,
+                "undecided",
+                cxr_audit::Outcome::Undecided,
+            ),
+            None => (Outcome::Decided, "decision", cxr_audit::Outcome::Decision),
+        };
+        let mut line = study.base.clone();
+        merge(
+            &mut line,
+            json!({ "outcome": name, "decision": decision_json(&d, self.params), "timings_ms": timings_json }),
+        );
+        StudyResult {
             outcome,
             line,
             audit_outcome,
-            study_uid: a.uids.study.clone(),
-            record: Some(record(d, timings, views)),
-        })
+            study_uid: study.study_uid(),
+            record: Some(study.record(d, timings, views)),
+        }
     }
 }
 
@@ -386,12 +472,9 @@ impl Auditor<'_> {
         &mut self,
         input: &[u8],
         result: &StudyResult,
+        decision: Option<Vec<u8>>,
         latency_us: u64,
     ) -> Result<u64, cxr_audit::AuditError> {
-        let decision = result.record.as_ref().and_then(|r| {
-            let mut buf = [0u8; 2048];
-            r.encode(&mut buf).ok().map(|b| b.to_vec())
-        });
         let event = Event::Inference(Inference {
             mode: self.mode,
             bundle: self.bundle.clone(),
@@ -508,23 +591,31 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         }
         let (input, result) = match read_input(file) {
             Ok(bytes) => {
-                // A study that fails past ingest (preparing, the engine) is
-                // refused and audited; the studies after it still run.
-                let r = study.run(file, &bytes).unwrap_or_else(|e| {
-                    refused(
+                // One bad study (a fault past ingest, even a panic) is
+                // failed and audited; the studies after it still run.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    study.run(file, &bytes)
+                }))
+                .unwrap_or_else(|p| {
+                    failed(
                         file,
-                        "STUDY_FAILED",
-                        format!("{e:#} (fix: report this study to service)"),
+                        "STUDY_PANICKED",
+                        format!(
+                            "internal fault while processing this study: {} (fix: report this study to service)",
+                            panic_text(p.as_ref())
+                        ),
                     )
                 });
                 (bytes, r)
             }
             Err((code, message)) => (Vec::new(), refused(file, &code, message)),
         };
+        // No result is shown without its whole audit record.
+        let (result, decision) = encode_record(file, result);
         let latency_us = started.elapsed().as_micros() as u64;
         // The record is on disk before the result is shown.
         let seq = auditor
-            .record(&input, &result, latency_us)
+            .record(&input, &result, decision, latency_us)
             .with_context(|| {
                 format!(
                     "writing the audit record for {}: its result is withheld",
@@ -535,16 +626,41 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         merge(&mut line, mode.clone());
         merge(&mut line, json!({ "audit_seq": seq }));
         writeln!(out, "{line}")?;
-        worst = match (worst, result.outcome) {
-            (Outcome::Refused, _) | (_, Outcome::Refused) => Outcome::Refused,
-            (Outcome::Abstained, _) | (_, Outcome::Abstained) => Outcome::Abstained,
-            _ => Outcome::Decided,
-        };
+        if result.outcome.severity() > worst.severity() {
+            worst = result.outcome;
+        }
     }
     out.flush()?;
-    Ok(ExitCode::from(match worst {
-        Outcome::Decided => 0,
-        Outcome::Refused => 2,
-        Outcome::Abstained => 3,
-    }))
+    Ok(ExitCode::from(worst.exit_code()))
+}
+
+/// The decision record's bytes for the audit log. A record that does not
+/// encode fails its study: its numbers are neither logged nor shown.
+fn encode_record(file: &Path, result: StudyResult) -> (StudyResult, Option<Vec<u8>>) {
+    let Some(record) = &result.record else {
+        return (result, None);
+    };
+    let mut buf = [0u8; 2048];
+    match record.encode(&mut buf) {
+        Ok(bytes) => {
+            let bytes = bytes.to_vec();
+            (result, Some(bytes))
+        }
+        Err(e) => (
+            failed(
+                file,
+                e.code(),
+                format!("the decision record does not encode: {e} (fix: report this to service)"),
+            ),
+            None,
+        ),
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }

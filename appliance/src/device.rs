@@ -11,15 +11,59 @@ use cxr_bundle::{DeviceStore, Failpoints, TrustStore};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeviceArgs {
-    /// Board profile id (built in: dev-x86, orin-release, x86-release).
-    #[arg(long, env = "CXR_BOARD", default_value = DEFAULT_BOARD)]
-    pub board: String,
-    /// A board profile TOML to use instead of a built-in one (board bring-up).
+    /// Board profile id (built in: dev-x86, orin-release, x86-release;
+    /// default: the build's). Refused by a firmware build.
+    #[arg(long, env = "CXR_BOARD")]
+    pub board: Option<String>,
+    /// A board profile TOML to use instead of a built-in one (board
+    /// bring-up). Refused by a firmware build.
     #[arg(long)]
     pub board_file: Option<PathBuf>,
-    /// Override the profile's state directory.
+    /// Override the profile's state directory. Refused by a firmware build.
     #[arg(long, env = "CXR_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// A firmware build was asked to change its board or state directory.
+#[derive(Debug)]
+pub struct BoardFixed {
+    what: &'static str,
+}
+
+impl std::fmt::Display for BoardFixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BOARD_FIXED: this firmware is built for board `{DEFAULT_BOARD}` with its state and trust store where that profile puts them; {} is refused (fix: unset it; a different board needs a different firmware image)",
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for BoardFixed {}
+
+impl DeviceArgs {
+    /// The first run-time override present, named as the operator gave it.
+    fn first_override(&self) -> Option<&'static str> {
+        let from_env = |name: &str| std::env::var_os(name).is_some();
+        if self.board.is_some() {
+            Some(if from_env("CXR_BOARD") {
+                "CXR_BOARD"
+            } else {
+                "--board"
+            })
+        } else if self.board_file.is_some() {
+            Some("--board-file")
+        } else if self.state_dir.is_some() {
+            Some(if from_env("CXR_STATE_DIR") {
+                "CXR_STATE_DIR"
+            } else {
+                "--state-dir"
+            })
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -36,9 +80,14 @@ pub fn now_unix_ms() -> u64 {
 
 impl Device {
     pub fn open(args: &DeviceArgs) -> anyhow::Result<Self> {
+        if cfg!(feature = "firmware") {
+            if let Some(what) = args.first_override() {
+                return Err(BoardFixed { what }.into());
+            }
+        }
         let mut board = match &args.board_file {
             Some(p) => BoardProfile::from_file(p)?,
-            None => BoardProfile::builtin(&args.board)?,
+            None => BoardProfile::builtin(args.board.as_deref().unwrap_or(DEFAULT_BOARD))?,
         };
         if let Some(dir) = &args.state_dir {
             board = board.with_state_dir(dir);
@@ -70,9 +119,11 @@ impl Device {
             segment_bytes: a.segment_bytes,
             max_total_bytes: a.max_total_bytes,
             fsync_every_record: a.fsync_every_record,
+            lock_wait_ms: cxr_audit::DEFAULT_LOCK_WAIT_MS,
         };
         let dir = self.board.state_dir.join("audit");
         let (mut log, torn) = AuditLog::open(&dir, config, now_unix_ms())?;
+        #[cfg(feature = "testing")]
         if std::env::var("CXR_FAILPOINT").as_deref() == Ok("audit:partial-record") {
             log.set_crash_hook(|name| EnvFailpoints::from_env().hit(name));
         }
@@ -105,7 +156,12 @@ pub struct EnvFailpoints(Option<String>);
 
 impl EnvFailpoints {
     pub fn from_env() -> Self {
-        EnvFailpoints(std::env::var("CXR_FAILPOINT").ok())
+        // A firmware image (no `testing` feature) ignores the variable.
+        EnvFailpoints(if cfg!(feature = "testing") {
+            std::env::var("CXR_FAILPOINT").ok()
+        } else {
+            None
+        })
     }
 }
 

@@ -25,6 +25,7 @@ pub struct InspectArgs {
     #[arg(long, default_value_t = 64)]
     max_input_mib: usize,
     /// Append the process's peak resident memory (KiB, from /proc) as a last JSON line.
+    #[cfg(feature = "testing")]
     #[arg(long, hide = true)]
     report_peak_memory: bool,
 }
@@ -124,6 +125,7 @@ fn write_preview(r: &Radiograph, file: &Path, dir: &Path, index: usize) -> anyho
 }
 
 /// Peak resident set size of this process, KiB (Linux), from /proc/self/status.
+#[cfg(feature = "testing")]
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -167,6 +169,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         };
         writeln!(out, "{line}")?;
     }
+    #[cfg(feature = "testing")]
     if args.report_peak_memory {
         writeln!(
             out,

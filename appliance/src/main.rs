@@ -1,13 +1,19 @@
 //! `cxr-appliance`: the appliance's command line. Wiring only; the work lives
 //! in the library crates. `anyhow` is used here and nowhere else.
 
+#[cfg(all(feature = "firmware", feature = "dev"))]
+compile_error!("a firmware image cannot carry the `dev` feature: build it with `--no-default-features --features firmware`");
+
 mod accel;
 mod audit_cmd;
 mod bundle_cmd;
 mod classify;
+#[cfg(feature = "testing")]
 mod dev_model;
 mod device;
 mod inspect;
+#[cfg(feature = "testing")]
+mod testing;
 
 use std::process::ExitCode;
 
@@ -43,19 +49,34 @@ enum Command {
     Audit(audit_cmd::AuditCommand),
     /// Write a random-weight model and neutral parameters, to try `classify`
     /// end to end. The output is noise: never use it on patients.
+    #[cfg(feature = "testing")]
     #[command(hide = true)]
     DevRandomModel(dev_model::DevModelArgs),
 }
 
 fn main() -> ExitCode {
-    // A decoder panic is caught and reported as a typed error; keep its
-    // default multi-line report off the operator's console.
+    // Keep the default multi-line report off the operator's console, and
+    // say what the panic is: a decoder fault that the guarded reader turns
+    // into the study's DICOM error, or an internal fault (inside a study it
+    // fails that study with STUDY_PANICKED; elsewhere the command stops).
     std::panic::set_hook(Box::new(|info| {
         let place = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("cxr-appliance: internal decoder fault caught{place}");
+        if cxr_dicom::inside_decoder_guard() {
+            eprintln!(
+                "cxr-appliance: decoder fault{place}, caught: the study is refused as damaged"
+            );
+        } else {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!("cxr-appliance: internal fault{place}: {message}");
+        }
     }));
     let cli = Cli::parse();
     let result = match cli.command {
@@ -63,13 +84,37 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(&args),
         Command::Bundle(cmd) => bundle_cmd::run(&cmd),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
+        #[cfg(feature = "testing")]
         Command::DevRandomModel(args) => dev_model::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cxr-appliance: error: {e:#}");
-            ExitCode::from(1)
+            match e
+                .chain()
+                .find_map(|c| c.downcast_ref::<cxr_audit::AuditError>())
+            {
+                Some(a) => eprintln!("cxr-appliance: error {}: {e:#}", a.code()),
+                None => eprintln!("cxr-appliance: error: {e:#}"),
+            }
+            exit_code_of(&e)
         }
     }
+}
+
+/// Exit code when another process holds the audit log (sysexits'
+/// EX_TEMPFAIL): nothing was done, try again later.
+pub const EXIT_AUDIT_LOCKED: u8 = 75;
+
+fn exit_code_of(e: &anyhow::Error) -> ExitCode {
+    let locked = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<cxr_audit::AuditError>())
+        .any(|a| matches!(a, cxr_audit::AuditError::Locked { .. }));
+    let board_fixed = e.downcast_ref::<device::BoardFixed>().is_some();
+    ExitCode::from(match (locked, board_fixed) {
+        (true, _) => EXIT_AUDIT_LOCKED,
+        (_, true) => 2,
+        _ => 1,
+    })
 }

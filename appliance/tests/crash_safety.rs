@@ -1,7 +1,13 @@
-//! Power-loss safety with real processes: installs, rollbacks and classify
-//! runs are SIGKILLed at failpoints between steps and at random times; the
-//! device must always end with a verified active bundle (the old or the new
-//! one), and the audit log must keep every record that was acknowledged.
+//! Crash safety with real processes: installs, rollbacks and classify runs
+//! are SIGKILLed at failpoints between steps and at random times; the device
+//! must always end with a verified active bundle (the old or the new one),
+//! and the audit log must keep every record that was acknowledged.
+//!
+//! What this does not test: a power loss. A killed process's writes that
+//! reached the page cache survive it, so these runs prove the order of the
+//! write, fsync and rename steps, not that the storage honours fsync. The
+//! half-written audit records (a failpoint between the two halves of one
+//! record) stand in for the torn write a power loss can leave.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read};

@@ -21,7 +21,7 @@ fn without_a_gpu_tract_runs_and_the_reason_is_logged_and_audited() {
     let bin = env!("CARGO_BIN_EXE_cxr-appliance");
     let out = Command::new(bin)
         .args(["classify", "--bundle"])
-        .arg(root().join("trainer/demo/demo-nih-v1.cxrb"))
+        .arg(root().join("trainer/demo/demo-nih.cxrb"))
         .arg(root().join("appliance/samples/RG1_J2KI.dcm"))
         .env("CXR_STATE_DIR", &state)
         .env_remove("CXR_BOARD")

@@ -87,6 +87,7 @@ fn bench_audit(c: &mut Criterion) {
             segment_bytes: 64 << 20,
             max_total_bytes: 16 << 30,
             fsync_every_record: fsync,
+            lock_wait_ms: 0,
         };
         let name = if fsync {
             "fsync_every_record"

@@ -8,24 +8,38 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The profiles built into the binary: `(id, TOML)`.
+/// The profiles built into the binary: `(id, TOML)`. The development
+/// profile is there only with the `dev` feature, which a firmware image
+/// leaves out.
+#[cfg(feature = "dev")]
 pub const BUILTIN: &[(&str, &str)] = &[
     ("dev-x86", include_str!("../boards/dev-x86.toml")),
+    ("orin-release", include_str!("../boards/orin-release.toml")),
+    ("x86-release", include_str!("../boards/x86-release.toml")),
+];
+#[cfg(not(feature = "dev"))]
+pub const BUILTIN: &[(&str, &str)] = &[
     ("orin-release", include_str!("../boards/orin-release.toml")),
     ("x86-release", include_str!("../boards/x86-release.toml")),
 ];
 
 /// Development public keys built into development profiles (never into
 /// release ones): the demo bundle's key, so that a fresh checkout can run it.
-/// `(name, *.pub.toml text)`.
+/// `(name, *.pub.toml text)`. Empty without the `dev` feature: a firmware
+/// image carries no development key at all.
+#[cfg(feature = "dev")]
 pub const DEVELOPMENT_KEYS: &[(&str, &str)] =
     &[("dev-demo", include_str!("../dev-keys/dev-demo.pub.toml"))];
+#[cfg(not(feature = "dev"))]
+pub const DEVELOPMENT_KEYS: &[(&str, &str)] = &[];
 
 /// The profile used when none is named. A firmware build fixes it with the
-/// build-time variable `CXR_DEFAULT_BOARD`; a plain build is a development bench.
+/// build-time variable `CXR_DEFAULT_BOARD` (a release profile when unset); a
+/// build with the `dev` feature defaults to the development bench.
 pub const DEFAULT_BOARD: &str = match option_env!("CXR_DEFAULT_BOARD") {
     Some(b) => b,
-    None => "dev-x86",
+    None if cfg!(feature = "dev") => "dev-x86",
+    None => "x86-release",
 };
 
 /// The role of a signing key. Development keys are named as such (`dev-…`).
@@ -338,7 +352,7 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "dev"))]
 mod tests {
     use super::*;
 

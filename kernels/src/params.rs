@@ -180,17 +180,31 @@ mod tests {
             })
             .collect();
         assert_eq!(header, want);
-        // And the Rust layouts have the C sizes (no hidden padding).
-        let sizes = [
-            size_of::<Im2colParams>(),
-            size_of::<AssembleParams>(),
-            size_of::<ResidualNormParams>(),
-            size_of::<BiasGeluParams>(),
-            size_of::<AttentionParams>(),
+        // The Rust structs lay every field where the C compiler puts it:
+        // natural alignment, in header order, padded to 8 bytes.
+        macro_rules! offsets {
+            ($ty:ty; $($field:ident),*) => {
+                (size_of::<$ty>(), vec![$((stringify!($field), std::mem::offset_of!($ty, $field))),*])
+            };
+        }
+        let rust = [
+            offsets!(Im2colParams; image, patches, batch, channels, size, patch),
+            offsets!(AssembleParams; patch_out, patch_bias, cls, pos, resid, batch, tokens, width, pad0),
+            offsets!(ResidualNormParams; resid, delta, gamma, beta, out, rows, row_stride, width, eps),
+            offsets!(BiasGeluParams; x, bias, rows, cols),
+            offsets!(AttentionParams; qkv, out, batch, heads, tokens, scale_log2),
         ];
-        for ((name, fields), size) in MIRRORS.iter().zip(sizes) {
-            let c: usize = fields.iter().map(|(_, t)| size_of_c(t)).sum();
-            assert_eq!(size, c.next_multiple_of(8), "{name}");
+        for ((name, fields), (size, rust_fields)) in header.iter().zip(&rust) {
+            let mut at = 0usize;
+            let mut c_fields = Vec::new();
+            for (field, ty) in fields {
+                let width = size_of_c(ty);
+                at = at.next_multiple_of(width);
+                c_fields.push((field.as_str(), at));
+                at += width;
+            }
+            assert_eq!(&c_fields, rust_fields, "{name}: field offsets");
+            assert_eq!(*size, at.next_multiple_of(8), "{name}: size");
         }
         assert_eq!(align_of::<AttentionParams>(), 8);
     }

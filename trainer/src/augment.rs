@@ -217,5 +217,17 @@ mod tests {
         assert!(targets.iter().all(|t| (0.0..=1.0).contains(t)));
         assert!(mask.iter().filter(|m| **m == 0.0).count() >= 1);
         assert!(images.iter().all(|v| (0.0..8.0).contains(v)));
+        // Something was mixed: images took pixels of their partners, and
+        // targets of partners with other labels became fractional.
+        let changed = images
+            .chunks(size * size)
+            .enumerate()
+            .filter(|(i, px)| px.iter().any(|v| *v != *i as f32))
+            .count();
+        assert!(changed >= b / 2, "only {changed} of {b} images were mixed");
+        assert!(
+            targets.iter().any(|t| *t > 0.0 && *t < 1.0),
+            "no target was mixed: {targets:?}"
+        );
     }
 }

@@ -1,8 +1,13 @@
-//! After training: TTA-merged outputs on the validation, test and held-out
-//! sets (the appliance's views and merge), post-hoc fitting on validation,
-//! evaluation on test with patient-bootstrap intervals before and after
-//! calibration, an OOD check on the held-out set, and the files `lock` takes:
-//! `model.onnx`, `params.toml`, `model-card.md`, `report.json`, `report.md`.
+//! After training: TTA-merged outputs on the training, validation, test and
+//! held-out sets (the appliance's views and merge); temperatures and
+//! operating points fitted on validation; Mahalanobis statistics on
+//! training features and the OOD gate's cut-off on validation, keeping only
+//! the scores that tell held-out unusual studies from adult test films better
+//! than chance; evaluation on test with patient-bootstrap intervals, and the
+//! deployed rule itself (`cxr_core::decide`) on the test patients: coverage,
+//! and each label's sensitivity, specificity and Uncertain share. Writes the
+//! files `lock` takes: `model.onnx`, `params.toml`, `model-card.md`,
+//! `report.json`, `report.md`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -18,15 +23,33 @@ use serde::Serialize;
 
 use crate::data::{load_input, Split};
 use crate::eval::{auprc, auroc, bootstrap_by_patient, brier, ece, WithCi};
-use crate::fit::{fit_params, FitReport, ThresholdRule};
+use crate::fit::{fit_calibration, fit_ood, LabelFit, OodFit, OutputsRef};
 use crate::train::{Checkpoint, Prepared};
 use crate::vit::BurnVit;
 use crate::TrainerError;
 
-/// Merged logits `[n, labels]` and identity-view features `[n, width]`.
+/// Merged logits `[n, labels]`, per-view logits `[n, views, labels]` and
+/// identity-view features `[n, width]`.
+#[derive(Default)]
 struct Outputs {
     logits: Vec<f32>,
+    view_logits: Vec<f32>,
     features: Vec<f32>,
+}
+
+impl Outputs {
+    fn as_ref(&self) -> OutputsRef<'_> {
+        OutputsRef {
+            logits: &self.logits,
+            features: &self.features,
+        }
+    }
+
+    fn extend(&mut self, other: &Outputs) {
+        self.logits.extend_from_slice(&other.logits);
+        self.view_logits.extend_from_slice(&other.view_logits);
+        self.features.extend_from_slice(&other.features);
+    }
 }
 
 fn outputs<B: Backend>(
@@ -51,10 +74,7 @@ fn outputs_of<B: Backend>(
 ) -> Result<Outputs, TrainerError> {
     let s = model.spec();
     let views = params.tta.len();
-    let mut out = Outputs {
-        logits: Vec::new(),
-        features: Vec::new(),
-    };
+    let mut out = Outputs::default();
     for path in paths {
         let input = load_input(path, &params.input)?;
         let mut batch = Vec::with_capacity(input.data.len() * views);
@@ -77,6 +97,7 @@ fn outputs_of<B: Backend>(
         let merged = merge_views(&l, views, s.labels)
             .map_err(|e| TrainerError::invalid("merge", format!("{e:?}"), "report this bug"))?;
         out.logits.extend(merged.mean.iter());
+        out.view_logits.extend_from_slice(&l);
         out.features.extend_from_slice(&f[..s.width]);
     }
     Ok(out)
@@ -98,18 +119,18 @@ pub struct LabelMetrics {
 pub struct Report {
     pub checkpoint: Checkpoint,
     pub images: SplitCounts,
-    pub fit: FitReport,
+    /// Temperatures and operating points, fitted on validation.
+    pub calibration: Vec<LabelFit>,
+    /// The OOD gate: every candidate score, kept or not, and why.
+    pub ood: OodFit,
     pub test: Vec<LabelMetrics>,
     pub macro_auroc: Option<f64>,
     pub macro_auprc: Option<f64>,
-    /// AUROC of telling held-out (pediatric) images from adult test images,
-    /// per OOD score (higher = better separation).
-    pub ood_auroc: Vec<(String, Option<f64>)>,
-    /// Extra OOD files: scored ones (energy, Mahalanobis) and those the
-    /// guarded ingest refused before any model saw them.
+    /// The deployed rule on the adult test patients.
+    pub deployed: Deployed,
+    /// Extra OOD files: scored ones and those the guarded ingest refused
+    /// before any model saw them.
     pub ood_files: Vec<OodFile>,
-    /// AUROC of telling the scored extra files from adult test images.
-    pub ood_files_auroc: Vec<(String, Option<f64>)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,8 +138,35 @@ pub struct OodFile {
     pub file: String,
     /// `scored` or the refusal's message.
     pub outcome: String,
-    pub joint_energy: Option<f32>,
-    pub mahalanobis: Option<f32>,
+    /// The combined OOD score and whether the gate tripped (scored files).
+    pub combined: Option<f32>,
+    pub abstained: Option<bool>,
+}
+
+/// The shipped decision (`cxr_core::decide` with the fitted parameters) on
+/// the adult test patients.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployed {
+    pub studies: usize,
+    /// Studies not abstained (the OOD gate; the input gate passes these
+    /// adult frontal films).
+    pub coverage: f64,
+    /// Studies decided on no label (every call Uncertain).
+    pub undecided: usize,
+    pub labels: Vec<DeployedLabel>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployedLabel {
+    pub label: String,
+    /// Labelled positives and negatives among the studies not abstained.
+    pub positives: usize,
+    pub negatives: usize,
+    /// Of the decided calls: TP / (TP + FN) and TN / (TN + FP).
+    pub sensitivity: Option<f64>,
+    pub specificity: Option<f64>,
+    /// Share of the labelled, not-abstained studies left Uncertain.
+    pub uncertain: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +185,162 @@ fn column(a: &[f32], k: usize, j: usize) -> Vec<f32> {
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     let v: Vec<f64> = v.collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Most validation studies a label's operating point may leave Uncertain.
+pub const MAX_UNCERTAIN: f64 = 0.3;
+/// Share of in-distribution validation studies the OOD gate passes.
+pub const OOD_COVERAGE: f64 = 0.975;
+
+fn patient_groups(data: &Prepared, indices: &[usize]) -> Vec<usize> {
+    let mut patients = std::collections::HashMap::new();
+    indices
+        .iter()
+        .map(|&i| {
+            let n = patients.len();
+            *patients
+                .entry(data.dataset.samples[i].patient.clone())
+                .or_insert(n)
+        })
+        .collect()
+}
+
+fn test_metrics(
+    params: &ModelParams,
+    test: &Outputs,
+    y: &[f32],
+    m: &[f32],
+    groups: &[usize],
+    seed: u64,
+) -> Vec<LabelMetrics> {
+    let k = params.labels.len();
+    (0..k)
+        .map(|j| {
+            let (z, y, m) = (column(&test.logits, k, j), column(y, k, j), column(m, k, j));
+            let p0: Vec<f32> = z.iter().map(|v| calibrated_probability(*v, 1.0)).collect();
+            let p1: Vec<f32> = z
+                .iter()
+                .map(|v| calibrated_probability(*v, params.temperatures[j]))
+                .collect();
+            LabelMetrics {
+                label: params.labels[j].clone(),
+                positives: y
+                    .iter()
+                    .zip(&m)
+                    .filter(|(y, m)| **y >= 0.5 && **m > 0.0)
+                    .count(),
+                auroc: bootstrap_by_patient(&z, &y, &m, groups, auroc, 1000, seed),
+                auprc: bootstrap_by_patient(&z, &y, &m, groups, auprc, 1000, seed),
+                ece_before: ece(&p0, &y, &m, 15),
+                ece_after: ece(&p1, &y, &m, 15),
+                brier_before: brier(&p0, &y, &m),
+                brier_after: brier(&p1, &y, &m),
+            }
+        })
+        .collect()
+}
+
+/// Outputs of the extra OOD files that reach the model, and one line per
+/// file (a refusal at ingest is a result: CT, MR, US never reach the model;
+/// a file that cannot be read is listed as such, so a typo does not read as
+/// the reader doing its job).
+fn extra_outputs<B: Backend>(
+    model: &BurnVit<B>,
+    params: &ModelParams,
+    files: &[std::path::PathBuf],
+    device: &B::Device,
+) -> Result<(Outputs, Vec<OodFile>), TrainerError> {
+    let mut all = Outputs::default();
+    let mut lines = Vec::new();
+    for path in files {
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let outcome = match outputs_of(model, params, &[path.as_path()], device) {
+            Ok(o) => {
+                all.extend(&o);
+                "scored".to_owned()
+            }
+            Err(TrainerError::ImageRefused { code, reason, .. }) => {
+                format!("refused at ingest ({code}): {reason}")
+            }
+            Err(e) => format!("not read: {e}"),
+        };
+        lines.push(OodFile {
+            file,
+            outcome,
+            combined: None,
+            abstained: None,
+        });
+    }
+    Ok((all, lines))
+}
+
+/// Run the shipped rule over the test studies.
+fn deployed(params: &ModelParams, test: &Outputs, y: &[f32], m: &[f32]) -> Deployed {
+    use cxr_core::{decide, Call, InputClass, StudyFacts};
+    use embassy_time::Instant;
+    let (k, views, width) = (params.labels.len(), params.tta.len(), params.model.width);
+    let dp = params.decision_params();
+    let facts = StudyFacts {
+        input_class: InputClass::FrontalChest,
+        age_years: None,
+        received: Instant::from_ticks(0),
+    };
+    let n = test.logits.len() / k.max(1);
+    // [label] -> (tp, fn, tn, fp, uncertain positive, uncertain negative)
+    let mut counts = vec![[0usize; 6]; k];
+    let (mut covered, mut undecided) = (0usize, 0usize);
+    for i in 0..n {
+        let z = &test.view_logits[i * views * k..(i + 1) * views * k];
+        let x = &test.features[i * width..(i + 1) * width];
+        let Ok(d) = decide(z, views, x, &facts, &dp, Instant::from_ticks(0)) else {
+            continue;
+        };
+        if d.abstention.is_some() {
+            continue;
+        }
+        covered += 1;
+        undecided += usize::from(d.is_undecided());
+        for (j, l) in d.labels.iter().enumerate() {
+            if m[i * k + j] <= 0.0 {
+                continue;
+            }
+            let positive = y[i * k + j] >= 0.5;
+            let slot = match (l.call, positive) {
+                (Some(Call::Positive), true) => 0,
+                (Some(Call::Negative), true) => 1,
+                (Some(Call::Negative), false) => 2,
+                (Some(Call::Positive), false) => 3,
+                (_, true) => 4,
+                (_, false) => 5,
+            };
+            counts[j][slot] += 1;
+        }
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    Deployed {
+        studies: n,
+        coverage: ratio(covered, n).unwrap_or(0.0),
+        undecided,
+        labels: counts
+            .iter()
+            .zip(&params.labels)
+            .map(|(c, label)| {
+                let [tp, fn_, tn, fp, unsure_pos, unsure_neg] = *c;
+                let (positives, negatives) = (tp + fn_ + unsure_pos, tn + fp + unsure_neg);
+                DeployedLabel {
+                    label: label.clone(),
+                    positives,
+                    negatives,
+                    sensitivity: ratio(tp, tp + fn_),
+                    specificity: ratio(tn, tn + fp),
+                    uncertain: ratio(unsure_pos + unsure_neg, positives + negatives),
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Finalize a training run in `run` (reads `best.json`, `best.onnx`) into `out`.
@@ -180,137 +384,41 @@ pub fn finalize<B: Backend>(
     let k = params.labels.len();
     let val = outputs(&model, &params, &data, &val_i, device)?;
     let (val_y, val_m) = targets(&val_i)?;
-    let fit = fit_params(
-        &mut params,
-        &val.logits,
-        &val_y,
-        &val_m,
-        &val.features,
-        ThresholdRule::MaxF1,
-        0.95,
-    )?;
+    let calibration = fit_calibration(&mut params, &val.logits, &val_y, &val_m, MAX_UNCERTAIN)?;
 
     let test = outputs(&model, &params, &data, &test_i, device)?;
     let (test_y, test_m) = targets(&test_i)?;
-    let mut patients = std::collections::HashMap::new();
-    let groups: Vec<usize> = test_i
-        .iter()
-        .map(|&i| {
-            let n = patients.len();
-            *patients
-                .entry(data.dataset.samples[i].patient.clone())
-                .or_insert(n)
-        })
-        .collect();
-    let mut per_label = Vec::new();
-    for j in 0..k {
-        let (z, y, m) = (
-            column(&test.logits, k, j),
-            column(&test_y, k, j),
-            column(&test_m, k, j),
-        );
-        let p0: Vec<f32> = z.iter().map(|v| calibrated_probability(*v, 1.0)).collect();
-        let p1: Vec<f32> = z
-            .iter()
-            .map(|v| calibrated_probability(*v, params.temperatures[j]))
-            .collect();
-        per_label.push(LabelMetrics {
-            label: params.labels[j].clone(),
-            positives: y
-                .iter()
-                .zip(&m)
-                .filter(|(y, m)| **y >= 0.5 && **m > 0.0)
-                .count(),
-            auroc: bootstrap_by_patient(&z, &y, &m, &groups, auroc, 1000, config.seed),
-            auprc: bootstrap_by_patient(&z, &y, &m, &groups, auprc, 1000, config.seed),
-            ece_before: ece(&p0, &y, &m, 15),
-            ece_after: ece(&p1, &y, &m, 15),
-            brier_before: brier(&p0, &y, &m),
-            brier_after: brier(&p1, &y, &m),
-        });
-    }
-    let held = outputs(&model, &params, &data, &held_i, device)?;
+    let groups = patient_groups(&data, &test_i);
+    let per_label = test_metrics(&params, &test, &test_y, &test_m, &groups, config.seed);
+
+    // The unusual studies the OOD candidates are judged on: the held-out
+    // (paediatric) patients and the extra files that reach the model.
+    let train_out = outputs(&model, &params, &data, &data.indices(Split::Train), device)?;
+    let mut unusual = outputs(&model, &params, &data, &held_i, device)?;
+    let (extra, mut ood_files) = extra_outputs(&model, &params, extra_ood, device)?;
+    unusual.extend(&extra);
+    let ood = fit_ood(
+        &mut params,
+        train_out.as_ref(),
+        val.as_ref(),
+        test.as_ref(),
+        unusual.as_ref(),
+        OOD_COVERAGE,
+        config.seed,
+    )?;
+    let deployed = deployed(&params, &test, &test_y, &test_m);
     let dp = params.decision_params();
-    let score = |o: &Outputs| -> Vec<cxr_core::ood::OodScores> {
-        o.logits
-            .chunks(k)
-            .zip(o.features.chunks(config.model.width))
-            .filter_map(|(z, f)| {
-                cxr_core::ood::scores(z, f, dp.odin_temperature, dp.feature_stats.as_ref()).ok()
-            })
-            .collect()
-    };
-    let (s_in, s_out) = (score(&test), score(&held));
-    let ood = |f: &dyn Fn(&cxr_core::ood::OodScores) -> f32| -> Option<f64> {
-        // Positive class: held out; score oriented so that higher = more OOD.
-        let scores: Vec<f32> = s_out.iter().chain(&s_in).map(f).collect();
-        let labels: Vec<f32> = s_out
-            .iter()
-            .map(|_| 1.0)
-            .chain(s_in.iter().map(|_| 0.0))
-            .collect();
-        auroc(&scores, &labels, &vec![1.0; scores.len()])
-    };
-    let ood_auroc = vec![
-        ("joint_energy".to_owned(), ood(&|s| -s.joint_energy)),
-        ("max_logit".to_owned(), ood(&|s| -s.max_logit)),
-        ("odin_t".to_owned(), ood(&|s| -s.odin_t)),
-        (
-            "mahalanobis".to_owned(),
-            ood(&|s| s.mahalanobis.unwrap_or(f32::NAN)),
-        ),
-    ];
-    let mut ood_files = Vec::new();
-    let mut extra_scores = Vec::new();
-    for path in extra_ood {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match outputs_of(&model, &params, &[path.as_path()], device) {
-            Ok(o) => {
-                let sc = score(&o);
-                let first = sc.first().copied();
-                ood_files.push(OodFile {
-                    file: name,
-                    outcome: "scored".into(),
-                    joint_energy: first.map(|s| s.joint_energy),
-                    mahalanobis: first.and_then(|s| s.mahalanobis),
-                });
-                extra_scores.extend(sc);
-            }
-            // A refusal at ingest is a result (CT, MR, US never reach the
-            // model); a file that cannot be read is listed as such, so a
-            // typo does not read as the reader doing its job.
-            Err(e) => ood_files.push(OodFile {
-                file: name,
-                outcome: match e {
-                    TrainerError::ImageRefused { code, reason, .. } => {
-                        format!("refused at ingest ({code}): {reason}")
-                    }
-                    e => format!("not read: {e}"),
-                },
-                joint_energy: None,
-                mahalanobis: None,
-            }),
+    let mut scored = extra
+        .logits
+        .chunks(k)
+        .zip(extra.features.chunks(config.model.width));
+    for f in ood_files.iter_mut().filter(|f| f.outcome == "scored") {
+        if let Some((z, x)) = scored.next() {
+            let s = cxr_core::ood::scores(z, x, dp.feature_stats.as_ref(), dp.ood.terms).ok();
+            f.combined = s.and_then(|s| s.combined);
+            f.abstained = s.map(|s| cxr_core::ood::trips(&s, &dp.ood));
         }
     }
-    let vs_in = |f: &dyn Fn(&cxr_core::ood::OodScores) -> f32| -> Option<f64> {
-        let scores: Vec<f32> = extra_scores.iter().chain(&s_in).map(f).collect();
-        let labels: Vec<f32> = extra_scores
-            .iter()
-            .map(|_| 1.0)
-            .chain(s_in.iter().map(|_| 0.0))
-            .collect();
-        auroc(&scores, &labels, &vec![1.0; scores.len()])
-    };
-    let ood_files_auroc = vec![
-        ("joint_energy".to_owned(), vs_in(&|s| -s.joint_energy)),
-        (
-            "mahalanobis".to_owned(),
-            vs_in(&|s| s.mahalanobis.unwrap_or(f32::NAN)),
-        ),
-    ];
     let report = Report {
         checkpoint: state.clone(),
         images: SplitCounts {
@@ -320,13 +428,13 @@ pub fn finalize<B: Backend>(
             held_out: held_i.len(),
             patients: data.dataset.patients().len(),
         },
-        fit,
+        calibration,
+        ood,
         macro_auroc: mean(per_label.iter().filter_map(|l| l.auroc.map(|a| a.value))),
         macro_auprc: mean(per_label.iter().filter_map(|l| l.auprc.map(|a| a.value))),
         test: per_label,
-        ood_auroc,
+        deployed,
         ood_files,
-        ood_files_auroc,
     };
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let write = |name: &str, bytes: &[u8]| {
@@ -395,12 +503,15 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
         opt(r.macro_auroc),
         opt(r.macro_auprc)
     );
-    let _ = writeln!(s, "| label | test positives | AUROC | AUPRC | ECE before → after | Brier before → after | temperature | threshold |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-    for (j, l) in r.test.iter().enumerate() {
+    let _ = writeln!(
+        s,
+        "| label | test positives | AUROC | AUPRC | ECE before → after | Brier before → after |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for l in &r.test {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} → {} | {} → {} | {:.3} | {:.3} |",
+            "| {} | {} | {} | {} | {} → {} | {} → {} |",
             l.label,
             l.positives,
             ci(&l.auroc),
@@ -409,42 +520,72 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
             opt(l.ece_after),
             opt(l.brier_before),
             opt(l.brier_after),
-            params.temperatures[j],
-            params.thresholds[j]
         );
     }
-    let _ = writeln!(s, "\n## Calibration and OOD\n");
-    let _ = writeln!(s, "- Temperatures by validation NLL; thresholds at maximum validation F1 (labels without validation positives keep 0.5: {:?}).", r.fit.thresholds_kept);
-    let _ = writeln!(s, "- OOD cut-offs at {:.0}% in-distribution TPR on validation: {:?}; Mahalanobis shrinkage {:?}.", r.fit.tpr * 100.0, r.fit.cutoffs, r.fit.shrinkage);
-    let _ = writeln!(
-        s,
-        "- Held-out (paediatric) vs adult test images, AUROC per OOD score: {}.",
-        r.ood_auroc
-            .iter()
-            .map(|(n, v)| format!("{n} {}", opt(*v)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if !r.ood_files.is_empty() {
-        let auc: Vec<String> = r
-            .ood_files_auroc
-            .iter()
-            .map(|(n, v)| format!("{n} {}", opt(*v)))
-            .collect();
+    operating_points(&mut s, r, params);
+    ood_section(&mut s, r, params);
+    s
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// The shipped calls: each label's fitted operating point and what it did
+/// on the adult test patients.
+fn operating_points(s: &mut String, r: &Report, params: &ModelParams) {
+    let d = &r.deployed;
+    let _ = writeln!(s, "\n## Operating points as deployed\n");
+    let _ = writeln!(s, "Temperature fitted by validation NLL only where validation has both classes (otherwise 1, marked uncalibrated). Threshold and Uncertain band fitted together on validation for the rule that ships (`cxr_core::calibration::call`: Positive at or above `logit(threshold) + band`, Negative below `logit(threshold) - band`), maximising Youden's J of the decided calls with at most {:.0}% of validation studies Uncertain per label; labels with fewer than {} validation studies of either class keep threshold 0.5 and the widest band ({} logits), so they are Uncertain unless the model is extreme: a handful of positives only fits noise.\n", MAX_UNCERTAIN * 100.0, crate::fit::MIN_CLASS_COUNT, cxr_core::MAX_BAND_LOGIT);
+    let _ = writeln!(s, "On the {} adult test studies, `cxr_core::decide` with these parameters: **coverage {:.1}%** (studies not abstained), {} undecided (every label Uncertain). Sensitivity and specificity count the decided calls; Uncertain is the share of labelled, not-abstained studies left Uncertain.\n", d.studies, d.coverage * 100.0, d.undecided);
+    let _ = writeln!(s, "| label | calibrated | temperature | threshold | band (logits) | test positives / negatives | sensitivity | specificity | uncertain |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for (j, l) in d.labels.iter().enumerate() {
         let _ = writeln!(
             s,
-            "- Other studies vs adult test images, AUROC: {}.",
-            auc.join(", ")
+            "| {} | {} | {:.3} | {:.4} | {:.2} | {} / {} | {} | {} | {} |",
+            l.label,
+            if params.calibrated[j] { "yes" } else { "no" },
+            params.temperatures[j],
+            params.thresholds[j],
+            params.bands[j],
+            l.positives,
+            l.negatives,
+            pct(l.sensitivity),
+            pct(l.specificity),
+            pct(l.uncertain),
         );
-        for f in &r.ood_files {
-            let scores = match (f.joint_energy, f.mahalanobis) {
-                (Some(e), Some(m)) => format!(" (energy {e:.3}, Mahalanobis {m:.2})"),
-                _ => String::new(),
-            };
-            let _ = writeln!(s, "  - `{}`: {}{scores}", f.file, f.outcome);
-        }
     }
-    s
+}
+
+fn ood_section(s: &mut String, r: &Report, params: &ModelParams) {
+    let o = &r.ood;
+    let _ = writeln!(s, "\n## OOD gate\n");
+    let _ = writeln!(s, "Candidate scores, each oriented higher = more unusual, judged on telling {} unusual studies (the held-out patients under 18, and the extra files below that reach the model) from the adult test films; a score is kept only if the lower end of its bootstrap 95% interval is above 0.5. Mahalanobis statistics from training-split features (Ledoit-Wolf shrinkage {}); each kept score's centre and scale, and the cut-off on their mean, from validation at {:.1}% coverage.\n", o.unusual_studies, o.shrinkage.map_or("n/a".into(), |v| format!("{v:.4}")), o.coverage * 100.0);
+    let _ = writeln!(s, "| score | AUROC (95% CI) | kept | note |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for c in &o.candidates {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            c.kind.name(),
+            ci(&c.auroc),
+            if c.kept { "yes" } else { "no" },
+            c.note
+        );
+    }
+    let _ = writeln!(s, "\n- The gate: {}.", params.ood_gate_summary());
+    for f in &r.ood_files {
+        let scores = match (f.combined, f.abstained) {
+            (Some(c), Some(a)) => format!(
+                " (combined {c:.2}: {})",
+                if a { "abstains" } else { "passes" }
+            ),
+            (None, Some(a)) => format!(" ({})", if a { "abstains" } else { "passes: no OOD gate" }),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "  - `{}`: {}{scores}", f.file, f.outcome);
+    }
 }
 
 /// The model card `lock` embeds: intended use, the evaluation, limitations.
@@ -459,6 +600,7 @@ pub fn model_card(r: &Report, params: &ModelParams, evaluation: &str) -> String 
     let _ = writeln!(s, "- Trained on {} images of a 1,000-image NIH ChestX-ray14 subset selected as 500 normal and 500 pneumonia studies: every other finding appears only with pneumonia and most have a handful of examples, so their scores carry little information and their intervals are wide or undefined.", r.images.train);
     let _ = writeln!(s, "- NIH labels were mined from reports by NLP and are noisy; no external validation set was available here.");
     let _ = writeln!(s, "- 8-bit PNGs at 256 px from one institution: other scanners, DICOM dynamic range and portable AP films may behave differently.");
-    let _ = writeln!(s, "- The input gate refuses patients under 18, non-chest and lateral images; the OOD gates are fitted on {} validation images only.", r.images.validation);
+    let _ = writeln!(s, "- The input gate: {}.", params.input_gate_summary());
+    let _ = writeln!(s, "- The OOD gate's cut-off is fitted on {} validation images, and its scores judged on {} unusual studies only; no lateral films or CT slices were available to fit or test it.", r.images.validation, r.ood.unusual_studies);
     s
 }

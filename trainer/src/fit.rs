@@ -1,10 +1,12 @@
-//! Post-hoc fitting on a validation split: per-label temperatures, per-class
-//! thresholds, Mahalanobis statistics with shrinkage, and OOD cut-offs at a
-//! chosen in-distribution true-positive rate. The scores come from
-//! `cxr-core`, the same functions the appliance gates with.
+//! Post-hoc fitting: per-label temperatures (only where validation has both
+//! classes), each label's operating point as deployed (threshold and
+//! Uncertain band together, in logit space), Mahalanobis statistics with
+//! shrinkage on training features, and one OOD gate over the scores that beat
+//! chance, cut at a stated in-distribution coverage on validation. The scores
+//! and calls come from `cxr-core`, the same functions the appliance uses.
 
 use cxr_bundle::FeatureStatsData;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::TrainerError;
 
@@ -56,58 +58,82 @@ pub fn fit_temperature(logits: &[f32], labels: &[f32], mask: &[f32]) -> f32 {
     (1.0 / ((lo + hi) / 2.0)) as f32
 }
 
-/// How a class threshold is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "rule")]
-pub enum ThresholdRule {
-    /// The threshold with the highest F1.
-    MaxF1,
-    /// The highest threshold whose sensitivity reaches the target.
-    Sensitivity { target: f32 },
+/// One label's operating point: the threshold on the calibrated
+/// probability and the Uncertain band (logit units) that ship together.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OperatingPoint {
+    pub threshold: f32,
+    pub band: f32,
+    /// On the fitting data: sensitivity and specificity of the decided
+    /// calls, and the share of labelled studies left Uncertain.
+    pub sensitivity: f64,
+    pub specificity: f64,
+    pub uncertain: f64,
 }
 
-/// A threshold on calibrated probabilities (a study is positive when
-/// `p >= threshold`). `None` without labelled positives.
-pub fn fit_threshold(
-    probs: &[f32],
+/// Band widths tried, logit units.
+const BAND_GRID: [f32; 13] = [
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 1.75, 2.0,
+];
+
+/// Fit threshold and band together for the rule that is deployed
+/// (`cxr_core::calibration::call`): among thresholds at the calibrated
+/// logits' midpoints and the bands of `BAND_GRID`, the pair whose decided
+/// calls have the highest Youden J (sensitivity + specificity - 1), with at
+/// most `max_uncertain` of the labelled studies Uncertain and at least one
+/// decided study of each class; ties go to the narrower band. `None`
+/// without both classes.
+pub fn fit_operating_point(
+    calibrated_logits: &[f32],
     labels: &[f32],
     mask: &[f32],
-    rule: ThresholdRule,
-) -> Option<f32> {
-    let mut v = crate::eval::labelled(probs, labels, mask);
+    max_uncertain: f64,
+) -> Option<OperatingPoint> {
+    let v = crate::eval::labelled(calibrated_logits, labels, mask);
     let pos = v.iter().filter(|(_, p)| *p).count();
-    if pos == 0 || v.iter().any(|(p, _)| !p.is_finite()) {
+    if pos == 0 || pos == v.len() || v.iter().any(|(q, _)| !q.is_finite()) {
         return None;
     }
-    v.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut tp, mut fp) = (0usize, 0usize);
-    let mut best: Option<(f64, f32)> = None;
-    let mut i = 0;
-    while i < v.len() {
-        let t = v[i].0;
-        while i < v.len() && v[i].0 == t {
-            if v[i].1 {
-                tp += 1;
-            } else {
-                fp += 1;
+    let mut qs: Vec<f32> = v.iter().map(|(q, _)| *q).collect();
+    qs.sort_by(f32::total_cmp);
+    qs.dedup();
+    let centres: Vec<f32> = qs.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+    let mut best: Option<(f64, OperatingPoint)> = None;
+    for &band in &BAND_GRID {
+        for &centre in &centres {
+            let threshold = cxr_core::calibration::calibrated_probability(centre, 1.0);
+            if !(threshold > 0.0 && threshold < 1.0) {
+                continue;
             }
-            i += 1;
-        }
-        match rule {
-            ThresholdRule::Sensitivity { target } => {
-                if tp as f64 / pos as f64 >= f64::from(target) {
-                    return Some(t);
+            let (mut tp, mut fn_, mut tn, mut fp, mut unsure) =
+                (0usize, 0usize, 0usize, 0usize, 0usize);
+            for (q, positive) in &v {
+                match (cxr_core::calibration::call(*q, threshold, band), positive) {
+                    (cxr_core::Call::Positive, true) => tp += 1,
+                    (cxr_core::Call::Negative, true) => fn_ += 1,
+                    (cxr_core::Call::Negative, false) => tn += 1,
+                    (cxr_core::Call::Positive, false) => fp += 1,
+                    (cxr_core::Call::Uncertain, _) => unsure += 1,
                 }
             }
-            ThresholdRule::MaxF1 => {
-                let f1 = 2.0 * tp as f64 / (2 * tp + fp + (pos - tp)) as f64;
-                if best.is_none_or(|(b, _)| f1 > b) {
-                    best = Some((f1, t));
-                }
+            let uncertain = unsure as f64 / v.len() as f64;
+            if uncertain > max_uncertain || tp + fn_ == 0 || tn + fp == 0 {
+                continue;
+            }
+            let point = OperatingPoint {
+                threshold,
+                band,
+                sensitivity: tp as f64 / (tp + fn_) as f64,
+                specificity: tn as f64 / (tn + fp) as f64,
+                uncertain,
+            };
+            let j = point.sensitivity + point.specificity - 1.0;
+            if best.is_none_or(|(b, _)| j > b + 1e-12) {
+                best = Some((j, point));
             }
         }
     }
-    best.map(|(_, t)| t)
+    best.map(|(_, p)| p)
 }
 
 /// Mean and Ledoit-Wolf shrunk covariance of pooled features `[n, d]`, as
@@ -220,7 +246,7 @@ fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     Some(l)
 }
 
-fn quantile(values: &[f32], q: f64) -> Option<f32> {
+pub(crate) fn quantile(values: &[f32], q: f64) -> Option<f32> {
     let mut v: Vec<f32> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;
@@ -231,42 +257,34 @@ fn quantile(values: &[f32], q: f64) -> Option<f32> {
     Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64) as f32)
 }
 
-/// Cut-off for a score where in-distribution is high (energy, max-logit,
-/// ODIN-T): `tpr` of the in-distribution scores lie at or above it.
-pub fn cutoff_min(in_distribution: &[f32], tpr: f64) -> Option<f32> {
-    quantile(in_distribution, 1.0 - tpr)
-}
-
-/// Cut-off for a score where in-distribution is low (Mahalanobis distance).
-pub fn cutoff_max(in_distribution: &[f32], tpr: f64) -> Option<f32> {
-    quantile(in_distribution, tpr)
-}
-
-/// What the fit found, for the model card and the evaluation report.
+/// One label's calibration and operating point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FitReport {
-    pub temperatures: Vec<f32>,
-    pub thresholds: Vec<f32>,
-    /// Labels without validation positives keep the previous threshold.
-    pub thresholds_kept: Vec<String>,
-    pub shrinkage: Option<f64>,
-    pub tpr: f64,
-    pub cutoffs: cxr_core::ood::OodCutoffs,
+pub struct LabelFit {
+    pub label: String,
+    /// Temperature fitted (validation had both classes); else T = 1.
+    pub calibrated: bool,
+    pub temperature: f32,
+    /// `None`: fewer than `MIN_CLASS_COUNT` validation studies of either
+    /// class; the label keeps threshold 0.5 and the widest band, so its call
+    /// is Uncertain unless the model is extreme.
+    pub operating_point: Option<OperatingPoint>,
 }
 
-/// Fit everything `decide` needs on a validation split and write it into
-/// `params`. `logits` `[n, labels]` are TTA-merged validation logits,
-/// `labels`/`mask` `[n, labels]` the targets (mask 0 = not labelled),
-/// `features` `[n, width]` the pooled features (empty: no Mahalanobis).
-pub fn fit_params(
+/// Fewest validation studies of each class a label needs for a fitted
+/// operating point: with fewer, the threshold search fits noise (one or two
+/// positives pick an extreme threshold), so the label stays Uncertain.
+pub const MIN_CLASS_COUNT: usize = 10;
+
+/// Fit temperatures and operating points on validation and write them into
+/// `params`. `logits`, `labels`, `mask` are `[n, labels]` (TTA-merged
+/// logits; mask 0 = not labelled).
+pub fn fit_calibration(
     params: &mut cxr_bundle::ModelParams,
     logits: &[f32],
     labels: &[f32],
     mask: &[f32],
-    features: &[f32],
-    rule: ThresholdRule,
-    tpr: f64,
-) -> Result<FitReport, TrainerError> {
+    max_uncertain: f64,
+) -> Result<Vec<LabelFit>, TrainerError> {
     let k = params.labels.len();
     if k == 0
         || !logits.len().is_multiple_of(k)
@@ -286,53 +304,212 @@ pub fn fit_params(
     }
     let n = logits.len() / k;
     let column = |a: &[f32], j: usize| -> Vec<f32> { (0..n).map(|i| a[i * k + j]).collect() };
-    let mut kept = Vec::new();
+    let mut fits = Vec::with_capacity(k);
     for j in 0..k {
         let (z, y, m) = (column(logits, j), column(labels, j), column(mask, j));
-        let t = fit_temperature(&z, &y, &m);
-        params.temperatures[j] = t;
-        let p: Vec<f32> = z
-            .iter()
-            .map(|v| cxr_core::calibration::calibrated_probability(*v, t))
-            .collect();
-        match fit_threshold(&p, &y, &m, rule) {
-            Some(th) => params.thresholds[j] = th,
-            None => kept.push(params.labels[j].clone()),
-        }
-    }
-    let rows: Vec<&[f32]> = logits.chunks(k).collect();
-    let energy: Vec<f32> = rows
-        .iter()
-        .map(|r| cxr_core::ood::joint_energy(r))
-        .collect();
-    let maxl: Vec<f32> = rows.iter().map(|r| cxr_core::ood::max_logit(r)).collect();
-    let odin: Vec<f32> = rows
-        .iter()
-        .map(|r| cxr_core::ood::odin_t(r, params.odin_temperature))
-        .collect();
-    let mut shrinkage = None;
-    let mut max_mahalanobis = None;
-    if !features.is_empty() {
-        let d = params.model.width;
-        let (stats, s) = fit_feature_stats(features, d)?;
-        let core = cxr_core::ood::FeatureStats {
-            mean: &stats.mean,
-            cholesky_lower: &stats.cholesky_lower,
+        let labelled = crate::eval::labelled(&z, &y, &m);
+        let pos = labelled.iter().filter(|(_, p)| *p).count();
+        let both = pos > 0 && pos < labelled.len();
+        // A temperature fitted on one class only runs away (the demo's
+        // Hernia got 0.05): keep 1 and say so.
+        let t = if both {
+            fit_temperature(&z, &y, &m)
+        } else {
+            1.0
         };
-        let dist: Vec<f32> = features
-            .chunks(d)
-            .map(|x| cxr_core::ood::mahalanobis(x, &core).unwrap_or(f32::INFINITY))
-            .collect();
-        max_mahalanobis = cutoff_max(&dist, tpr);
+        let q: Vec<f32> = z.iter().map(|v| v / t).collect();
+        let enough = pos >= MIN_CLASS_COUNT && labelled.len() - pos >= MIN_CLASS_COUNT;
+        let point = enough
+            .then(|| fit_operating_point(&q, &y, &m, max_uncertain))
+            .flatten();
+        params.temperatures[j] = t;
+        params.calibrated[j] = both;
+        match point {
+            Some(p) => {
+                params.thresholds[j] = p.threshold;
+                params.bands[j] = p.band;
+            }
+            None => {
+                params.thresholds[j] = 0.5;
+                params.bands[j] = cxr_core::MAX_BAND_LOGIT;
+            }
+        }
+        fits.push(LabelFit {
+            label: params.labels[j].clone(),
+            calibrated: both,
+            temperature: t,
+            operating_point: point,
+        });
+    }
+    Ok(fits)
+}
+
+/// Model outputs of a set of studies: TTA-merged logits `[n, labels]` and
+/// identity-view pooled features `[n, width]`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputsRef<'a> {
+    pub logits: &'a [f32],
+    pub features: &'a [f32],
+}
+
+/// One candidate OOD score at fit time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OodCandidate {
+    pub kind: cxr_core::ood::OodScoreKind,
+    /// Telling the unusual studies from adult test films (higher = better;
+    /// 0.5 is chance), with a bootstrap 95% interval.
+    pub auroc: Option<crate::eval::WithCi>,
+    pub kept: bool,
+    /// Why it was dropped, if it was.
+    pub note: String,
+}
+
+/// What the OOD fit found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OodFit {
+    pub candidates: Vec<OodCandidate>,
+    pub shrinkage: Option<f64>,
+    pub coverage: f64,
+    pub max_combined: Option<f32>,
+    pub unusual_studies: usize,
+}
+
+/// Oriented candidate scores (higher = more unusual) of every study.
+fn candidate_scores(
+    out: &OutputsRef<'_>,
+    k: usize,
+    width: usize,
+    stats: Option<&cxr_core::ood::FeatureStats<'_>>,
+) -> Vec<cxr_core::ood::OodScores> {
+    out.logits
+        .chunks(k)
+        .zip(out.features.chunks(width))
+        .map(|(z, f)| {
+            cxr_core::ood::scores(z, f, stats, &[]).unwrap_or(cxr_core::ood::OodScores {
+                low_joint_energy: f32::NAN,
+                low_max_logit: f32::NAN,
+                mahalanobis: None,
+                combined: None,
+            })
+        })
+        .collect()
+}
+
+/// Fit the OOD gate. Mahalanobis statistics come from `train` features,
+/// each kept score's centre and scale and the cut-off from `validation`
+/// (never the same images); a candidate is kept only if it tells `unusual`
+/// studies from adult `test` films better than chance (the lower end of
+/// its bootstrap 95% interval above 0.5).
+pub fn fit_ood(
+    params: &mut cxr_bundle::ModelParams,
+    train: OutputsRef<'_>,
+    validation: OutputsRef<'_>,
+    test: OutputsRef<'_>,
+    unusual: OutputsRef<'_>,
+    coverage: f64,
+    seed: u64,
+) -> Result<OodFit, TrainerError> {
+    use cxr_core::ood::{OodScoreKind, OodTerm};
+    let (k, width) = (params.labels.len(), params.model.width);
+    let mut shrinkage = None;
+    params.feature_stats = None;
+    if !train.features.is_empty() {
+        let (stats, s) = fit_feature_stats(train.features, width)?;
         params.feature_stats = Some(stats);
         shrinkage = Some(s);
     }
-    params.ood = cxr_core::ood::OodCutoffs {
-        min_joint_energy: cutoff_min(&energy, tpr),
-        min_max_logit: cutoff_min(&maxl, tpr),
-        min_odin_t: cutoff_min(&odin, tpr),
-        max_mahalanobis,
+    let stats = params
+        .feature_stats
+        .as_ref()
+        .map(|s| cxr_core::ood::FeatureStats {
+            mean: &s.mean,
+            cholesky_lower: &s.cholesky_lower,
+        });
+    let val = candidate_scores(&validation, k, width, stats.as_ref());
+    let tst = candidate_scores(&test, k, width, stats.as_ref());
+    let odd = candidate_scores(&unusual, k, width, stats.as_ref());
+    let mut candidates = Vec::new();
+    let mut terms = Vec::new();
+    for kind in OodScoreKind::ALL {
+        let get = |v: &[cxr_core::ood::OodScores]| -> Vec<f32> {
+            v.iter().map(|s| s.get(kind).unwrap_or(f32::NAN)).collect()
+        };
+        let (v, t, o) = (get(&val), get(&tst), get(&odd));
+        let scores: Vec<f32> = o.iter().chain(&t).copied().collect();
+        let labels: Vec<f32> = o.iter().map(|_| 1.0).chain(t.iter().map(|_| 0.0)).collect();
+        let groups: Vec<usize> = (0..scores.len()).collect();
+        let auroc = crate::eval::bootstrap_by_patient(
+            &scores,
+            &labels,
+            &vec![1.0; scores.len()],
+            &groups,
+            crate::eval::auroc,
+            1000,
+            seed,
+        );
+        let finite: Vec<f64> = v
+            .iter()
+            .filter(|x| x.is_finite())
+            .map(|x| f64::from(*x))
+            .collect();
+        let centre = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+        let scale = (finite.iter().map(|x| (x - centre).powi(2)).sum::<f64>()
+            / finite.len().max(1) as f64)
+            .sqrt();
+        let (kept, note) = match auroc {
+            _ if finite.len() < 2 || !(scale > 0.0) => {
+                (false, "not defined on validation".to_owned())
+            }
+            Some(a) if a.low > 0.5 => (true, String::new()),
+            Some(a) => (
+                false,
+                format!(
+                    "AUROC {:.3}, interval reaches {:.3}: not better than chance",
+                    a.value, a.low
+                ),
+            ),
+            None => (false, "no unusual studies to test it on".to_owned()),
+        };
+        if kept {
+            terms.push(OodTerm {
+                kind,
+                centre: centre as f32,
+                scale: scale as f32,
+            });
+        }
+        candidates.push(OodCandidate {
+            kind,
+            auroc,
+            kept,
+            note,
+        });
+    }
+    let combined: Vec<f32> = val
+        .iter()
+        .filter_map(|s| cxr_core::ood::combined(s, &terms))
+        .collect();
+    let max_combined = if terms.is_empty() {
+        None
+    } else {
+        quantile(&combined, coverage)
     };
+    params.ood = match max_combined {
+        Some(max_combined) => cxr_bundle::OodGateData {
+            terms,
+            max_combined,
+            coverage: coverage as f32,
+        },
+        None => cxr_bundle::OodGateData::none(),
+    };
+    if !params
+        .ood
+        .terms
+        .iter()
+        .any(|t| t.kind == OodScoreKind::Mahalanobis)
+    {
+        // Statistics no kept term reads stay out of the bundle.
+        params.feature_stats = None;
+    }
     params.validate().map_err(|e| {
         TrainerError::invalid(
             "fitted parameters",
@@ -340,13 +517,12 @@ pub fn fit_params(
             "check the validation outputs",
         )
     })?;
-    Ok(FitReport {
-        temperatures: params.temperatures.clone(),
-        thresholds: params.thresholds.clone(),
-        thresholds_kept: kept,
+    Ok(OodFit {
+        candidates,
         shrinkage,
-        tpr,
-        cutoffs: params.ood,
+        coverage,
+        max_combined,
+        unusual_studies: odd.len(),
     })
 }
 
@@ -390,24 +566,37 @@ mod tests {
     }
 
     #[test]
-    fn thresholds_by_f1_and_by_sensitivity() {
-        let p = [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1];
-        let l = [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0];
-        let m = [1.0; 8];
-        // F1 at 0.6: tp 3, fp 1, fn 1 -> 0.75; at 0.3: tp 4, fp 2 -> 0.8 (the best).
-        assert_eq!(fit_threshold(&p, &l, &m, ThresholdRule::MaxF1), Some(0.3));
-        // Without the late positive, 0.6 wins (0.857 against 0.75 at 0.3's rank).
-        let l2 = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
-        assert_eq!(fit_threshold(&p, &l2, &m, ThresholdRule::MaxF1), Some(0.6));
-        assert_eq!(
-            fit_threshold(&p, &l, &m, ThresholdRule::Sensitivity { target: 0.5 }),
-            Some(0.8)
-        );
-        assert_eq!(
-            fit_threshold(&p, &l, &m, ThresholdRule::Sensitivity { target: 1.0 }),
-            Some(0.3)
-        );
-        assert_eq!(fit_threshold(&p, &[0.0; 8], &m, ThresholdRule::MaxF1), None);
+    fn the_operating_point_is_fitted_for_the_deployed_rule() {
+        // Positives around +2, negatives around -2, an overlap in between.
+        let q = [
+            3.0, 2.5, 2.0, 1.5, 0.4, -0.2, -0.3, -1.5, -2.0, -2.5, -3.0, 0.1,
+        ];
+        let y = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        let m = [1.0; 12];
+        let tight = fit_operating_point(&q, &y, &m, 0.0).unwrap();
+        assert_eq!(tight.band, 0.0);
+        assert!(tight.uncertain == 0.0);
+        let loose = fit_operating_point(&q, &y, &m, 0.5).unwrap();
+        // Letting the overlap be Uncertain buys perfect decided calls.
+        assert!(loose.band > 0.0 && loose.uncertain > 0.0 && loose.uncertain <= 0.5);
+        assert_eq!((loose.sensitivity, loose.specificity), (1.0, 1.0));
+        assert!(tight.sensitivity + tight.specificity < 2.0);
+        // The fitted pair reproduces its own figures through the core's call.
+        let calls: Vec<cxr_core::Call> = q
+            .iter()
+            .map(|v| cxr_core::calibration::call(*v, loose.threshold, loose.band))
+            .collect();
+        let unsure = calls
+            .iter()
+            .filter(|c| **c == cxr_core::Call::Uncertain)
+            .count();
+        assert!((unsure as f64 / 12.0 - loose.uncertain).abs() < 1e-9);
+        // Negative stays reachable however low the threshold sits.
+        let rare_q = [-6.0, -5.9, -5.8, -4.0, -6.2, -6.1];
+        let rare_y = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        let rare = fit_operating_point(&rare_q, &rare_y, &[1.0; 6], 0.3).unwrap();
+        assert!(rare.threshold < 0.02 && rare.specificity == 1.0, "{rare:?}");
+        assert_eq!(fit_operating_point(&q, &[0.0; 12], &m, 0.3), None);
     }
 
     #[test]
@@ -449,75 +638,115 @@ mod tests {
     }
 
     #[test]
-    fn cutoffs_keep_the_requested_share_of_in_distribution() {
+    fn quantiles_keep_the_requested_share() {
         let scores: Vec<f32> = (0..1000).map(|i| i as f32).collect();
-        let c = cutoff_min(&scores, 0.95).unwrap();
-        let kept = scores.iter().filter(|s| **s >= c).count();
-        assert!((949..=951).contains(&kept), "{kept}");
-        let c = cutoff_max(&scores, 0.95).unwrap();
+        let c = quantile(&scores, 0.975).unwrap();
         let kept = scores.iter().filter(|s| **s <= c).count();
-        assert!((949..=951).contains(&kept), "{kept}");
+        assert!((974..=976).contains(&kept), "{kept}");
     }
 }
 
 #[cfg(test)]
-mod fit_params_tests {
+mod fit_tests {
     use super::*;
     use cxr_bundle::ModelParams;
+    use cxr_core::ood::OodScoreKind;
     use cxr_model::VitSpec;
 
-    #[test]
-    fn fitted_gates_pass_about_the_requested_share_of_validation_studies() {
-        let spec = VitSpec {
-            image_size: 32,
-            labels: 3,
-            ..VitSpec::tiny()
-        };
-        let mut params = ModelParams::neutral(spec, vec!["A".into(), "B".into(), "C".into()]);
-        let (n, k, d) = (600, 3, spec.width);
-        let mut state = 17u64;
-        let mut u = move || {
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (state >> 11) as f32 / (1u64 << 53) as f32
-        };
-        let mut logits = Vec::new();
-        let mut labels = Vec::new();
-        for _ in 0..n * k {
-            let y = f32::from(u() < 0.3);
-            labels.push(y);
-            logits.push(4.0 * (y - 0.5) + 8.0 * (u() - 0.5));
         }
-        let features: Vec<f32> = (0..n * d).map(|i| u() + (i % d) as f32 * 0.01).collect();
-        let mask = vec![1.0; n * k];
-        let report = fit_params(
+    }
+
+    fn spec() -> VitSpec {
+        VitSpec {
+            image_size: 32,
+            labels: 3,
+            ..VitSpec::tiny()
+        }
+    }
+
+    #[test]
+    fn one_class_labels_stay_uncalibrated_and_undecided() {
+        let mut params = ModelParams::neutral(spec(), vec!["A".into(), "B".into(), "C".into()]);
+        let (n, k) = (300, 3);
+        let mut u = uniform(5);
+        let (mut logits, mut labels) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            for j in 0..k {
+                // Label C never occurs (like the demo's Hernia).
+                let y = if j == 2 { 0.0 } else { f32::from(u() < 0.3) };
+                labels.push(y);
+                logits.push(4.0 * (y - 0.5) + 6.0 * (u() - 0.5) - if j == 2 { 3.0 } else { 0.0 });
+            }
+        }
+        let fits = fit_calibration(&mut params, &logits, &labels, &vec![1.0; n * k], 0.3).unwrap();
+        assert!(fits[0].calibrated && fits[1].calibrated && !fits[2].calibrated);
+        assert_eq!(params.temperatures[2], 1.0);
+        assert_eq!(params.bands[2], cxr_core::MAX_BAND_LOGIT);
+        for j in 0..2 {
+            let p = fits[j].operating_point.unwrap();
+            assert!(
+                p.uncertain <= 0.3 && p.sensitivity > 0.6 && p.specificity > 0.6,
+                "{p:?}"
+            );
+        }
+        params.validate().unwrap();
+    }
+
+    #[test]
+    fn the_ood_gate_keeps_only_scores_that_beat_chance_and_passes_the_stated_coverage() {
+        let mut params = ModelParams::neutral(spec(), vec!["A".into(), "B".into(), "C".into()]);
+        let (k, d) = (3, spec().width);
+        let mut u = uniform(17);
+        // In-distribution: features near 0, logits random. Unusual: features
+        // shifted, logits drawn the same way (so logit scores are chance).
+        let mut make = |n: usize, shift: f32| -> (Vec<f32>, Vec<f32>) {
+            let logits = (0..n * k).map(|_| 4.0 * (u() - 0.5)).collect();
+            let features = (0..n * d)
+                .map(|i| u() + shift * f32::from(i % d < 8))
+                .collect();
+            (logits, features)
+        };
+        let (train_z, train_f) = make(400, 0.0);
+        let (val_z, val_f) = make(400, 0.0);
+        let (test_z, test_f) = make(300, 0.0);
+        let (odd_z, odd_f) = make(60, 1.5);
+        let r = |logits, features| OutputsRef { logits, features };
+        let fit = fit_ood(
             &mut params,
-            &logits,
-            &labels,
-            &mask,
-            &features,
-            ThresholdRule::MaxF1,
-            0.95,
+            r(&train_z, &train_f),
+            r(&val_z, &val_f),
+            r(&test_z, &test_f),
+            r(&odd_z, &odd_f),
+            0.975,
+            1,
         )
         .unwrap();
-        assert!(report.thresholds_kept.is_empty());
-        assert!(report.shrinkage.is_some());
+        let kept: Vec<OodScoreKind> = fit
+            .candidates
+            .iter()
+            .filter(|c| c.kept)
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(kept, vec![OodScoreKind::Mahalanobis], "{fit:?}");
+        assert!(params.feature_stats.is_some());
+        // The cut-off passes about 97.5% of validation studies.
         let dp = params.decision_params();
-        let passed = (0..n)
-            .filter(|i| {
-                let z = &logits[i * k..(i + 1) * k];
-                let x = &features[i * d..(i + 1) * d];
-                let s = cxr_core::ood::scores(z, x, dp.odin_temperature, dp.feature_stats.as_ref())
-                    .unwrap();
-                !cxr_core::ood::gate(&s, &dp.ood_cutoffs).any()
+        let passed = val_z
+            .chunks(k)
+            .zip(val_f.chunks(d))
+            .filter(|(z, f)| {
+                let s =
+                    cxr_core::ood::scores(z, f, dp.feature_stats.as_ref(), dp.ood.terms).unwrap();
+                !cxr_core::ood::trips(&s, &dp.ood)
             })
             .count();
-        // Four gates at 95% each: between 80% (independent) and 95% (nested).
-        assert!(
-            (n * 78 / 100..=n * 96 / 100).contains(&passed),
-            "{passed} of {n}"
-        );
-        assert!(params.temperatures.iter().all(|t| *t > 0.05 && *t < 20.0));
+        assert!((386..=394).contains(&passed), "{passed} of 400");
     }
 }

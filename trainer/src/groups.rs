@@ -175,4 +175,53 @@ mod tests {
         assert!((layer_scale(0, 5, 0.75) - 0.75f64.powi(5)).abs() < 1e-12);
         assert_eq!(layer_scale(0, 5, 1.0), 1.0);
     }
+
+    /// The decay reaches the weights: after one AdamW step from the same
+    /// gradients, a parameter of layer `l` moves `decay^(top - l)` times as
+    /// far as it does without decay (Adam's first step is about `lr` times
+    /// the gradient's sign, so the ratio is the learning-rate factor).
+    #[test]
+    fn layer_decay_scales_each_layers_first_step() {
+        use burn::backend::{Autodiff, NdArray};
+        use burn::tensor::TensorData;
+        type B = Autodiff<NdArray<f32>>;
+        let spec = cxr_model::VitSpec {
+            image_size: 16,
+            patch: 8,
+            width: 16,
+            depth: 2,
+            heads: 2,
+            labels: 3,
+            ..cxr_model::VitSpec::tiny()
+        };
+        let device = Default::default();
+        let weights = cxr_model::Weights::random(&spec, 3).unwrap();
+        let step = |decay: f64| -> cxr_model::Weights {
+            let model = BurnVit::<B>::from_weights(&weights, &device).unwrap();
+            let x: Vec<f32> = (0..16 * 16).map(|i| (i % 7) as f32 / 7.0).collect();
+            let images = Tensor::<B, 4>::from_data(TensorData::new(x, [1, 1, 16, 16]), &device);
+            let (logits, _) = model.forward(images);
+            let grads = GradientsParams::from_grads(logits.sum().backward(), &model);
+            let mut optim = GroupedAdamW::new(&model, 0.0, decay);
+            optim.step(1e-3, model, grads).to_weights().unwrap()
+        };
+        let (plain, decayed) = (step(1.0), step(0.5));
+        let moved = |w: &cxr_model::Weights, name: &str| -> f64 {
+            let (a, b) = (w.get(name).unwrap(), weights.get(name).unwrap());
+            a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).sum()
+        };
+        // Top = depth + 1 = 3: the head keeps the rate, block 1 (layer 2)
+        // gets 0.5, the patch embedding (layer 0) 0.125.
+        for (name, factor) in [
+            ("head.weight", 1.0),
+            ("blocks.1.mlp.fc1.weight", 0.5),
+            ("patch_embed.proj.weight", 0.125),
+        ] {
+            let ratio = moved(&decayed, name) / moved(&plain, name);
+            assert!(
+                (ratio - factor).abs() < 0.02 * factor,
+                "{name}: {ratio} vs {factor}"
+            );
+        }
+    }
 }

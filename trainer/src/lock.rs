@@ -75,12 +75,12 @@ fn model_card(args: &LockArgs, params: &ModelParams, provenance: &Provenance) ->
          - Test-time views: {views}\n\
          - Boards: {boards}\n\n\
          ## Decision parameters\n\n\
-         - Temperatures: {temps:?}\n\
+         - Temperatures: {temps:?} (calibrated: {cal:?})\n\
          - Thresholds: {thr:?}\n\
-         - Uncertainty band: {band}\n\
-         - OOD cut-offs: {ood:?}\n\
+         - Uncertain bands (logit units either side of each threshold): {bands:?}\n\
+         - OOD gate: {ood}\n\
          - Mahalanobis statistics: {maha}\n\
-         - Input gate: {gate:?}\n\n\
+         - Input gate: {gate}\n\n\
          ## Provenance\n\n\
          - Tool: {tool}\n- Source revision: {rev}\n- Seed: {seed:?}\n",
         id = args.model_id,
@@ -98,14 +98,15 @@ fn model_card(args: &LockArgs, params: &ModelParams, provenance: &Provenance) ->
         boards = args.boards.join(", "),
         temps = params.temperatures,
         thr = params.thresholds,
-        band = params.uncertainty_band,
-        ood = params.ood,
+        cal = params.calibrated,
+        bands = params.bands,
+        ood = params.ood_gate_summary(),
         maha = if params.feature_stats.is_some() {
             "present"
         } else {
             "absent"
         },
-        gate = params.gate,
+        gate = params.input_gate_summary(),
         tool = provenance.tool,
         rev = provenance.source_revision,
         seed = provenance.seed,

@@ -53,6 +53,47 @@ fn the_shared_nih_subset_reads_and_splits_by_patient() {
     assert!((patients_in(Split::Validation) - 0.15).abs() < 0.05);
 }
 
+/// The trainer's loading path against numbers worked out by hand, not
+/// against the appliance's function (which it calls): an 8-bit PNG, 8 wide
+/// and 4 high, value = column x 10, letterboxed to 8 x 8 and min-max
+/// normalised, is rows 2..6 of column / 7 between rows of padding.
+#[test]
+fn a_trainer_tensor_matches_a_golden_worked_out_by_hand() {
+    use cxr_preprocess::{AspectPolicy, Channels, ElementType, IntensityNorm};
+    let dir = scratch_dir("trainer-golden");
+    let png = dir.join("ramp.png");
+    image::GrayImage::from_fn(8, 4, |x, _| image::Luma([(x * 10) as u8]))
+        .save(&png)
+        .unwrap();
+    let spec = InputSpec {
+        size: 8,
+        channels: Channels::One,
+        antialias: true,
+        aspect: AspectPolicy::Letterbox,
+        intensity: IntensityNorm {
+            low_percentile: 0.0,
+            high_percentile: 100.0,
+            mean: 0.0,
+            std: 1.0,
+        },
+        element: ElementType::F32,
+    };
+    let t = load_input(&png, &spec).unwrap();
+    assert_eq!((t.channels, t.height, t.width), (1, 8, 8));
+    for y in 0..8 {
+        for x in 0..8 {
+            let want = if (2..6).contains(&y) {
+                x as f32 / 7.0
+            } else {
+                0.0
+            };
+            let got = t.data[y * 8 + x];
+            assert!((got - want).abs() < 1e-6, "({y}, {x}): {got} vs {want}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn trainer_tensors_equal_the_appliance_tensors_for_the_same_file() {
     let (Some(png), Some(dcm)) = (

@@ -104,9 +104,28 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
     assert_eq!(r.images.held_out, 95, "patients under 18 are held out");
     let params =
         ModelParams::from_toml(&std::fs::read_to_string(out.join("params.toml")).unwrap()).unwrap();
-    assert!(params.feature_stats.is_some());
-    assert!(params.ood.max_mahalanobis.is_some());
+    // Every candidate OOD score is judged; exactly the kept ones ship.
+    assert_eq!(r.ood.candidates.len(), 3);
+    let kept = r.ood.candidates.iter().filter(|c| c.kept).count();
+    assert_eq!(params.ood.terms.len(), kept);
+    assert_eq!(
+        params.feature_stats.is_some(),
+        params
+            .ood
+            .terms
+            .iter()
+            .any(|t| t.kind == cxr_core::ood::OodScoreKind::Mahalanobis)
+    );
+    // The deployed rule was run on the test patients, label by label.
+    assert_eq!(r.deployed.labels.len(), 14);
+    assert!(r.deployed.coverage > 0.0 && r.deployed.coverage <= 1.0);
+    assert!(r.deployed.studies > 100);
+    // A label without both classes in validation stays uncalibrated.
+    for (fit, t) in r.calibration.iter().zip(&params.temperatures) {
+        assert!(fit.calibrated || *t == 1.0, "{fit:?}");
+    }
     let card = std::fs::read_to_string(out.join("model-card.md")).unwrap();
     assert!(card.contains("not for clinical use") && card.contains("| Pneumonia |"));
+    assert!(card.contains("Operating points as deployed") && card.contains("coverage"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

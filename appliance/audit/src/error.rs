@@ -38,6 +38,13 @@ pub enum AuditError {
     },
     #[error("audit log {path} ends inside a record at byte {offset}: the log was truncated (fix: keep the device out of service and contact service)")]
     Truncated { path: PathBuf, offset: u64 },
+    #[error("the audit log {path} is held by another writer ({holder}) and stayed locked for {waited_ms} ms: nothing was done (fix: wait for that command to finish, or run this through the running service; exit code 75 means try again)")]
+    Locked {
+        path: PathBuf,
+        /// `pid N`, or `unknown pid` when the holder had not written it yet.
+        holder: String,
+        waited_ms: u64,
+    },
     #[error("device secret {path}: {problem} (fix: {fix})")]
     Secret {
         path: PathBuf,
@@ -58,6 +65,7 @@ impl AuditError {
             AuditError::ChainBroken { .. } => "AUDIT_CHAIN_BROKEN",
             AuditError::Truncated { .. } => "AUDIT_TRUNCATED",
             AuditError::Secret { .. } => "AUDIT_SECRET",
+            AuditError::Locked { .. } => "AUDIT_LOCKED",
         }
     }
 

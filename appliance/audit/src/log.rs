@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::frame::{self, Frame, FRAME_OVERHEAD, HEADER_BYTES, MAX_PAYLOAD};
 use crate::torn::{self, sync_dir, TornTail};
+use crate::writer_lock::{self, WriterLock};
 use crate::{AuditError, Event, Record};
 
 /// Size and durability policy (from the board profile).
@@ -18,7 +19,12 @@ pub struct AuditConfig {
     pub max_total_bytes: u64,
     /// fsync every record before `append` returns.
     pub fsync_every_record: bool,
+    /// How long `open` waits for another writer to release the log.
+    pub lock_wait_ms: u64,
 }
+
+/// The wait for another writer that the appliance uses.
+pub const DEFAULT_LOCK_WAIT_MS: u64 = 10_000;
 
 /// Room kept free for one more record when a study is admitted.
 pub const RESERVE_BYTES: u64 = (MAX_PAYLOAD + FRAME_OVERHEAD + HEADER_BYTES) as u64;
@@ -34,6 +40,8 @@ pub struct AuditLog {
     next_seq: u64,
     last_hash: [u8; 32],
     crash_hook: Option<fn(&'static str)>,
+    /// Held until the log is dropped: no other process appends meanwhile.
+    _writer: WriterLock,
 }
 
 /// The segment indexes present, sorted.
@@ -165,12 +173,18 @@ impl AuditLog {
     /// `now_unix_ms`; so is any tail an earlier start cut but died before
     /// reporting. Returns the tails reported by this start.
     /// Damage anywhere else refuses to open: nothing is truncated then.
+    ///
+    /// The log is locked against other writers first (waiting up to
+    /// `config.lock_wait_ms`, then [`AuditError::Locked`]), so recovery never
+    /// cuts a record another process is still writing.
     pub fn open(
         dir: &Path,
         config: AuditConfig,
         now_unix_ms: u64,
     ) -> Result<(Self, Vec<TornTail>), AuditError> {
         std::fs::create_dir_all(dir).map_err(|e| AuditError::io("creating", dir, e))?;
+        let writer =
+            writer_lock::acquire(dir, std::time::Duration::from_millis(config.lock_wait_ms))?;
         let present = segments(dir)?;
         let mut total = 0u64;
         for i in &present {
@@ -190,6 +204,7 @@ impl AuditLog {
                 next_seq: 0,
                 last_hash: [0; 32],
                 crash_hook: None,
+                _writer: writer,
             };
             log.start_segment(1)?;
             return Ok((log, Vec::new()));
@@ -257,6 +272,7 @@ impl AuditLog {
             next_seq: last.map_or(0, |(s, _)| s + 1),
             last_hash: last.map_or([0; 32], |(_, h)| h),
             crash_hook: None,
+            _writer: writer,
         };
         if keep < bytes.len() {
             log.file

@@ -25,8 +25,20 @@ pub enum Mode {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Decision,
-    Abstention { code: String },
-    Refused { code: String },
+    Abstention {
+        code: String,
+    },
+    Refused {
+        code: String,
+    },
+    // New variants go last: records already on disk keep their meaning.
+    /// Every gate passed and every label was Uncertain.
+    Undecided,
+    /// The study failed past ingest (engine, decision core, a caught
+    /// panic); `code` is the stable code of the fault.
+    Failed {
+        code: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ const SMALL: AuditConfig = AuditConfig {
     segment_bytes: 64 * 1024,
     max_total_bytes: 4 * 1024 * 1024,
     fsync_every_record: true,
+    lock_wait_ms: 0,
 };
 
 fn event(i: u64) -> Event {
@@ -82,6 +83,7 @@ fn a_full_log_refuses_rather_than_drops() {
         segment_bytes: 64 * 1024,
         max_total_bytes: 192 * 1024,
         fsync_every_record: false,
+        lock_wait_ms: 0,
     };
     let (mut log, _) = AuditLog::open(&dir, config, 0).unwrap();
     let mut appended = 0u64;
@@ -376,4 +378,44 @@ fn records_hold_no_identifiers_in_clear() {
     let mut out = Vec::new();
     export_jsonl(&dir, &mut out).unwrap();
     assert!(!String::from_utf8(out).unwrap().contains(uid));
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_holder_and_never_cuts_its_record() {
+    let dir = scratch("locked");
+    let (mut first, _) = AuditLog::open(&dir, SMALL, 0).unwrap();
+    first.append(0, event(0)).unwrap();
+    let err = AuditLog::open(&dir, SMALL, 0).unwrap_err();
+    assert_eq!(err.code(), "AUDIT_LOCKED");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    // The refused writer changed nothing: the holder goes on appending.
+    first.append(0, event(1)).unwrap();
+    drop(first);
+    let (log, torn) = AuditLog::open(&dir, SMALL, 0).unwrap();
+    assert!(torn.is_empty());
+    assert_eq!(log.next_seq(), 2);
+    drop(log);
+    assert_eq!(crate::verify(&dir).unwrap().records, 2);
+}
+
+#[test]
+fn a_second_writer_waits_for_the_first_to_let_go() {
+    let dir = scratch("lock-wait");
+    let (first, _) = AuditLog::open(&dir, SMALL, 0).unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let patient = AuditConfig {
+        lock_wait_ms: 10_000,
+        ..SMALL
+    };
+    let started = std::time::Instant::now();
+    let (_second, _) = AuditLog::open(&dir, patient, 0).unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    releaser.join().unwrap();
 }

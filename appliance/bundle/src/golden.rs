@@ -39,6 +39,28 @@ impl Default for GoldenTolerance {
     }
 }
 
+/// The loosest tolerances a bundle may state: an f32 engine matches the
+/// reference to about 1e-5, bf16 to about 1e-2.
+pub const MAX_F32_REL_L2: f32 = 1e-3;
+pub const MAX_REDUCED_REL_L2: f32 = 5e-2;
+
+impl GoldenTolerance {
+    /// Positive, finite and no looser than the bounds above: an unbounded
+    /// tolerance would let any engine pass the self-test.
+    pub fn validate(&self) -> Result<(), crate::BundleError> {
+        let ok = |v: f32, max: f32| v > 0.0 && v <= max;
+        if ok(self.f32_rel_l2, MAX_F32_REL_L2) && ok(self.reduced_rel_l2, MAX_REDUCED_REL_L2) {
+            return Ok(());
+        }
+        Err(crate::BundleError::InvalidParameters {
+            problem: format!(
+                "golden tolerances f32 {} and reduced {} must lie in (0, {MAX_F32_REL_L2}] and (0, {MAX_REDUCED_REL_L2}]",
+                self.f32_rel_l2, self.reduced_rel_l2
+            ),
+        })
+    }
+}
+
 /// Relative L2 distance `|a - b| / max(|b|, tiny)`.
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
     let (mut num, mut den) = (0.0f64, 0.0f64);

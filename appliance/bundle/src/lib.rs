@@ -32,7 +32,7 @@ pub use manifest::{
     DataDigest, Manifest, MemberEntry, Provenance, CARD_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER,
     REQUIRED_MEMBERS, SCHEMA_VERSION,
 };
-pub use params::{FeatureStatsData, ModelParams};
+pub use params::{FeatureStatsData, ModelParams, OodGateData};
 #[cfg(feature = "sign")]
 pub use sign::{BundleDraft, BundleSigner};
 pub use slots::{

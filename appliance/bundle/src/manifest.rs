@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::{BundleError, GoldenTolerance, ModelParams};
 
 /// The manifest schema this firmware reads. Encoded first, so a newer schema
-/// is recognised as such rather than as garbage.
-pub const SCHEMA_VERSION: u16 = 1;
+/// is recognised as such rather than as garbage. Schema 2: bands per label
+/// in logit units, one combined OOD gate, calibration flags, no TTA-spread
+/// gate and no ODIN temperature.
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Members every bundle carries.
 pub const MODEL_MEMBER: &str = "model.onnx";

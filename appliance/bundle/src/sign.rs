@@ -200,6 +200,7 @@ impl BundleDraft {
     /// Check, sign and lay out the bundle file.
     pub fn lock(&self, signer: &BundleSigner) -> Result<Vec<u8>, BundleError> {
         self.params.validate()?;
+        self.golden_tolerance.validate()?;
         if self.boards.is_empty() {
             return Err(BundleError::InvalidParameters {
                 problem: "the bundle names no compatible board".into(),

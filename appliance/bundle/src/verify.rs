@@ -151,6 +151,7 @@ pub fn verify(
         });
     }
     manifest.params.validate()?;
+    manifest.golden_tolerance.validate()?;
     let members: Vec<(String, Range<usize>)> = c
         .members
         .iter()

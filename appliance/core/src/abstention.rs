@@ -14,12 +14,11 @@ pub enum AbstentionReason {
     AgeUnknown,
     AgeOutOfRange,
     OutOfDistribution,
-    HighUncertainty,
     Timeout,
 }
 
 impl AbstentionReason {
-    pub const ALL: [AbstentionReason; 10] = [
+    pub const ALL: [AbstentionReason; 9] = [
         AbstentionReason::LateralView,
         AbstentionReason::NotChest,
         AbstentionReason::NotRadiograph,
@@ -28,7 +27,6 @@ impl AbstentionReason {
         AbstentionReason::AgeUnknown,
         AbstentionReason::AgeOutOfRange,
         AbstentionReason::OutOfDistribution,
-        AbstentionReason::HighUncertainty,
         AbstentionReason::Timeout,
     ];
 
@@ -42,7 +40,6 @@ impl AbstentionReason {
             AbstentionReason::AgeUnknown => "ABSTAIN_AGE_UNKNOWN",
             AbstentionReason::AgeOutOfRange => "ABSTAIN_AGE_OUT_OF_RANGE",
             AbstentionReason::OutOfDistribution => "ABSTAIN_OUT_OF_DISTRIBUTION",
-            AbstentionReason::HighUncertainty => "ABSTAIN_HIGH_UNCERTAINTY",
             AbstentionReason::Timeout => "ABSTAIN_TIMEOUT",
         }
     }
@@ -58,7 +55,6 @@ impl AbstentionReason {
             AbstentionReason::AgeUnknown => "Patient age not recorded and required by this model — enter the age or refer to a radiologist",
             AbstentionReason::AgeOutOfRange => "Patient age outside the model's intended range — refer to a radiologist",
             AbstentionReason::OutOfDistribution => "Image unlike the model's training data (unusual acquisition or content) — refer to a radiologist",
-            AbstentionReason::HighUncertainty => "Model too uncertain on this image — refer to a radiologist",
             AbstentionReason::Timeout => "Analysis did not finish in time — retry, or refer to a radiologist",
         }
     }

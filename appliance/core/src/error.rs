@@ -29,6 +29,13 @@ pub enum CoreError {
     },
     /// A temperature is not a positive finite number.
     BadTemperature { label: usize },
+    /// A decision parameter is NaN, infinite or out of its range (`index`:
+    /// the label, for per-label parameters). Such a parameter could switch
+    /// its gate off, so the study is refused instead.
+    InvalidParameter {
+        name: &'static str,
+        index: Option<usize>,
+    },
     /// The output buffer is too small for the encoded record.
     Encode,
 }
@@ -43,6 +50,7 @@ impl CoreError {
             CoreError::SingularCovariance { .. } => "CORE_SINGULAR_COVARIANCE",
             CoreError::ParamsMismatch { .. } => "CORE_PARAMS_MISMATCH",
             CoreError::BadTemperature { .. } => "CORE_BAD_TEMPERATURE",
+            CoreError::InvalidParameter { .. } => "CORE_INVALID_PARAMETER",
             CoreError::Encode => "CORE_ENCODE",
         }
     }
@@ -69,6 +77,14 @@ impl fmt::Display for CoreError {
                 "{labels} labels but {temperatures} temperatures and {thresholds} thresholds; fix: the bundle's decision parameters are inconsistent"
             ),
             CoreError::BadTemperature { label } => write!(f, "temperature of label {label} is not positive; fix: refit calibration"),
+            CoreError::InvalidParameter { name, index: Some(i) } => write!(
+                f,
+                "decision parameter `{name}` of label {i} is not finite or out of range; fix: the bundle's parameters are corrupt, re-lock it"
+            ),
+            CoreError::InvalidParameter { name, index: None } => write!(
+                f,
+                "decision parameter `{name}` is not finite or out of range; fix: the bundle's parameters are corrupt, re-lock it"
+            ),
             CoreError::Encode => write!(f, "record does not fit the buffer; fix: pass a larger buffer"),
         }
     }

@@ -36,15 +36,30 @@ impl InputGate {
             InputClass::NotRadiograph => return Err(AbstentionReason::NotRadiograph),
             InputClass::Unknown => return Err(AbstentionReason::UnknownInput),
         }
+        // Written so that a NaN age or limit fails the comparison.
         match age_years {
             None if self.allow_unknown_age => Ok(()),
             None => Err(AbstentionReason::AgeUnknown),
-            Some(age) if age < self.min_age_years => Err(AbstentionReason::Paediatric),
-            Some(age) if self.max_age_years.is_some_and(|max| age > max) => {
+            Some(age) if !(age >= self.min_age_years) => Err(AbstentionReason::Paediatric),
+            Some(age) if self.max_age_years.is_some_and(|max| !(age <= max)) => {
                 Err(AbstentionReason::AgeOutOfRange)
             }
             Some(_) => Ok(()),
         }
+    }
+
+    /// The gate's own limits are finite and ordered; `Err` names the bad one.
+    pub fn check_parameters(&self) -> Result<(), &'static str> {
+        if !(self.min_age_years.is_finite() && self.min_age_years >= 0.0) {
+            return Err("gate.min_age_years");
+        }
+        if self
+            .max_age_years
+            .is_some_and(|max| !(max.is_finite() && max >= self.min_age_years))
+        {
+            return Err("gate.max_age_years");
+        }
+        Ok(())
     }
 }
 

@@ -1,8 +1,9 @@
 //! `cxr-core`: the `no_std` decision core shared by the appliance and the trainer.
 //!
 //! It owns the decision logic: TTA merge, per-label temperature calibration,
-//! thresholded calls with an uncertainty band, OOD scores (JointEnergy,
-//! max-logit, ODIN-T, Mahalanobis) and their gate, the input gate, deadlines
+//! thresholded calls with an uncertainty band in logit space, OOD scores (low
+//! JointEnergy, low max-logit, Mahalanobis) combined into one gate, the input
+//! gate, deadlines
 //! (embassy-time), abstentions with stable codes and operator messages, and the
 //! postcard-encoded decision record. The decision path allocates nothing
 //! (heapless buffers, borrowed parameters). It must not know I/O, engines or
@@ -25,8 +26,9 @@ pub use abstention::{Abstention, AbstentionReason};
 pub use calibration::Call;
 pub use decision::{
     decide, gate_input, Decision, DecisionParams, GateResults, LabelOutcome, StudyFacts,
+    MAX_BAND_LOGIT,
 };
 pub use error::CoreError;
 pub use gate::InputGate;
 pub use input_class::InputClass;
-pub use record::{DecisionRecord, StageTimings};
+pub use record::{DecisionRecord, StageTimings, RECORD_FORMAT};

@@ -1,54 +1,91 @@
-//! Out-of-distribution scores on one study, and the gate that combines them.
+//! Out-of-distribution scores on one study, and the one gate that combines
+//! the scores a bundle keeps.
 //!
-//! - **JointEnergy** (multi-label energy): `sum_l log(1 + exp(z_l))`. Higher
-//!   means more in-distribution; the gate trips when it falls below its cut-off.
-//! - **Max-logit**: `max_l z_l`; trips below its cut-off.
-//! - **ODIN-T**: `max_l sigmoid(z_l / T)` with the ODIN temperature `T`. This is
-//!   ODIN *without* its input perturbation: the perturbation needs the gradient
-//!   of the score with respect to the input, and the edge engines compute no
-//!   gradients. Trips below its cut-off.
+//! Candidate scores, each oriented so that **higher means more unusual**:
+//! - **Low JointEnergy**: `-sum_l log(1 + exp(z_l))`.
+//! - **Low max-logit**: `-max_l z_l`.
 //! - **Mahalanobis**: the distance of the pooled feature to the training mean
 //!   under the fitted covariance, from a stored mean and lower Cholesky factor.
-//!   Trips above its cut-off.
+//!
+//! The logit scores reward confident *positive* findings, which is backwards
+//! for a multi-label model whose normal films have all-low logits: a bundle
+//! keeps a score only if, at fit time, it told held-out unusual studies from
+//! adult test films better than chance. (ODIN without its input
+//! perturbation is a monotone transform of max-logit, so it is not a
+//! separate score.) The kept scores are standardised with their
+//! in-distribution centre and scale and averaged into one combined score,
+//! which trips the gate above one cut-off fitted at a stated
+//! in-distribution coverage.
 
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::MAX_FEATURES;
-use crate::math::{sigmoid, softplus};
+use crate::math::softplus;
 use crate::CoreError;
 
-/// The scores of one study.
+/// The candidate scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OodScoreKind {
+    LowJointEnergy,
+    LowMaxLogit,
+    Mahalanobis,
+}
+
+impl OodScoreKind {
+    pub const ALL: [OodScoreKind; 3] = [
+        OodScoreKind::LowJointEnergy,
+        OodScoreKind::LowMaxLogit,
+        OodScoreKind::Mahalanobis,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            OodScoreKind::LowJointEnergy => "low_joint_energy",
+            OodScoreKind::LowMaxLogit => "low_max_logit",
+            OodScoreKind::Mahalanobis => "mahalanobis",
+        }
+    }
+}
+
+/// One kept score: `(score - centre) / scale` enters the combined score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OodTerm {
+    pub kind: OodScoreKind,
+    /// Mean of the score on in-distribution validation studies.
+    pub centre: f32,
+    /// Standard deviation there; > 0.
+    pub scale: f32,
+}
+
+/// The gate: the mean of the kept terms, tripped above `max_combined`. No
+/// terms means the bundle ships no OOD gate (no score beat chance), which
+/// its model card says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OodGate<'a> {
+    pub terms: &'a [OodTerm],
+    pub max_combined: f32,
+}
+
+/// The scores of one study, each oriented higher = more unusual.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct OodScores {
-    pub joint_energy: f32,
-    pub max_logit: f32,
-    pub odin_t: f32,
+    pub low_joint_energy: f32,
+    pub low_max_logit: f32,
     /// `None` when the bundle carries no feature statistics.
     pub mahalanobis: Option<f32>,
+    /// The combined score of the kept terms; `None` without a gate.
+    pub combined: Option<f32>,
 }
 
-/// Cut-offs; `None` disables that score's gate.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct OodCutoffs {
-    pub min_joint_energy: Option<f32>,
-    pub min_max_logit: Option<f32>,
-    pub min_odin_t: Option<f32>,
-    pub max_mahalanobis: Option<f32>,
-}
-
-/// Which gates tripped. The study is out of distribution if any did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct OodGates {
-    pub joint_energy: bool,
-    pub max_logit: bool,
-    pub odin_t: bool,
-    pub mahalanobis: bool,
-}
-
-impl OodGates {
-    pub fn any(&self) -> bool {
-        self.joint_energy || self.max_logit || self.odin_t || self.mahalanobis
+impl OodScores {
+    pub fn get(&self, kind: OodScoreKind) -> Option<f32> {
+        match kind {
+            OodScoreKind::LowJointEnergy => Some(self.low_joint_energy),
+            OodScoreKind::LowMaxLogit => Some(self.low_max_logit),
+            OodScoreKind::Mahalanobis => self.mahalanobis,
+        }
     }
 }
 
@@ -66,13 +103,6 @@ pub fn joint_energy(logits: &[f32]) -> f32 {
 
 pub fn max_logit(logits: &[f32]) -> f32 {
     logits.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-}
-
-pub fn odin_t(logits: &[f32], temperature: f32) -> f32 {
-    logits
-        .iter()
-        .map(|z| sigmoid(z / temperature))
-        .fold(0.0, f32::max)
 }
 
 /// `sqrt((x - mean)^T Sigma^-1 (x - mean))`, by forward substitution
@@ -107,33 +137,45 @@ pub fn mahalanobis(x: &[f32], stats: &FeatureStats<'_>) -> Result<f32, CoreError
     Ok(libm::sqrt(sum) as f32)
 }
 
+/// The combined score of `terms` over `scores`: the mean of the
+/// standardised terms. NaN when a term's score is missing or not finite, so
+/// that the gate trips.
+pub fn combined(scores: &OodScores, terms: &[OodTerm]) -> Option<f32> {
+    if terms.is_empty() {
+        return None;
+    }
+    let mut sum = 0.0f32;
+    for t in terms {
+        let v = scores.get(t.kind).unwrap_or(f32::NAN);
+        sum += (v - t.centre) / t.scale;
+    }
+    Some(sum / terms.len() as f32)
+}
+
 /// All scores of one study. `features` may be empty when `stats` is `None`.
 pub fn scores(
     logits: &[f32],
     features: &[f32],
-    odin_temperature: f32,
     stats: Option<&FeatureStats<'_>>,
+    terms: &[OodTerm],
 ) -> Result<OodScores, CoreError> {
-    Ok(OodScores {
-        joint_energy: joint_energy(logits),
-        max_logit: max_logit(logits),
-        odin_t: odin_t(logits, odin_temperature),
-        mahalanobis: stats.map(|s| mahalanobis(features, s)).transpose()?,
-    })
+    let mut s = OodScores {
+        low_joint_energy: -joint_energy(logits),
+        low_max_logit: -max_logit(logits),
+        mahalanobis: stats.map(|st| mahalanobis(features, st)).transpose()?,
+        combined: None,
+    };
+    s.combined = combined(&s, terms);
+    Ok(s)
 }
 
-/// Compare every score with its cut-off.
-pub fn gate(scores: &OodScores, cutoffs: &OodCutoffs) -> OodGates {
-    // NaN trips every gate: fail closed.
-    let below = |v: f32, cut: Option<f32>| cut.is_some_and(|c| v.is_nan() || v < c);
-    OodGates {
-        joint_energy: below(scores.joint_energy, cutoffs.min_joint_energy),
-        max_logit: below(scores.max_logit, cutoffs.min_max_logit),
-        odin_t: below(scores.odin_t, cutoffs.min_odin_t),
-        mahalanobis: match (scores.mahalanobis, cutoffs.max_mahalanobis) {
-            (Some(d), Some(c)) => d.is_nan() || d > c,
-            _ => false,
-        },
+/// Whether the gate trips: the combined score above the cut-off, or not a
+/// number (a missing or NaN score, a NaN cut-off): `!(c <= max)` holds for
+/// either.
+pub fn trips(scores: &OodScores, gate: &OodGate<'_>) -> bool {
+    match scores.combined {
+        Some(c) => !(c <= gate.max_combined),
+        None => !gate.terms.is_empty(),
     }
 }
 
@@ -240,30 +282,73 @@ mod tests {
     }
 
     #[test]
-    fn energy_and_gates() {
+    fn scores_combine_into_one_gate_that_fails_closed() {
         let logits = [0.0, 0.0];
         assert!((joint_energy(&logits) - 2.0 * core::f32::consts::LN_2).abs() < 1e-6);
-        let s = scores(&[-8.0, -9.0], &[], 1.0, None).unwrap();
-        let cut = OodCutoffs {
-            min_joint_energy: Some(0.01),
-            min_max_logit: None,
-            min_odin_t: None,
-            max_mahalanobis: Some(1.0),
+        let terms = [
+            OodTerm {
+                kind: OodScoreKind::LowJointEnergy,
+                centre: -1.0,
+                scale: 0.5,
+            },
+            OodTerm {
+                kind: OodScoreKind::LowMaxLogit,
+                centre: 2.0,
+                scale: 1.0,
+            },
+        ];
+        let s = scores(&[-3.0, -4.0], &[], None, &terms).unwrap();
+        assert_eq!(s.low_max_logit, 3.0);
+        let energy = -(softplus(-3.0) + softplus(-4.0));
+        let expected = ((energy + 1.0) / 0.5 + (3.0 - 2.0) / 1.0) / 2.0;
+        assert!((s.combined.unwrap() - expected).abs() < 1e-6);
+        let gate = OodGate {
+            terms: &terms,
+            max_combined: expected + 0.01,
         };
-        let g = gate(&s, &cut);
-        assert!(g.joint_energy && !g.max_logit && !g.mahalanobis && g.any());
-        let none = OodCutoffs {
-            min_joint_energy: None,
-            min_max_logit: None,
-            min_odin_t: None,
-            max_mahalanobis: None,
-        };
-        assert!(!gate(&s, &none).any());
-        // A NaN score trips its gate (fail closed).
+        assert!(!trips(&s, &gate));
+        assert!(trips(
+            &s,
+            &OodGate {
+                max_combined: expected - 0.01,
+                ..gate
+            }
+        ));
+        // A NaN cut-off, a NaN score and a kept score the study lacks all trip.
+        assert!(trips(
+            &s,
+            &OodGate {
+                max_combined: f32::NAN,
+                ..gate
+            }
+        ));
         let nan = OodScores {
-            joint_energy: f32::NAN,
+            combined: Some(f32::NAN),
             ..s
         };
-        assert!(gate(&nan, &cut).joint_energy);
+        assert!(trips(&nan, &gate));
+        let mahalanobis = [OodTerm {
+            kind: OodScoreKind::Mahalanobis,
+            centre: 0.0,
+            scale: 1.0,
+        }];
+        let without = scores(&[-3.0], &[], None, &mahalanobis).unwrap();
+        assert!(trips(
+            &without,
+            &OodGate {
+                terms: &mahalanobis,
+                max_combined: 100.0
+            }
+        ));
+        // No kept term: no gate, and nothing to combine.
+        let none = scores(&[-3.0], &[], None, &[]).unwrap();
+        assert_eq!(none.combined, None);
+        assert!(!trips(
+            &none,
+            &OodGate {
+                terms: &[],
+                max_combined: 0.0
+            }
+        ));
     }
 }

@@ -14,6 +14,10 @@ pub struct StageTimings {
     pub decision_us: u64,
 }
 
+/// The decision record format written now (2: one OOD gate, bands in logit
+/// units, no TTA-spread gate).
+pub const RECORD_FORMAT: u8 = 0xD2;
+
 /// What the audit log keeps of one inference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
@@ -27,13 +31,27 @@ pub struct DecisionRecord {
 
 impl DecisionRecord {
     /// Encode into `buf`; returns the used prefix.
+    /// The first byte names the record format: a log outlives firmware
+    /// versions, and postcard is not self-describing, so a reader must never
+    /// decode one format's bytes as another's. Format 1 (no prefix; its
+    /// first byte was the input class, 0 to 4) is not read any more.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], CoreError> {
-        postcard::to_slice(self, buf).map_err(|_| CoreError::Encode)
+        let (first, rest) = buf.split_first_mut().ok_or(CoreError::Encode)?;
+        *first = RECORD_FORMAT;
+        let used = postcard::to_slice(self, rest)
+            .map_err(|_| CoreError::Encode)?
+            .len();
+        Ok(&mut buf[..=used])
     }
 
-    /// Decode a record written by [`DecisionRecord::encode`].
+    /// Decode a record written by [`DecisionRecord::encode`] in this format.
     pub fn decode(bytes: &[u8]) -> Result<Self, CoreError> {
-        postcard::from_bytes(bytes).map_err(|_| CoreError::Encode)
+        match bytes.split_first() {
+            Some((&RECORD_FORMAT, rest)) => {
+                postcard::from_bytes(rest).map_err(|_| CoreError::Encode)
+            }
+            _ => Err(CoreError::Encode),
+        }
     }
 }
 
@@ -42,7 +60,7 @@ mod tests {
     use embassy_time::{Duration, Instant};
 
     use super::*;
-    use crate::ood::OodCutoffs;
+    use crate::ood::{OodGate, OodScoreKind, OodTerm};
     use crate::{decide, DecisionParams, InputGate, StudyFacts};
 
     #[test]
@@ -50,14 +68,14 @@ mod tests {
         let params = DecisionParams {
             temperatures: &[1.0, 1.2, 0.8],
             thresholds: &[0.5, 0.3, 0.7],
-            uncertainty_band: 0.05,
-            max_tta_spread: None,
-            odin_temperature: 1000.0,
-            ood_cutoffs: OodCutoffs {
-                min_joint_energy: Some(0.0),
-                min_max_logit: None,
-                min_odin_t: None,
-                max_mahalanobis: None,
+            bands: &[0.5, 0.5, 0.5],
+            ood: OodGate {
+                terms: &[OodTerm {
+                    kind: OodScoreKind::LowJointEnergy,
+                    centre: -2.0,
+                    scale: 1.0,
+                }],
+                max_combined: 3.0,
             },
             feature_stats: None,
             input_gate: InputGate::default(),
@@ -96,5 +114,9 @@ mod tests {
         let mut tiny = [0u8; 4];
         assert_eq!(record.encode(&mut tiny), Err(CoreError::Encode));
         assert!(DecisionRecord::decode(&[0xFF; 3]).is_err());
+        // A format-1 record (no prefix) is refused, never misread.
+        let mut legacy = [0u8; 512];
+        let old = postcard::to_slice(&record, &mut legacy).unwrap();
+        assert!(DecisionRecord::decode(old).is_err());
     }
 }

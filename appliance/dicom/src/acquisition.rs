@@ -18,8 +18,21 @@ const NON_RADIOGRAPH_MODALITIES: &[&str] = &[
 const CHEST_WORDS: &[&str] = &[
     "CHEST", "THORAX", "LUNG", "LUNGS", "CXR", "TORAX", "POITRINE",
 ];
-const FRONTAL_VIEWS: &[&str] = &["PA", "AP", "FRONTAL"];
-const LATERAL_VIEWS: &[&str] = &["LL", "RL", "LAT", "LATERAL", "LLD", "RLD"];
+const FRONTAL_VIEWS: &[&str] = &["PA", "AP", "FRONTAL", "POSTEROANTERIOR", "ANTEROPOSTERIOR"];
+/// Lateral words. Decubitus (LLD, RLD, "decubitus") is a horizontal-beam
+/// film of a patient lying on one side: not the erect or supine frontal film
+/// the model reads, so it is kept out with the laterals rather than taken
+/// as frontal.
+const LATERAL_VIEWS: &[&str] = &[
+    "LL",
+    "RL",
+    "LAT",
+    "LATERAL",
+    "LLD",
+    "RLD",
+    "DECUBITUS",
+    "DECUB",
+];
 const PORTABLE_WORDS: &[&str] = &["PORTABLE", "PORT", "MOBILE", "BEDSIDE"];
 
 /// Upper-case tokens of a tag value, split at anything not a letter or digit,
@@ -43,27 +56,35 @@ pub(crate) fn read(obj: &Obj, transfer_syntax: &str) -> AcquisitionInfo {
     let modality = code(obj, tags::MODALITY);
     let body_part = code(obj, tags::BODY_PART_EXAMINED);
     let view_position = code(obj, tags::VIEW_POSITION);
+    // What the examination was. StationName names a room or a unit and
+    // ImageComments is free text: neither is evidence of a chest film.
     let descriptions: Vec<String> = [
         tags::STUDY_DESCRIPTION,
         tags::SERIES_DESCRIPTION,
         tags::PROTOCOL_NAME,
-        tags::STATION_NAME,
-        tags::IMAGE_COMMENTS,
         tags::ACQUISITION_DEVICE_PROCESSING_DESCRIPTION,
     ]
     .iter()
     .filter_map(|t| code(obj, *t))
     .collect();
     let (pixel_spacing_mm, pixel_spacing_source) = spacing(obj);
-    let input_class = classify(
+    let view = view_code_meaning(obj);
+    let mut input_class = classify(
         modality.as_deref(),
         body_part.as_deref(),
-        view_position.as_deref(),
+        view_position.as_deref().or(view.as_deref()),
         &descriptions,
     );
+    // A patient orientation whose rows run front to back is a lateral
+    // projection, whatever the view tag says: fail towards abstention.
+    if input_class == InputClass::FrontalChest
+        && text(obj, tags::PATIENT_ORIENTATION).is_some_and(|o| orientation_is_lateral(&o))
+    {
+        input_class = InputClass::LateralChest;
+    }
     AcquisitionInfo {
         sex: code(obj, tags::PATIENT_SEX).and_then(|s| parse_sex(&s)),
-        age_years: text(obj, tags::PATIENT_AGE).and_then(|a| parse_age(&a)),
+        age_years: age_years(obj),
         manufacturer: text(obj, tags::MANUFACTURER),
         manufacturer_model: text(obj, tags::MANUFACTURER_MODEL_NAME),
         pixel_spacing_mm,
@@ -85,6 +106,67 @@ pub(crate) fn read(obj: &Obj, transfer_syntax: &str) -> AcquisitionInfo {
         body_part,
         view_position,
     }
+}
+
+/// The upper-cased Code Meaning of the View Code Sequence's first item
+/// (0054,0220), e.g. "POSTERO-ANTERIOR", "LATERAL".
+fn view_code_meaning(obj: &Obj) -> Option<String> {
+    let items = obj.get(tags::VIEW_CODE_SEQUENCE)?.items()?;
+    let first = items.first()?;
+    code(first, tags::CODE_MEANING).map(|m| m.replace('-', ""))
+}
+
+/// Patient Orientation (0020,0020) is the direction of the rows, then of
+/// the columns (`L\F` for a PA film). Rows running anterior or posterior
+/// with no left or right component (`A\F`, `P\F`, `AH\F`) mean the beam
+/// went through the patient sideways: a lateral projection.
+pub(crate) fn orientation_is_lateral(orientation: &str) -> bool {
+    let row = orientation
+        .split('\\')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
+    let front_back = row.contains('A') || row.contains('P');
+    let left_right = row.contains('L') || row.contains('R');
+    front_back && !left_right
+}
+
+/// Age in years: PatientAge, else PatientBirthDate against the StudyDate
+/// (or AcquisitionDate, then ContentDate).
+fn age_years(obj: &Obj) -> Option<f32> {
+    if let Some(age) = text(obj, tags::PATIENT_AGE).and_then(|a| parse_age(&a)) {
+        return Some(age);
+    }
+    let birth = text(obj, tags::PATIENT_BIRTH_DATE).and_then(|d| parse_date(&d))?;
+    let on = [tags::STUDY_DATE, tags::ACQUISITION_DATE, tags::CONTENT_DATE]
+        .iter()
+        .find_map(|t| text(obj, *t).and_then(|d| parse_date(&d)))?;
+    years_between(birth, on)
+}
+
+/// A DICOM DA value `YYYYMMDD` as (year, month, day), checked loosely.
+pub(crate) fn parse_date(s: &str) -> Option<(u16, u8, u8)> {
+    let s = s.trim();
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: u16 = s[..4].parse().ok()?;
+    let m: u8 = s[4..6].parse().ok()?;
+    let d: u8 = s[6..].parse().ok()?;
+    ((1850..=2200).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
+        .then_some((y, m, d))
+}
+
+/// Whole years from `birth` to `on`, plus the fraction of the current year
+/// by months; `None` if `on` is before `birth` or the span is implausible.
+pub(crate) fn years_between(birth: (u16, u8, u8), on: (u16, u8, u8)) -> Option<f32> {
+    let months = (i32::from(on.0) - i32::from(birth.0)) * 12 + i32::from(on.1)
+        - i32::from(birth.1)
+        - i32::from(on.2 < birth.2);
+    (0..=150 * 12)
+        .contains(&months)
+        .then(|| months as f32 / 12.0)
 }
 
 fn spacing(obj: &Obj) -> (Option<[f64; 2]>, Option<String>) {
@@ -219,6 +301,85 @@ mod tests {
     }
 
     #[test]
+    fn ages_from_birth_dates() {
+        let birth = parse_date("19700615").unwrap();
+        assert_eq!(
+            years_between(birth, parse_date("20200615").unwrap()),
+            Some(50.0)
+        );
+        assert_eq!(
+            years_between(birth, parse_date("20200614").unwrap()),
+            Some(49.0 + 11.0 / 12.0)
+        );
+        assert_eq!(years_between(birth, parse_date("19690101").unwrap()), None);
+        assert_eq!(parse_date("2020-06-15"), None);
+        assert_eq!(parse_date("20201315"), None);
+        let child = parse_date("20150301").unwrap();
+        let age = years_between(child, parse_date("20230301").unwrap()).unwrap();
+        assert_eq!(age, 8.0);
+    }
+
+    fn object(elements: &[(dicom_core::Tag, &str)]) -> Obj {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        Obj::from_element_iter(
+            elements
+                .iter()
+                .map(|(t, v)| DataElement::new(*t, VR::LO, PrimitiveValue::from(*v))),
+        )
+    }
+
+    #[test]
+    fn tags_on_the_object_decide_class_and_age() {
+        let ts = "1.2.840.10008.1.2.1";
+        // A station or a comment naming the chest is not a chest examination.
+        let station = object(&[
+            (tags::MODALITY, "CR"),
+            (tags::VIEW_POSITION, "PA"),
+            (tags::STATION_NAME, "CHEST ROOM 1"),
+            (tags::IMAGE_COMMENTS, "chest"),
+        ]);
+        assert_eq!(read(&station, ts).input_class, InputClass::Unknown);
+        // A PA tag with rows running front to back is a lateral.
+        let sideways = object(&[
+            (tags::MODALITY, "DX"),
+            (tags::BODY_PART_EXAMINED, "CHEST"),
+            (tags::VIEW_POSITION, "PA"),
+            (tags::PATIENT_ORIENTATION, "A\\F"),
+        ]);
+        assert_eq!(read(&sideways, ts).input_class, InputClass::LateralChest);
+        let upright = object(&[
+            (tags::MODALITY, "DX"),
+            (tags::BODY_PART_EXAMINED, "CHEST"),
+            (tags::VIEW_POSITION, "PA"),
+            (tags::PATIENT_ORIENTATION, "L\\F"),
+            (tags::PATIENT_BIRTH_DATE, "19600101"),
+            (tags::STUDY_DATE, "20200101"),
+        ]);
+        let info = read(&upright, ts);
+        assert_eq!(info.input_class, InputClass::FrontalChest);
+        assert_eq!(info.age_years, Some(60.0));
+        // The View Code Sequence stands in for a missing View Position.
+        let mut coded = object(&[(tags::MODALITY, "DX"), (tags::BODY_PART_EXAMINED, "CHEST")]);
+        let item = object(&[(tags::CODE_MEANING, "postero-anterior")]);
+        coded.put(dicom_core::DataElement::new(
+            tags::VIEW_CODE_SEQUENCE,
+            dicom_core::VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![item]),
+        ));
+        assert_eq!(read(&coded, ts).input_class, InputClass::FrontalChest);
+    }
+
+    #[test]
+    fn orientation_tells_lateral_from_frontal() {
+        for lateral in ["A\\F", "P\\F", "AH\\F", "p\\h"] {
+            assert!(orientation_is_lateral(lateral), "{lateral}");
+        }
+        for frontal in ["L\\F", "R\\F", "RA\\F", "", "F"] {
+            assert!(!orientation_is_lateral(frontal), "{frontal}");
+        }
+    }
+
+    #[test]
     fn words_are_whole_tokens() {
         assert!(has_word("CHEST_PORT", PORTABLE_WORDS));
         assert!(!has_word("REPORT ATTACHED", PORTABLE_WORDS));
@@ -263,6 +424,19 @@ mod tests {
         assert_eq!(
             classify(Some("CR"), Some("CHEST"), None, &bilateral),
             InputClass::Unknown
+        );
+        let decubitus = vec!["CHEST LEFT LATERAL DECUBITUS".to_owned()];
+        assert_eq!(
+            classify(Some("CR"), Some("CHEST"), Some("LLD"), &none),
+            InputClass::LateralChest
+        );
+        assert_eq!(
+            classify(Some("CR"), Some("CHEST"), None, &decubitus),
+            InputClass::LateralChest
+        );
+        assert_eq!(
+            classify(Some("DX"), Some("CHEST"), Some("POSTEROANTERIOR"), &none),
+            InputClass::FrontalChest
         );
         let desc = vec!["CHEST PA".to_owned()];
         assert_eq!(

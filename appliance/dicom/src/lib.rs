@@ -24,12 +24,12 @@ mod syntax;
 mod tags;
 
 use std::io::Read;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 pub use cxr_radiograph::{AcquisitionInfo, InputClass, Radiograph};
 pub use error::DicomError;
 pub use limits::ReadLimits;
+pub use pixels::inside_decoder_guard;
 
 use dicom_object::file::ReadPreamble;
 use dicom_object::OpenFileOptions;
@@ -52,7 +52,7 @@ pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, 
         ) => Some(&bytes[*offset..*offset + *len]),
         _ => None,
     };
-    let file = catch_unwind(AssertUnwindSafe(|| {
+    let file = pixels::guarded(|| {
         let options = OpenFileOptions::new().read_preamble(ReadPreamble::Always);
         match direct {
             Some(_) => options
@@ -60,7 +60,7 @@ pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, 
                 .from_reader(bytes),
             None => options.from_reader(bytes),
         }
-    }))
+    })
     .map_err(|p| {
         DicomError::malformed(
             0,

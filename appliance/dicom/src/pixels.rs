@@ -18,6 +18,30 @@ pub(crate) struct Samples {
     pub steps: Vec<Step>,
 }
 
+std::thread_local! {
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run third-party parsing or decoding code that may panic on malformed
+/// input, catching the panic. While it runs, [`inside_decoder_guard`] is true
+/// on this thread, so a panic hook can say truthfully that the fault is caught.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Box<dyn std::any::Any + Send>> {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_GUARD.with(|g| g.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_GUARD.with(|g| g.replace(true)));
+    catch_unwind(AssertUnwindSafe(f))
+}
+
+/// Whether this thread is inside a guarded decoder call: a panic now is a
+/// decoder fault that is caught and reported as the study's DICOM error.
+pub fn inside_decoder_guard() -> bool {
+    IN_GUARD.with(std::cell::Cell::get)
+}
+
 /// The text of a caught panic payload.
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -60,7 +84,7 @@ pub(crate) fn decode_first_frame(
     syntax: &Syntax,
 ) -> Result<Samples, DicomError> {
     let ts = syntax.name.to_owned();
-    let decoded = catch_unwind(AssertUnwindSafe(|| {
+    let decoded = guarded(|| {
         file.decode_pixel_data_frame(0).map(|d| {
             (
                 d.photometric_interpretation().to_string(),
@@ -68,7 +92,7 @@ pub(crate) fn decode_first_frame(
                 d.into_data(),
             )
         })
-    }))
+    })
     .map_err(|p| DicomError::DecoderPanicked {
         transfer_syntax: ts.clone(),
         reason: panic_text(p.as_ref()),

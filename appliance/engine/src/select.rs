@@ -94,7 +94,12 @@ pub fn select_for_bundle(
                         continue;
                     }
                 };
-                match self_test(engine.as_ref(), bundle.golden(), &m.golden_tolerance) {
+                match self_test(
+                    engine.as_ref(),
+                    bundle.golden(),
+                    &m.golden_tolerance,
+                    m.params.tta.len(),
+                ) {
                     Ok(report) => {
                         reasons.push(format!("auto: {} selected", engine.name()));
                         reasons.push(report.summary());
@@ -112,7 +117,12 @@ pub fn select_for_bundle(
     let tract = TractVit::load(bundle.onnx(), m.params.model, threads)?;
     reasons.push(format!("tract loaded with {} thread(s)", tract.threads()));
     let engine: Box<dyn Engine> = Box::new(tract);
-    let report = self_test(engine.as_ref(), bundle.golden(), &m.golden_tolerance)?;
+    let report = self_test(
+        engine.as_ref(),
+        bundle.golden(),
+        &m.golden_tolerance,
+        m.params.tta.len(),
+    )?;
     reasons.push(report.summary());
     Ok((Selection { engine, reasons }, report))
 }

@@ -195,10 +195,15 @@ proptest! {
         prop_assert!(out.data.iter().all(|v| v.is_finite() && (-2.0..=2.0).contains(v)));
     }
 
+    /// Views near the identity stay near the input (the resampling path
+    /// itself is checked at the identity in `tta.rs`).
     #[test]
-    fn identity_view_equals_the_input((rows, cols, pixels) in arbitrary_image()) {
+    fn a_tiny_view_change_barely_moves_the_input((rows, cols, pixels) in arbitrary_image()) {
         let input = prepare(&radiograph(rows, cols, pixels), &spec(16)).unwrap();
-        prop_assert_eq!(&tta_view(&input, &TtaView::IDENTITY), &input);
+        let nudged = tta_view(&input, &TtaView { rotation_deg: 1e-4, scale: 1.0, hflip: false });
+        let worst = nudged.data.iter().zip(&input.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let range = input.data.iter().copied().fold(0.0f32, |m, v| m.max(v.abs()));
+        prop_assert!(worst <= 1e-3 * range.max(1.0), "moved by {}", worst);
     }
 
     #[test]
