@@ -122,11 +122,15 @@ impl Device {
             lock_wait_ms: cxr_audit::DEFAULT_LOCK_WAIT_MS,
         };
         let dir = self.board.state_dir.join("audit");
-        let (mut log, torn) = AuditLog::open(&dir, config, now_unix_ms())?;
+        let (log, torn) = AuditLog::open(&dir, config, now_unix_ms())?;
         #[cfg(feature = "testing")]
-        if std::env::var("CXR_FAILPOINT").as_deref() == Ok("audit:partial-record") {
-            log.set_crash_hook(|name| EnvFailpoints::from_env().hit(name));
-        }
+        let log = {
+            let mut log = log;
+            if std::env::var("CXR_FAILPOINT").as_deref() == Ok("audit:partial-record") {
+                log.set_crash_hook(|name| EnvFailpoints::from_env().hit(name));
+            }
+            log
+        };
         for t in torn {
             eprintln!(
                 "cxr-appliance: audit log: cut a partial record of {} bytes (power loss) at byte {} of segment {}; kept as {}",
