@@ -16,8 +16,10 @@ impl std::fmt::Debug for Accelerators {
 }
 
 impl Accelerators {
+    /// `cache_key` authenticates the compiled-kernel cache (derived from the
+    /// device secret).
     #[cfg(feature = "cuda")]
-    pub fn for_board(board: &BoardProfile) -> Self {
+    pub fn for_board(board: &BoardProfile, cache_key: [u8; 32]) -> Self {
         use cxr_board::GpuPrecision;
         use cxr_cuda::plan::Precision;
         let options = cxr_cuda::CudaOptions {
@@ -25,8 +27,12 @@ impl Accelerators {
                 GpuPrecision::Bf16 => Precision::Bf16,
                 GpuPrecision::F16 => Precision::F16,
             },
-            // Compiled kernels survive restarts on the data partition.
-            cache_dir: Some(board.state_dir.join("kernel-cache")),
+            // Compiled kernels survive restarts on the data partition,
+            // each entry under an HMAC that only this device can make.
+            cache: Some(cxr_cuda::nvrtc::KernelCache {
+                dir: board.state_dir.join("kernel-cache"),
+                key: cache_key,
+            }),
             ordinal: 0,
             max_batch: board.engine.gpu_max_batch,
         };
@@ -34,7 +40,7 @@ impl Accelerators {
     }
 
     #[cfg(not(feature = "cuda"))]
-    pub fn for_board(_board: &BoardProfile) -> Self {
+    pub fn for_board(_board: &BoardProfile, _cache_key: [u8; 32]) -> Self {
         Accelerators(Vec::new())
     }
 

@@ -198,7 +198,7 @@ fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> anyhow::Result
         },
     )?;
     let engine = device.board.engine;
-    let accelerators = Accelerators::for_board(&device.board);
+    let accelerators = Accelerators::for_board(&device.board, device.kernel_cache_key()?);
     let self_test = |b: &VerifiedBundle| -> Result<String, BundleError> {
         select_for_bundle(
             b,

@@ -525,7 +525,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let threads = args.threads.unwrap_or(board_engine.threads);
     let selection = match &source {
         Source::Verified(b) => {
-            let accelerators = Accelerators::for_board(&device.board);
+            let accelerators = Accelerators::for_board(&device.board, device.kernel_cache_key()?);
             select_for_bundle(b, preference, threads, &accelerators.refs()).map(|(s, _)| s)
         }
         Source::Developer(d) => select_engine(&d.onnx, d.params.model, preference, threads),
@@ -557,7 +557,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let study = Study {
         selection: &selection,
         params,
-        decision_params: params.decision_params(),
+        decision_params: tightened(params.decision_params(), &device.board),
         clock: &clock,
     };
     let mut auditor = Auditor {
@@ -634,6 +634,17 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(worst.exit_code()))
 }
 
+/// The bundle's decision parameters with the board's tightening applied: a
+/// board may refuse studies without an age that the bundle lets pass, never
+/// the other way round.
+fn tightened<'a>(
+    mut params: DecisionParams<'a>,
+    board: &cxr_board::BoardProfile,
+) -> DecisionParams<'a> {
+    params.input_gate.allow_unknown_age &= !board.gate.require_age;
+    params
+}
+
 /// The decision record's bytes for the audit log. A record that does not
 /// encode fails its study: its numbers are neither logged nor shown.
 fn encode_record(file: &Path, result: StudyResult) -> (StudyResult, Option<Vec<u8>>) {
@@ -663,4 +674,34 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxr_board::BoardProfile;
+    use cxr_core::{AbstentionReason, InputClass};
+    use cxr_model::VitSpec;
+
+    #[test]
+    fn a_release_board_refuses_unknown_ages_the_bundle_lets_pass_and_never_loosens() {
+        let spec = VitSpec::tiny();
+        let mut params =
+            ModelParams::neutral(spec, (0..spec.labels).map(|i| format!("L{i}")).collect());
+        assert!(params.gate.allow_unknown_age, "the demo's policy");
+        let release = BoardProfile::builtin("x86-release").unwrap_or_else(|e| panic!("{e}"));
+        let dev = BoardProfile::builtin("dev-x86").unwrap_or_else(|e| panic!("{e}"));
+        let check = |p: &DecisionParams<'_>| p.input_gate.check(InputClass::FrontalChest, None);
+        assert_eq!(check(&tightened(params.decision_params(), &dev)), Ok(()));
+        assert_eq!(
+            check(&tightened(params.decision_params(), &release)),
+            Err(AbstentionReason::AgeUnknown)
+        );
+        // A bundle that requires an age keeps requiring it on every board.
+        params.gate.allow_unknown_age = false;
+        assert_eq!(
+            check(&tightened(params.decision_params(), &dev)),
+            Err(AbstentionReason::AgeUnknown)
+        );
+    }
 }

@@ -143,6 +143,11 @@ impl Device {
         Ok(log)
     }
 
+    /// The key that authenticates this device's compiled-kernel cache.
+    pub fn kernel_cache_key(&self) -> anyhow::Result<[u8; 32]> {
+        Ok(self.secret()?.derive_key("kernel-cache"))
+    }
+
     pub fn secret(&self) -> anyhow::Result<DeviceSecret> {
         Ok(DeviceSecret::load_or_create(
             &self.board.state_dir.join("device-secret"),

@@ -35,7 +35,10 @@ fn random_model(dir: &Path, preset: &str, size: u32) -> (PathBuf, PathBuf) {
     // probabilities Uncertain: narrow them so that these studies are decided.
     let mut table: toml::Table = std::fs::read_to_string(&params).unwrap().parse().unwrap();
     let labels = table["labels"].as_array().unwrap().len();
-    table.insert("bands".into(), vec![toml::Value::Float(BAND); labels].into());
+    table.insert(
+        "bands".into(),
+        vec![toml::Value::Float(BAND); labels].into(),
+    );
     std::fs::write(&params, toml::to_string(&table).unwrap()).unwrap();
     (model, params)
 }

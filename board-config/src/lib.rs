@@ -94,6 +94,20 @@ struct RawProfile {
     state: RawState,
     engine: EngineSettings,
     audit: AuditSettings,
+    #[serde(default)]
+    gate: GateTightening,
+}
+
+/// What a board adds to the bundle's input gate. A board may only tighten
+/// the gate, never loosen it: every decision parameter comes from the
+/// bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateTightening {
+    /// Refuse studies without a recorded age, even when the bundle lets
+    /// them pass (`ABSTAIN_AGE_UNKNOWN`).
+    #[serde(default)]
+    pub require_age: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +177,7 @@ pub struct BoardProfile {
     pub state_dir: PathBuf,
     pub engine: EngineSettings,
     pub audit: AuditSettings,
+    pub gate: GateTightening,
     trust_dir_relative: bool,
 }
 
@@ -348,6 +363,7 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
         state_dir: raw.state.dir,
         engine: raw.engine,
         audit: a,
+        gate: raw.gate,
         trust_dir_relative: relative,
     })
 }

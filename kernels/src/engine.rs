@@ -24,9 +24,9 @@ use crate::CudaError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CudaOptions {
     pub precision: Precision,
-    /// Where compiled kernels are kept between starts (`None`: compile
-    /// every start).
-    pub cache_dir: Option<PathBuf>,
+    /// Where compiled kernels are kept between starts, and the key that
+    /// authenticates them (`None`: compile every start).
+    pub cache: Option<crate::nvrtc::KernelCache>,
     pub ordinal: usize,
     /// Largest batch run at once (working buffers are sized per batch).
     pub max_batch: usize,
@@ -353,7 +353,7 @@ impl CudaVit {
         // Shapes the kernels cannot take are refused before touching a GPU.
         launch::attention(1, spec.heads, spec.tokens(), spec.head_dim())?;
         launch::residual_norm(1, spec.width)?;
-        let gpu = Gpu::open(options.ordinal, options.cache_dir.as_deref())?;
+        let gpu = Gpu::open(options.ordinal, options.cache.as_ref())?;
         let inner = match options.precision {
             Precision::F16 => Flavour::F16(DeviceVit::load(&gpu, weights, options.precision)?),
             Precision::Bf16 => Flavour::Bf16(DeviceVit::load(&gpu, weights, options.precision)?),
@@ -390,6 +390,10 @@ impl Engine for CudaVit {
 
     fn reduced_precision(&self) -> bool {
         true
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.gpu.notes.clone()
     }
 
     fn preferred_batch(&self) -> usize {

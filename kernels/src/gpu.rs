@@ -15,7 +15,7 @@ use cudarc::driver::{
 };
 
 use crate::launch::LaunchShape;
-use crate::nvrtc::{self, CacheOutcome, Target};
+use crate::nvrtc::{self, CacheOutcome, KernelCache, Target};
 use crate::params::{
     AssembleParams, AttentionParams, BiasGeluParams, Im2colParams, ResidualNormParams,
 };
@@ -85,6 +85,9 @@ pub struct Gpu {
     /// Name, architecture, NVRTC version, whether the kernels came from the
     /// cache: for the log.
     pub description: String,
+    /// Events of the start worth an audit record (a cache entry that failed
+    /// its authentication).
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -96,9 +99,9 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// Open device `ordinal` and load every kernel; `cache_dir` keeps the
-    /// compiled PTX between starts.
-    pub fn open(ordinal: usize, cache_dir: Option<&Path>) -> Result<Gpu, CudaError> {
+    /// Open device `ordinal` and load every kernel; `cache` keeps the
+    /// compiled kernels between starts, each entry authenticated.
+    pub fn open(ordinal: usize, cache: Option<&KernelCache>) -> Result<Gpu, CudaError> {
         if !driver_present() {
             return Err(CudaError::NoDriver {
                 library: "libcuda.so",
@@ -111,8 +114,8 @@ impl Gpu {
                 reason: "libcublasLt.so not found on the library path".into(),
             });
         }
-        let cache_dir = cache_dir.map(Path::to_path_buf);
-        std::panic::catch_unwind(move || Self::open_inner(ordinal, cache_dir.as_deref()))
+        let cache = cache.cloned();
+        std::panic::catch_unwind(move || Self::open_inner(ordinal, cache.as_ref()))
             .unwrap_or_else(|_| {
                 Err(CudaError::NoDevice {
                     reason: "the CUDA libraries panicked while loading (missing symbol or version mismatch)".into(),
@@ -120,7 +123,7 @@ impl Gpu {
             })
     }
 
-    fn open_inner(ordinal: usize, cache_dir: Option<&Path>) -> Result<Gpu, CudaError> {
+    fn open_inner(ordinal: usize, cache: Option<&KernelCache>) -> Result<Gpu, CudaError> {
         let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::NoDevice {
             reason: format!("device {ordinal}: {e:?}"),
         })?;
@@ -137,10 +140,17 @@ impl Gpu {
             .map_err(driver("cuDeviceGetAttribute"))?;
         let mut kernels = BTreeMap::new();
         let mut all_cached = true;
+        let mut notes = Vec::new();
         for program in PROGRAMS {
             let (code, outcome) =
-                nvrtc::compile_cached(program, target, cache_dir, nvrtc::compile, version)?;
+                nvrtc::compile_cached(program, target, cache, nvrtc::compile, version)?;
             all_cached &= outcome == CacheOutcome::Hit;
+            if outcome == CacheOutcome::Replaced {
+                notes.push(format!(
+                    "kernel cache: the entry for {} failed its authentication (forged or damaged) and was recompiled",
+                    program.name
+                ));
+            }
             let image = match target {
                 Target::Cubin(_) => cudarc::nvrtc::Ptx::from_binary(code),
                 Target::Ptx(_) => cudarc::nvrtc::Ptx::from_src(String::from_utf8_lossy(&code)),
@@ -178,6 +188,7 @@ impl Gpu {
             kernels,
             sms: usize::try_from(sms).unwrap_or(1),
             description,
+            notes,
         })
     }
 

@@ -13,6 +13,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use cudarc::nvrtc::{result, sys};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::sources::{source_hash, Program, HEADERS};
@@ -211,8 +212,27 @@ pub enum CacheOutcome {
     Hit,
     /// Compiled and stored (or no cache folder was given).
     Compiled,
-    /// The cached file failed its check and was replaced.
+    /// The cached file failed its authentication (forged, damaged, written
+    /// by another device or an older format) and was recompiled and replaced.
     Replaced,
+}
+
+/// The on-disk kernel cache: compiled kernels are code that runs on every
+/// study, so each entry carries an HMAC-SHA256 under a key derived from the
+/// device secret. An entry this device did not write is never loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KernelCache {
+    pub dir: PathBuf,
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for KernelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelCache")
+            .field("dir", &self.dir)
+            .field("key", &"<device key>")
+            .finish()
+    }
 }
 
 /// The cache file of a program for a target and NVRTC version.
@@ -236,25 +256,34 @@ pub fn cache_path(dir: &Path, program: &Program, target: Target, nvrtc: (i32, i3
     ))
 }
 
-const MAGIC: &[u8; 8] = b"CXRKRNL1";
+const MAGIC: &[u8; 8] = b"CXRKRNL2";
 
 /// Larger cache files are ignored (and replaced).
 pub const MAX_CACHED_BYTES: u64 = 16 << 20;
 
-fn seal(payload: &[u8]) -> Vec<u8> {
+fn mac(key: &[u8; 32], payload: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(MAGIC);
+    mac.update(payload);
+    mac
+}
+
+fn seal(key: &[u8; 32], payload: &[u8]) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&Sha256::digest(payload));
+    out.extend_from_slice(&mac(key, payload).finalize().into_bytes());
     out.extend_from_slice(payload);
     out
 }
 
-fn unseal(file: &[u8]) -> Option<&[u8]> {
+fn unseal<'a>(key: &[u8; 32], file: &'a [u8]) -> Option<&'a [u8]> {
     let rest = file.strip_prefix(MAGIC.as_slice())?;
     if rest.len() < 32 {
         return None;
     }
-    let (digest, payload) = rest.split_at(32);
-    (Sha256::digest(payload).as_slice() == digest).then_some(payload)
+    let (tag, payload) = rest.split_at(32);
+    // Constant-time comparison.
+    mac(key, payload).verify_slice(tag).ok().map(|()| payload)
 }
 
 fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
@@ -266,16 +295,17 @@ fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
     (bytes.len() as u64 <= max).then_some(bytes)
 }
 
-/// Compile through the cache: a valid cached artifact is used as is; a
-/// missing, corrupt or oversized one is (re)compiled and written atomically.
+/// Compile through the cache: an authentic cached artifact is used as is; a
+/// missing, forged, corrupt or oversized one is (re)compiled and written
+/// atomically.
 pub fn compile_cached(
     program: &Program,
     target: Target,
-    cache_dir: Option<&Path>,
+    cache: Option<&KernelCache>,
     compiler: impl Fn(&Program, Target) -> Result<Vec<u8>, CudaError>,
     nvrtc: (i32, i32),
 ) -> Result<(Vec<u8>, CacheOutcome), CudaError> {
-    let Some(dir) = cache_dir else {
+    let Some(KernelCache { dir, key }) = cache else {
         return Ok((compiler(program, target)?, CacheOutcome::Compiled));
     };
     let path = cache_path(dir, program, target, nvrtc);
@@ -284,7 +314,7 @@ pub fn compile_cached(
     // more than an artifact can be (ours are about 150 KB).
     if let Some(payload) = read_bounded(&path, MAX_CACHED_BYTES)
         .as_deref()
-        .and_then(unseal)
+        .and_then(|bytes| unseal(key, bytes))
     {
         return Ok((payload.to_vec(), CacheOutcome::Hit));
     }
@@ -295,7 +325,7 @@ pub fn compile_cached(
     };
     std::fs::create_dir_all(dir).map_err(cache_error)?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, seal(&artifact))
+    std::fs::write(&tmp, seal(key, &artifact))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(cache_error)?;
     let outcome = if present {
@@ -347,7 +377,11 @@ mod tests {
             Ok(format!("code of {} for {}", p.name, t.arch()).into_bytes())
         };
         let p = &PROGRAMS[0];
-        let run = |t, v| compile_cached(p, t, Some(&dir), fake, v);
+        let cache = KernelCache {
+            dir: dir.clone(),
+            key: [7; 32],
+        };
+        let run = |t, v| compile_cached(p, t, Some(&cache), fake, v);
         let first = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first.1, CacheOutcome::Compiled);
         let again = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
@@ -374,6 +408,19 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let fixed = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((fixed.1, &fixed.0), (CacheOutcome::Replaced, &first.0));
+        // A forged entry (well formed, sealed under another key, as an
+        // attacker without the device secret could write it) is not loaded.
+        let evil = b"code an attacker wants to run".to_vec();
+        std::fs::write(&path, seal(&[8; 32], &evil)).unwrap_or_else(|e| panic!("{e}"));
+        let fixed = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((fixed.1, &fixed.0), (CacheOutcome::Replaced, &first.0));
+        // Nor is the old format, sealed with a bare SHA-256 anyone can compute.
+        let mut old = b"CXRKRNL1".to_vec();
+        old.extend_from_slice(&Sha256::digest(&evil));
+        old.extend_from_slice(&evil);
+        std::fs::write(&path, old).unwrap_or_else(|e| panic!("{e}"));
         let fixed = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((fixed.1, &fixed.0), (CacheOutcome::Replaced, &first.0));
         // An oversized file is not read, only replaced.

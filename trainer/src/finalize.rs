@@ -171,6 +171,8 @@ pub struct DeployedLabel {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SplitCounts {
+    /// Samples whose stated view was not frontal, dropped before splitting.
+    pub dropped_non_frontal: usize,
     pub train: usize,
     pub validation: usize,
     pub test: usize,
@@ -422,6 +424,7 @@ pub fn finalize<B: Backend>(
     let report = Report {
         checkpoint: state.clone(),
         images: SplitCounts {
+            dropped_non_frontal: data.dropped_non_frontal,
             train: data.indices(Split::Train).len(),
             validation: val_i.len(),
             test: test_i.len(),
@@ -482,7 +485,7 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Data and splits\n");
     let _ = writeln!(s, "- Source: `{:?}`", c.data.source);
-    let _ = writeln!(s, "- Split by patient with seed {} ({} patients): {} train, {} validation, {} test images; {} images of patients under 18 held out of every split (OOD check).", c.seed, r.images.patients, r.images.train, r.images.validation, r.images.test, r.images.held_out);
+    let _ = writeln!(s, "- Split by patient with seed {} ({} patients): {} train, {} validation, {} test images; {} images of patients under 18 held out of every split (OOD check); {} samples whose stated view was not frontal (laterals, decubitus) dropped before splitting.", c.seed, r.images.patients, r.images.train, r.images.validation, r.images.test, r.images.held_out, r.images.dropped_non_frontal);
     let _ = writeln!(
         s,
         "- Uncertainty policy: {:?}; per label: {:?}.\n",

@@ -196,11 +196,19 @@ pub struct Prepared {
     pub dataset: Dataset,
     /// Per sample; `None` for held-out samples.
     pub split: Vec<Option<Split>>,
+    /// Samples dropped because their stated view is not frontal.
+    pub dropped_non_frontal: usize,
 }
 
 impl Prepared {
     pub fn load(c: &DataConfig, seed: u64) -> Result<Self, TrainerError> {
-        let dataset = c.source.read()?;
+        let mut dataset = c.source.read()?;
+        let dropped_non_frontal = dataset.keep_frontal();
+        if dropped_non_frontal > 0 {
+            eprintln!(
+                "cxr-trainer: dropped {dropped_non_frontal} lateral, decubitus or other non-frontal views (the appliance classifies frontal films only)"
+            );
+        }
         let by_patient = split_by_patient(
             &dataset,
             SplitFractions {
@@ -222,7 +230,11 @@ impl Prepared {
                 }
             })
             .collect();
-        Ok(Prepared { dataset, split })
+        Ok(Prepared {
+            dataset,
+            split,
+            dropped_non_frontal,
+        })
     }
 
     pub fn indices(&self, which: Split) -> Vec<usize> {

@@ -77,6 +77,16 @@ impl DeviceSecret {
         }
     }
 
+    /// A key for another purpose, derived from the secret (HMAC-SHA256 of
+    /// a purpose label the study keys never take: a UID is digits and dots).
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"cxr-derived-key:");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// HMAC-SHA256 of the StudyInstanceUID under the device secret.
     pub fn study_key(&self, study_instance_uid: &str) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)

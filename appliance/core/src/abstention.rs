@@ -15,10 +15,11 @@ pub enum AbstentionReason {
     AgeOutOfRange,
     OutOfDistribution,
     Timeout,
+    DecubitusView,
 }
 
 impl AbstentionReason {
-    pub const ALL: [AbstentionReason; 9] = [
+    pub const ALL: [AbstentionReason; 10] = [
         AbstentionReason::LateralView,
         AbstentionReason::NotChest,
         AbstentionReason::NotRadiograph,
@@ -28,6 +29,7 @@ impl AbstentionReason {
         AbstentionReason::AgeOutOfRange,
         AbstentionReason::OutOfDistribution,
         AbstentionReason::Timeout,
+        AbstentionReason::DecubitusView,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -41,6 +43,7 @@ impl AbstentionReason {
             AbstentionReason::AgeOutOfRange => "ABSTAIN_AGE_OUT_OF_RANGE",
             AbstentionReason::OutOfDistribution => "ABSTAIN_OUT_OF_DISTRIBUTION",
             AbstentionReason::Timeout => "ABSTAIN_TIMEOUT",
+            AbstentionReason::DecubitusView => "ABSTAIN_DECUBITUS_VIEW",
         }
     }
 
@@ -56,6 +59,7 @@ impl AbstentionReason {
             AbstentionReason::AgeOutOfRange => "Patient age outside the model's intended range — refer to a radiologist",
             AbstentionReason::OutOfDistribution => "Image unlike the model's training data (unusual acquisition or content) — refer to a radiologist",
             AbstentionReason::Timeout => "Analysis did not finish in time — retry, or refer to a radiologist",
+            AbstentionReason::DecubitusView => "Decubitus view (patient lying on one side): this model reads erect or supine frontal chest films only — refer to a radiologist",
         }
     }
 }

@@ -32,6 +32,7 @@ impl InputGate {
         match class {
             InputClass::FrontalChest => {}
             InputClass::LateralChest => return Err(AbstentionReason::LateralView),
+            InputClass::DecubitusChest => return Err(AbstentionReason::DecubitusView),
             InputClass::NonChestRadiograph => return Err(AbstentionReason::NotChest),
             InputClass::NotRadiograph => return Err(AbstentionReason::NotRadiograph),
             InputClass::Unknown => return Err(AbstentionReason::UnknownInput),
@@ -79,6 +80,10 @@ mod tests {
         assert_eq!(
             gate.check(InputClass::LateralChest, Some(40.0)),
             Err(AbstentionReason::LateralView)
+        );
+        assert_eq!(
+            gate.check(InputClass::DecubitusChest, Some(40.0)),
+            Err(AbstentionReason::DecubitusView)
         );
         assert_eq!(
             gate.check(InputClass::NonChestRadiograph, Some(40.0)),

@@ -20,16 +20,20 @@ pub enum InputClass {
     NotRadiograph,
     /// The tags do not say enough to decide.
     Unknown,
+    /// A decubitus chest film (horizontal beam, patient lying on one side):
+    /// not the erect or supine frontal film the model reads.
+    DecubitusChest,
 }
 
 impl InputClass {
     /// Every class, for exhaustive checks and reports.
-    pub const ALL: [InputClass; 5] = [
+    pub const ALL: [InputClass; 6] = [
         InputClass::FrontalChest,
         InputClass::LateralChest,
         InputClass::NonChestRadiograph,
         InputClass::NotRadiograph,
         InputClass::Unknown,
+        InputClass::DecubitusChest,
     ];
 
     /// A stable, machine-readable code (the serde name).
@@ -40,6 +44,7 @@ impl InputClass {
             InputClass::NonChestRadiograph => "non_chest_radiograph",
             InputClass::NotRadiograph => "not_radiograph",
             InputClass::Unknown => "unknown",
+            InputClass::DecubitusChest => "decubitus_chest",
         }
     }
 

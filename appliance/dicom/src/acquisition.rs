@@ -19,20 +19,11 @@ const CHEST_WORDS: &[&str] = &[
     "CHEST", "THORAX", "LUNG", "LUNGS", "CXR", "TORAX", "POITRINE",
 ];
 const FRONTAL_VIEWS: &[&str] = &["PA", "AP", "FRONTAL", "POSTEROANTERIOR", "ANTEROPOSTERIOR"];
-/// Lateral words. Decubitus (LLD, RLD, "decubitus") is a horizontal-beam
-/// film of a patient lying on one side: not the erect or supine frontal film
-/// the model reads, so it is kept out with the laterals rather than taken
-/// as frontal.
-const LATERAL_VIEWS: &[&str] = &[
-    "LL",
-    "RL",
-    "LAT",
-    "LATERAL",
-    "LLD",
-    "RLD",
-    "DECUBITUS",
-    "DECUB",
-];
+const LATERAL_VIEWS: &[&str] = &["LL", "RL", "LAT", "LATERAL"];
+/// Decubitus (LLD, RLD, "decubitus"): a horizontal-beam film of a patient
+/// lying on one side. Checked before the lateral words ("left lateral
+/// decubitus" is a decubitus film, not a lateral one).
+const DECUBITUS_VIEWS: &[&str] = &["LLD", "RLD", "DECUBITUS", "DECUB"];
 const PORTABLE_WORDS: &[&str] = &["PORTABLE", "PORT", "MOBILE", "BEDSIDE"];
 
 /// Upper-case tokens of a tag value, split at anything not a letter or digit,
@@ -268,7 +259,12 @@ pub(crate) fn classify(
     if !chest {
         return InputClass::NonChestRadiograph;
     }
+    // A decubitus film is often tagged AP (the beam is still front to back):
+    // the word anywhere wins, towards abstention.
+    let decubitus = view.is_some_and(|v| has_word(v, DECUBITUS_VIEWS))
+        || descriptions.iter().any(|d| has_word(d, DECUBITUS_VIEWS));
     match view {
+        _ if decubitus => InputClass::DecubitusChest,
         Some(v) if has_word(v, FRONTAL_VIEWS) => InputClass::FrontalChest,
         Some(v) if has_word(v, LATERAL_VIEWS) => InputClass::LateralChest,
         _ => {
@@ -428,11 +424,16 @@ mod tests {
         let decubitus = vec!["CHEST LEFT LATERAL DECUBITUS".to_owned()];
         assert_eq!(
             classify(Some("CR"), Some("CHEST"), Some("LLD"), &none),
-            InputClass::LateralChest
+            InputClass::DecubitusChest
         );
         assert_eq!(
             classify(Some("CR"), Some("CHEST"), None, &decubitus),
-            InputClass::LateralChest
+            InputClass::DecubitusChest
+        );
+        // A decubitus film tagged AP (horizontal beam) is still decubitus.
+        assert_eq!(
+            classify(Some("CR"), Some("CHEST"), Some("AP"), &decubitus),
+            InputClass::DecubitusChest
         );
         assert_eq!(
             classify(Some("DX"), Some("CHEST"), Some("POSTEROANTERIOR"), &none),

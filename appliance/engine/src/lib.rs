@@ -54,6 +54,13 @@ pub trait Engine: Send + Sync {
     fn reduced_precision(&self) -> bool {
         false
     }
+
+    /// What happened while the engine started that belongs in the log and
+    /// the audit record (e.g. a kernel cache entry that failed its
+    /// authentication and was rebuilt).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Run `batch` images, `[batch, C, S, S]` row-major.
     fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError>;
 

@@ -102,6 +102,7 @@ pub fn select_for_bundle(
                 ) {
                     Ok(report) => {
                         reasons.push(format!("auto: {} selected", engine.name()));
+                        reasons.extend(engine.notes());
                         reasons.push(report.summary());
                         return Ok((Selection { engine, reasons }, report));
                     }

@@ -105,8 +105,8 @@ mod tests {
     use cxr_bundle::GoldenCase;
 
     /// Two-pixel images; logit = sum, feature = first pixel. With `batch_bug`
-    /// it answers batches of more than one image in reverse order, a fault
-    /// that batch 1 cannot show.
+    /// it answers batches of more than one image shifted by one row, a
+    /// fault that batch 1 cannot show.
     #[derive(Debug)]
     struct Fake {
         batch_bug: bool,
@@ -127,7 +127,7 @@ mod tests {
         fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError> {
             let mut rows: Vec<&[f32]> = images.chunks(2).collect();
             if self.batch_bug && batch > 1 {
-                rows.reverse();
+                rows.rotate_left(1);
             }
             Ok(EngineOutput {
                 batch,

@@ -57,11 +57,20 @@ fn write_weights(w: &Weights, path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The check's own kernel cache. Its key is fixed: the check tool runs on
+/// a bench machine with no device secret, and its cache is its own.
+fn check_cache(dir: &Path) -> cxr_cuda::nvrtc::KernelCache {
+    cxr_cuda::nvrtc::KernelCache {
+        dir: dir.to_path_buf(),
+        key: *b"cxr-cuda-check bench cache key!!",
+    }
+}
+
 /// The engine as the appliance would load it (batch up to the five TTA views).
 fn load(w: &Weights, precision: Precision, cache: &Path) -> Result<CudaVit, Failure> {
     let options = CudaOptions {
         precision,
-        cache_dir: Some(cache.to_path_buf()),
+        cache: Some(check_cache(cache)),
         ordinal: 0,
         max_batch: 5,
     };
@@ -84,7 +93,7 @@ fn run() -> Result<bool, Failure> {
     let out_dir = std::env::var_os("CXR_CHECK_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let cache = out_dir.join("kernel-cache");
     let t = Instant::now();
-    let gpu = Gpu::open(0, Some(&cache))?;
+    let gpu = Gpu::open(0, Some(&check_cache(&cache)))?;
     line(format!(
         "{{\"event\":\"gpu\",\"description\":\"{}\",\"open_ms\":{:.1}}}",
         gpu.description,

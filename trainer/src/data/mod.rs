@@ -67,7 +67,44 @@ pub struct Dataset {
     pub samples: Vec<Sample>,
 }
 
+/// Whether a stated view is a frontal (PA or AP) projection. Laterals
+/// (CheXpert and MIMIC carry them), decubitus and anything else are not what
+/// the appliance classifies, so they stay out of training and fitting.
+pub fn is_frontal_view(view: &str) -> bool {
+    let v = view.trim().to_ascii_uppercase();
+    let words: Vec<&str> = v
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let frontal = words
+        .iter()
+        .any(|w| ["PA", "AP", "FRONTAL", "POSTEROANTERIOR", "ANTEROPOSTERIOR"].contains(w));
+    let other = words.iter().any(|w| {
+        [
+            "LL",
+            "RL",
+            "LAT",
+            "LATERAL",
+            "LLD",
+            "RLD",
+            "DECUBITUS",
+            "DECUB",
+        ]
+        .contains(w)
+    });
+    frontal && !other
+}
+
 impl Dataset {
+    /// Drop every sample whose stated view is not frontal (samples without a
+    /// stated view stay); returns how many were dropped.
+    pub fn keep_frontal(&mut self) -> usize {
+        let before = self.samples.len();
+        self.samples
+            .retain(|s| s.view.as_deref().is_none_or(is_frontal_view));
+        before - self.samples.len()
+    }
+
     /// Distinct patients, in first-seen order.
     pub fn patients(&self) -> Vec<&str> {
         let mut seen = std::collections::HashSet::new();
@@ -97,5 +134,29 @@ impl Dataset {
                     .count()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_frontal_views_are_kept() {
+        for v in ["PA", "AP", "ap supine", "AP AXIAL", "Frontal"] {
+            assert!(is_frontal_view(v), "{v}");
+        }
+        for v in [
+            "LATERAL",
+            "LL",
+            "RL",
+            "PA LLD",
+            "AP RLD",
+            "XTABLE LATERAL",
+            "",
+            "SWIMMERS",
+        ] {
+            assert!(!is_frontal_view(v), "{v}");
+        }
     }
 }
