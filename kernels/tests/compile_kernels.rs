@@ -147,9 +147,21 @@ fn every_kernel_compiles_for_orin_and_hopper_without_spills() {
                     );
                     assert!(a.registers > 0, "{name}: no register count in {log}");
                     assert_eq!(a.spill_bytes, 0, "{name} spills on {sm}");
-                    // Two attention blocks (256 threads) must fit one SM's
-                    // 64K registers.
-                    assert!(a.registers <= 255, "{name}: {} registers", a.registers);
+                    // The memory-bound elementwise kernels (256 threads a
+                    // block) need at least four resident blocks per SM's 64K
+                    // registers to hide latency: at most 64 registers. The
+                    // attention kernel is a regression ceiling over today's
+                    // worst (216 on sm_90): more would cost occupancy again.
+                    let ceiling = if program.name == "attention.cu" {
+                        224
+                    } else {
+                        64
+                    };
+                    assert!(
+                        a.registers <= ceiling,
+                        "{name} on {sm}: {} registers, over {ceiling}",
+                        a.registers
+                    );
                     assert!(
                         a.shared_bytes <= 48 * 1024,
                         "{name}: {} B shared",
