@@ -166,29 +166,38 @@ struct Study<'a> {
     clock: &'a Clock,
 }
 
-fn refused(file: &Path, code: &str, message: String) -> StudyResult {
+/// A study that got no decision and no abstention: refused at ingest, or
+/// failed past it (`code` is the fault's stable code either way).
+fn without_decision(file: &Path, outcome: Outcome, code: &str, message: String) -> StudyResult {
+    let (name, audit_outcome) = match outcome {
+        Outcome::Failed => (
+            "failed",
+            cxr_audit::Outcome::Failed {
+                code: code.to_owned(),
+            },
+        ),
+        _ => (
+            "refused",
+            cxr_audit::Outcome::Refused {
+                code: code.to_owned(),
+            },
+        ),
+    };
     StudyResult {
-        outcome: Outcome::Refused,
-        line: json!({ "file": file.display().to_string(), "outcome": "refused", "error": { "code": code, "message": message } }),
-        audit_outcome: cxr_audit::Outcome::Refused {
-            code: code.to_owned(),
-        },
+        outcome,
+        line: json!({ "file": file.display().to_string(), "outcome": name, "error": { "code": code, "message": message } }),
+        audit_outcome,
         study_uid: None,
         record: None,
     }
 }
 
-/// A study that failed past ingest; `code` is the fault's stable code.
+fn refused(file: &Path, code: &str, message: String) -> StudyResult {
+    without_decision(file, Outcome::Refused, code, message)
+}
+
 fn failed(file: &Path, code: &str, message: String) -> StudyResult {
-    StudyResult {
-        outcome: Outcome::Failed,
-        line: json!({ "file": file.display().to_string(), "outcome": "failed", "error": { "code": code, "message": message } }),
-        audit_outcome: cxr_audit::Outcome::Failed {
-            code: code.to_owned(),
-        },
-        study_uid: None,
-        record: None,
-    }
+    without_decision(file, Outcome::Failed, code, message)
 }
 
 fn micros(ms: f64) -> u64 {

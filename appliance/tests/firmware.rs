@@ -103,7 +103,9 @@ fn the_firmware_refuses_every_board_and_state_override() {
     let Some(bin) = firmware_bin() else { return };
     let scratch = scratch_dir("firmware-overrides");
     let state = scratch.to_str().unwrap();
-    let cases: [(&str, Vec<(&str, &str)>, Vec<&str>); 5] = [
+    // (what is refused, environment, extra arguments)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: [Case<'_>; 5] = [
         ("CXR_BOARD", vec![("CXR_BOARD", "dev-x86")], vec![]),
         ("--board", vec![], vec!["--board", "dev-x86"]),
         (

@@ -3,7 +3,6 @@
 //! epilogues), the classification head on the host in f32.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};

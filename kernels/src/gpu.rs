@@ -5,7 +5,6 @@
 //! and become errors.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use cudarc::cublaslt::CudaBlasLT;

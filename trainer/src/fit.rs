@@ -457,7 +457,7 @@ pub fn fit_ood(
             / finite.len().max(1) as f64)
             .sqrt();
         let (kept, note) = match auroc {
-            _ if finite.len() < 2 || !(scale > 0.0) => {
+            _ if finite.len() < 2 || !(scale.is_finite() && scale > 0.0) => {
                 (false, "not defined on validation".to_owned())
             }
             Some(a) if a.low > 0.5 => (true, String::new()),
@@ -689,8 +689,8 @@ mod fit_tests {
         assert!(fits[0].calibrated && fits[1].calibrated && !fits[2].calibrated);
         assert_eq!(params.temperatures[2], 1.0);
         assert_eq!(params.bands[2], cxr_core::MAX_BAND_LOGIT);
-        for j in 0..2 {
-            let p = fits[j].operating_point.unwrap();
+        for fit in &fits[..2] {
+            let p = fit.operating_point.unwrap();
             assert!(
                 p.uncertain <= 0.3 && p.sensitivity > 0.6 && p.specificity > 0.6,
                 "{p:?}"

@@ -229,7 +229,7 @@ impl ModelParams {
                     "TTA view {i} flips the image; flips are refused"
                 )));
             }
-            if !(v.rotation_deg.abs() <= MAX_TTA_ROTATION_DEG) {
+            if !(v.rotation_deg.is_finite() && v.rotation_deg.abs() <= MAX_TTA_ROTATION_DEG) {
                 return Err(invalid(format!(
                     "TTA view {i}: rotation {} is not within ±{MAX_TTA_ROTATION_DEG} degrees",
                     v.rotation_deg

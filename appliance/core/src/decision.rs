@@ -447,7 +447,7 @@ mod tests {
                 4..=5 => self.bands[slot - 4] = nan,
                 6..=11 => {
                     let t = &mut self.terms[(slot - 6) / 2];
-                    if slot % 2 == 0 {
+                    if slot.is_multiple_of(2) {
                         t.centre = nan;
                     } else {
                         t.scale = nan;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::math::{at_least, at_most};
 use crate::{AbstentionReason, InputClass};
 
 /// Who may be classified. Comes from the bundle (its intended use).
@@ -41,8 +42,8 @@ impl InputGate {
         match age_years {
             None if self.allow_unknown_age => Ok(()),
             None => Err(AbstentionReason::AgeUnknown),
-            Some(age) if !(age >= self.min_age_years) => Err(AbstentionReason::Paediatric),
-            Some(age) if self.max_age_years.is_some_and(|max| !(age <= max)) => {
+            Some(age) if !at_least(age, self.min_age_years) => Err(AbstentionReason::Paediatric),
+            Some(age) if self.max_age_years.is_some_and(|max| !at_most(age, max)) => {
                 Err(AbstentionReason::AgeOutOfRange)
             }
             Some(_) => Ok(()),

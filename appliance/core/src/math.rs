@@ -9,6 +9,22 @@ pub fn softplus(z: f32) -> f32 {
     }
 }
 
+/// `v >= min`, false when either is NaN: a gate written with it fails closed.
+pub fn at_least(v: f32, min: f32) -> bool {
+    matches!(
+        v.partial_cmp(&min),
+        Some(core::cmp::Ordering::Greater | core::cmp::Ordering::Equal)
+    )
+}
+
+/// `v <= max`, false when either is NaN.
+pub fn at_most(v: f32, max: f32) -> bool {
+    matches!(
+        v.partial_cmp(&max),
+        Some(core::cmp::Ordering::Less | core::cmp::Ordering::Equal)
+    )
+}
+
 /// The logistic function, stable on both tails.
 pub fn sigmoid(z: f32) -> f32 {
     if z >= 0.0 {

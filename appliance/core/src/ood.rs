@@ -21,7 +21,7 @@ use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::MAX_FEATURES;
-use crate::math::softplus;
+use crate::math::{at_most, softplus};
 use crate::CoreError;
 
 /// The candidate scores.
@@ -170,11 +170,11 @@ pub fn scores(
 }
 
 /// Whether the gate trips: the combined score above the cut-off, or not a
-/// number (a missing or NaN score, a NaN cut-off): `!(c <= max)` holds for
+/// number (a missing or NaN score, a NaN cut-off): `at_most` is false for
 /// either.
 pub fn trips(scores: &OodScores, gate: &OodGate<'_>) -> bool {
     match scores.combined {
-        Some(c) => !(c <= gate.max_combined),
+        Some(c) => !at_most(c, gate.max_combined),
         None => !gate.terms.is_empty(),
     }
 }
