@@ -1,8 +1,8 @@
 //! `cxr-appliance`: the appliance's command line. Wiring only; the work lives
 //! in the library crates. `anyhow` is used here and nowhere else.
 
-#[cfg(all(feature = "firmware", feature = "dev"))]
-compile_error!("a firmware image cannot carry the `dev` feature: build it with `--no-default-features --features firmware`");
+#[cfg(all(feature = "firmware", any(feature = "dev", feature = "testing")))]
+compile_error!("a firmware image carries neither `dev` nor `testing`: build it with `--no-default-features --features firmware`");
 
 mod accel;
 mod audit_cmd;

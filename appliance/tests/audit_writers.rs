@@ -50,8 +50,10 @@ fn concurrent_classify_and_install_keep_one_chain_and_lose_nothing() {
             .spawn()
             .unwrap()
     };
+    // Each writer holds the log for its whole run (verification, self-test,
+    // studies) and the others wait up to 10 s: keep the runs short.
     let mut classify_args = vec!["classify", "--bundle", DEMO];
-    classify_args.extend(SAMPLES.iter().chain(&SAMPLES));
+    classify_args.extend(SAMPLES.iter());
     let children = [
         spawn(&classify_args),
         spawn(&["bundle", "install", DEMO]),
@@ -72,7 +74,7 @@ fn concurrent_classify_and_install_keep_one_chain_and_lose_nothing() {
         // The chest film is decided (or undecided), the tibia abstains.
         assert!([3, 5].contains(&code), "classify {i} exit {code}: {stderr}");
         let printed = lines(out);
-        assert_eq!(printed.len(), 4, "{stderr}");
+        assert_eq!(printed.len(), 2, "{stderr}");
         for l in printed {
             let seq = l["audit_seq"].as_u64().unwrap();
             let outcome = l["outcome"].as_str().unwrap().to_owned();
@@ -99,7 +101,7 @@ fn concurrent_classify_and_install_keep_one_chain_and_lose_nothing() {
         .into_iter()
         .map(|r| (r["seq"].as_u64().unwrap(), r))
         .collect();
-    assert_eq!(acknowledged.len(), 8);
+    assert_eq!(acknowledged.len(), 4);
     for (seq, outcome) in &acknowledged {
         let record = records
             .get(seq)

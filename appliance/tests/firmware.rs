@@ -128,7 +128,7 @@ fn the_firmware_refuses_every_board_and_state_override() {
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
         assert!(
-            stderr.contains("BOARD_FIXED") && stderr.contains(what),
+            stderr.contains("BOARD_FIXED") && stderr.contains(&format!("; {what} is refused")),
             "{what}: {stderr}"
         );
     }

@@ -261,29 +261,38 @@ const MAGIC: &[u8; 8] = b"CXRKRNL2";
 /// Larger cache files are ignored (and replaced).
 pub const MAX_CACHED_BYTES: u64 = 16 << 20;
 
-fn mac(key: &[u8; 32], payload: &[u8]) -> Hmac<Sha256> {
+/// The MAC binds the entry to what it is for (`entry`: the cache file name,
+/// which names the program, target, NVRTC version and source hash), so a
+/// genuine entry of another program or an older firmware cannot be renamed
+/// into place.
+fn mac(key: &[u8; 32], entry: &str, payload: &[u8]) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(MAGIC);
+    mac.update(&(entry.len() as u64).to_le_bytes());
+    mac.update(entry.as_bytes());
     mac.update(payload);
     mac
 }
 
-fn seal(key: &[u8; 32], payload: &[u8]) -> Vec<u8> {
+fn seal(key: &[u8; 32], entry: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&mac(key, payload).finalize().into_bytes());
+    out.extend_from_slice(&mac(key, entry, payload).finalize().into_bytes());
     out.extend_from_slice(payload);
     out
 }
 
-fn unseal<'a>(key: &[u8; 32], file: &'a [u8]) -> Option<&'a [u8]> {
+fn unseal<'a>(key: &[u8; 32], entry: &str, file: &'a [u8]) -> Option<&'a [u8]> {
     let rest = file.strip_prefix(MAGIC.as_slice())?;
     if rest.len() < 32 {
         return None;
     }
     let (tag, payload) = rest.split_at(32);
     // Constant-time comparison.
-    mac(key, payload).verify_slice(tag).ok().map(|()| payload)
+    mac(key, entry, payload)
+        .verify_slice(tag)
+        .ok()
+        .map(|()| payload)
 }
 
 fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
@@ -309,12 +318,17 @@ pub fn compile_cached(
         return Ok((compiler(program, target)?, CacheOutcome::Compiled));
     };
     let path = cache_path(dir, program, target, nvrtc);
+    let entry = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
     let present = path.exists();
     // A cache file is ours, but the partition may be damaged: never read
     // more than an artifact can be (ours are about 150 KB).
     if let Some(payload) = read_bounded(&path, MAX_CACHED_BYTES)
         .as_deref()
-        .and_then(|bytes| unseal(key, bytes))
+        .and_then(|bytes| unseal(key, &entry, bytes))
     {
         return Ok((payload.to_vec(), CacheOutcome::Hit));
     }
@@ -325,7 +339,7 @@ pub fn compile_cached(
     };
     std::fs::create_dir_all(dir).map_err(cache_error)?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, seal(key, &artifact))
+    std::fs::write(&tmp, seal(key, &entry, &artifact))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(cache_error)?;
     let outcome = if present {
@@ -413,7 +427,14 @@ mod tests {
         // A forged entry (well formed, sealed under another key, as an
         // attacker without the device secret could write it) is not loaded.
         let evil = b"code an attacker wants to run".to_vec();
-        std::fs::write(&path, seal(&[8; 32], &evil)).unwrap_or_else(|e| panic!("{e}"));
+        let entry = path.file_name().unwrap().to_str().unwrap().to_owned();
+        std::fs::write(&path, seal(&[8; 32], &entry, &evil)).unwrap_or_else(|e| panic!("{e}"));
+        let fixed = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((fixed.1, &fixed.0), (CacheOutcome::Replaced, &first.0));
+        // A genuine entry of another target, renamed into place, is not
+        // loaded either: the MAC names what the entry is for.
+        let other = cache_path(&dir, p, Target::Cubin(90), (12, 9));
+        std::fs::copy(&other, &path).unwrap_or_else(|e| panic!("{e}"));
         let fixed = run(Target::Cubin(87), (12, 9)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((fixed.1, &fixed.0), (CacheOutcome::Replaced, &first.0));
         // Nor is the old format, sealed with a bare SHA-256 anyone can compute.

@@ -399,12 +399,26 @@ pub fn finalize<B: Backend>(
     let mut unusual = outputs(&model, &params, &data, &held_i, device)?;
     let (extra, mut ood_files) = extra_outputs(&model, &params, extra_ood, device)?;
     unusual.extend(&extra);
+    // Patients, for resampling: each extra file is a patient of its own.
+    let patient = |i: &usize| data.dataset.samples[*i].patient.clone();
+    let patients: Vec<String> = held_i
+        .iter()
+        .map(patient)
+        .chain(
+            ood_files
+                .iter()
+                .filter(|f| f.outcome == "scored")
+                .map(|f| format!("extra file {}", f.file)),
+        )
+        .chain(test_i.iter().map(patient))
+        .collect();
     let ood = fit_ood(
         &mut params,
         train_out.as_ref(),
         val.as_ref(),
         test.as_ref(),
         unusual.as_ref(),
+        &patients,
         OOD_COVERAGE,
         config.seed,
     )?;
@@ -539,19 +553,27 @@ fn pct(v: Option<f64>) -> String {
 fn operating_points(s: &mut String, r: &Report, params: &ModelParams) {
     let d = &r.deployed;
     let _ = writeln!(s, "\n## Operating points as deployed\n");
-    let _ = writeln!(s, "Temperature fitted by validation NLL only where validation has both classes (otherwise 1, marked uncalibrated). Threshold and Uncertain band fitted together on validation for the rule that ships (`cxr_core::calibration::call`: Positive at or above `logit(threshold) + band`, Negative below `logit(threshold) - band`), maximising Youden's J of the decided calls with at most {:.0}% of validation studies Uncertain per label; labels with fewer than {} validation studies of either class keep threshold 0.5 and the widest band ({} logits), so they are Uncertain unless the model is extreme: a handful of positives only fits noise.\n", MAX_UNCERTAIN * 100.0, crate::fit::MIN_CLASS_COUNT, cxr_core::MAX_BAND_LOGIT);
+    let _ = writeln!(s, "Temperature fitted by validation NLL only for labels with at least {min} validation studies of each class (otherwise 1, marked uncalibrated). Threshold and Uncertain band fitted together on validation for the rule that ships (`cxr_core::calibration::call`: Positive at or above `logit(threshold) + band`, Negative below `logit(threshold) - band`), maximising Youden's J of the decided calls with at most {:.0}% of validation studies Uncertain per label; the other labels have no operating point (an infinitely wide band: always Uncertain), since a handful of positives only fits noise.\n", MAX_UNCERTAIN * 100.0, min = crate::fit::MIN_CLASS_COUNT);
     let _ = writeln!(s, "On the {} adult test studies, `cxr_core::decide` with these parameters: **coverage {:.1}%** (studies not abstained), {} undecided (every label Uncertain). Sensitivity and specificity count the decided calls; Uncertain is the share of labelled, not-abstained studies left Uncertain.\n", d.studies, d.coverage * 100.0, d.undecided);
     let _ = writeln!(s, "| label | calibrated | temperature | threshold | band (logits) | test positives / negatives | sensitivity | specificity | uncertain |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for (j, l) in d.labels.iter().enumerate() {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} | {:.4} | {:.2} | {} / {} | {} | {} | {} |",
+            "| {} | {} | {:.3} | {} | {} | {} / {} | {} | {} | {} |",
             l.label,
             if params.calibrated[j] { "yes" } else { "no" },
             params.temperatures[j],
-            params.thresholds[j],
-            params.bands[j],
+            if params.bands[j].is_finite() {
+                format!("{:.4}", params.thresholds[j])
+            } else {
+                "none".into()
+            },
+            if params.bands[j].is_finite() {
+                format!("{:.2}", params.bands[j])
+            } else {
+                "none (always Uncertain)".into()
+            },
             l.positives,
             l.negatives,
             pct(l.sensitivity),
@@ -564,7 +586,7 @@ fn operating_points(s: &mut String, r: &Report, params: &ModelParams) {
 fn ood_section(s: &mut String, r: &Report, params: &ModelParams) {
     let o = &r.ood;
     let _ = writeln!(s, "\n## OOD gate\n");
-    let _ = writeln!(s, "Candidate scores, each oriented higher = more unusual, judged on telling {} unusual studies (the held-out patients under 18, and the extra files below that reach the model) from the adult test films; a score is kept only if the lower end of its bootstrap 95% interval is above 0.5. Mahalanobis statistics from training-split features (Ledoit-Wolf shrinkage {}); each kept score's centre and scale, and the cut-off on their mean, from validation at {:.1}% coverage.\n", o.unusual_studies, o.shrinkage.map_or("n/a".into(), |v| format!("{v:.4}")), o.coverage * 100.0);
+    let _ = writeln!(s, "Candidate scores, each oriented higher = more unusual, judged on telling {} unusual studies (the held-out patients under 18, and the extra files below that reach the model) from the adult test films; a score is kept only if the lower end of its 95% interval (1,000 resamples of whole patients) is above 0.5. Mahalanobis statistics from training-split features (Ledoit-Wolf shrinkage {}); each kept score's centre and scale, and the cut-off on their mean, from validation at {:.1}% coverage.\n", o.unusual_studies, o.shrinkage.map_or("n/a".into(), |v| format!("{v:.4}")), o.coverage * 100.0);
     let _ = writeln!(s, "| score | AUROC (95% CI) | kept | note |");
     let _ = writeln!(s, "|---|---|---|---|");
     for c in &o.candidates {

@@ -261,12 +261,12 @@ pub(crate) fn quantile(values: &[f32], q: f64) -> Option<f32> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LabelFit {
     pub label: String,
-    /// Temperature fitted (validation had both classes); else T = 1.
+    /// Temperature fitted (validation had at least `MIN_CLASS_COUNT` of each
+    /// class); else T = 1.
     pub calibrated: bool,
     pub temperature: f32,
     /// `None`: fewer than `MIN_CLASS_COUNT` validation studies of either
-    /// class; the label keeps threshold 0.5 and the widest band, so its call
-    /// is Uncertain unless the model is extreme.
+    /// class; the label ships with `NO_OPERATING_POINT`, always Uncertain.
     pub operating_point: Option<OperatingPoint>,
 }
 
@@ -309,21 +309,23 @@ pub fn fit_calibration(
         let (z, y, m) = (column(logits, j), column(labels, j), column(mask, j));
         let labelled = crate::eval::labelled(&z, &y, &m);
         let pos = labelled.iter().filter(|(_, p)| *p).count();
-        let both = pos > 0 && pos < labelled.len();
-        // A temperature fitted on one class only runs away (the demo's
-        // Hernia got 0.05): keep 1 and say so.
-        let t = if both {
+        // Too few of either class and any fit is noise: a temperature fitted
+        // on a handful of separable positives runs to its limit (the demo's
+        // Hernia got 0.05), and a threshold search picks an extreme. Such a
+        // label keeps T = 1, is marked uncalibrated, and has no operating
+        // point: its call is always Uncertain.
+        let enough = pos >= MIN_CLASS_COUNT && labelled.len() - pos >= MIN_CLASS_COUNT;
+        let t = if enough {
             fit_temperature(&z, &y, &m)
         } else {
             1.0
         };
         let q: Vec<f32> = z.iter().map(|v| v / t).collect();
-        let enough = pos >= MIN_CLASS_COUNT && labelled.len() - pos >= MIN_CLASS_COUNT;
         let point = enough
             .then(|| fit_operating_point(&q, &y, &m, max_uncertain))
             .flatten();
         params.temperatures[j] = t;
-        params.calibrated[j] = both;
+        params.calibrated[j] = enough;
         match point {
             Some(p) => {
                 params.thresholds[j] = p.threshold;
@@ -331,12 +333,12 @@ pub fn fit_calibration(
             }
             None => {
                 params.thresholds[j] = 0.5;
-                params.bands[j] = cxr_core::MAX_BAND_LOGIT;
+                params.bands[j] = cxr_core::NO_OPERATING_POINT;
             }
         }
         fits.push(LabelFit {
             label: params.labels[j].clone(),
-            calibrated: both,
+            calibrated: enough,
             temperature: t,
             operating_point: point,
         });
@@ -399,18 +401,32 @@ fn candidate_scores(
 /// each kept score's centre and scale and the cut-off from `validation`
 /// (never the same images); a candidate is kept only if it tells `unusual`
 /// studies from adult `test` films better than chance (the lower end of
-/// its bootstrap 95% interval above 0.5).
+/// its 95% interval, from resampling whole patients, above 0.5).
+/// `patients` names each unusual study's patient, then each test study's.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_ood(
     params: &mut cxr_bundle::ModelParams,
     train: OutputsRef<'_>,
     validation: OutputsRef<'_>,
     test: OutputsRef<'_>,
     unusual: OutputsRef<'_>,
+    patients: &[String],
     coverage: f64,
     seed: u64,
 ) -> Result<OodFit, TrainerError> {
     use cxr_core::ood::{OodScoreKind, OodTerm};
     let (k, width) = (params.labels.len(), params.model.width);
+    let studies = (unusual.logits.len() + test.logits.len()) / k.max(1);
+    if patients.len() != studies {
+        return Err(TrainerError::invalid(
+            "OOD fit",
+            format!(
+                "{} patient names for {studies} unusual and test studies",
+                patients.len()
+            ),
+            "name the patient of every unusual study, then of every test study",
+        ));
+    }
     let mut shrinkage = None;
     params.feature_stats = None;
     if !train.features.is_empty() {
@@ -437,7 +453,14 @@ pub fn fit_ood(
         let (v, t, o) = (get(&val), get(&tst), get(&odd));
         let scores: Vec<f32> = o.iter().chain(&t).copied().collect();
         let labels: Vec<f32> = o.iter().map(|_| 1.0).chain(t.iter().map(|_| 0.0)).collect();
-        let groups: Vec<usize> = (0..scores.len()).collect();
+        let mut index = std::collections::HashMap::new();
+        let groups: Vec<usize> = patients
+            .iter()
+            .map(|p| {
+                let next = index.len();
+                *index.entry(p.as_str()).or_insert(next)
+            })
+            .collect();
         let auroc = crate::eval::bootstrap_by_patient(
             &scores,
             &labels,
@@ -688,7 +711,7 @@ mod fit_tests {
         let fits = fit_calibration(&mut params, &logits, &labels, &vec![1.0; n * k], 0.3).unwrap();
         assert!(fits[0].calibrated && fits[1].calibrated && !fits[2].calibrated);
         assert_eq!(params.temperatures[2], 1.0);
-        assert_eq!(params.bands[2], cxr_core::MAX_BAND_LOGIT);
+        assert_eq!(params.bands[2], cxr_core::NO_OPERATING_POINT);
         for fit in &fits[..2] {
             let p = fit.operating_point.unwrap();
             assert!(
@@ -718,12 +741,14 @@ mod fit_tests {
         let (test_z, test_f) = make(300, 0.0);
         let (odd_z, odd_f) = make(60, 1.5);
         let r = |logits, features| OutputsRef { logits, features };
+        let patients: Vec<String> = (0..360).map(|i| format!("p{}", i / 2)).collect();
         let fit = fit_ood(
             &mut params,
             r(&train_z, &train_f),
             r(&val_z, &val_f),
             r(&test_z, &test_f),
             r(&odd_z, &odd_f),
+            &patients,
             0.975,
             1,
         )

@@ -77,11 +77,14 @@ impl DeviceSecret {
         }
     }
 
-    /// A key for another purpose, derived from the secret (HMAC-SHA256 of
-    /// a purpose label the study keys never take: a UID is digits and dots).
+    /// A key for another purpose, derived from the secret. Its HMAC input
+    /// starts with the byte 0xFF, which no UTF-8 text (so no study UID, even
+    /// a hostile one) can contain: a study key can never equal a derived key,
+    /// so `audit export` can never print one.
     pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(&[0xFF]);
         mac.update(b"cxr-derived-key:");
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().into()
@@ -99,6 +102,20 @@ impl DeviceSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_study_uid_yields_a_derived_key() {
+        let secret = DeviceSecret::from_bytes([3; 32]);
+        let key = secret.derive_key("kernel-cache");
+        for uid in [
+            "kernel-cache",
+            "cxr-derived-key:kernel-cache",
+            "\u{ff}cxr-derived-key:kernel-cache",
+        ] {
+            assert_ne!(secret.study_key(uid), key, "{uid:?}");
+        }
+        assert_ne!(key, secret.derive_key("another purpose"));
+    }
 
     #[test]
     fn study_keys_are_stable_per_device_and_differ_across_devices() {

@@ -265,7 +265,7 @@ impl ModelParams {
             })
             .collect();
         format!(
-        "abstain when the mean of the standardised scores {} exceeds {:.4} (fitted to pass {:.1}% of in-distribution validation studies)",
+        "abstain when the mean of the standardised scores {} (each floored at 0) exceeds {:.4} (fitted to pass {:.1}% of in-distribution validation studies)",
         terms.join(", "),
         params.ood.max_combined,
         f64::from(params.ood.coverage) * 100.0
@@ -391,10 +391,22 @@ mod tests {
         p.validate().unwrap();
         let count = floats(&mut p).len();
         assert!(count > 1000, "{count}");
+        // Bands come third in `floats`: +inf there is a label without an
+        // operating point (always Uncertain), the one non-finite value allowed.
+        let n = p.labels.len();
+        let bands = 2 * n..3 * n;
         for i in 0..count {
             for poison in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
                 let mut bad = p.clone();
                 *floats(&mut bad).remove(i) = poison;
+                if bands.contains(&i) && poison == f32::INFINITY {
+                    assert!(
+                        bad.validate().is_ok(),
+                        "no operating point for label {}",
+                        i - 2 * n
+                    );
+                    continue;
+                }
                 assert_eq!(
                     bad.validate().map_err(|e| e.code()),
                     Err("BUNDLE_INVALID_PARAMETERS"),

@@ -12,9 +12,20 @@ use crate::ood::{self, FeatureStats, OodGate, OodScoreKind, OodScores};
 use crate::tta::merge_views;
 use crate::{Abstention, AbstentionReason, CoreError, InputClass, InputGate};
 
-/// The widest Uncertain band a bundle may carry, in logit units either side
-/// of the threshold (8 spans probabilities from 0.0003 to 0.9997 around 0.5).
+/// The widest fitted Uncertain band a bundle may carry, in logit units
+/// either side of the threshold (8 spans probabilities from 0.0003 to
+/// 0.9997 around 0.5).
 pub const MAX_BAND_LOGIT: f32 = 8.0;
+
+/// The band of a label that has no operating point (too little evidence to
+/// fit one): infinitely wide, so its call is always Uncertain.
+pub const NO_OPERATING_POINT: f32 = f32::INFINITY;
+
+/// A band is either fitted (finite, in `[0, MAX_BAND_LOGIT]`) or
+/// [`NO_OPERATING_POINT`]; NaN and negative values are neither.
+pub fn band_is_valid(band: f32) -> bool {
+    (band >= 0.0 && band <= MAX_BAND_LOGIT) || (band.is_infinite() && band.is_sign_positive())
+}
 
 /// Everything `decide` needs from the verified bundle.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +35,8 @@ pub struct DecisionParams<'a> {
     /// Per-label threshold on the calibrated probability, `[labels]`, in (0, 1).
     pub thresholds: &'a [f32],
     /// Per-label half-width of the Uncertain band around each threshold, in
-    /// logit units, `[labels]`, in `[0, MAX_BAND_LOGIT]`.
+    /// logit units, `[labels]`, in `[0, MAX_BAND_LOGIT]`, or
+    /// [`NO_OPERATING_POINT`] (always Uncertain).
     pub bands: &'a [f32],
     /// The OOD gate (its kept scores and cut-off).
     pub ood: OodGate<'a>,
@@ -99,11 +111,7 @@ impl DecisionParams<'_> {
         if let Some(i) = self.thresholds.iter().position(|t| !(*t > 0.0 && *t < 1.0)) {
             return bad("threshold", Some(i));
         }
-        if let Some(i) = self
-            .bands
-            .iter()
-            .position(|b| !(*b >= 0.0 && *b <= MAX_BAND_LOGIT))
-        {
+        if let Some(i) = self.bands.iter().position(|b| !band_is_valid(*b)) {
             return bad("band", Some(i));
         }
         self.check_ood()?;
@@ -287,6 +295,21 @@ mod tests {
         assert_eq!(d.labels[1].call, Some(Call::Negative));
         assert!((d.labels[1].probability - calibrated_probability(-4.0, 2.0)).abs() < 1e-7);
         assert_eq!(d.labels[0].spread, 1.0);
+    }
+
+    #[test]
+    fn a_label_without_an_operating_point_is_always_uncertain() {
+        let mut p = params(&[1.0, 1.0], &[0.5, 0.5]);
+        let bands = [0.2, NO_OPERATING_POINT];
+        p.bands = &bands;
+        for z in [-1e30f32, -50.0, 50.0, 1e30] {
+            let d = decide(&[z, z], 1, &[], &adult(0), &p, Instant::from_secs(1)).unwrap();
+            assert_eq!(d.labels[1].call, Some(Call::Uncertain), "{z}");
+            assert_ne!(d.labels[0].call, Some(Call::Uncertain), "{z}");
+        }
+        let minus = [0.2, f32::NEG_INFINITY];
+        p.bands = &minus;
+        assert!(decide(&[0.0, 0.0], 1, &[], &adult(0), &p, Instant::from_secs(1)).is_err());
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub mod tta;
 pub use abstention::{Abstention, AbstentionReason};
 pub use calibration::Call;
 pub use decision::{
-    decide, gate_input, Decision, DecisionParams, GateResults, LabelOutcome, StudyFacts,
-    MAX_BAND_LOGIT,
+    band_is_valid, decide, gate_input, Decision, DecisionParams, GateResults, LabelOutcome,
+    StudyFacts, MAX_BAND_LOGIT, NO_OPERATING_POINT,
 };
 pub use error::CoreError;
 pub use gate::InputGate;

@@ -138,16 +138,22 @@ pub fn mahalanobis(x: &[f32], stats: &FeatureStats<'_>) -> Result<f32, CoreError
 }
 
 /// The combined score of `terms` over `scores`: the mean of the
-/// standardised terms. NaN when a term's score is missing or not finite, so
-/// that the gate trips.
+/// standardised terms, each floored at 0 so that a score saying "more
+/// typical than usual" (a confident finding lowers the logit scores) cannot
+/// cancel another that says "unusual". NaN when a term's score is missing or
+/// not finite, so that the gate trips.
 pub fn combined(scores: &OodScores, terms: &[OodTerm]) -> Option<f32> {
     if terms.is_empty() {
         return None;
     }
     let mut sum = 0.0f32;
     for t in terms {
-        let v = scores.get(t.kind).unwrap_or(f32::NAN);
-        sum += (v - t.centre) / t.scale;
+        let z = (scores.get(t.kind).unwrap_or(f32::NAN) - t.centre) / t.scale;
+        if z.is_nan() {
+            // `f32::max` would swallow the NaN: keep it.
+            return Some(f32::NAN);
+        }
+        sum += z.max(0.0);
     }
     Some(sum / terms.len() as f32)
 }
@@ -300,6 +306,7 @@ mod tests {
         let s = scores(&[-3.0, -4.0], &[], None, &terms).unwrap();
         assert_eq!(s.low_max_logit, 3.0);
         let energy = -(softplus(-3.0) + softplus(-4.0));
+        // Low energy here is -0.067: 1.87 scales above its centre.
         let expected = ((energy + 1.0) / 0.5 + (3.0 - 2.0) / 1.0) / 2.0;
         assert!((s.combined.unwrap() - expected).abs() < 1e-6);
         let gate = OodGate {
@@ -340,6 +347,13 @@ mod tests {
                 max_combined: 100.0
             }
         ));
+        // A very typical term cannot cancel an unusual one: it counts as 0.
+        let typical = scores(&[9.0, -4.0], &[], None, &terms).unwrap();
+        let energy_z = ((-(softplus(9.0) + softplus(-4.0)) + 1.0) / 0.5).max(0.0);
+        assert_eq!(energy_z, 0.0);
+        let max_z: f32 = -9.0 - 2.0;
+        assert!(max_z < 0.0);
+        assert_eq!(typical.combined, Some(0.0));
         // No kept term: no gate, and nothing to combine.
         let none = scores(&[-3.0], &[], None, &[]).unwrap();
         assert_eq!(none.combined, None);

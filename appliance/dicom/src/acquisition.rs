@@ -59,13 +59,41 @@ pub(crate) fn read(obj: &Obj, transfer_syntax: &str) -> AcquisitionInfo {
     .filter_map(|t| code(obj, *t))
     .collect();
     let (pixel_spacing_mm, pixel_spacing_source) = spacing(obj);
-    let view = view_code_meaning(obj);
+    let view_code = view_code_meaning(obj);
     let mut input_class = classify(
         modality.as_deref(),
         body_part.as_deref(),
-        view_position.as_deref().or(view.as_deref()),
+        view_position.as_deref().or(view_code.as_deref()),
         &descriptions,
     );
+    // View Position and the View Code Sequence must agree; when they do
+    // not, the tags do not say what the image is.
+    if let (Some(position), Some(code)) = (&view_position, &view_code) {
+        let as_class = |v: &str| {
+            classify(
+                modality.as_deref(),
+                body_part.as_deref(),
+                Some(v),
+                &descriptions,
+            )
+        };
+        if input_class == InputClass::FrontalChest && as_class(code) != as_class(position) {
+            input_class = InputClass::Unknown;
+        }
+    }
+    // StationName and ImageComments never make a film a chest film, but a
+    // non-frontal word there (LAT, decubitus) stops a frontal one.
+    if input_class == InputClass::FrontalChest {
+        let free_text: Vec<String> = [tags::STATION_NAME, tags::IMAGE_COMMENTS]
+            .iter()
+            .filter_map(|t| code(obj, *t))
+            .collect();
+        if free_text.iter().any(|t| has_word(t, DECUBITUS_VIEWS)) {
+            input_class = InputClass::DecubitusChest;
+        } else if free_text.iter().any(|t| has_word(t, LATERAL_VIEWS)) {
+            input_class = InputClass::LateralChest;
+        }
+    }
     // A patient orientation whose rows run front to back is a lateral
     // projection, whatever the view tag says: fail towards abstention.
     if input_class == InputClass::FrontalChest
@@ -363,6 +391,27 @@ mod tests {
             dicom_core::value::DataSetSequence::from(vec![item]),
         ));
         assert_eq!(read(&coded, ts).input_class, InputClass::FrontalChest);
+        // View Position PA but a View Code Sequence saying lateral: unknown.
+        let mut torn = object(&[
+            (tags::MODALITY, "DX"),
+            (tags::BODY_PART_EXAMINED, "CHEST"),
+            (tags::VIEW_POSITION, "PA"),
+        ]);
+        let lateral = object(&[(tags::CODE_MEANING, "lateral")]);
+        torn.put(dicom_core::DataElement::new(
+            tags::VIEW_CODE_SEQUENCE,
+            dicom_core::VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![lateral]),
+        ));
+        assert_eq!(read(&torn, ts).input_class, InputClass::Unknown);
+        // A comment saying decubitus stops a film tagged chest PA.
+        let commented = object(&[
+            (tags::MODALITY, "CR"),
+            (tags::BODY_PART_EXAMINED, "CHEST"),
+            (tags::VIEW_POSITION, "AP"),
+            (tags::IMAGE_COMMENTS, "left lat decubitus"),
+        ]);
+        assert_eq!(read(&commented, ts).input_class, InputClass::DecubitusChest);
     }
 
     #[test]
