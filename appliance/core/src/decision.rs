@@ -24,7 +24,7 @@ pub const NO_OPERATING_POINT: f32 = f32::INFINITY;
 /// A band is either fitted (finite, in `[0, MAX_BAND_LOGIT]`) or
 /// [`NO_OPERATING_POINT`]; NaN and negative values are neither.
 pub fn band_is_valid(band: f32) -> bool {
-    (band >= 0.0 && band <= MAX_BAND_LOGIT) || (band.is_infinite() && band.is_sign_positive())
+    (0.0..=MAX_BAND_LOGIT).contains(&band) || (band.is_infinite() && band.is_sign_positive())
 }
 
 /// Everything `decide` needs from the verified bundle.
