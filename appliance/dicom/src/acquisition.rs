@@ -37,6 +37,14 @@ fn has_word(s: &str, vocabulary: &[&str]) -> bool {
     words(s).any(|w| vocabulary.contains(&w))
 }
 
+/// Whether a stated view (View Position, a dataset's view column) names a
+/// frontal projection and nothing else: one vocabulary for the appliance's
+/// tag gate and the trainer's choice of films.
+pub fn is_frontal_view(view: &str) -> bool {
+    let v = view.to_ascii_uppercase();
+    has_word(&v, FRONTAL_VIEWS) && !has_word(&v, LATERAL_VIEWS) && !has_word(&v, DECUBITUS_VIEWS)
+}
+
 /// Whether a modality code names something other than a projection radiograph.
 pub(crate) fn is_non_radiograph(modality: &str) -> bool {
     NON_RADIOGRAPH_MODALITIES.contains(&modality)
@@ -352,6 +360,16 @@ mod tests {
         )
     }
 
+    /// A View Code Sequence with one item of this code meaning.
+    fn put_view_code(obj: &mut Obj, meaning: &str) {
+        let item = object(&[(tags::CODE_MEANING, meaning)]);
+        obj.put(dicom_core::DataElement::new(
+            tags::VIEW_CODE_SEQUENCE,
+            dicom_core::VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![item]),
+        ));
+    }
+
     #[test]
     fn tags_on_the_object_decide_class_and_age() {
         let ts = "1.2.840.10008.1.2.1";
@@ -384,12 +402,7 @@ mod tests {
         assert_eq!(info.age_years, Some(60.0));
         // The View Code Sequence stands in for a missing View Position.
         let mut coded = object(&[(tags::MODALITY, "DX"), (tags::BODY_PART_EXAMINED, "CHEST")]);
-        let item = object(&[(tags::CODE_MEANING, "postero-anterior")]);
-        coded.put(dicom_core::DataElement::new(
-            tags::VIEW_CODE_SEQUENCE,
-            dicom_core::VR::SQ,
-            dicom_core::value::DataSetSequence::from(vec![item]),
-        ));
+        put_view_code(&mut coded, "postero-anterior");
         assert_eq!(read(&coded, ts).input_class, InputClass::FrontalChest);
         // View Position PA but a View Code Sequence saying lateral: unknown.
         let mut torn = object(&[
@@ -397,12 +410,7 @@ mod tests {
             (tags::BODY_PART_EXAMINED, "CHEST"),
             (tags::VIEW_POSITION, "PA"),
         ]);
-        let lateral = object(&[(tags::CODE_MEANING, "lateral")]);
-        torn.put(dicom_core::DataElement::new(
-            tags::VIEW_CODE_SEQUENCE,
-            dicom_core::VR::SQ,
-            dicom_core::value::DataSetSequence::from(vec![lateral]),
-        ));
+        put_view_code(&mut torn, "lateral");
         assert_eq!(read(&torn, ts).input_class, InputClass::Unknown);
         // A comment saying decubitus stops a film tagged chest PA.
         let commented = object(&[

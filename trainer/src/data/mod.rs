@@ -67,33 +67,11 @@ pub struct Dataset {
     pub samples: Vec<Sample>,
 }
 
-/// Whether a stated view is a frontal (PA or AP) projection. Laterals
-/// (CheXpert and MIMIC carry them), decubitus and anything else are not what
-/// the appliance classifies, so they stay out of training and fitting.
-pub fn is_frontal_view(view: &str) -> bool {
-    let v = view.trim().to_ascii_uppercase();
-    let words: Vec<&str> = v
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let frontal = words
-        .iter()
-        .any(|w| ["PA", "AP", "FRONTAL", "POSTEROANTERIOR", "ANTEROPOSTERIOR"].contains(w));
-    let other = words.iter().any(|w| {
-        [
-            "LL",
-            "RL",
-            "LAT",
-            "LATERAL",
-            "LLD",
-            "RLD",
-            "DECUBITUS",
-            "DECUB",
-        ]
-        .contains(w)
-    });
-    frontal && !other
-}
+/// Whether a stated view is a frontal (PA or AP) projection, by the
+/// appliance's own vocabulary. Laterals (CheXpert and MIMIC carry them),
+/// decubitus and anything else are not what the appliance classifies, so
+/// they stay out of training and fitting.
+pub use cxr_dicom::is_frontal_view;
 
 impl Dataset {
     /// Drop every sample whose stated view is not frontal (samples without a
