@@ -12,10 +12,11 @@ use anyhow::Context;
 use cxr_audit::{AuditLog, BundleRef, DeviceSecret, Event, Inference, Mode};
 use cxr_bundle::{read_bounded, verify, ModelParams, VerifiedBundle, MAX_BUNDLE_BYTES};
 use cxr_core::{
-    decide, gate_input, Call, Decision, DecisionParams, DecisionRecord, StageTimings, StudyFacts,
+    decide, gate_input, AbstentionReason, Call, ContentVerdict, Decision, DecisionParams,
+    DecisionRecord, StageTimings, StudyFacts,
 };
 use cxr_dicom::{read_radiograph, ReadLimits};
-use cxr_engine::{select_engine, select_for_bundle, EnginePreference, Selection};
+use cxr_engine::{select_engine, select_for_bundle, Engine, EnginePreference, Selection};
 use cxr_preprocess::{prepare, tta_view};
 use embassy_time::Instant;
 use serde_json::{json, Value};
@@ -89,12 +90,34 @@ fn gates_json(d: &Decision) -> Value {
     })
 }
 
+/// What the content gate saw.
+fn content_json(v: &ContentVerdict) -> Value {
+    json!({
+        "class": v.class.code(),
+        "looks_like": v.class.description(),
+        "score": v.score,
+        "frontal_probability": v.frontal_probability,
+        "distance": v.distance,
+    })
+}
+
+/// The operator's message: a content mismatch says what the image looks like.
+fn abstention_message(reason: AbstentionReason, content: Option<&ContentVerdict>) -> String {
+    match (reason, content) {
+        (AbstentionReason::ContentMismatch, Some(v)) => format!(
+            "The tags say frontal chest film, but the image looks like {} — check the image and its tags, or refer to a radiologist",
+            v.class.description()
+        ),
+        _ => reason.operator_message().to_owned(),
+    }
+}
+
 /// The decision as printed. An abstained study shows only why (its code,
 /// message and gates): the numbers it withholds stay in the audit record.
-fn decision_json(d: &Decision, params: &ModelParams) -> Value {
+fn decision_json(d: &Decision, params: &ModelParams, content: Option<&ContentVerdict>) -> Value {
     if let Some(a) = d.abstention {
         return json!({
-            "abstention": { "code": a.reason.code(), "message": a.reason.operator_message() },
+            "abstention": { "code": a.reason.code(), "message": abstention_message(a.reason, content) },
             "gates": gates_json(d),
         });
     }
@@ -210,6 +233,7 @@ struct Ingested {
     facts: StudyFacts,
     base: Value,
     decode_ms: f64,
+    content_gate_ms: f64,
 }
 
 impl Ingested {
@@ -217,6 +241,7 @@ impl Ingested {
         let a = &self.radiograph.acquisition;
         DecisionRecord {
             input_class: a.input_class,
+            content: self.facts.content,
             age_years: a.age_years.map(|y| y.clamp(0.0, 255.0) as u8),
             views: views as u8,
             decision,
@@ -242,32 +267,82 @@ impl Study<'_> {
             Err(e) => return refused(file, e.code(), e.to_string()),
         };
         let decode_ms = ms(t);
+        let t = StdInstant::now();
+        let content = match self.judge_content(&radiograph) {
+            Ok(v) => v,
+            Err((code, message)) => return failed(file, code, message),
+        };
+        let content_gate_ms = ms(t);
         let a = &radiograph.acquisition;
         let facts = StudyFacts {
             input_class: a.input_class,
+            content,
             age_years: a.age_years,
             received,
         };
         let engine_json =
             json!({ "name": self.selection.engine.name(), "reasons": self.selection.reasons });
-        let base = json!({ "file": file.display().to_string(), "input_class": a.input_class.code(), "engine": engine_json });
+        let base = json!({
+            "file": file.display().to_string(),
+            "input_class": a.input_class.code(),
+            "content": content.as_ref().map(content_json),
+            "engine": engine_json,
+        });
         let study = Ingested {
             radiograph,
             facts,
             base,
             decode_ms,
+            content_gate_ms,
         };
         if let Some(d) = gate_input(&study.facts, &self.decision_params) {
             let timings = StageTimings {
                 decode_us: micros(decode_ms),
+                content_gate_us: micros(content_gate_ms),
                 ..StageTimings::default()
             };
-            return self.finish(&study, d, timings, 0, json!({ "decode": decode_ms }));
+            return self.finish(
+                &study,
+                d,
+                timings,
+                0,
+                json!({ "decode": decode_ms, "content_gate": content_gate_ms }),
+            );
         }
         match self.infer_and_decide(&study) {
             Ok(result) => result,
             Err((code, message)) => failed(file, code, message),
         }
+    }
+
+    /// The content gate's verdict on the image (`None` without a gate, in
+    /// developer mode). The gate prepares its own input with the same
+    /// `prepare` as the classifier, at its own size.
+    fn judge_content(
+        &self,
+        radiograph: &cxr_radiograph::Radiograph,
+    ) -> Result<Option<ContentVerdict>, (&'static str, String)> {
+        let (Some(gate), Some(data)) = (&self.selection.content_gate, &self.params.content_gate)
+        else {
+            return match self.selection.content_gate {
+                None => Ok(None),
+                Some(_) => Err((
+                    "CONTENT_GATE_UNCONFIGURED",
+                    "a content gate is loaded but the parameters carry no cut-offs (fix: re-lock the bundle)".into(),
+                )),
+            };
+        };
+        let input = prepare(radiograph, &data.input)
+            .map_err(|e| (e.code(), format!("preparing the content gate's input: {e}")))?;
+        let out = gate
+            .infer(&input.data, 1)
+            .map_err(|e| (e.code(), format!("running the content gate: {e}")))?;
+        let logits: [f32; 4] = out.logits.get(..4).and_then(|l| l.try_into().ok()).ok_or((
+            "CONTENT_GATE_OUTPUT",
+            format!("the content gate gave {} logits, not 4", out.logits.len()),
+        ))?;
+        let distance = out.features.first().copied().unwrap_or(f32::NAN);
+        Ok(Some(data.cuts.judge(&logits, distance)))
     }
 
     fn infer_and_decide(&self, study: &Ingested) -> Result<StudyResult, (&'static str, String)> {
@@ -305,8 +380,9 @@ impl Study<'_> {
             preprocess_us: micros(preprocess_ms),
             inference_us: micros(inference_ms),
             decision_us: micros(decision_ms),
+            content_gate_us: micros(study.content_gate_ms),
         };
-        let timings_json = json!({ "decode": study.decode_ms, "preprocess": preprocess_ms, "inference_per_view": inference_ms / views as f64, "decision": decision_ms });
+        let timings_json = json!({ "decode": study.decode_ms, "content_gate": study.content_gate_ms, "preprocess": preprocess_ms, "inference_per_view": inference_ms / views as f64, "decision": decision_ms });
         Ok(self.finish(study, d, timings, views, timings_json))
     }
 
@@ -337,7 +413,7 @@ impl Study<'_> {
         let mut line = study.base.clone();
         merge(
             &mut line,
-            json!({ "outcome": name, "decision": decision_json(&d, self.params), "timings_ms": timings_json }),
+            json!({ "outcome": name, "decision": decision_json(&d, self.params, study.facts.content.as_ref()), "timings_ms": timings_json }),
         );
         StudyResult {
             outcome,
@@ -700,7 +776,8 @@ mod tests {
         assert!(params.gate.allow_unknown_age, "the demo's policy");
         let release = BoardProfile::builtin("x86-release").unwrap_or_else(|e| panic!("{e}"));
         let dev = BoardProfile::builtin("dev-x86").unwrap_or_else(|e| panic!("{e}"));
-        let check = |p: &DecisionParams<'_>| p.input_gate.check(InputClass::FrontalChest, None);
+        let check =
+            |p: &DecisionParams<'_>| p.input_gate.check(InputClass::FrontalChest, None, None);
         assert_eq!(check(&tightened(params.decision_params(), &dev)), Ok(()));
         assert_eq!(
             check(&tightened(params.decision_params(), &release)),

@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 fn vit_b16_bundle(signer: &BundleSigner) -> Vec<u8> {
     let spec = VitSpec::vit_b16(224, 14);
     let weights = Weights::random(&spec, 1).unwrap();
-    let params = ModelParams::neutral(spec, (0..14).map(|i| format!("L{i}")).collect());
+    let mut params = ModelParams::neutral(spec, (0..14).map(|i| format!("L{i}")).collect());
+    let (gate, content_gate) = cxr_tests::bundles::permissive_content_gate(1);
+    params.content_gate = Some(gate);
     BundleDraft {
         model_id: "bench".into(),
         version: 1,
@@ -39,6 +41,7 @@ fn vit_b16_bundle(signer: &BundleSigner) -> Vec<u8> {
         onnx: onnx::write(&weights).unwrap(),
         golden: compute_golden(&weights, 1, 1).unwrap(),
         model_card: "# bench\n".into(),
+        content_gate,
     }
     .lock(signer)
     .unwrap()

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use cxr_board::KeyRole;
 use cxr_bundle::{
-    compute_golden, BundleDraft, BundleSigner, GoldenTolerance, ModelParams, Provenance,
+    compute_golden, BundleDraft, BundleSigner, ContentGateData, ContentGateDraft, GoldenTolerance,
+    ModelParams, Provenance,
 };
-use cxr_model::{onnx, VitSpec, Weights};
+use cxr_model::{onnx, GateSpec, GateWeights, VitSpec, Weights};
 
 /// A deterministic test key. `seed` picks the key.
 pub fn signer(name: &str, role: KeyRole, seed: u8) -> BundleSigner {
@@ -22,7 +23,30 @@ pub fn release_signer() -> BundleSigner {
     signer("release-test", KeyRole::Release, 9)
 }
 
-/// A tiny ViT (64 px, 5 labels) with neutral parameters, ready to lock.
+/// A random content gate whose frontal logit leads by 20 on any input, with
+/// cuts that accept every finite output as frontal: tests of everything but
+/// the gate itself see tag-only behaviour plus "untagged means frontal".
+pub fn permissive_content_gate(seed: u64) -> (ContentGateData, ContentGateDraft) {
+    let spec = GateSpec::default();
+    let weights = GateWeights::random(&spec, seed, 20.0).unwrap_or_else(|e| panic!("gate: {e}"));
+    let data = ContentGateData {
+        spec,
+        input: cxr_preprocess::InputSpec {
+            size: spec.image_size as u32,
+            ..cxr_preprocess::InputSpec::default()
+        },
+        cuts: cxr_core::ContentCuts {
+            min_frontal_probability: 0.5,
+            max_distance: 1e30,
+        },
+        acceptance: 1.0,
+    };
+    let draft = ContentGateDraft::of(&weights, 2, seed).unwrap_or_else(|e| panic!("gate: {e}"));
+    (data, draft)
+}
+
+/// A tiny ViT (64 px, 5 labels) with neutral parameters and a permissive
+/// content gate, ready to lock.
 pub fn draft(model_id: &str, version: u64, boards: &[&str], weight_seed: u64) -> BundleDraft {
     let spec = VitSpec {
         image_size: 64,
@@ -32,7 +56,9 @@ pub fn draft(model_id: &str, version: u64, boards: &[&str], weight_seed: u64) ->
     let weights = Weights::random(&spec, weight_seed).unwrap_or_else(|e| panic!("weights: {e}"));
     let onnx = onnx::write(&weights).unwrap_or_else(|e| panic!("onnx: {e}"));
     let golden = compute_golden(&weights, 2, version).unwrap_or_else(|e| panic!("golden: {e}"));
-    let params = ModelParams::neutral(spec, (0..5).map(|i| format!("Finding{i}")).collect());
+    let mut params = ModelParams::neutral(spec, (0..5).map(|i| format!("Finding{i}")).collect());
+    let (gate, content_gate) = permissive_content_gate(weight_seed);
+    params.content_gate = Some(gate);
     BundleDraft {
         model_id: model_id.to_owned(),
         version,
@@ -51,6 +77,7 @@ pub fn draft(model_id: &str, version: u64, boards: &[&str], weight_seed: u64) ->
         onnx,
         golden,
         model_card: format!("# {model_id} v{version}\n\ntests only\n"),
+        content_gate,
     }
 }
 

@@ -10,3 +10,4 @@ pub mod bundles;
 pub mod data;
 pub mod deflate;
 pub mod hostile;
+pub mod wrap;

@@ -287,6 +287,7 @@ fn deployed(params: &ModelParams, test: &Outputs, y: &[f32], m: &[f32]) -> Deplo
     let dp = params.decision_params();
     let facts = StudyFacts {
         input_class: InputClass::FrontalChest,
+        content: None,
         age_years: None,
         received: Instant::from_ticks(0),
     };

@@ -1,7 +1,7 @@
 //! `cxr-trainer` (library): the training companion. Label tables and splits,
 //! uncertainty policies, the burn ViT (canonical `cxr-model` names), losses,
 //! optimisation pieces, evaluation metrics, and post-hoc fitting of the
-//! bundle's calibration, thresholds and OOD statistics. Images are always
+//! bundle's calibration, thresholds and OOD statistics, and the content gate. Images are always
 //! loaded through `cxr-preprocess`, so trainer tensors equal the appliance's.
 //! It must not know axum or the CUDA kernels.
 
@@ -12,6 +12,7 @@ mod error;
 pub mod eval;
 pub mod finalize;
 pub mod fit;
+pub mod gate;
 pub mod groups;
 pub mod init;
 pub mod loader;

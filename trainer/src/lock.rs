@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
 use cxr_bundle::{
-    compute_golden, BundleDraft, BundleSigner, DataDigest, GoldenTolerance, ModelParams, Provenance,
+    compute_gate_golden, compute_golden, BundleDraft, BundleSigner, ContentGateData,
+    ContentGateDraft, DataDigest, GoldenTolerance, ModelParams, Provenance,
 };
 use sha2::{Digest, Sha256};
 
@@ -55,6 +56,9 @@ pub struct LockArgs {
     /// Relative-L2 tolerance of the self-test for bf16/fp16 engines.
     #[arg(long, default_value_t = 1e-2)]
     tolerance_reduced: f32,
+    /// The folder `fit-gate` wrote: content-gate.onnx and content-gate.toml.
+    #[arg(long)]
+    content_gate: PathBuf,
     /// Creation time (Unix seconds); defaults to now. Fix it for reproducible bundles.
     #[arg(long)]
     created_unix_s: Option<u64>,
@@ -123,11 +127,31 @@ fn model_card(args: &LockArgs, params: &ModelParams, provenance: &Provenance) ->
     card
 }
 
+/// The content gate `fit-gate` wrote, with golden vectors from its
+/// reference forward.
+fn read_content_gate(
+    dir: &Path,
+    golden: usize,
+    seed: u64,
+) -> anyhow::Result<(ContentGateData, ContentGateDraft)> {
+    let onnx = read(&dir.join("content-gate.onnx"))?;
+    let text = String::from_utf8(read(&dir.join("content-gate.toml"))?)
+        .context("content-gate.toml is not UTF-8")?;
+    let data: ContentGateData = toml::from_str(&text).context("parsing content-gate.toml")?;
+    data.validate()?;
+    let weights = cxr_model::onnx::read_gate(&onnx, &data.spec)
+        .with_context(|| format!("reading the content gate in {}", dir.display()))?;
+    let golden = compute_gate_golden(&weights, golden, seed)?;
+    Ok((data, ContentGateDraft { onnx, golden }))
+}
+
 pub fn run(args: &LockArgs) -> anyhow::Result<()> {
     ensure!(args.golden >= 1, "at least one golden vector");
     let onnx = read(&args.onnx)?;
     let text = String::from_utf8(read(&args.params)?).context("params are not UTF-8")?;
-    let params = ModelParams::from_toml(&text)?;
+    let mut params = ModelParams::from_toml(&text)?;
+    let (gate, content_gate) = read_content_gate(&args.content_gate, args.golden, args.version)?;
+    params.content_gate = Some(gate);
     let weights = cxr_model::onnx::read_weights(&onnx, &params.model)
         .with_context(|| format!("reading the weights of {}", args.onnx.display()))?;
     let signer = BundleSigner::from_file(&args.key)?;
@@ -159,10 +183,15 @@ pub fn run(args: &LockArgs) -> anyhow::Result<()> {
         data,
         intended_use: args.intended_use.clone(),
     };
-    let model_card = match &args.card {
+    let mut model_card = match &args.card {
         Some(p) => String::from_utf8(read(p)?).context("the model card is not UTF-8")?,
         None => model_card(args, &params, &provenance),
     };
+    // The gate's own report (what it accepts and rejects) belongs on the card.
+    if let Ok(report) = std::fs::read_to_string(args.content_gate.join("report.md")) {
+        model_card.push_str("\n#");
+        model_card.push_str(&report);
+    }
     let golden = compute_golden(&weights, args.golden, args.version)?;
     let draft = BundleDraft {
         model_id: args.model_id.clone(),
@@ -177,6 +206,7 @@ pub fn run(args: &LockArgs) -> anyhow::Result<()> {
         onnx,
         golden,
         model_card,
+        content_gate,
     };
     let bytes = draft.lock(&signer)?;
     let tmp = args.out.with_extension("cxrb.tmp");

@@ -1,5 +1,5 @@
-//! `cxr-trainer`: the training companion: `train`, `finalize`, `keygen`,
-//! `lock`, and `bench-step` for training throughput.
+//! `cxr-trainer`: the training companion: `train`, `finalize`, `fit-gate`,
+//! `keygen`, `lock`, and `bench-step` for training throughput.
 //! `anyhow` is used here (a binary) only.
 
 mod lock;
@@ -62,6 +62,9 @@ enum Command {
     },
     /// Lock an ONNX model and its decision parameters into a signed bundle.
     Lock(Box<lock::LockArgs>),
+    /// Fit the content gate (is this a frontal chest film?) and write
+    /// content-gate.onnx, content-gate.toml and its report for `lock`.
+    FitGate(Box<cxr_trainer::gate::FitGateArgs>),
     /// Fit calibration, thresholds and OOD statistics on the validation split
     /// of a run, evaluate on its test split, and write model.onnx,
     /// params.toml, model-card.md and report.{json,md} for `lock`.
@@ -150,6 +153,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { name, role, out } => keygen(&name, role, &out),
         Command::Lock(args) => lock::run(&args),
+        Command::FitGate(args) => cxr_trainer::gate::run(&args)
+            .map(|r| println!("{}", serde_json::json!({ "cuts": r.cuts, "validation_acceptance": r.validation_acceptance, "results": r.results.iter().map(|x| (x.source.clone(), x.accepted)).collect::<Vec<_>>() })))
+            .map_err(Into::into),
         Command::Finalize { run, out, ood } => {
             type Cpu = burn::backend::NdArray<f32>;
             cxr_trainer::finalize::finalize::<Cpu>(&run, &out, &ood, &Default::default())

@@ -81,6 +81,22 @@ impl GoldenSet {
 
     /// Decode and check every case against the model's shapes.
     pub fn decode(bytes: &[u8], spec: &VitSpec) -> Result<Self, BundleError> {
+        let pixels = spec.in_channels * spec.image_size * spec.image_size;
+        Self::decode_shaped(bytes, pixels, spec.labels, spec.width)
+    }
+
+    /// Decode and check every case against the content gate's shapes
+    /// (four logits, one distance).
+    pub fn decode_gate(bytes: &[u8], spec: &cxr_model::GateSpec) -> Result<Self, BundleError> {
+        Self::decode_shaped(bytes, spec.image_size * spec.image_size, 4, 1)
+    }
+
+    fn decode_shaped(
+        bytes: &[u8],
+        pixels: usize,
+        labels: usize,
+        width: usize,
+    ) -> Result<Self, BundleError> {
         let set: GoldenSet = postcard::from_bytes(bytes).map_err(|e| BundleError::Golden {
             problem: format!("cannot decode: {e}"),
         })?;
@@ -89,11 +105,10 @@ impl GoldenSet {
                 problem: "no golden cases".into(),
             });
         }
-        let pixels = spec.in_channels * spec.image_size * spec.image_size;
         for c in &set.cases {
             let ok = c.image.len() == pixels
-                && c.logits.len() == spec.labels
-                && c.features.len() == spec.width
+                && c.logits.len() == labels
+                && c.features.len() == width
                 && c.image
                     .iter()
                     .chain(&c.logits)
@@ -122,27 +137,10 @@ pub fn compute(
     seed: u64,
 ) -> Result<GoldenSet, BundleError> {
     let spec = weights.spec;
-    let s = spec.image_size;
-    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut noise = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    let mut noise = noise_source(seed);
     let mut cases = Vec::with_capacity(count);
     for k in 0..count {
-        let mut grey = vec![0f32; s * s];
-        for y in 0..s {
-            for x in 0..s {
-                let u = x as f32 / s as f32 - 0.5;
-                let v = y as f32 / s as f32 - 0.5;
-                let lungs = (-((u.abs() - 0.2).powi(2) + v.powi(2)) * 12.0).exp();
-                let spine = (-(u * u) * 80.0).exp();
-                grey[y * s + x] =
-                    1.2 * spine - 1.0 * lungs + 0.3 * v + 0.4 * noise() * (1.0 + k as f32);
-            }
-        }
+        let grey = synthetic_chest(spec.image_size, k, &mut noise);
         let image: Vec<f32> = (0..spec.in_channels)
             .flat_map(|_| grey.iter().copied())
             .collect();
@@ -158,4 +156,59 @@ pub fn compute(
         });
     }
     Ok(GoldenSet { cases })
+}
+
+#[cfg(feature = "sign")]
+fn noise_source(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
+/// A smooth chest-like field `[S, S]` (bright mediastinum, darker lungs)
+/// plus noise that grows with `k`, in normalised units.
+#[cfg(feature = "sign")]
+fn synthetic_chest(s: usize, k: usize, noise: &mut impl FnMut() -> f32) -> Vec<f32> {
+    let mut grey = vec![0f32; s * s];
+    for y in 0..s {
+        for x in 0..s {
+            let u = x as f32 / s as f32 - 0.5;
+            let v = y as f32 / s as f32 - 0.5;
+            let lungs = (-((u.abs() - 0.2).powi(2) + v.powi(2)) * 12.0).exp();
+            let spine = (-(u * u) * 80.0).exp();
+            grey[y * s + x] =
+                1.2 * spine - 1.0 * lungs + 0.3 * v + 0.4 * noise() * (1.0 + k as f32);
+        }
+    }
+    grey
+}
+
+/// Golden inputs for the content gate, `[S, S]` each, and its reference
+/// outputs (logits, and the distance as the one "feature").
+#[cfg(feature = "sign")]
+pub fn compute_gate(
+    weights: &cxr_model::GateWeights,
+    count: usize,
+    seed: u64,
+) -> Result<GoldenSet, BundleError> {
+    let mut noise = noise_source(seed ^ 0x6A7E);
+    (0..count)
+        .map(|k| {
+            let image = synthetic_chest(weights.spec.image_size, k, &mut noise);
+            let out = weights.forward(&image).map_err(|e| BundleError::Golden {
+                problem: format!("content gate reference forward failed: {e}"),
+            })?;
+            Ok(GoldenCase {
+                name: format!("gate-synthetic-{k}"),
+                image,
+                logits: out.logits,
+                features: vec![out.distance],
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|cases| GoldenSet { cases })
 }

@@ -26,15 +26,15 @@ pub use container::{
 pub use error::BundleError;
 pub use fsutil::read_bounded;
 #[cfg(feature = "sign")]
-pub use golden::compute as compute_golden;
+pub use golden::{compute as compute_golden, compute_gate as compute_gate_golden};
 pub use golden::{rel_l2, GoldenCase, GoldenSet, GoldenTolerance};
 pub use manifest::{
-    DataDigest, Manifest, MemberEntry, Provenance, CARD_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER,
-    REQUIRED_MEMBERS, SCHEMA_VERSION,
+    DataDigest, Manifest, MemberEntry, Provenance, CARD_MEMBER, CONTENT_GATE_MEMBER,
+    CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER, REQUIRED_MEMBERS, SCHEMA_VERSION,
 };
-pub use params::{FeatureStatsData, ModelParams, OodGateData};
+pub use params::{ContentGateData, FeatureStatsData, ModelParams, OodGateData};
 #[cfg(feature = "sign")]
-pub use sign::{BundleDraft, BundleSigner};
+pub use sign::{BundleDraft, BundleSigner, ContentGateDraft};
 pub use slots::{
     DeviceState, DeviceStore, Failpoints, NoFailpoints, Slot, SlotRecord, SwitchReport, FAILPOINTS,
 };

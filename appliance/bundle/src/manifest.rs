@@ -9,14 +9,23 @@ use crate::{BundleError, GoldenTolerance, ModelParams};
 /// The manifest schema this firmware reads. Encoded first, so a newer schema
 /// is recognised as such rather than as garbage. Schema 2: bands per label
 /// in logit units, one combined OOD gate, calibration flags, no TTA-spread
-/// gate and no ODIN temperature.
-pub const SCHEMA_VERSION: u16 = 2;
+/// gate and no ODIN temperature. Schema 3: the content gate (its parameters
+/// here, its graph and golden vectors as members), required.
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// Members every bundle carries.
 pub const MODEL_MEMBER: &str = "model.onnx";
 pub const GOLDEN_MEMBER: &str = "golden.bin";
 pub const CARD_MEMBER: &str = "model-card.md";
-pub const REQUIRED_MEMBERS: [&str; 3] = [MODEL_MEMBER, GOLDEN_MEMBER, CARD_MEMBER];
+pub const CONTENT_GATE_MEMBER: &str = "content-gate.onnx";
+pub const CONTENT_GOLDEN_MEMBER: &str = "content-golden.bin";
+pub const REQUIRED_MEMBERS: [&str; 5] = [
+    MODEL_MEMBER,
+    GOLDEN_MEMBER,
+    CARD_MEMBER,
+    CONTENT_GATE_MEMBER,
+    CONTENT_GOLDEN_MEMBER,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberEntry {

@@ -3,8 +3,8 @@
 
 use cxr_core::limits::{MAX_LABELS, MAX_VIEWS};
 use cxr_core::ood::{FeatureStats, OodGate, OodTerm};
-use cxr_core::{DecisionParams, InputGate};
-use cxr_model::VitSpec;
+use cxr_core::{ContentCuts, DecisionParams, InputGate};
+use cxr_model::{GateSpec, VitSpec};
 use cxr_preprocess::{Channels, InputSpec, TtaView};
 use embassy_time::Duration;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,44 @@ impl OodGateData {
     }
 }
 
+/// The content gate as the bundle carries it: its shape, its own input
+/// definition (the same `prepare`, another size) and its cut-offs. Its graph
+/// and golden vectors are bundle members of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentGateData {
+    pub spec: GateSpec,
+    pub input: InputSpec,
+    pub cuts: ContentCuts,
+    /// Share of held-out frontal films the cuts accept (documentation of
+    /// the fit; the gate reads only `cuts`).
+    pub acceptance: f32,
+}
+
+impl ContentGateData {
+    pub fn validate(&self) -> Result<(), BundleError> {
+        self.spec
+            .validate()
+            .map_err(|e| invalid(format!("content gate spec: {e}")))?;
+        self.input
+            .validate()
+            .map_err(|e| invalid(format!("content gate input spec: {e}")))?;
+        if self.input.size as usize != self.spec.image_size || self.input.channels != Channels::One
+        {
+            return Err(invalid(format!(
+                "content gate input {} px, {:?}: the gate takes one channel of {} px",
+                self.input.size, self.input.channels, self.spec.image_size
+            )));
+        }
+        self.cuts
+            .check_parameters()
+            .map_err(|field| invalid(format!("{field} is out of range or not finite")))?;
+        if !(self.acceptance > 0.0 && self.acceptance <= 1.0) {
+            return Err(invalid("content_gate.acceptance must lie in (0, 1]".into()));
+        }
+        Ok(())
+    }
+}
+
 /// The model spec, input definition and decision parameters of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelParams {
@@ -63,6 +101,10 @@ pub struct ModelParams {
     pub ood: OodGateData,
     pub gate: InputGate,
     pub feature_stats: Option<FeatureStatsData>,
+    /// Required in every locked bundle; absent only in developer mode's
+    /// loose files (which then gate on tags alone).
+    #[serde(default)]
+    pub content_gate: Option<ContentGateData>,
 }
 
 /// Bounds of a test-time view.
@@ -142,6 +184,7 @@ impl ModelParams {
             ood: OodGateData::none(),
             gate: InputGate::default(),
             feature_stats: None,
+            content_gate: None,
         }
     }
 
@@ -216,6 +259,9 @@ impl ModelParams {
         self.input
             .validate()
             .map_err(|e| invalid(format!("input spec: {e}")))?;
+        if let Some(gate) = &self.content_gate {
+            gate.validate()?;
+        }
         Ok(())
     }
 

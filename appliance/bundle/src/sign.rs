@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::container::Container;
-use crate::manifest::{MemberEntry, CARD_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER, SCHEMA_VERSION};
+use crate::manifest::{
+    MemberEntry, CARD_MEMBER, CONTENT_GATE_MEMBER, CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER,
+    MODEL_MEMBER, SCHEMA_VERSION,
+};
 use crate::trust::{key_id_of, name_fits_role, PublicKeyFile};
 use crate::verify::SIGNING_DOMAIN;
 use crate::{hex, BundleError, GoldenSet, GoldenTolerance, Manifest, ModelParams, Provenance};
@@ -170,12 +173,41 @@ pub struct BundleDraft {
     pub onnx: Vec<u8>,
     pub golden: GoldenSet,
     pub model_card: String,
+    /// The content gate's graph and golden vectors (its parameters are
+    /// `params.content_gate`).
+    pub content_gate: ContentGateDraft,
+}
+
+/// The content gate's members before locking.
+#[derive(Debug, Clone)]
+pub struct ContentGateDraft {
+    pub onnx: Vec<u8>,
+    pub golden: GoldenSet,
+}
+
+impl ContentGateDraft {
+    /// The graph and golden vectors of a gate.
+    pub fn of(
+        weights: &cxr_model::GateWeights,
+        golden: usize,
+        seed: u64,
+    ) -> Result<Self, BundleError> {
+        Ok(ContentGateDraft {
+            onnx: cxr_model::onnx::write_gate(weights).map_err(|e| {
+                BundleError::InvalidParameters {
+                    problem: format!("content gate: {e}"),
+                }
+            })?,
+            golden: crate::golden::compute_gate(weights, golden, seed)?,
+        })
+    }
 }
 
 impl BundleDraft {
     /// The manifest this draft locks to.
     pub fn manifest(&self) -> Manifest {
         let golden = self.golden.encode();
+        let content_golden = self.content_gate.golden.encode();
         let entry = |name: &str, data: &[u8]| MemberEntry {
             name: name.to_owned(),
             size: data.len() as u64,
@@ -193,6 +225,8 @@ impl BundleDraft {
                 entry(MODEL_MEMBER, &self.onnx),
                 entry(GOLDEN_MEMBER, &golden),
                 entry(CARD_MEMBER, self.model_card.as_bytes()),
+                entry(CONTENT_GATE_MEMBER, &self.content_gate.onnx),
+                entry(CONTENT_GOLDEN_MEMBER, &content_golden),
             ],
         }
     }
@@ -208,6 +242,16 @@ impl BundleDraft {
         }
         let golden = self.golden.encode();
         GoldenSet::decode(&golden, &self.params.model)?;
+        let gate =
+            self.params
+                .content_gate
+                .as_ref()
+                .ok_or_else(|| BundleError::InvalidParameters {
+                    problem: "no content gate in the parameters: every bundle must carry one"
+                        .into(),
+                })?;
+        let content_golden = self.content_gate.golden.encode();
+        GoldenSet::decode_gate(&content_golden, &gate.spec)?;
         let manifest = self.manifest().encode();
         Ok(signer.sign_container(
             &manifest,
@@ -215,6 +259,8 @@ impl BundleDraft {
                 (MODEL_MEMBER, &self.onnx),
                 (GOLDEN_MEMBER, &golden),
                 (CARD_MEMBER, self.model_card.as_bytes()),
+                (CONTENT_GATE_MEMBER, &self.content_gate.onnx),
+                (CONTENT_GOLDEN_MEMBER, &content_golden),
             ],
         ))
     }

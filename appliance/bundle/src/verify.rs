@@ -8,8 +8,11 @@ use ed25519_dalek::Signature;
 use sha2::{Digest, Sha256};
 
 use crate::container::Container;
-use crate::manifest::{CARD_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER, REQUIRED_MEMBERS};
-use crate::{hex, BundleError, GoldenSet, Manifest};
+use crate::manifest::{
+    CARD_MEMBER, CONTENT_GATE_MEMBER, CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER,
+    REQUIRED_MEMBERS,
+};
+use crate::{hex, BundleError, ContentGateData, GoldenSet, Manifest};
 
 /// Ed25519 signs `SIGNING_DOMAIN || manifest bytes`, so a signature made for
 /// anything else can never pass as a bundle signature.
@@ -25,6 +28,8 @@ pub struct VerifiedBundle {
     bytes: Vec<u8>,
     manifest: Manifest,
     golden: GoldenSet,
+    content_gate: ContentGateData,
+    content_golden: GoldenSet,
     members: Vec<(String, Range<usize>)>,
     digest: [u8; 32],
     key_id: [u8; 8],
@@ -68,6 +73,22 @@ impl VerifiedBundle {
 
     pub fn golden(&self) -> &GoldenSet {
         &self.golden
+    }
+
+    /// The content gate's parameters (every verified bundle has one).
+    pub fn content_gate(&self) -> &ContentGateData {
+        &self.content_gate
+    }
+
+    /// The content gate's ONNX graph.
+    pub fn content_gate_onnx(&self) -> &[u8] {
+        self.member(CONTENT_GATE_MEMBER).unwrap_or_default()
+    }
+
+    /// The content gate's golden vectors (logits, and the distance as the
+    /// one feature).
+    pub fn content_golden(&self) -> &GoldenSet {
+        &self.content_golden
     }
 
     pub fn key_id_hex(&self) -> String {
@@ -157,12 +178,21 @@ pub fn verify(
         .iter()
         .map(|(n, d)| ((*n).to_owned(), offset_in(&bytes, d)))
         .collect();
-    let golden_range = members
-        .iter()
-        .find(|(n, _)| n == GOLDEN_MEMBER)
-        .map(|(_, r)| r.clone())
-        .unwrap_or_default();
-    let golden = GoldenSet::decode(&bytes[golden_range], &manifest.params.model)?;
+    let range_of = |name: &str| {
+        members
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    };
+    let golden = GoldenSet::decode(&bytes[range_of(GOLDEN_MEMBER)], &manifest.params.model)?;
+    let content_gate = manifest.params.content_gate.clone().ok_or_else(|| {
+        BundleError::InvalidParameters {
+            problem: "the manifest has no content gate; every bundle must carry one (fix: lock the bundle with `cxr-trainer lock --content-gate DIR`)".into(),
+        }
+    })?;
+    let content_golden =
+        GoldenSet::decode_gate(&bytes[range_of(CONTENT_GOLDEN_MEMBER)], &content_gate.spec)?;
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
     let (key_name, key_role) = (key.name.clone(), key.role);
     let key_id = c.key_id;
@@ -170,6 +200,8 @@ pub fn verify(
         bytes,
         manifest,
         golden,
+        content_gate,
+        content_golden,
         members,
         digest,
         key_id,

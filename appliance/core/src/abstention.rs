@@ -16,10 +16,11 @@ pub enum AbstentionReason {
     OutOfDistribution,
     Timeout,
     DecubitusView,
+    ContentMismatch,
 }
 
 impl AbstentionReason {
-    pub const ALL: [AbstentionReason; 10] = [
+    pub const ALL: [AbstentionReason; 11] = [
         AbstentionReason::LateralView,
         AbstentionReason::NotChest,
         AbstentionReason::NotRadiograph,
@@ -30,6 +31,7 @@ impl AbstentionReason {
         AbstentionReason::OutOfDistribution,
         AbstentionReason::Timeout,
         AbstentionReason::DecubitusView,
+        AbstentionReason::ContentMismatch,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -44,6 +46,7 @@ impl AbstentionReason {
             AbstentionReason::OutOfDistribution => "ABSTAIN_OUT_OF_DISTRIBUTION",
             AbstentionReason::Timeout => "ABSTAIN_TIMEOUT",
             AbstentionReason::DecubitusView => "ABSTAIN_DECUBITUS_VIEW",
+            AbstentionReason::ContentMismatch => "ABSTAIN_CONTENT_MISMATCH",
         }
     }
 
@@ -60,6 +63,7 @@ impl AbstentionReason {
             AbstentionReason::OutOfDistribution => "Image unlike the model's training data (unusual acquisition or content) — refer to a radiologist",
             AbstentionReason::Timeout => "Analysis did not finish in time — retry, or refer to a radiologist",
             AbstentionReason::DecubitusView => "Decubitus view (patient lying on one side): this model reads erect or supine frontal chest films only — refer to a radiologist",
+            AbstentionReason::ContentMismatch => "The tags say frontal chest film, but the image does not look like one — check the image and its tags, or refer to a radiologist",
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::calibration::{calibrated_probability, call, Call};
 use crate::limits::MAX_LABELS;
 use crate::ood::{self, FeatureStats, OodGate, OodScoreKind, OodScores};
 use crate::tta::merge_views;
-use crate::{Abstention, AbstentionReason, CoreError, InputClass, InputGate};
+use crate::{Abstention, AbstentionReason, ContentVerdict, CoreError, InputClass, InputGate};
 
 /// The widest fitted Uncertain band a bundle may carry, in logit units
 /// either side of the threshold (8 spans probabilities from 0.0003 to
@@ -50,7 +50,10 @@ pub struct DecisionParams<'a> {
 /// What the core knows about the study itself (from ingest, no identifiers).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StudyFacts {
+    /// What the tags say.
     pub input_class: InputClass,
+    /// What the content gate says (`None` only without a gate: developer mode).
+    pub content: Option<ContentVerdict>,
     pub age_years: Option<f32>,
     /// When the study arrived (the deadline counts from here).
     pub received: Instant,
@@ -167,7 +170,7 @@ impl Decision {
 pub fn gate_input(facts: &StudyFacts, params: &DecisionParams<'_>) -> Option<Decision> {
     let reason = params
         .input_gate
-        .check(facts.input_class, facts.age_years)
+        .check(facts.input_class, facts.content.as_ref(), facts.age_years)
         .err()?;
     Some(Decision::abstained_before_inference(
         reason,
@@ -272,6 +275,7 @@ mod tests {
     fn adult(at: u64) -> StudyFacts {
         StudyFacts {
             input_class: InputClass::FrontalChest,
+            content: None,
             age_years: Some(50.0),
             received: Instant::from_secs(at),
         }
@@ -559,7 +563,7 @@ mod tests {
             if let Some(max_combined) = cut {
                 p.ood = OodGate { terms: &terms, max_combined };
             }
-            let facts = StudyFacts { input_class: class, age_years: age, received: Instant::from_secs(0) };
+            let facts = StudyFacts { input_class: class, content: None, age_years: age, received: Instant::from_secs(0) };
             let d = decide(&logits[..views * labels], views, &[], &facts, &p, Instant::from_secs(elapsed)).unwrap();
             match d.abstention {
                 Some(_) => prop_assert!(d.labels.iter().all(|l| l.call.is_none())),

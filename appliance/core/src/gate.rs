@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::content::{combine, Combined, ContentVerdict};
 use crate::math::{at_least, at_most};
 use crate::{AbstentionReason, InputClass};
 
@@ -28,8 +29,18 @@ impl Default for InputGate {
 }
 
 impl InputGate {
-    /// `Ok` if the study may be classified, else why not.
-    pub fn check(&self, class: InputClass, age_years: Option<f32>) -> Result<(), AbstentionReason> {
+    /// `Ok` if the study may be classified, else why not: the tags and the
+    /// content gate's verdict combined (see [`combine`]), then the age.
+    pub fn check(
+        &self,
+        tags: InputClass,
+        content: Option<&ContentVerdict>,
+        age_years: Option<f32>,
+    ) -> Result<(), AbstentionReason> {
+        let class = match combine(tags, content) {
+            Combined::Class(c) => c,
+            Combined::Mismatch => return Err(AbstentionReason::ContentMismatch),
+        };
         match class {
             InputClass::FrontalChest => {}
             InputClass::LateralChest => return Err(AbstentionReason::LateralView),
@@ -72,30 +83,33 @@ mod tests {
     #[test]
     fn only_adult_frontal_chest_passes_by_default() {
         let gate = InputGate::default();
-        assert_eq!(gate.check(InputClass::FrontalChest, Some(40.0)), Ok(()));
-        assert_eq!(gate.check(InputClass::FrontalChest, None), Ok(()));
         assert_eq!(
-            gate.check(InputClass::FrontalChest, Some(9.0)),
+            gate.check(InputClass::FrontalChest, None, Some(40.0)),
+            Ok(())
+        );
+        assert_eq!(gate.check(InputClass::FrontalChest, None, None), Ok(()));
+        assert_eq!(
+            gate.check(InputClass::FrontalChest, None, Some(9.0)),
             Err(AbstentionReason::Paediatric)
         );
         assert_eq!(
-            gate.check(InputClass::LateralChest, Some(40.0)),
+            gate.check(InputClass::LateralChest, None, Some(40.0)),
             Err(AbstentionReason::LateralView)
         );
         assert_eq!(
-            gate.check(InputClass::DecubitusChest, Some(40.0)),
+            gate.check(InputClass::DecubitusChest, None, Some(40.0)),
             Err(AbstentionReason::DecubitusView)
         );
         assert_eq!(
-            gate.check(InputClass::NonChestRadiograph, Some(40.0)),
+            gate.check(InputClass::NonChestRadiograph, None, Some(40.0)),
             Err(AbstentionReason::NotChest)
         );
         assert_eq!(
-            gate.check(InputClass::NotRadiograph, None),
+            gate.check(InputClass::NotRadiograph, None, None),
             Err(AbstentionReason::NotRadiograph)
         );
         assert_eq!(
-            gate.check(InputClass::Unknown, None),
+            gate.check(InputClass::Unknown, None, None),
             Err(AbstentionReason::UnknownInput)
         );
         let strict = InputGate {
@@ -104,11 +118,11 @@ mod tests {
             ..InputGate::default()
         };
         assert_eq!(
-            strict.check(InputClass::FrontalChest, None),
+            strict.check(InputClass::FrontalChest, None, None),
             Err(AbstentionReason::AgeUnknown)
         );
         assert_eq!(
-            strict.check(InputClass::FrontalChest, Some(95.0)),
+            strict.check(InputClass::FrontalChest, None, Some(95.0)),
             Err(AbstentionReason::AgeOutOfRange)
         );
     }

@@ -3,7 +3,7 @@
 //! It owns the decision logic: TTA merge, per-label temperature calibration,
 //! thresholded calls with an uncertainty band in logit space, OOD scores (low
 //! JointEnergy, low max-logit, Mahalanobis) combined into one gate, the input
-//! gate, deadlines
+//! gate (the tags and the content gate's verdict combined), deadlines
 //! (embassy-time), abstentions with stable codes and operator messages, and the
 //! postcard-encoded decision record. The decision path allocates nothing
 //! (heapless buffers, borrowed parameters). It must not know I/O, engines or
@@ -12,6 +12,7 @@
 
 mod abstention;
 pub mod calibration;
+mod content;
 mod decision;
 mod error;
 mod gate;
@@ -24,6 +25,7 @@ pub mod tta;
 
 pub use abstention::{Abstention, AbstentionReason};
 pub use calibration::Call;
+pub use content::{combine, Combined, ContentClass, ContentCuts, ContentVerdict};
 pub use decision::{
     band_is_valid, decide, gate_input, Decision, DecisionParams, GateResults, LabelOutcome,
     StudyFacts, MAX_BAND_LOGIT, NO_OPERATING_POINT,

@@ -39,9 +39,26 @@ use crate::scan::PixelLayout;
 use crate::syntax::{Codec, Encoding};
 
 /// Read a DICOM Part 10 file from memory into a normalised radiograph.
+/// A study whose modality is not a projection radiograph (CT, MR, US, NM, ...)
+/// is refused before its pixels are decoded.
 ///
 /// Never panics on any input: every failure is a [`DicomError`] with a code.
 pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, DicomError> {
+    read_image(bytes, limits, true)
+}
+
+/// [`read_radiograph`] without the modality refusal: the pixels of a CT, MR
+/// or ultrasound image too. For fitting the content gate on what the
+/// appliance must reject; the appliance's study path never calls it.
+pub fn read_any_modality(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, DicomError> {
+    read_image(bytes, limits, false)
+}
+
+fn read_image(
+    bytes: &[u8],
+    limits: &ReadLimits,
+    radiographs_only: bool,
+) -> Result<Radiograph, DicomError> {
     let layout = scan::scan(bytes, limits)?;
     let syntax = layout.syntax;
     // Native little-endian pixels are read straight from `bytes`, so the parser
@@ -71,7 +88,7 @@ pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, 
     .map_err(|e| DicomError::malformed(0, format!("parser: {e}")))?;
 
     let acquisition = acquisition::read(&file, syntax.uid);
-    if let Some(modality) = acquisition.modality.as_deref() {
+    if let Some(modality) = acquisition.modality.as_deref().filter(|_| radiographs_only) {
         if acquisition::is_non_radiograph(modality) {
             return Err(DicomError::NotARadiograph {
                 modality: modality.to_owned(),

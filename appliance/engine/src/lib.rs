@@ -6,11 +6,15 @@
 mod error;
 mod select;
 mod selftest;
+mod tract_gate;
 mod tract_vit;
 
 pub use error::EngineError;
-pub use select::{select_engine, select_for_bundle, Accelerator, EnginePreference, Selection};
+pub use select::{
+    load_content_gate, select_engine, select_for_bundle, Accelerator, EnginePreference, Selection,
+};
 pub use selftest::{self_test, SelfTestReport};
+pub use tract_gate::TractGate;
 pub use tract_vit::TractVit;
 
 /// What an engine takes and gives, for checks against the bundle.

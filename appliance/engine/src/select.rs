@@ -12,7 +12,7 @@ use cxr_model::VitSpec;
 
 use cxr_bundle::VerifiedBundle;
 
-use crate::{self_test, Engine, EngineError, SelfTestReport, TractVit};
+use crate::{self_test, Engine, EngineError, SelfTestReport, TractGate, TractVit};
 
 /// What the operator or board configuration asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub trait Accelerator: Send + Sync {
 /// The chosen engine and the reasons it was chosen.
 pub struct Selection {
     pub engine: Box<dyn Engine>,
+    /// The bundle's content gate, self-tested (`None` in developer mode only).
+    pub content_gate: Option<TractGate>,
     pub reasons: Vec<String>,
 }
 
@@ -64,8 +66,10 @@ pub fn select_engine(
     }];
     let engine = TractVit::load(onnx, spec, threads)?;
     reasons.push(format!("tract loaded with {} thread(s)", engine.threads()));
+    reasons.push("no content gate: developer mode gates on tags alone".to_owned());
     Ok(Selection {
         engine: Box::new(engine),
+        content_gate: None,
         reasons,
     })
 }
@@ -79,7 +83,9 @@ pub fn select_for_bundle(
     accelerators: &[&dyn Accelerator],
 ) -> Result<(Selection, SelfTestReport), EngineError> {
     let m = bundle.manifest();
-    let mut reasons = Vec::new();
+    let (gate, gate_report) = load_content_gate(bundle)?;
+    let mut reasons = vec![format!("content gate: {}", gate_report.summary())];
+    let content_gate = Some(gate);
     match preference {
         EnginePreference::Tract => reasons.push("tract requested".to_owned()),
         EnginePreference::Auto if accelerators.is_empty() => {
@@ -104,7 +110,14 @@ pub fn select_for_bundle(
                         reasons.push(format!("auto: {} selected", engine.name()));
                         reasons.extend(engine.notes());
                         reasons.push(report.summary());
-                        return Ok((Selection { engine, reasons }, report));
+                        return Ok((
+                            Selection {
+                                engine,
+                                content_gate,
+                                reasons,
+                            },
+                            report,
+                        ));
                     }
                     Err(e) => reasons.push(format!(
                         "{}: loaded but not used, its golden self-test failed: {e}",
@@ -125,5 +138,28 @@ pub fn select_for_bundle(
         m.params.tta.len(),
     )?;
     reasons.push(report.summary());
-    Ok((Selection { engine, reasons }, report))
+    Ok((
+        Selection {
+            engine,
+            content_gate,
+            reasons,
+        },
+        report,
+    ))
+}
+
+/// The bundle's content gate on tract, through its own golden vectors at
+/// the f32 tolerance: a gate that does not reproduce them is never used,
+/// and then nothing is classified.
+pub fn load_content_gate(
+    bundle: &VerifiedBundle,
+) -> Result<(TractGate, SelfTestReport), EngineError> {
+    let gate = TractGate::load(bundle.content_gate_onnx(), bundle.content_gate().spec)?;
+    let report = self_test(
+        &gate,
+        bundle.content_golden(),
+        &bundle.manifest().golden_tolerance,
+        1,
+    )?;
+    Ok((gate, report))
 }

@@ -71,11 +71,16 @@ impl TractVit {
     }
 }
 
-fn output(values: &TValue, batch: usize, width: usize) -> Result<Vec<f32>, EngineError> {
+pub(crate) fn output(
+    values: &TValue,
+    batch: usize,
+    width: usize,
+    engine: &'static str,
+) -> Result<Vec<f32>, EngineError> {
     let view = values
         .to_plain_array_view::<f32>()
         .map_err(|e| EngineError::Run {
-            engine: NAME,
+            engine,
             reason: format!("{e:#}"),
         })?;
     if view.shape() != [batch, width] {
@@ -137,8 +142,8 @@ impl Engine for TractVit {
         }
         Ok(EngineOutput {
             batch,
-            logits: output(&outputs[0], batch, self.spec.labels)?,
-            features: output(&outputs[1], batch, self.spec.width)?,
+            logits: output(&outputs[0], batch, self.spec.labels, NAME)?,
+            features: output(&outputs[1], batch, self.spec.width, NAME)?,
         })
     }
 }

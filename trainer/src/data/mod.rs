@@ -14,7 +14,9 @@ pub use readers::{
     read_chexpert, read_generic, read_mimic, read_nih_data_entry, read_nih_subset,
     CHEXPERT_OBSERVATIONS, NIH_FINDINGS,
 };
-pub use split::{split_by_institution, split_by_patient, Split, SplitFractions};
+pub use split::{
+    position as patient_position, split_by_institution, split_by_patient, Split, SplitFractions,
+};
 
 /// One label's value as the source table states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,9 @@ pub struct SplitFractions {
 /// A patient's place in `[0, 1)`: SHA-256 of the seed and the patient id, so
 /// the split is fixed by the seed, independent of row order, and stable when
 /// rows are added.
-fn position(seed: u64, key: &str) -> f64 {
+/// Where a key (a patient id) falls in [0, 1) for this seed: the basis of
+/// every patient-level split.
+pub fn position(seed: u64, key: &str) -> f64 {
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());
     h.update(key.as_bytes());

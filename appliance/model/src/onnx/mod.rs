@@ -6,11 +6,13 @@
 //! Initializers carry the canonical timm names and shapes, so any engine can
 //! load the weights from the same file ([`read_weights`]).
 
+mod gate_writer;
 mod proto;
 mod reader;
 mod writer;
 
-pub use reader::{read_initializers, read_weights};
+pub use gate_writer::write_gate;
+pub use reader::{read_gate, read_initializers, read_weights};
 pub use writer::write;
 
 /// The opset the writer targets (LayerNormalization is in 17).

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::proto::{Fields, Value};
+use crate::gate::{GateSpec, GateWeights};
 use crate::{ModelError, VitSpec, Weights};
 
 const FLOAT: u64 = 1;
@@ -44,6 +45,14 @@ pub fn read_initializers(bytes: &[u8]) -> Result<Named, ModelError> {
 /// The canonical weights of `spec` from an ONNX file.
 pub fn read_weights(bytes: &[u8], spec: &VitSpec) -> Result<Weights, ModelError> {
     Weights::from_tensors(spec, read_initializers(bytes)?)
+}
+
+/// The content gate's weights from an ONNX file written by [`super::write_gate`]
+/// (the derived mirror matrix is not a weight).
+pub fn read_gate(bytes: &[u8], spec: &GateSpec) -> Result<GateWeights, ModelError> {
+    let mut named = read_initializers(bytes)?;
+    named.remove("gate.mirror");
+    GateWeights::from_tensors(spec, named)
 }
 
 #[allow(clippy::type_complexity)]

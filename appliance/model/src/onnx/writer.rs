@@ -4,19 +4,19 @@ use super::proto::Message;
 use super::OPSET;
 use crate::{ModelError, Weights};
 
-const FLOAT: i64 = 1;
+pub(super) const FLOAT: i64 = 1;
 const INT64: i64 = 7;
 
 /// A graph under construction. Node and constant names come from a counter,
 /// so the same weights always give the same bytes.
 #[derive(Debug, Default)]
-struct Graph {
-    nodes: Vec<Message>,
-    initializers: Vec<Message>,
+pub(super) struct Graph {
+    pub(super) nodes: Vec<Message>,
+    pub(super) initializers: Vec<Message>,
     counter: usize,
 }
 
-enum Attr<'a> {
+pub(super) enum Attr<'a> {
     Int(&'a str, i64),
     Ints(&'a str, &'a [i64]),
     Float(&'a str, f32),
@@ -42,7 +42,7 @@ fn attribute(a: &Attr<'_>) -> Message {
     m
 }
 
-fn tensor(name: &str, dims: &[usize], data_type: i64, raw: &[u8]) -> Message {
+pub(super) fn tensor(name: &str, dims: &[usize], data_type: i64, raw: &[u8]) -> Message {
     let mut t = Message::new();
     for d in dims {
         t.int(1, *d as i64);
@@ -52,12 +52,18 @@ fn tensor(name: &str, dims: &[usize], data_type: i64, raw: &[u8]) -> Message {
 }
 
 impl Graph {
-    fn fresh(&mut self, prefix: &str) -> String {
+    pub(super) fn fresh(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!("{prefix}_{}", self.counter)
     }
 
-    fn node_to(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[Attr<'_>]) {
+    pub(super) fn node_to(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: &[Attr<'_>],
+    ) {
         let mut n = Message::new();
         for i in inputs {
             n.string(1, i);
@@ -73,13 +79,13 @@ impl Graph {
         self.nodes.push(n);
     }
 
-    fn node(&mut self, op: &str, inputs: &[&str], attrs: &[Attr<'_>]) -> String {
+    pub(super) fn node(&mut self, op: &str, inputs: &[&str], attrs: &[Attr<'_>]) -> String {
         let out = self.fresh(&op.to_ascii_lowercase());
         self.node_to(op, inputs, &[&out], attrs);
         out
     }
 
-    fn ints(&mut self, values: &[i64]) -> String {
+    pub(super) fn ints(&mut self, values: &[i64]) -> String {
         let name = self.fresh("const_i64");
         let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializers
@@ -94,7 +100,7 @@ impl Graph {
         name
     }
 
-    fn scalar_f32(&mut self, value: f32) -> String {
+    pub(super) fn scalar_f32(&mut self, value: f32) -> String {
         let name = self.fresh("const_f32");
         self.initializers
             .push(tensor(&name, &[], FLOAT, &value.to_le_bytes()));
@@ -121,7 +127,7 @@ impl Graph {
     }
 }
 
-fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Message {
+pub(super) fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Message {
     let mut shape = Message::new();
     for d in dims {
         let mut dim = Message::new();
@@ -240,29 +246,42 @@ pub fn write(weights: &Weights) -> Result<Vec<u8>, ModelError> {
     let mm = g.node("MatMul", &["features", &wt], &[]);
     g.node_to("Add", &[&mm, "head.bias"], &["logits"], &[]);
 
-    let mut graph = Message::new();
-    for n in &g.nodes {
-        graph.message(1, n);
-    }
-    graph.string(2, "cxr_vit");
-    for t in &g.initializers {
-        graph.message(5, t);
-    }
     let (c, size) = (s.in_channels as i64, s.image_size as i64);
-    graph.message(
-        11,
-        &value_info("image", &[Err("N"), Ok(c), Ok(size), Ok(size)]),
-    );
-    graph.message(12, &value_info("logits", &[Err("N"), Ok(s.labels as i64)]));
-    graph.message(12, &value_info("features", &[Err("N"), Ok(d)]));
+    Ok(g.assemble(
+        "cxr_vit",
+        &[value_info("image", &[Err("N"), Ok(c), Ok(size), Ok(size)])],
+        &[
+            value_info("logits", &[Err("N"), Ok(s.labels as i64)]),
+            value_info("features", &[Err("N"), Ok(d)]),
+        ],
+    ))
+}
 
-    let mut opset = Message::new();
-    opset.string(1, "").int(2, OPSET);
-    let mut model = Message::new();
-    model
-        .int(1, 8)
-        .string(2, "cxr-model")
-        .message(7, &graph)
-        .message(8, &opset);
-    Ok(model.0)
+impl Graph {
+    /// The model bytes: nodes, initializers, the graph's inputs and outputs.
+    pub(super) fn assemble(&self, name: &str, inputs: &[Message], outputs: &[Message]) -> Vec<u8> {
+        let mut graph = Message::new();
+        for n in &self.nodes {
+            graph.message(1, n);
+        }
+        graph.string(2, name);
+        for t in &self.initializers {
+            graph.message(5, t);
+        }
+        for i in inputs {
+            graph.message(11, i);
+        }
+        for o in outputs {
+            graph.message(12, o);
+        }
+        let mut opset = Message::new();
+        opset.string(1, "").int(2, OPSET);
+        let mut model = Message::new();
+        model
+            .int(1, 8)
+            .string(2, "cxr-model")
+            .message(7, &graph)
+            .message(8, &opset);
+        model.0
+    }
 }
