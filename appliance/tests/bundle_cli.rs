@@ -73,7 +73,7 @@ fn install_status_rollback_and_classify_with_the_active_bundle() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["bundle"]["model_id"], "demo");
     assert_eq!(v["bundle"]["signed_by"]["role"], "development");
-    assert_eq!(v["bundle"]["members"].as_array().unwrap().len(), 3);
+    assert_eq!(v["bundle"]["members"].as_array().unwrap().len(), 5);
 
     let rg1 = pydicom_file("RG1_UNCR.dcm");
     if let Some(rg1) = &rg1 {

@@ -39,7 +39,7 @@ fn the_demo_bundle_verifies_on_a_fresh_dev_board_and_classifies_a_real_chest_stu
     let demo_s = demo.to_str().unwrap();
     let (code, v) = run(&["bundle", "verify", demo_s], &state);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["bundle"]["version"], 2);
+    assert_eq!(v["bundle"]["version"], 3);
     // A bundle that verifies: one JSON object on stdout, nothing on stderr.
     let out = Command::new(env!("CARGO_BIN_EXE_cxr-appliance"))
         .args(["bundle", "verify", demo_s])
@@ -191,13 +191,19 @@ fn the_demo_bundles_calls_on_real_chest_studies() {
         ])
     );
     // Its copy retagged MONOCHROME1 without inverting the pixels reads as a
-    // negative film: the OOD gate stops it, and no number is shown.
+    // negative film: it does not look like a radiograph to the content gate,
+    // which stops it before the classifier, and no label's number is shown.
     assert_eq!(
-        lines[2]["decision"]["abstention"]["code"], "ABSTAIN_OUT_OF_DISTRIBUTION",
+        lines[2]["decision"]["abstention"]["code"], "ABSTAIN_CONTENT_MISMATCH",
         "{}",
         lines[2]
     );
-    assert!(!lines[2].to_string().contains("probability"));
+    assert_eq!(
+        lines[2]["content"]["class"], "not_radiograph",
+        "{}",
+        lines[2]
+    );
+    assert!(!lines[2]["decision"].to_string().contains("probability"));
     assert_eq!(
         lines[3]["decision"]["abstention"]["code"],
         "ABSTAIN_NOT_CHEST"

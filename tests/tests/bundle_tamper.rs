@@ -151,6 +151,60 @@ fn tamper_matrix() {
             "BUNDLE_DIGEST_MISMATCH",
         ),
         (
+            "byte flipped in content-gate.onnx",
+            flip_member(&clean, "content-gate.onnx"),
+            dev_board(),
+            none.clone(),
+            "BUNDLE_DIGEST_MISMATCH",
+        ),
+        (
+            "byte flipped in content-golden.bin",
+            flip_member(&clean, "content-golden.bin"),
+            dev_board(),
+            none.clone(),
+            "BUNDLE_DIGEST_MISMATCH",
+        ),
+        (
+            "content gate missing",
+            with_members(&clean, |m| m.retain(|(n, _)| n != "content-gate.onnx")),
+            dev_board(),
+            none.clone(),
+            "BUNDLE_MISSING_MEMBER",
+        ),
+        (
+            "signed manifest without content gate parameters",
+            signed_with_manifest(&dev, |m| m.params.content_gate = None, |_| {}),
+            dev_board(),
+            none.clone(),
+            "BUNDLE_INVALID_PARAMETERS",
+        ),
+        (
+            "signed manifest with a NaN content cut",
+            signed_with_manifest(
+                &dev,
+                |m| {
+                    if let Some(g) = m.params.content_gate.as_mut() {
+                        g.cuts.max_distance = f32::NAN;
+                    }
+                },
+                |_| {},
+            ),
+            dev_board(),
+            none.clone(),
+            "BUNDLE_INVALID_PARAMETERS",
+        ),
+        (
+            "signed manifest without the content gate members listed",
+            signed_with_manifest(
+                &dev,
+                |m| m.members.retain(|e| !e.name.starts_with("content-")),
+                |ms| ms.retain(|(n, _)| !n.starts_with("content-")),
+            ),
+            dev_board(),
+            none.clone(),
+            "BUNDLE_MISSING_MEMBER",
+        ),
+        (
             "byte flipped in the manifest",
             flip_at(&clean, manifest_at + c.manifest.len() / 2),
             dev_board(),

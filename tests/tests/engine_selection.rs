@@ -130,11 +130,15 @@ fn a_passing_accelerator_is_chosen_and_tract_is_not_loaded() {
     assert_eq!(s.engine.name(), "fake-gpu");
     assert_eq!(report.engine, "fake-gpu");
     assert!(s.reasons.iter().any(|r| r == "auto: fake-gpu selected"));
+    // The content gate always runs on tract (CPU); the classifier does not.
     assert!(
-        !s.reasons.iter().any(|r| r.contains("tract")),
+        !s.reasons
+            .iter()
+            .any(|r| r.contains("tract") && !r.starts_with("content gate: ")),
         "{:?}",
         s.reasons
     );
+    assert!(s.content_gate.is_some());
 }
 
 #[test]
@@ -147,4 +151,29 @@ fn tract_preference_never_tries_an_accelerator() {
     // And a build without accelerators says so.
     let (s, _) = select_for_bundle(&b, EnginePreference::Auto, 1, &[]).unwrap();
     assert!(s.reasons[0].contains("no GPU engine"), "{:?}", s.reasons);
+}
+
+/// A content gate that does not reproduce its own golden vectors refuses the
+/// whole bundle: nothing is classified without a working gate.
+#[test]
+fn a_content_gate_failing_its_self_test_refuses_the_bundle() {
+    let dev = dev_signer();
+    let store = TrustStore::new(
+        vec![dev.public_file().to_trusted(Path::new("test")).unwrap()],
+        vec![],
+    );
+    let mut d = cxr_tests::bundles::draft("demo", 1, &["dev-x86"], 1);
+    // Golden vectors of another gate: a graph and goldens that disagree.
+    d.content_gate.golden = cxr_tests::bundles::permissive_content_gate(99).1.golden;
+    let bytes = d.lock(&dev).unwrap();
+    let b = verify(
+        bytes,
+        &store,
+        &BoardProfile::builtin("dev-x86").unwrap(),
+        &VersionFloors::new(),
+    )
+    .unwrap();
+    let e = select_for_bundle(&b, EnginePreference::Tract, 1, &[]).unwrap_err();
+    assert_eq!(e.code(), "ENGINE_SELF_TEST", "{e}");
+    assert!(e.to_string().contains("tract-gate"), "{e}");
 }

@@ -94,6 +94,16 @@ fn keygen_then_lock_gives_a_bundle_the_appliance_verifies() {
     let params = dir.join("p.toml");
     let p = ModelParams::neutral(spec, vec!["A".into(), "B".into(), "C".into()]);
     std::fs::write(&params, toml::to_string(&p).unwrap()).unwrap();
+    // A content gate as `fit-gate` writes it (random weights, test cuts).
+    let gate_dir = dir.join("gate");
+    std::fs::create_dir_all(&gate_dir).unwrap();
+    let (gate, gate_members) = cxr_tests::bundles::permissive_content_gate(3);
+    std::fs::write(gate_dir.join("content-gate.onnx"), &gate_members.onnx).unwrap();
+    std::fs::write(
+        gate_dir.join("content-gate.toml"),
+        toml::to_string(&gate).unwrap(),
+    )
+    .unwrap();
     let bundle = dir.join("b.cxrb");
     // The same lock command, written to `out`.
     let lock = |out: &Path| {
@@ -106,6 +116,8 @@ fn keygen_then_lock_gives_a_bundle_the_appliance_verifies() {
                 s(&params),
                 "--key",
                 s(&secret),
+                "--content-gate",
+                s(&gate_dir),
             ])
             .args([
                 "--model-id",
@@ -145,7 +157,16 @@ fn keygen_then_lock_gives_a_bundle_the_appliance_verifies() {
     .unwrap();
     let m = b.manifest();
     assert_eq!((m.model_id.as_str(), m.version), ("bench", 7));
-    assert_eq!(m.params, p);
+    assert_eq!(m.params.content_gate.as_ref(), Some(&gate));
+    assert_eq!(
+        ModelParams {
+            content_gate: None,
+            ..m.params.clone()
+        },
+        p
+    );
+    assert_eq!(b.content_gate_onnx(), gate_members.onnx.as_slice());
+    assert_eq!(b.content_golden().cases.len(), 2);
     assert_eq!(m.provenance.seed, Some(11));
     assert_eq!(m.provenance.data.len(), 1);
     assert_eq!(b.golden().cases.len(), 2);

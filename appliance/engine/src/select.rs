@@ -83,9 +83,11 @@ pub fn select_for_bundle(
     accelerators: &[&dyn Accelerator],
 ) -> Result<(Selection, SelfTestReport), EngineError> {
     let m = bundle.manifest();
+    // The gate first: without it nothing is classified, whatever the engine.
     let (gate, gate_report) = load_content_gate(bundle)?;
-    let mut reasons = vec![format!("content gate: {}", gate_report.summary())];
+    let gate_reason = format!("content gate: {}", gate_report.summary());
     let content_gate = Some(gate);
+    let mut reasons = Vec::new();
     match preference {
         EnginePreference::Tract => reasons.push("tract requested".to_owned()),
         EnginePreference::Auto if accelerators.is_empty() => {
@@ -110,6 +112,7 @@ pub fn select_for_bundle(
                         reasons.push(format!("auto: {} selected", engine.name()));
                         reasons.extend(engine.notes());
                         reasons.push(report.summary());
+                        reasons.push(gate_reason);
                         return Ok((
                             Selection {
                                 engine,
@@ -138,6 +141,7 @@ pub fn select_for_bundle(
         m.params.tta.len(),
     )?;
     reasons.push(report.summary());
+    reasons.push(gate_reason);
     Ok((
         Selection {
             engine,

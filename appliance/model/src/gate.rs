@@ -86,7 +86,10 @@ impl GateSpec {
             ));
         }
         let t = self.thumb();
-        if self.image_size % self.pool != 0 || self.coarse == 0 || t % self.coarse != 0 {
+        if !self.image_size.is_multiple_of(self.pool)
+            || self.coarse == 0
+            || !t.is_multiple_of(self.coarse)
+        {
             return bad(format!(
                 "gate input {} px, pool {}, layout grid {}: each must divide the one before",
                 self.image_size, self.pool, self.coarse

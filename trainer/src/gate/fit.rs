@@ -225,11 +225,11 @@ fn accumulate(
         .map(|o| weight * (exp[o] / sum - f32::from(u8::from(o == y))))
         .collect();
     let mut da1 = vec![0f32; hidden];
-    for o in 0..c {
-        g.b2[o] += dz2[o];
+    for (o, d) in dz2.iter().enumerate() {
+        g.b2[o] += d;
         for j in 0..hidden {
-            g.w2[o * hidden + j] += dz2[o] * a1[j];
-            da1[j] += dz2[o] * h.w2[o * hidden + j];
+            g.w2[o * hidden + j] += d * a1[j];
+            da1[j] += d * h.w2[o * hidden + j];
         }
     }
     for j in 0..hidden {
@@ -301,7 +301,8 @@ mod tests {
         let (_, basis, eigen) = principal_components(&x, 2, 1);
         let first = &basis[..4];
         assert!(
-            (first[0].abs() - 0.7071).abs() < 0.02 && (first[0] - first[1]).abs() < 0.02,
+            (first[0].abs() - std::f32::consts::FRAC_1_SQRT_2).abs() < 0.02
+                && (first[0] - first[1]).abs() < 0.02,
             "{first:?}"
         );
         assert!(eigen[0] > 15.0 && eigen[1] < 0.4, "{eigen:?}");

@@ -157,6 +157,8 @@ struct Gathered {
     train: Vec<GateExample>,
     validation: Vec<Vec<f32>>,
     report: Vec<(Vec<GateExample>, bool)>,
+    /// The held-out film lists, written beside the report for external checks.
+    held_out: Vec<(&'static str, Vec<PathBuf>)>,
 }
 
 fn gather(args: &FitGateArgs, spec: &GateSpec, rng: &mut Rng) -> Result<Gathered, TrainerError> {
@@ -286,10 +288,15 @@ fn gather(args: &FitGateArgs, spec: &GateSpec, rng: &mut Rng) -> Result<Gathered
         ));
     }
     let validation = load_all(&nih_val, &input);
+    let held_out = vec![
+        ("held-out-nih-test.txt", nih_test),
+        ("held-out-kermany-external.txt", kermany.external),
+    ];
     Ok(Gathered {
         train,
         validation,
         report,
+        held_out,
     })
 }
 
@@ -337,6 +344,11 @@ pub fn run(args: &FitGateArgs) -> Result<GateReport, TrainerError> {
         results,
     };
     write_outputs(&args.out, &weights.0, &input, &report)?;
+    for (name, paths) in &data.held_out {
+        let list: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+        let p = args.out.join(name);
+        std::fs::write(&p, list).map_err(|e| TrainerError::io("writing", &p, e))?;
+    }
     Ok(report)
 }
 
