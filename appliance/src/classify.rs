@@ -13,7 +13,7 @@ use cxr_audit::{AuditLog, BundleRef, DeviceSecret, Event, Inference, Mode};
 use cxr_bundle::{read_bounded, verify, ModelParams, VerifiedBundle, MAX_BUNDLE_BYTES};
 use cxr_core::{
     decide, gate_input, AbstentionReason, Call, ContentVerdict, Decision, DecisionParams,
-    DecisionRecord, StageTimings, StudyFacts,
+    DecisionRecord, InputClass, StageTimings, StudyFacts,
 };
 use cxr_dicom::{read_radiograph, ReadLimits};
 use cxr_engine::{select_engine, select_for_bundle, Engine, EnginePreference, Selection};
@@ -90,8 +90,13 @@ fn gates_json(d: &Decision) -> Value {
     })
 }
 
-/// What the content gate saw.
-fn content_json(v: &ContentVerdict) -> Value {
+/// What the content gate saw: its class, and its scores only when the study
+/// was not abstained (an abstention shows no number; the audit record keeps
+/// them).
+fn content_json(v: &ContentVerdict, abstained: bool) -> Value {
+    if abstained {
+        return json!({ "class": v.class.code(), "looks_like": v.class.description() });
+    }
     json!({
         "class": v.class.code(),
         "looks_like": v.class.description(),
@@ -101,11 +106,21 @@ fn content_json(v: &ContentVerdict) -> Value {
     })
 }
 
-/// The operator's message: a content mismatch says what the image looks like.
-fn abstention_message(reason: AbstentionReason, content: Option<&ContentVerdict>) -> String {
-    match (reason, content) {
-        (AbstentionReason::ContentMismatch, Some(v)) => format!(
+/// The operator's message: a content mismatch says what the image looks
+/// like, and a class the image decided (its tags said nothing) says so.
+fn abstention_message(
+    reason: AbstentionReason,
+    tags: InputClass,
+    content: Option<&ContentVerdict>,
+) -> String {
+    match (reason, tags, content) {
+        (AbstentionReason::ContentMismatch, _, Some(v)) => format!(
             "The tags say frontal chest film, but the image looks like {} — check the image and its tags, or refer to a radiologist",
+            v.class.description()
+        ),
+        (_, InputClass::Unknown, Some(v)) if reason.is_input_class() => format!(
+            "{} (judged from the image, which looks like {}: its tags do not say)",
+            reason.operator_message(),
             v.class.description()
         ),
         _ => reason.operator_message().to_owned(),
@@ -114,10 +129,11 @@ fn abstention_message(reason: AbstentionReason, content: Option<&ContentVerdict>
 
 /// The decision as printed. An abstained study shows only why (its code,
 /// message and gates): the numbers it withholds stay in the audit record.
-fn decision_json(d: &Decision, params: &ModelParams, content: Option<&ContentVerdict>) -> Value {
+fn decision_json(d: &Decision, params: &ModelParams, facts: &StudyFacts) -> Value {
     if let Some(a) = d.abstention {
+        let message = abstention_message(a.reason, facts.input_class, facts.content.as_ref());
         return json!({
-            "abstention": { "code": a.reason.code(), "message": abstention_message(a.reason, content) },
+            "abstention": { "code": a.reason.code(), "message": message },
             "gates": gates_json(d),
         });
     }
@@ -184,6 +200,9 @@ struct StudyResult {
 
 struct Study<'a> {
     selection: &'a Selection,
+    /// A verified bundle always carries a content gate: without it loaded,
+    /// its studies fail rather than fall back to the tags alone.
+    gate_required: bool,
     params: &'a ModelParams,
     decision_params: DecisionParams<'a>,
     clock: &'a Clock,
@@ -285,7 +304,7 @@ impl Study<'_> {
         let base = json!({
             "file": file.display().to_string(),
             "input_class": a.input_class.code(),
-            "content": content.as_ref().map(content_json),
+            "content": content.as_ref().map(|v| content_json(v, false)),
             "engine": engine_json,
         });
         let study = Ingested {
@@ -324,11 +343,11 @@ impl Study<'_> {
     ) -> Result<Option<ContentVerdict>, (&'static str, String)> {
         let (Some(gate), Some(data)) = (&self.selection.content_gate, &self.params.content_gate)
         else {
-            return match self.selection.content_gate {
-                None => Ok(None),
-                Some(_) => Err((
-                    "CONTENT_GATE_UNCONFIGURED",
-                    "a content gate is loaded but the parameters carry no cut-offs (fix: re-lock the bundle)".into(),
+            return match (&self.selection.content_gate, self.gate_required) {
+                (None, false) => Ok(None),
+                _ => Err((
+                    "CONTENT_GATE_UNAVAILABLE",
+                    "the bundle's content gate is not loaded or has no cut-offs, so nothing is classified (fix: re-install or re-lock the bundle)".into(),
                 )),
             };
         };
@@ -339,7 +358,10 @@ impl Study<'_> {
             .map_err(|e| (e.code(), format!("running the content gate: {e}")))?;
         let logits: [f32; 4] = out.logits.get(..4).and_then(|l| l.try_into().ok()).ok_or((
             "CONTENT_GATE_OUTPUT",
-            format!("the content gate gave {} logits, not 4", out.logits.len()),
+            format!(
+                "the content gate gave {} logits, not 4 (fix: re-lock the bundle with `cxr-trainer fit-gate` output)",
+                out.logits.len()
+            ),
         ))?;
         let distance = out.features.first().copied().unwrap_or(f32::NAN);
         Ok(Some(data.cuts.judge(&logits, distance)))
@@ -413,8 +435,11 @@ impl Study<'_> {
         let mut line = study.base.clone();
         merge(
             &mut line,
-            json!({ "outcome": name, "decision": decision_json(&d, self.params, study.facts.content.as_ref()), "timings_ms": timings_json }),
+            json!({ "outcome": name, "decision": decision_json(&d, self.params, &study.facts), "timings_ms": timings_json }),
         );
+        if let (Some(v), Some(_)) = (&study.facts.content, d.abstention) {
+            merge(&mut line, json!({ "content": content_json(v, true) }));
+        }
         StudyResult {
             outcome,
             line,
@@ -641,6 +666,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let params = source.params();
     let study = Study {
         selection: &selection,
+        gate_required: source.mode() == Mode::Verified,
         params,
         decision_params: tightened(params.decision_params(), &device.board),
         clock: &clock,
@@ -765,7 +791,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use cxr_board::BoardProfile;
-    use cxr_core::{AbstentionReason, InputClass};
+    use cxr_core::AbstentionReason;
     use cxr_model::VitSpec;
 
     #[test]

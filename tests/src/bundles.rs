@@ -23,12 +23,13 @@ pub fn release_signer() -> BundleSigner {
     signer("release-test", KeyRole::Release, 9)
 }
 
-/// A random content gate whose frontal logit leads by 20 on any input, with
-/// cuts that accept every finite output as frontal: tests of everything but
-/// the gate itself see tag-only behaviour plus "untagged means frontal".
+/// A random content gate whose head gives frontal a lead of 20 logits on
+/// every input, with cuts that accept every finite output as frontal: tests
+/// of everything but the gate itself see tag-only behaviour plus "untagged
+/// means frontal".
 pub fn permissive_content_gate(seed: u64) -> (ContentGateData, ContentGateDraft) {
     let spec = GateSpec::default();
-    let weights = GateWeights::random(&spec, seed, 20.0).unwrap_or_else(|e| panic!("gate: {e}"));
+    let weights = GateWeights::accepting(&spec, seed, 20.0).unwrap_or_else(|e| panic!("gate: {e}"));
     let data = ContentGateData {
         spec,
         input: cxr_preprocess::InputSpec {
@@ -36,7 +37,7 @@ pub fn permissive_content_gate(seed: u64) -> (ContentGateData, ContentGateDraft)
             ..cxr_preprocess::InputSpec::default()
         },
         cuts: cxr_core::ContentCuts {
-            min_frontal_probability: 0.5,
+            min_frontal_probability: 0.6,
             max_distance: 1e30,
         },
         acceptance: 1.0,

@@ -65,7 +65,7 @@ impl ContentGateData {
         if self.input.size as usize != self.spec.image_size || self.input.channels != Channels::One
         {
             return Err(invalid(format!(
-                "content gate input {} px, {:?}: the gate takes one channel of {} px",
+                "content gate input {} px, {:?}: the gate takes one f32 channel of {} px",
                 self.input.size, self.input.channels, self.spec.image_size
             )));
         }

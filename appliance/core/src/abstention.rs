@@ -50,6 +50,19 @@ impl AbstentionReason {
         }
     }
 
+    /// Whether this abstention is about what the image is (its class), as
+    /// opposed to age, OOD, deadline or a content mismatch.
+    pub const fn is_input_class(self) -> bool {
+        matches!(
+            self,
+            AbstentionReason::LateralView
+                | AbstentionReason::NotChest
+                | AbstentionReason::NotRadiograph
+                | AbstentionReason::UnknownInput
+                | AbstentionReason::DecubitusView
+        )
+    }
+
     /// What the radiographer reads on the console.
     pub const fn operator_message(self) -> &'static str {
         match self {

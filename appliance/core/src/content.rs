@@ -91,9 +91,10 @@ pub struct ContentCuts {
 }
 
 impl ContentCuts {
-    /// Finite, a probability cut in `[0.5, 1)`, a positive distance cut.
+    /// Finite, a probability cut in `(0.5, 1)` (so that a tie between
+    /// frontal and another class never passes), a positive distance cut.
     pub fn check_parameters(&self) -> Result<(), &'static str> {
-        if !(self.min_frontal_probability >= 0.5 && self.min_frontal_probability < 1.0) {
+        if !(self.min_frontal_probability > 0.5 && self.min_frontal_probability < 1.0) {
             return Err("content_gate.min_frontal_probability");
         }
         if !(self.max_distance.is_finite() && self.max_distance > 0.0) {
@@ -103,7 +104,8 @@ impl ContentCuts {
     }
 
     /// The verdict from the gate's four logits and its distance. Any
-    /// non-finite output makes the image `Atypical`: never frontal.
+    /// non-finite output makes the image `Atypical`: never frontal. Frontal
+    /// must be the strict maximum: a tie goes to the other class.
     pub fn judge(&self, logits: &[f32; 4], distance: f32) -> ContentVerdict {
         let finite = logits.iter().all(|v| v.is_finite()) && distance.is_finite();
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -118,7 +120,7 @@ impl ContentCuts {
         }
         let mut best = 0;
         for i in 1..4 {
-            if probs[i] > probs[best] {
+            if probs[i] >= probs[best] {
                 best = i;
             }
         }

@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn tract_runs_the_gate_as_the_reference_does() {
         let spec = GateSpec::default();
-        let weights = GateWeights::random(&spec, 7, 0.5).unwrap();
+        let weights = GateWeights::random(&spec, 7).unwrap();
         let onnx = cxr_model::onnx::write_gate(&weights).unwrap();
         let read = cxr_model::onnx::read_gate(&onnx, &spec).unwrap();
         assert_eq!(read, weights, "the ONNX file carries the weights exactly");

@@ -156,7 +156,7 @@ pub struct GateOutputs {
 
 impl GateWeights {
     /// Weights from named tensors: every parameter present with its shape and
-    /// finite, nothing else.
+    /// finite. Other tensors (the graph's own constants) are ignored.
     pub fn from_tensors(
         spec: &GateSpec,
         mut named: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
@@ -198,9 +198,24 @@ impl GateWeights {
         Self::from_tensors(spec, named)
     }
 
-    /// A deterministic gate for tests: an orthonormal random basis, a head
-    /// whose frontal logit leads by `frontal_margin` on any input.
-    pub fn random(spec: &GateSpec, seed: u64, frontal_margin: f32) -> Result<Self, ModelError> {
+    /// A deterministic random gate for tests of engines against the
+    /// reference: an orthonormal random basis and random non-trivial means,
+    /// scales and head, so that every operation of the graph shows.
+    pub fn random(spec: &GateSpec, seed: u64) -> Result<Self, ModelError> {
+        Self::random_parts(spec, seed).and_then(|parts| Self::from_parts(spec, parts))
+    }
+
+    /// A random gate whose head ignores its input: the frontal logit is
+    /// `frontal_margin`, the others 0, for every image. For tests of
+    /// everything around the gate.
+    pub fn accepting(spec: &GateSpec, seed: u64, frontal_margin: f32) -> Result<Self, ModelError> {
+        let mut parts = Self::random_parts(spec, seed)?;
+        parts[8].iter_mut().for_each(|w| *w = 0.0);
+        parts[9] = vec![frontal_margin, 0.0, 0.0, 0.0];
+        Self::from_parts(spec, parts)
+    }
+
+    fn random_parts(spec: &GateSpec, seed: u64) -> Result<Vec<Vec<f32>>, ModelError> {
         spec.validate()?;
         let mut state = seed ^ 0xD1B5_4A32_D192_ED03;
         let mut next = move || {
@@ -217,23 +232,22 @@ impl GateWeights {
         );
         let mut basis: Vec<f32> = (0..k * p).map(|_| next()).collect();
         orthonormalise_rows(&mut basis, k, p);
-        let parts = vec![
-            vec![0.0; p],
+        let classes = CONTENT_CLASSES.len();
+        Ok(vec![
+            (0..p).map(|_| 0.2 * next()).collect(),
             basis,
-            vec![1.0; k],
-            vec![1.0],
-            vec![0.0; f],
-            vec![1.0; f],
-            (0..h * f).map(|_| 0.1 * next()).collect(),
-            vec![0.0; h],
-            (0..CONTENT_CLASSES.len() * h)
-                .map(|_| 0.1 * next())
-                .collect(),
-            vec![frontal_margin, 0.0, 0.0, 0.0],
-        ];
-        Self::from_parts(spec, parts)
+            (0..k).map(|_| 0.5 + next().abs()).collect(),
+            vec![0.8 + next().abs()],
+            (0..f).map(|_| 0.3 * next()).collect(),
+            (0..f).map(|_| 0.7 + next().abs()).collect(),
+            (0..h * f).map(|_| 0.3 * next()).collect(),
+            (0..h).map(|_| 0.1 * next()).collect(),
+            (0..classes * h).map(|_| 0.3 * next()).collect(),
+            (0..classes).map(|_| 0.1 * next()).collect(),
+        ])
     }
 
+    /// A parameter's data by name (empty if the name is not a parameter).
     pub fn get(&self, name: &str) -> &[f32] {
         self.tensors.get(name).map_or(&[], Vec::as_slice)
     }
@@ -426,7 +440,7 @@ mod tests {
     #[test]
     fn the_basis_reconstructs_what_lies_in_its_span() {
         let spec = GateSpec::default();
-        let w = GateWeights::random(&spec, 3, 0.0).unwrap();
+        let w = GateWeights::random(&spec, 3).unwrap();
         let p = spec.thumb_pixels();
         let basis = w.get("pca.basis");
         let x: Vec<f32> = (0..p).map(|j| 2.0 * basis[j] - basis[p + j]).collect();
@@ -452,13 +466,17 @@ mod tests {
         }
         .validate()
         .is_err());
-        let w = GateWeights::random(&spec, 1, 5.0).unwrap();
+        let w = GateWeights::accepting(&spec, 1, 5.0).unwrap();
         let mut parts: Vec<Vec<f32>> = w.iter().map(|(_, _, d)| d.to_vec()).collect();
         parts[2][0] = f32::NAN;
         assert!(GateWeights::from_parts(&spec, parts).is_err());
         assert!(w.forward(&[0.0; 10]).is_err());
         let out = w.forward(&vec![0.3; 64 * 64]).unwrap();
         assert_eq!(out.logits.len(), 4);
-        assert!(out.logits[0] > out.logits[1] + 4.0, "the margin leads");
+        assert_eq!(
+            out.logits,
+            vec![5.0, 0.0, 0.0, 0.0],
+            "the head ignores the image"
+        );
     }
 }

@@ -10,8 +10,10 @@ use crate::TrainerError;
 
 /// Mean `[p]`, orthonormal basis `[k, p]` (rows) and eigenvalues `[k]` of
 /// the rows of `x` (`[n, p]`), by subspace iteration on the covariance.
+///
+/// `x` must hold at least one row (the caller checks).
 pub fn principal_components(x: &[Vec<f32>], k: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (n, p) = (x.len(), x[0].len());
+    let (n, p) = (x.len(), x.first().map_or(0, Vec::len));
     let mut mean = vec![0f64; p];
     for row in x {
         for (m, v) in mean.iter_mut().zip(row) {
@@ -50,21 +52,30 @@ pub fn principal_components(x: &[Vec<f32>], k: usize, seed: u64) -> (Vec<f32>, V
                     .map(|(c, b)| c * f64::from(*b))
                     .sum::<f64>() as f32;
             }
-            eigen[r] = v
-                .iter()
-                .zip(&next[r * p..(r + 1) * p])
-                .map(|(a, b)| a * b)
-                .sum();
         }
         orthonormalise_rows(&mut next, k, p);
         basis = next;
+    }
+    // The eigenvalues of the basis returned: v^T C v for each row.
+    for (r, e) in eigen.iter_mut().enumerate() {
+        let v = &basis[r * p..(r + 1) * p];
+        *e = (0..p)
+            .map(|i| {
+                let cv: f64 = cov[i * p..(i + 1) * p]
+                    .iter()
+                    .zip(v)
+                    .map(|(c, b)| c * f64::from(*b))
+                    .sum();
+                f64::from(v[i]) * cv
+            })
+            .sum::<f64>() as f32;
     }
     (mean.iter().map(|m| *m as f32).collect(), basis, eigen)
 }
 
 /// Per-feature mean and inverse standard deviation (floored).
 pub fn standardiser(features: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
-    let (n, f) = (features.len() as f64, features[0].len());
+    let (n, f) = (features.len() as f64, features.first().map_or(0, Vec::len));
     let mut mean = vec![0f64; f];
     for row in features {
         for (m, v) in mean.iter_mut().zip(row) {
@@ -127,7 +138,8 @@ pub fn train_head(
     steps: usize,
     seed: u64,
 ) -> Result<(Head, f32), TrainerError> {
-    let (n, f, c) = (x.len(), x[0].len(), CONTENT_CLASSES.len());
+    let (n, c) = (x.len(), CONTENT_CLASSES.len());
+    let f = x.first().map_or(0, Vec::len);
     let mut counts = vec![0usize; c];
     y.iter().for_each(|&k| counts[k] += 1);
     if let Some(k) = counts.iter().position(|&k| k == 0) {
@@ -156,7 +168,7 @@ pub fn train_head(
         Adam::new(c),
     ];
     let batch = 256.min(n);
-    let mut last = 0f32;
+    let mut last = f32::NAN;
     for t in 1..=steps {
         let lr = 3e-3
             * (0.5 * (1.0 + (std::f64::consts::PI * t as f64 / steps as f64).cos())) as f32
@@ -180,7 +192,12 @@ pub fn train_head(
         opt[1].step(&mut head.b1, &g.b1, lr, t as i32, 0.0);
         opt[2].step(&mut head.w2, &g.w2, lr, t as i32, 1e-4);
         opt[3].step(&mut head.b2, &g.b2, lr, t as i32, 0.0);
-        last = 0.95 * last + 0.05 * loss * scale;
+        let step_loss = loss * scale;
+        last = if last.is_nan() {
+            step_loss
+        } else {
+            0.95 * last + 0.05 * step_loss
+        };
     }
     Ok((head, last))
 }
@@ -322,6 +339,28 @@ mod tests {
         }
         let (head, loss) = train_head(&x, &y, 8, 300, 2).unwrap();
         assert!(loss < 0.2, "loss {loss}");
+        let right = x
+            .iter()
+            .zip(&y)
+            .filter(|(v, k)| {
+                let hidden: Vec<f32> = (0..8)
+                    .map(|o| {
+                        (head.b1[o] + (0..6).map(|i| head.w1[o * 6 + i] * v[i]).sum::<f32>())
+                            .max(0.0)
+                    })
+                    .collect();
+                let logits: Vec<f32> = (0..4)
+                    .map(|o| {
+                        head.b2[o] + (0..8).map(|j| head.w2[o * 8 + j] * hidden[j]).sum::<f32>()
+                    })
+                    .collect();
+                let best = (0..4)
+                    .max_by(|a, b| logits[*a].total_cmp(&logits[*b]))
+                    .unwrap_or(0);
+                best == **k
+            })
+            .count();
+        assert!(right >= 390, "{right} of 400 right");
         assert_eq!(head.b2.len(), 4);
         let missing: Vec<usize> = y.iter().map(|&k| k.min(2)).collect();
         assert!(

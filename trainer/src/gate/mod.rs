@@ -59,8 +59,15 @@ pub struct SourceResult {
     pub accepted: f64,
     /// Counts per content class (frontal, lateral, other, not radiograph, atypical).
     pub classes: BTreeMap<String, usize>,
-    /// Whether these examples (or augmentations of them) trained the gate.
-    pub seen_in_training: bool,
+    /// Whether these examples, or others like them, trained the gate.
+    pub seen_in_training: Seen,
+    /// Share beyond the distance cut alone: what the one-class part rejects
+    /// without the head (evidence for kinds the head never saw).
+    pub beyond_distance: f64,
+    /// Medians of the one-class distance and of the thumbnail's left-right
+    /// asymmetry (mean squared difference with its mirror image).
+    pub median_distance: f32,
+    pub median_asymmetry: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,37 +163,80 @@ fn labelled(inputs: Vec<Vec<f32>>, class: usize, source: &str) -> Vec<GateExampl
 struct Gathered {
     train: Vec<GateExample>,
     validation: Vec<Vec<f32>>,
-    report: Vec<(Vec<GateExample>, bool)>,
+    report: Vec<(Vec<GateExample>, Seen)>,
     /// The held-out film lists, written beside the report for external checks.
     held_out: Vec<(&'static str, Vec<PathBuf>)>,
 }
 
-fn gather(args: &FitGateArgs, spec: &GateSpec, rng: &mut Rng) -> Result<Gathered, TrainerError> {
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|e| TrainerError::io("reading", &args.config, e))?;
-    let config: TrainConfig = toml::from_str(&text)
-        .map_err(|e| TrainerError::invalid("training config", e.to_string(), "fix the TOML"))?;
+/// How a reported set relates to what trained the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seen {
+    /// Nothing of it trained the gate.
+    No,
+    /// These very images (and augmentations of them) trained the gate.
+    Trained,
+    /// Other draws of the same synthetic generator trained the gate.
+    SameGenerator,
+}
+
+impl Seen {
+    fn words(self) -> &'static str {
+        match self {
+            Seen::No => "no",
+            Seen::Trained => "yes (augmented)",
+            Seen::SameGenerator => "same generator, other draws",
+        }
+    }
+}
+
+/// The NIH and Kermany sets: (train examples, validation films, report sets,
+/// held-out lists).
+type ChestSets = (
+    Vec<GateExample>,
+    Vec<Vec<f32>>,
+    Vec<(Vec<GateExample>, Seen)>,
+    Vec<(&'static str, Vec<PathBuf>)>,
+);
+
+fn chest_sets(
+    args: &FitGateArgs,
+    config: &TrainConfig,
+    input: &InputSpec,
+) -> Result<ChestSets, TrainerError> {
     let nih = Prepared::load(&config.data, config.seed)?;
-    let input = gate_input_spec(spec);
-    let paths = |idx: Vec<usize>| -> Vec<PathBuf> {
-        idx.into_iter()
-            .map(|i| nih.dataset.samples[i].image.clone())
-            .collect()
-    };
-    let nih_train = paths(nih.indices(crate::data::Split::Train));
-    let nih_val = paths(nih.indices(crate::data::Split::Validation));
-    let nih_test = paths(nih.indices(crate::data::Split::Test));
-    let nih_child = paths(nih.held_out());
+    let samples = &nih.dataset.samples;
+    let paths =
+        |idx: &[usize]| -> Vec<PathBuf> { idx.iter().map(|&i| samples[i].image.clone()).collect() };
+    let (train_idx, val_idx, test_idx) = (
+        nih.indices(crate::data::Split::Train),
+        nih.indices(crate::data::Split::Validation),
+        nih.indices(crate::data::Split::Test),
+    );
+    // Children held out per film: a child whose patient has a film in any
+    // split is not "never trained on", so only wholly held-out patients count.
+    let in_splits: std::collections::BTreeSet<&str> = train_idx
+        .iter()
+        .chain(&val_idx)
+        .chain(&test_idx)
+        .map(|&i| samples[i].patient.as_str())
+        .collect();
+    let child_idx: Vec<usize> = nih
+        .held_out()
+        .into_iter()
+        .filter(|&i| !in_splits.contains(samples[i].patient.as_str()))
+        .collect();
+    let (nih_train, nih_test) = (paths(&train_idx), paths(&test_idx));
     let kermany = read_kermany(&args.kermany, config.seed)?;
 
-    let mut train = labelled(load_all(&nih_train, &input), 0, "NIH train patients");
+    let mut train = labelled(load_all(&nih_train, input), 0, "NIH train patients");
     train.extend(labelled(
-        load_all(&kermany.train, &input),
+        load_all(&kermany.train, input),
         0,
         "Kermany train patients",
     ));
     for (i, p) in nih_train.iter().chain(&kermany.train).enumerate() {
-        if let Ok(v) = sources::hemithorax(p, i % 2 == 0, &input) {
+        if let Ok(v) = sources::hemithorax(p, i % 2 == 0, input) {
             train.push(GateExample {
                 input: v,
                 class: 1,
@@ -194,56 +244,72 @@ fn gather(args: &FitGateArgs, spec: &GateSpec, rng: &mut Rng) -> Result<Gathered
             });
         }
     }
-    let mut report = vec![
-        (
-            labelled(
-                load_all(&nih_test, &input),
-                0,
-                "NIH held-out adult patients (test)",
-            ),
-            false,
-        ),
-        (
-            labelled(
-                load_all(&nih_child, &input),
-                0,
-                "NIH paediatric patients (never trained on)",
-            ),
-            false,
-        ),
-        (
-            labelled(
-                load_all(&kermany.external, &input),
-                0,
-                "Kermany external half (paediatric, second hospital)",
-            ),
-            false,
-        ),
-        (
-            labelled(
-                load_all(&args.chest_dicoms, &input),
-                0,
-                "chest DICOMs of other devices",
-            ),
-            false,
-        ),
-    ];
     let lateral_test: Vec<GateExample> = nih_test
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| sources::hemithorax(p, i % 2 == 1, &input).ok())
+        .filter_map(|(i, p)| sources::hemithorax(p, i % 2 == 1, input).ok())
         .map(|v| GateExample {
             input: v,
             class: 1,
             source: "hemithorax crops of held-out patients (lateral stand-in)".into(),
         })
         .collect();
-    report.push((lateral_test, false));
+    let report = vec![
+        (
+            labelled(
+                load_all(&nih_test, input),
+                0,
+                "NIH held-out adult patients (test)",
+            ),
+            Seen::No,
+        ),
+        (
+            labelled(
+                load_all(&paths(&child_idx), input),
+                0,
+                "NIH paediatric patients (no film in any split)",
+            ),
+            Seen::No,
+        ),
+        (
+            labelled(
+                load_all(&kermany.external, input),
+                0,
+                "Kermany external half (paediatric, second hospital)",
+            ),
+            Seen::No,
+        ),
+        (
+            labelled(
+                load_all(&args.chest_dicoms, input),
+                0,
+                "chest DICOMs of other devices",
+            ),
+            Seen::No,
+        ),
+        (lateral_test, Seen::No),
+    ];
+    let validation = load_all(&paths(&val_idx), input);
+    let held_out = vec![
+        ("held-out-nih-test.txt", nih_test),
+        ("held-out-kermany-external.txt", kermany.external),
+    ];
+    Ok((train, validation, report, held_out))
+}
 
-    let mut seen: BTreeMap<String, Vec<GateExample>> = BTreeMap::new();
-    let mut unseen: BTreeMap<String, Vec<GateExample>> = BTreeMap::new();
+/// Real negatives, by file group: the trained groups augmented many times
+/// into `train`, every group into the report.
+fn real_negatives(
+    args: &FitGateArgs,
+    seed: u64,
+    input: &InputSpec,
+    rng: &mut Rng,
+    train: &mut Vec<GateExample>,
+) -> Result<Vec<(Vec<GateExample>, Seen)>, TrainerError> {
+    let mut trained: BTreeMap<String, Vec<GateExample>> = BTreeMap::new();
+    let mut held: BTreeMap<String, Vec<GateExample>> = BTreeMap::new();
     for path in sources::files_in(&args.negatives)? {
-        let Some(ex) = sources::negative(&path, &input) else {
+        let Some(ex) = sources::negative(&path, input) else {
             continue;
         };
         let group = path
@@ -251,47 +317,50 @@ fn gather(args: &FitGateArgs, spec: &GateSpec, rng: &mut Rng) -> Result<Gathered
             .and_then(|s| s.to_str())
             .and_then(|s| s.split('_').next())
             .unwrap_or_default();
-        let target = if sources::held_out_group(config.seed, group) {
-            &mut unseen
+        let target = if sources::held_out_group(seed, group) {
+            &mut held
         } else {
-            &mut seen
+            &mut trained
         };
         target.entry(ex.source.clone()).or_default().push(ex);
     }
-    for (source, examples) in &seen {
+    let side = input.size as usize;
+    let mut report = Vec::new();
+    for (source, examples) in trained {
         // Few real negatives: each is augmented many times.
         for _ in 0..(60 / examples.len()).max(4) {
-            for e in examples {
+            for e in &examples {
+                let v = sources::augment(&e.input, side, input.fill_value(), rng);
                 train.push(GateExample {
-                    input: sources::augment(&e.input, spec.image_size, input.fill_value(), rng),
+                    input: v,
                     class: e.class,
                     source: source.clone(),
                 });
             }
         }
         train.extend(examples.iter().cloned());
-        report.push((examples.clone(), true));
+        report.push((examples, Seen::Trained));
     }
-    for examples in unseen.into_values() {
-        report.push((examples, false));
-    }
+    report.extend(held.into_values().map(|e| (e, Seen::No)));
+    Ok(report)
+}
+
+fn gather(args: &FitGateArgs, spec: &GateSpec, rng: &mut Rng) -> Result<Gathered, TrainerError> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| TrainerError::io("reading", &args.config, e))?;
+    let config: TrainConfig = toml::from_str(&text)
+        .map_err(|e| TrainerError::invalid("training config", e.to_string(), "fix the TOML"))?;
+    let input = gate_input_spec(spec);
+    let (mut train, validation, mut report, held_out) = chest_sets(args, &config, &input)?;
+    report.extend(real_negatives(args, config.seed, &input, rng, &mut train)?);
     for kind in 0..synthetic::KINDS.len() {
         train.extend(sources::synthetic(kind, 300, rng, &input));
+        let mut other_draws = Rng::new(config.seed ^ 0xFEED ^ kind as u64);
         report.push((
-            sources::synthetic(
-                kind,
-                100,
-                &mut Rng::new(config.seed ^ 0xFEED ^ kind as u64),
-                &input,
-            ),
-            false,
+            sources::synthetic(kind, 100, &mut other_draws, &input),
+            Seen::SameGenerator,
         ));
     }
-    let validation = load_all(&nih_val, &input);
-    let held_out = vec![
-        ("held-out-nih-test.txt", nih_test),
-        ("held-out-kermany-external.txt", kermany.external),
-    ];
     Ok(Gathered {
         train,
         validation,
@@ -368,6 +437,13 @@ fn fit_weights(
         .filter(|(_, e)| e.class == 0)
         .map(|(t, _)| t.clone())
         .collect();
+    if frontal.len() < 2 * spec.components {
+        return Err(TrainerError::invalid(
+            "content gate data",
+            format!("{} frontal films loaded", frontal.len()),
+            "check --config's label table and the image paths: the gate needs frontal films to fit",
+        ));
+    }
     eprintln!(
         "cxr-trainer: fit-gate: principal components of {} frontal thumbnails ({t}x{t})",
         frontal.len()
@@ -459,7 +535,7 @@ fn fit_cuts(
     let k = allowed_out
         .saturating_sub(already_out)
         .min(p.len().saturating_sub(1));
-    let min_frontal_probability = p.get(k).copied().unwrap_or(0.5).clamp(0.5, 0.99);
+    let min_frontal_probability = p.get(k).copied().unwrap_or(0.5).clamp(0.501, 0.99);
     let cuts = ContentCuts {
         min_frontal_probability,
         max_distance,
@@ -482,17 +558,24 @@ fn judge_all(
     weights: &(GateWeights, f32),
     cuts: &ContentCuts,
     examples: &[GateExample],
-    seen: bool,
+    seen: Seen,
 ) -> Result<SourceResult, TrainerError> {
     let mut classes: BTreeMap<String, usize> = ContentClass::ALL
         .iter()
         .map(|c| (c.code().to_owned(), 0))
         .collect();
+    let mut far = 0usize;
+    let (mut distances, mut asymmetries) = (Vec::new(), Vec::new());
+    let spec = weights.0.spec;
     for e in examples {
+        let thumb = cxr_model::gate::average_pool(&e.input, spec.image_size, spec.pool);
+        asymmetries.push(cxr_model::gate::asymmetry(&thumb, spec.thumb()));
         let o = weights.0.forward(&e.input).map_err(|er| {
             TrainerError::invalid("content gate", er.to_string(), "report this fit")
         })?;
         let logits: [f32; 4] = [o.logits[0], o.logits[1], o.logits[2], o.logits[3]];
+        far += usize::from(!(o.distance <= cuts.max_distance));
+        distances.push(o.distance);
         *classes
             .entry(cuts.judge(&logits, o.distance).class.code().to_owned())
             .or_insert(0) += 1;
@@ -505,7 +588,15 @@ fn judge_all(
         accepted: classes["frontal_chest"] as f64 / n as f64,
         classes,
         seen_in_training: seen,
+        beyond_distance: far as f64 / n as f64,
+        median_distance: median(&mut distances),
+        median_asymmetry: median(&mut asymmetries),
     })
+}
+
+fn median(v: &mut [f32]) -> f32 {
+    v.sort_by(f32::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f32::NAN)
 }
 
 fn write_outputs(
@@ -546,8 +637,8 @@ pub fn markdown(r: &GateReport) -> String {
          left-right asymmetry, an {g}x{g} layout, a {h}-unit head.\n\n\
          Cuts: frontal probability at least {p:.3} and distance at most {d:.3}, fitted for {ta:.1}% acceptance of \
          validation patients' frontal films (reached: {va:.1}%). Final training loss {loss:.3}.\n\n\
-         | source | expected | n | accepted as frontal | frontal | lateral | other radiograph | not radiograph | atypical | trained on |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | source | expected | n | accepted as frontal | frontal | lateral | other radiograph | not radiograph | atypical | beyond the distance cut alone | median distance | median asymmetry | trained on |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         s = r.spec.image_size,
         t = r.spec.thumb(),
         k = r.spec.components,
@@ -562,7 +653,7 @@ pub fn markdown(r: &GateReport) -> String {
     for x in &r.results {
         let c = |k: &str| x.classes.get(k).copied().unwrap_or(0);
         md.push_str(&format!(
-            "| {} | {} | {} | {:.1}% | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.1}% | {} | {} | {} | {} | {} | {:.1}% | {:.2} | {:.3} | {} |\n",
             x.source,
             x.expected,
             x.count,
@@ -572,11 +663,10 @@ pub fn markdown(r: &GateReport) -> String {
             c("other_radiograph"),
             c("not_radiograph"),
             c("atypical"),
-            if x.seen_in_training {
-                "yes (augmented)"
-            } else {
-                "no"
-            }
+            x.beyond_distance * 100.0,
+            x.median_distance,
+            x.median_asymmetry,
+            x.seen_in_training.words()
         ));
     }
     md.push_str("\nNo real lateral chest film was available: the lateral rows are hemithorax crops of frontal films and synthetic outlines, stand-ins only.\n");
