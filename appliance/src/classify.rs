@@ -12,12 +12,13 @@ use anyhow::Context;
 use cxr_audit::{AuditLog, BundleRef, DeviceSecret, Event, Inference, Mode};
 use cxr_bundle::{read_bounded, verify, ModelParams, VerifiedBundle, MAX_BUNDLE_BYTES};
 use cxr_core::{
-    decide, gate_input, AbstentionReason, Call, ContentVerdict, Decision, DecisionParams,
-    DecisionRecord, InputClass, StageTimings, StudyFacts,
+    AbstentionReason, Call, ContentVerdict, Decision, DecisionParams, DecisionRecord, InputClass,
+    StageTimings, StudyFacts,
 };
 use cxr_dicom::{read_radiograph, ReadLimits};
-use cxr_engine::{select_engine, select_for_bundle, Engine, EnginePreference, Selection};
-use cxr_preprocess::{prepare, tta_view};
+use cxr_engine::{select_engine, select_for_bundle, EnginePreference};
+use cxr_radiograph::Radiograph;
+use cxr_study::{StudyOutput, StudyPath};
 use embassy_time::Instant;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -199,12 +200,7 @@ struct StudyResult {
 }
 
 struct Study<'a> {
-    selection: &'a Selection,
-    /// A verified bundle always carries a content gate: without it loaded,
-    /// its studies fail rather than fall back to the tags alone.
-    gate_required: bool,
-    params: &'a ModelParams,
-    decision_params: DecisionParams<'a>,
+    path: StudyPath<'a>,
     clock: &'a Clock,
 }
 
@@ -246,30 +242,16 @@ fn micros(ms: f64) -> u64 {
     (ms * 1e3) as u64
 }
 
-/// What ingest learnt about a study, carried to the decision.
-struct Ingested {
-    radiograph: cxr_radiograph::Radiograph,
-    facts: StudyFacts,
-    base: Value,
-    decode_ms: f64,
-    content_gate_ms: f64,
-}
-
-impl Ingested {
-    fn record(&self, decision: Decision, timings: StageTimings, views: usize) -> DecisionRecord {
-        let a = &self.radiograph.acquisition;
-        DecisionRecord {
-            input_class: a.input_class,
-            content: self.facts.content,
-            age_years: a.age_years.map(|y| y.clamp(0.0, 255.0) as u8),
-            views: views as u8,
-            decision,
-            timings,
-        }
-    }
-
-    fn study_uid(&self) -> Option<String> {
-        self.radiograph.acquisition.uids.study.clone()
+/// The record the audit log keeps of a study that reached a decision.
+fn record(radiograph: &Radiograph, out: &StudyOutput, timings: StageTimings) -> DecisionRecord {
+    let a = &radiograph.acquisition;
+    DecisionRecord {
+        input_class: a.input_class,
+        content: out.facts.content,
+        age_years: a.age_years.map(|y| y.clamp(0.0, 255.0) as u8),
+        views: out.views as u8,
+        decision: out.decision.clone(),
+        timings,
     }
 }
 
@@ -286,137 +268,21 @@ impl Study<'_> {
             Err(e) => return refused(file, e.code(), e.to_string()),
         };
         let decode_ms = ms(t);
-        let t = StdInstant::now();
-        let content = match self.judge_content(&radiograph) {
-            Ok(v) => v,
-            Err((code, message)) => return failed(file, code, message),
-        };
-        let content_gate_ms = ms(t);
-        let a = &radiograph.acquisition;
-        let facts = StudyFacts {
-            input_class: a.input_class,
-            content,
-            age_years: a.age_years,
-            received,
-        };
-        let engine_json =
-            json!({ "name": self.selection.engine.name(), "reasons": self.selection.reasons });
-        let base = json!({
-            "file": file.display().to_string(),
-            "input_class": a.input_class.code(),
-            "content": content.as_ref().map(|v| content_json(v, false)),
-            "engine": engine_json,
-        });
-        let study = Ingested {
-            radiograph,
-            facts,
-            base,
-            decode_ms,
-            content_gate_ms,
-        };
-        if let Some(d) = gate_input(&study.facts, &self.decision_params) {
-            let timings = StageTimings {
-                decode_us: micros(decode_ms),
-                content_gate_us: micros(content_gate_ms),
-                ..StageTimings::default()
-            };
-            return self.finish(
-                &study,
-                d,
-                timings,
-                0,
-                json!({ "decode": decode_ms, "content_gate": content_gate_ms }),
-            );
+        match self.path.run(&radiograph, received, &|| self.clock.now()) {
+            Ok(out) => self.finish(file, &radiograph, &out, decode_ms),
+            Err(e) => failed(file, e.code, e.message),
         }
-        match self.infer_and_decide(&study) {
-            Ok(result) => result,
-            Err((code, message)) => failed(file, code, message),
-        }
-    }
-
-    /// The content gate's verdict on the image (`None` without a gate, in
-    /// developer mode). The gate prepares its own input with the same
-    /// `prepare` as the classifier, at its own size.
-    fn judge_content(
-        &self,
-        radiograph: &cxr_radiograph::Radiograph,
-    ) -> Result<Option<ContentVerdict>, (&'static str, String)> {
-        let (Some(gate), Some(data)) = (&self.selection.content_gate, &self.params.content_gate)
-        else {
-            return match (&self.selection.content_gate, self.gate_required) {
-                (None, false) => Ok(None),
-                _ => Err((
-                    "CONTENT_GATE_UNAVAILABLE",
-                    "the bundle's content gate is not loaded or has no cut-offs, so nothing is classified (fix: re-install or re-lock the bundle)".into(),
-                )),
-            };
-        };
-        let input = prepare(radiograph, &data.input)
-            .map_err(|e| (e.code(), format!("preparing the content gate's input: {e}")))?;
-        let out = gate
-            .infer(&input.data, 1)
-            .map_err(|e| (e.code(), format!("running the content gate: {e}")))?;
-        let logits: [f32; 4] = out.logits.get(..4).and_then(|l| l.try_into().ok()).ok_or((
-            "CONTENT_GATE_OUTPUT",
-            format!(
-                "the content gate gave {} logits, not 4 (fix: re-lock the bundle with `cxr-trainer fit-gate` output)",
-                out.logits.len()
-            ),
-        ))?;
-        let distance = out.features.first().copied().unwrap_or(f32::NAN);
-        Ok(Some(data.cuts.judge(&logits, distance)))
-    }
-
-    fn infer_and_decide(&self, study: &Ingested) -> Result<StudyResult, (&'static str, String)> {
-        let t = StdInstant::now();
-        let input = prepare(&study.radiograph, &self.params.input)
-            .map_err(|e| (e.code(), format!("preparing the model input: {e}")))?;
-        let mut batch = Vec::with_capacity(input.data.len() * self.params.tta.len());
-        for view in &self.params.tta {
-            batch.extend_from_slice(&tta_view(&input, view).data);
-        }
-        let preprocess_ms = ms(t);
-        let t = StdInstant::now();
-        let views = self.params.tta.len();
-        let out = self
-            .selection
-            .engine
-            .infer_chunked(&batch, views)
-            .map_err(|e| (e.code(), format!("running the engine: {e}")))?;
-        let inference_ms = ms(t);
-        let t = StdInstant::now();
-        // The identity view (the first) feeds Mahalanobis.
-        let features = out.features.get(..self.params.model.width).unwrap_or(&[]);
-        let d = decide(
-            &out.logits,
-            views,
-            features,
-            &study.facts,
-            &self.decision_params,
-            self.clock.now(),
-        )
-        .map_err(|e| (e.code(), format!("deciding: {e}")))?;
-        let decision_ms = ms(t);
-        let timings = StageTimings {
-            decode_us: micros(study.decode_ms),
-            preprocess_us: micros(preprocess_ms),
-            inference_us: micros(inference_ms),
-            decision_us: micros(decision_ms),
-            content_gate_us: micros(study.content_gate_ms),
-        };
-        let timings_json = json!({ "decode": study.decode_ms, "content_gate": study.content_gate_ms, "preprocess": preprocess_ms, "inference_per_view": inference_ms / views as f64, "decision": decision_ms });
-        Ok(self.finish(study, d, timings, views, timings_json))
     }
 
     /// The printed line and the audit outcome of a decided (or abstained) study.
     fn finish(
         &self,
-        study: &Ingested,
-        d: Decision,
-        timings: StageTimings,
-        views: usize,
-        timings_json: Value,
+        file: &Path,
+        radiograph: &Radiograph,
+        out: &StudyOutput,
+        decode_ms: f64,
     ) -> StudyResult {
+        let d = &out.decision;
         let (outcome, name, audit_outcome) = match d.abstention {
             Some(x) => (
                 Outcome::Abstained,
@@ -432,20 +298,41 @@ impl Study<'_> {
             ),
             None => (Outcome::Decided, "decision", cxr_audit::Outcome::Decision),
         };
-        let mut line = study.base.clone();
-        merge(
-            &mut line,
-            json!({ "outcome": name, "decision": decision_json(&d, self.params, &study.facts), "timings_ms": timings_json }),
-        );
-        if let (Some(v), Some(_)) = (&study.facts.content, d.abstention) {
-            merge(&mut line, json!({ "content": content_json(v, true) }));
-        }
+        let m = out.ms;
+        let timings = StageTimings {
+            decode_us: micros(decode_ms),
+            preprocess_us: micros(m.preprocess),
+            inference_us: micros(m.inference),
+            decision_us: micros(m.decision),
+            content_gate_us: micros(m.content_gate),
+        };
+        let timings_json = if out.views == 0 {
+            json!({ "decode": decode_ms, "content_gate": m.content_gate })
+        } else {
+            json!({ "decode": decode_ms, "content_gate": m.content_gate, "preprocess": m.preprocess, "inference_per_view": m.inference / out.views as f64, "decision": m.decision })
+        };
+        let selection = self.path.selection;
+        let engine_json = json!({ "name": selection.engine.name(), "reasons": selection.reasons });
+        let content = out
+            .facts
+            .content
+            .as_ref()
+            .map(|v| content_json(v, d.abstention.is_some()));
+        let line = json!({
+            "file": file.display().to_string(),
+            "input_class": out.facts.input_class.code(),
+            "content": content,
+            "engine": engine_json,
+            "outcome": name,
+            "decision": decision_json(d, self.path.params, &out.facts),
+            "timings_ms": timings_json,
+        });
         StudyResult {
             outcome,
             line,
             audit_outcome,
-            study_uid: study.study_uid(),
-            record: Some(study.record(d, timings, views)),
+            study_uid: radiograph.acquisition.uids.study.clone(),
+            record: Some(record(radiograph, out, timings)),
         }
     }
 }
@@ -665,10 +552,12 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     );
     let params = source.params();
     let study = Study {
-        selection: &selection,
-        gate_required: source.mode() == Mode::Verified,
-        params,
-        decision_params: tightened(params.decision_params(), &device.board),
+        path: StudyPath {
+            selection: &selection,
+            params,
+            decision_params: tightened(params.decision_params(), &device.board),
+            gate_required: source.mode() == Mode::Verified,
+        },
         clock: &clock,
     };
     let mut auditor = Auditor {
