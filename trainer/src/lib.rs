@@ -10,6 +10,7 @@ pub mod bench;
 pub mod data;
 mod error;
 pub mod eval;
+pub mod evaluate;
 pub mod finalize;
 pub mod fit;
 pub mod gate;

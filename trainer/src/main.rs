@@ -1,4 +1,4 @@
-//! `cxr-trainer`: the training companion: `train`, `finalize`, `fit-gate`,
+//! `cxr-trainer`: the training companion: `train`, `finalize`, `fit-gate`, `evaluate`,
 //! `keygen`, `lock`, and `bench-step` for training throughput.
 //! `anyhow` is used here (a binary) only.
 
@@ -65,6 +65,9 @@ enum Command {
     /// Fit the content gate (is this a frontal chest film?) and write
     /// content-gate.onnx, content-gate.toml and its report for `lock`.
     FitGate(Box<cxr_trainer::gate::FitGateArgs>),
+    /// Run a verified bundle's deployed decision (the appliance's study
+    /// path) over a labelled set; write report.json and report.md.
+    Evaluate(Box<cxr_trainer::evaluate::EvaluateArgs>),
     /// Fit calibration, thresholds and OOD statistics on the validation split
     /// of a run, evaluate on its test split, and write model.onnx,
     /// params.toml, model-card.md and report.{json,md} for `lock`.
@@ -153,6 +156,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { name, role, out } => keygen(&name, role, &out),
         Command::Lock(args) => lock::run(&args),
+        Command::Evaluate(args) => cxr_trainer::evaluate::run(&args)
+            .map(|r| println!("{}", serde_json::json!({ "studies": r.studies, "coverage": r.coverage, "outcomes": r.outcomes })))
+            .map_err(Into::into),
         Command::FitGate(args) => cxr_trainer::gate::run(&args)
             .map(|r| println!("{}", serde_json::json!({ "cuts": r.cuts, "validation_acceptance": r.validation_acceptance, "results": r.results.iter().map(|x| (x.source.clone(), x.accepted)).collect::<Vec<_>>() })))
             .map_err(Into::into),

@@ -574,7 +574,11 @@ fn judge_all(
             TrainerError::invalid("content gate", er.to_string(), "report this fit")
         })?;
         let logits: [f32; 4] = [o.logits[0], o.logits[1], o.logits[2], o.logits[3]];
-        far += usize::from(!(o.distance <= cuts.max_distance));
+        let within = o
+            .distance
+            .partial_cmp(&cuts.max_distance)
+            .is_some_and(|c| c.is_le());
+        far += usize::from(!within);
         distances.push(o.distance);
         *classes
             .entry(cuts.judge(&logits, o.distance).class.code().to_owned())
