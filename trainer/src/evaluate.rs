@@ -20,7 +20,9 @@ use cxr_study::StudyPath;
 use embassy_time::Instant;
 use serde::Serialize;
 
-use crate::data::{read_generic, read_nih_subset, Dataset, LabelValue, Sample};
+use crate::data::{
+    read_generic, read_kermany_subset, read_nih_subset, Dataset, LabelValue, Sample,
+};
 use crate::eval::{auroc, bootstrap_by_patient, brier, ece, WithCi};
 use crate::TrainerError;
 
@@ -157,55 +159,10 @@ fn load_bundle(args: &EvaluateArgs) -> Result<VerifiedBundle, TrainerError> {
     })
 }
 
-/// The Kermany subset's table: Pneumonia only, every film a child's.
-fn read_kermany(csv: &Path) -> Result<Dataset, TrainerError> {
-    let root = csv.parent().unwrap_or(Path::new("."));
-    let mut reader =
-        csv::Reader::from_path(csv).map_err(|e| TrainerError::io("reading", csv, e))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| TrainerError::io("reading", csv, e))?
-        .clone();
-    let col = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            invalid(
-                "Kermany labels",
-                format!("no `{name}` column"),
-                "pass the subset's labels.csv",
-            )
-        })
-    };
-    let (file, patient, pneumonia) = (col("file")?, col("patient_id")?, col("pneumonia")?);
-    let mut samples = Vec::new();
-    for rec in reader.records() {
-        let rec = rec.map_err(|e| TrainerError::io("reading", csv, e))?;
-        let value = match rec.get(pneumonia) {
-            Some("1") => LabelValue::Positive,
-            Some("0") => LabelValue::Negative,
-            _ => LabelValue::Missing,
-        };
-        samples.push(Sample {
-            image: root.join(rec.get(file).unwrap_or_default()),
-            patient: rec.get(patient).unwrap_or_default().to_owned(),
-            institution: "kermany".into(),
-            age_years: None,
-            sex: None,
-            view: None,
-            given_split: None,
-            labels: vec![value],
-        });
-    }
-    Ok(Dataset {
-        name: "kermany-paediatric-cxr-subset".into(),
-        labels: vec!["Pneumonia".into()],
-        samples,
-    })
-}
-
 fn load_dataset(spec: &str) -> Result<Dataset, TrainerError> {
     match spec.split_once(':') {
         Some(("nih", p)) => read_nih_subset(Path::new(p)),
-        Some(("kermany", p)) => read_kermany(Path::new(p)),
+        Some(("kermany", p)) => read_kermany_subset(Path::new(p)),
         _ => read_generic(Path::new(spec), "table"),
     }
 }

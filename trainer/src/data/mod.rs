@@ -11,8 +11,8 @@ use std::path::PathBuf;
 pub use load::load_input;
 pub use policy::{Target, UncertaintyPolicy};
 pub use readers::{
-    read_chexpert, read_generic, read_mimic, read_nih_data_entry, read_nih_subset,
-    CHEXPERT_OBSERVATIONS, NIH_FINDINGS,
+    read_chexpert, read_generic, read_kermany_subset, read_mimic, read_nih_data_entry,
+    read_nih_subset, CHEXPERT_OBSERVATIONS, NIH_FINDINGS,
 };
 pub use split::{
     position as patient_position, split_by_institution, split_by_patient, Split, SplitFractions,

@@ -421,3 +421,48 @@ pub fn read_generic(csv: &Path, name: &str) -> Result<Dataset, TrainerError> {
         samples,
     })
 }
+
+/// The Kermany subset's table: Pneumonia only, every film a child's.
+pub fn read_kermany_subset(csv: &Path) -> Result<Dataset, TrainerError> {
+    let root = csv.parent().unwrap_or(Path::new("."));
+    let mut reader =
+        csv::Reader::from_path(csv).map_err(|e| TrainerError::io("reading", csv, e))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| TrainerError::io("reading", csv, e))?
+        .clone();
+    let col = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| {
+            TrainerError::invalid(
+                "Kermany labels",
+                format!("no `{name}` column"),
+                "pass the subset's labels.csv",
+            )
+        })
+    };
+    let (file, patient, pneumonia) = (col("file")?, col("patient_id")?, col("pneumonia")?);
+    let mut samples = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| TrainerError::io("reading", csv, e))?;
+        let value = match rec.get(pneumonia) {
+            Some("1") => LabelValue::Positive,
+            Some("0") => LabelValue::Negative,
+            _ => LabelValue::Missing,
+        };
+        samples.push(Sample {
+            image: root.join(rec.get(file).unwrap_or_default()),
+            patient: rec.get(patient).unwrap_or_default().to_owned(),
+            institution: "kermany".into(),
+            age_years: None,
+            sex: None,
+            view: None,
+            given_split: None,
+            labels: vec![value],
+        });
+    }
+    Ok(Dataset {
+        name: "kermany-paediatric-cxr-subset".into(),
+        labels: vec!["Pneumonia".into()],
+        samples,
+    })
+}

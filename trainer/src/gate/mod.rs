@@ -93,38 +93,17 @@ struct Kermany {
     external: Vec<PathBuf>,
 }
 
+/// The Kermany subset split in halves by patient.
 fn read_kermany(csv: &Path, seed: u64) -> Result<Kermany, TrainerError> {
-    let root = csv.parent().unwrap_or(Path::new("."));
-    let mut reader =
-        csv::Reader::from_path(csv).map_err(|e| TrainerError::io("reading", csv, e))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| TrainerError::io("reading", csv, e))?
-        .clone();
-    let col = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            TrainerError::invalid(
-                "Kermany labels",
-                format!("no `{name}` column"),
-                "pass the subset's labels.csv",
-            )
-        })
-    };
-    let (file, patient) = (col("file")?, col("patient_id")?);
-    let mut k = Kermany {
-        train: Vec::new(),
-        external: Vec::new(),
-    };
-    for rec in reader.records() {
-        let rec = rec.map_err(|e| TrainerError::io("reading", csv, e))?;
-        let path = root.join(rec.get(file).unwrap_or_default());
-        if patient_position(seed, rec.get(patient).unwrap_or_default()) < 0.5 {
-            k.train.push(path);
-        } else {
-            k.external.push(path);
-        }
-    }
-    Ok(k)
+    let data = crate::data::read_kermany_subset(csv)?;
+    let (train, external): (Vec<_>, Vec<_>) = data
+        .samples
+        .into_iter()
+        .partition(|s| patient_position(seed, &s.patient) < 0.5);
+    Ok(Kermany {
+        train: train.into_iter().map(|s| s.image).collect(),
+        external: external.into_iter().map(|s| s.image).collect(),
+    })
 }
 
 /// Load chest films, skipping (and counting) any the loaders refuse.

@@ -83,11 +83,10 @@ pub fn write_gate(weights: &GateWeights) -> Result<Vec<u8>, ModelError> {
     );
     let c = g.node("Sub", &[&raw_features, "feat.mean"], &[]);
     let standard = g.node("Mul", &[&c, "feat.inv_sd"], &[]);
-    let h = linear(&mut g, &standard, "fc1");
+    let h = g.linear(&standard, "fc1");
     let h = g.node("Relu", &[&h], &[]);
-    let w2t = g.node("Transpose", &["fc2.weight"], &[Attr::Ints("perm", &[1, 0])]);
-    let mm = g.node("MatMul", &[&h, &w2t], &[]);
-    g.node_to("Add", &[&mm, "fc2.bias"], &["logits"], &[]);
+    let out = g.linear(&h, "fc2");
+    g.node_to("Identity", &[&out], &["logits"], &[]);
 
     let size = s.image_size as i64;
     Ok(g.assemble(
@@ -98,14 +97,4 @@ pub fn write_gate(weights: &GateWeights) -> Result<Vec<u8>, ModelError> {
             value_info("distance", &[Err("N"), Ok(1)]),
         ],
     ))
-}
-
-fn linear(g: &mut Graph, x: &str, prefix: &str) -> String {
-    let wt = g.node(
-        "Transpose",
-        &[&format!("{prefix}.weight")],
-        &[Attr::Ints("perm", &[1, 0])],
-    );
-    let mm = g.node("MatMul", &[x, &wt], &[]);
-    g.node("Add", &[&mm, &format!("{prefix}.bias")], &[])
 }

@@ -108,7 +108,7 @@ impl Graph {
     }
 
     /// `x W^T + b` with `W` a canonical `[out, in]` initializer.
-    fn linear(&mut self, x: &str, prefix: &str) -> String {
+    pub(super) fn linear(&mut self, x: &str, prefix: &str) -> String {
         let wt = self.node(
             "Transpose",
             &[&format!("{prefix}.weight")],
