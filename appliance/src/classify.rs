@@ -12,13 +12,13 @@ use anyhow::Context;
 use cxr_audit::{AuditLog, BundleRef, DeviceSecret, Event, Inference, Mode};
 use cxr_bundle::{read_bounded, verify, ModelParams, VerifiedBundle, MAX_BUNDLE_BYTES};
 use cxr_core::{
-    AbstentionReason, Call, ContentVerdict, Decision, DecisionParams, DecisionRecord, InputClass,
-    StageTimings, StudyFacts,
+    AbstentionReason, Call, ContentVerdict, Decision, DecisionRecord, InputClass, StageTimings,
+    StudyFacts,
 };
 use cxr_dicom::{read_radiograph, ReadLimits};
 use cxr_engine::{select_engine, select_for_bundle, EnginePreference};
 use cxr_radiograph::Radiograph;
-use cxr_study::{StudyOutput, StudyPath};
+use cxr_study::{tightened, StudyOutput, StudyPath};
 use embassy_time::Instant;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -634,17 +634,6 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(worst.exit_code()))
 }
 
-/// The bundle's decision parameters with the board's tightening applied: a
-/// board may refuse studies without an age that the bundle lets pass, never
-/// the other way round.
-fn tightened<'a>(
-    mut params: DecisionParams<'a>,
-    board: &cxr_board::BoardProfile,
-) -> DecisionParams<'a> {
-    params.input_gate.allow_unknown_age &= !board.gate.require_age;
-    params
-}
-
 /// The decision record's bytes for the audit log. A record that does not
 /// encode fails its study: its numbers are neither logged nor shown.
 fn encode_record(file: &Path, result: StudyResult) -> (StudyResult, Option<Vec<u8>>) {
@@ -680,7 +669,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use cxr_board::BoardProfile;
-    use cxr_core::AbstentionReason;
+    use cxr_core::{AbstentionReason, DecisionParams};
     use cxr_model::VitSpec;
 
     #[test]

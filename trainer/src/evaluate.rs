@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant as StdInstant;
 
 use cxr_bundle::{read_bounded, verify, TrustStore, VerifiedBundle, MAX_BUNDLE_BYTES};
-use cxr_core::{Call, InputClass};
+use cxr_core::Call;
 use cxr_engine::{select_for_bundle, EnginePreference};
 use cxr_radiograph::Radiograph;
 use cxr_study::StudyPath;
@@ -29,7 +29,9 @@ use crate::TrainerError;
 /// How studies loaded from image files (PNG, JPEG) are tagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TagMode {
-    /// From the table: a DX chest film with the table's view, age and sex.
+    /// Image files get the tags the table gives (a DX chest film with its
+    /// view and age, classified by ingest's own tag rules); DICOM files keep
+    /// their own tags.
     Table,
     /// No tags at all (the content gate decides, and there is no age).
     None,
@@ -49,7 +51,7 @@ pub struct EvaluateArgs {
     /// the training configuration `--config` splits them.
     #[arg(long, requires = "config")]
     split: Option<String>,
-    #[arg(long)]
+    #[arg(long, requires = "split")]
     config: Option<PathBuf>,
     /// Keep only the images listed in this file (one path per line, as the
     /// table resolves them), e.g. `fit-gate`'s held-out lists.
@@ -81,6 +83,8 @@ pub struct StudyRow {
     pub outcome: &'static str,
     /// The abstention or fault code.
     pub code: Option<String>,
+    /// A refusal's or fault's message.
+    pub detail: Option<String>,
     pub content: Option<&'static str>,
     /// Calibrated probabilities, when the model scored the study.
     pub probabilities: Option<Vec<f32>>,
@@ -121,6 +125,8 @@ pub struct GroupReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvaluationReport {
     pub bundle: String,
+    /// SHA-256 of the bundle file evaluated.
+    pub bundle_sha256: String,
     pub data: String,
     pub tags: String,
     pub studies: usize,
@@ -139,7 +145,9 @@ fn invalid(what: &'static str, problem: String, fix: &'static str) -> TrainerErr
     TrainerError::invalid(what, problem, fix)
 }
 
-fn load_bundle(args: &EvaluateArgs) -> Result<VerifiedBundle, TrainerError> {
+fn load_bundle(
+    args: &EvaluateArgs,
+) -> Result<(VerifiedBundle, cxr_board::BoardProfile), TrainerError> {
     let board = cxr_board::BoardProfile::builtin(&args.board)
         .map_err(|e| invalid("board", e.to_string(), "name a built-in board profile"))?;
     let store = match &args.trust {
@@ -150,13 +158,14 @@ fn load_bundle(args: &EvaluateArgs) -> Result<VerifiedBundle, TrainerError> {
     .map_err(|e| invalid("trust", e.to_string(), "check --trust"))?;
     let bytes = read_bounded(&args.bundle, MAX_BUNDLE_BYTES)
         .map_err(|e| invalid("bundle", e.to_string(), "check --bundle"))?;
-    verify(bytes, &store, &board, &Default::default()).map_err(|e| {
+    let bundle = verify(bytes, &store, &board, &Default::default()).map_err(|e| {
         invalid(
             "bundle",
             e.to_string(),
-            "evaluate only bundles this board verifies",
+            "pass the board the bundle was locked for (--board) and its signer's key (--trust DIR)",
         )
-    })
+    })?;
+    Ok((bundle, board))
 }
 
 fn load_dataset(spec: &str) -> Result<Dataset, TrainerError> {
@@ -205,8 +214,9 @@ fn select_split(data: &Dataset, args: &EvaluateArgs) -> Result<Vec<usize>, Train
         test: c.data.test,
     };
     let splits = crate::data::split_by_patient(data, fractions, c.seed)?;
+    // As training assigns them: a split the source prescribes wins.
     Ok((0..data.samples.len())
-        .filter(|&i| splits[i] == want)
+        .filter(|&i| data.samples[i].given_split.unwrap_or(splits[i]) == want)
         .filter(|&i| {
             !(c.data.hold_out_pediatric && data.samples[i].age_years.is_some_and(|a| a < 18.0))
         })
@@ -245,11 +255,8 @@ fn radiograph(s: &Sample, mode: TagMode) -> Result<Radiograph, (String, String)>
             a.body_part = Some("CHEST".into());
             a.view_position = s.view.clone();
             a.age_years = s.age_years;
-            a.input_class = match s.view.as_deref() {
-                Some(v) if crate::data::is_frontal_view(v) => InputClass::FrontalChest,
-                Some(_) => InputClass::LateralChest,
-                None => InputClass::Unknown,
-            };
+            a.input_class =
+                cxr_dicom::input_class_from_tags(Some("DX"), Some("CHEST"), s.view.as_deref(), &[]);
         }
         TagMode::Table => {}
     }
@@ -267,6 +274,7 @@ fn call_name(c: Option<Call>) -> &'static str {
 /// Run every selected study through the study path.
 fn run_studies(
     bundle: &VerifiedBundle,
+    board: &cxr_board::BoardProfile,
     data: &Dataset,
     picked: &[usize],
     args: &EvaluateArgs,
@@ -277,13 +285,13 @@ fn run_studies(
             invalid(
                 "engine",
                 e.to_string(),
-                "the bundle must pass its self-test on tract",
+                "re-lock the bundle: its golden vectors do not reproduce on tract",
             )
         })?;
     let path = StudyPath {
         selection: &selection,
         params,
-        decision_params: params.decision_params(),
+        decision_params: cxr_study::tightened(params.decision_params(), board),
         gate_required: true,
     };
     let label_index: Vec<Option<usize>> = params
@@ -313,23 +321,38 @@ fn run_studies(
             view: s.view.clone(),
             outcome: "refused",
             code: None,
+            detail: None,
             content: None,
             probabilities: None,
             calls: None,
             truth,
         };
+        let received = now();
         let r = match radiograph(s, args.tags) {
             Ok(r) => r,
-            Err((code, _)) => {
+            Err((code, message)) => {
                 row.code = Some(code);
+                row.detail = Some(message);
                 rows.push(row);
                 continue;
             }
         };
-        match path.run(&r, now(), &now) {
+        // One study's internal fault fails that study alone, as in `classify`.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            path.run(&r, received, &now)
+        }))
+        .unwrap_or_else(|_| {
+            Err(cxr_study::StudyFault {
+                code: "STUDY_PANICKED",
+                message: "internal fault while processing this study (fix: report this study)"
+                    .into(),
+            })
+        });
+        match ran {
             Err(e) => {
                 row.outcome = "failed";
                 row.code = Some(e.code.to_owned());
+                row.detail = Some(e.message);
             }
             Ok(out) => {
                 let d = &out.decision;
@@ -351,6 +374,37 @@ fn run_studies(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Fewest positive and negative patients for an interval (or a flag).
+pub const MIN_PATIENTS_FOR_INTERVAL: usize = 5;
+
+/// The interval only when both classes have enough patients: a bootstrap of
+/// one positive film looks precise and is not.
+fn with_enough_patients(ci: Option<WithCi>, labels: &[f32], groups: &[usize]) -> Option<WithCi> {
+    let count = |positive: bool| {
+        groups
+            .iter()
+            .zip(labels)
+            .filter(|(_, l)| (**l > 0.5) == positive)
+            .map(|(g, _)| *g)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let enough =
+        count(true) >= MIN_PATIENTS_FOR_INTERVAL && count(false) >= MIN_PATIENTS_FOR_INTERVAL;
+    ci.map(|c| {
+        if enough {
+            c
+        } else {
+            WithCi {
+                low: f64::NAN,
+                high: f64::NAN,
+                resamples: 0,
+                ..c
+            }
+        }
+    })
 }
 
 /// `(scores, labels, mask, patient groups)` of label `k` over `rows`.
@@ -394,7 +448,7 @@ fn label_report(rows: &[StudyRow], k: usize, name: &str) -> LabelReport {
         label: name.to_owned(),
         scored: s.len(),
         positives: l.iter().filter(|v| **v > 0.5).count(),
-        auroc: bootstrap_by_patient(&s, &l, &m, &g, auroc, 500, 7),
+        auroc: with_enough_patients(bootstrap_by_patient(&s, &l, &m, &g, auroc, 500, 7), &l, &g),
         ece: ece(&s, &l, &m, 10),
         brier: brier(&s, &l, &m),
         sensitivity: ratio(tp, tp + fnn),
@@ -423,7 +477,8 @@ fn subgroups(rows: &[StudyRow], k: usize, overall: Option<f64>) -> Vec<GroupRepo
         }
         for (group, members) in groups {
             let (s, l, m, g) = columns(&members, k);
-            let auroc = bootstrap_by_patient(&s, &l, &m, &g, auroc, 500, 11);
+            let auroc =
+                with_enough_patients(bootstrap_by_patient(&s, &l, &m, &g, auroc, 500, 11), &l, &g);
             let gap = auroc.zip(overall).map(|(a, o)| a.value - o);
             let flagged = auroc
                 .zip(overall)
@@ -448,15 +503,26 @@ fn subgroups(rows: &[StudyRow], k: usize, overall: Option<f64>) -> Vec<GroupRepo
 
 /// Evaluate; write `report.json` and `report.md` into `--out`.
 pub fn run(args: &EvaluateArgs) -> Result<EvaluationReport, TrainerError> {
-    let bundle = load_bundle(args)?;
-    let data = load_dataset(&args.data)?;
+    let (bundle, board) = load_bundle(args)?;
+    let mut data = load_dataset(&args.data)?;
+    let dropped = data.keep_frontal();
+    if dropped > 0 {
+        eprintln!("cxr-trainer: evaluate: {dropped} films whose table view is not frontal left out (as in training)");
+    }
     let picked = select(&data, args)?;
+    if picked.is_empty() {
+        return Err(invalid(
+            "evaluation set",
+            "no study selected".into(),
+            "check --data, --split/--config and --only (paths must match the table's as it resolves them)",
+        ));
+    }
     eprintln!(
         "cxr-trainer: evaluate: {} studies of {}",
         picked.len(),
         data.name
     );
-    let rows = run_studies(&bundle, &data, &picked, args)?;
+    let rows = run_studies(&bundle, &board, &data, &picked, args)?;
     let labels = &bundle.manifest().params.labels;
     let mut outcomes = BTreeMap::new();
     let mut content = BTreeMap::new();
@@ -493,6 +559,7 @@ pub fn run(args: &EvaluateArgs) -> Result<EvaluationReport, TrainerError> {
             bundle.manifest().model_id,
             bundle.manifest().version
         ),
+        bundle_sha256: bundle.digest_hex(),
         data: args.data.clone(),
         tags: format!("{:?}", args.tags).to_lowercase(),
         studies: rows.len(),
@@ -536,8 +603,8 @@ fn pct(v: Option<f64>) -> String {
 /// The report as a reader takes it in: outcomes, content, labels, subgroups.
 pub fn markdown(r: &EvaluationReport) -> String {
     let mut md = format!(
-        "# Evaluation of {} on `{}` (tags: {})\n\n{} studies through the appliance's study path; coverage (decided or undecided) {:.1}%.\n\n## Outcomes\n\n| outcome | studies |\n|---|---:|\n",
-        r.bundle, r.data, r.tags, r.studies, r.coverage * 100.0
+        "# Evaluation of {} on `{}` (tags: {})\n\nBundle SHA-256 `{}`. {} studies through the appliance's study path; coverage (decided or undecided) {:.1}%.\n\n## Outcomes\n\n| outcome | studies |\n|---|---:|\n",
+        r.bundle, r.data, r.tags, r.bundle_sha256, r.studies, r.coverage * 100.0
     );
     for (k, v) in &r.outcomes {
         md.push_str(&format!("| {k} | {v} |\n"));
@@ -546,7 +613,7 @@ pub fn markdown(r: &EvaluationReport) -> String {
     for (k, v) in &r.content {
         md.push_str(&format!("| {k} | {v} |\n"));
     }
-    md.push_str("\n## Labels\n\nAUROC, ECE and Brier over the studies the model scored (a 95% interval from 500 resamples of patients); sensitivity, specificity and the Uncertain share of the shipped calls over the studies it decided.\n\n| label | scored | positives | AUROC | ECE | Brier | sensitivity | specificity | uncertain |\n|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
+    md.push_str("\n## Labels\n\nAUROC, ECE and Brier over the studies the model scored, including those the OOD or deadline gate then abstained on (the device withholds their numbers); a 95% interval from 500 resamples of patients, shown only with at least 5 positive and 5 negative patients. Sensitivity and specificity of the shipped calls over the studies it decided, Uncertain calls left out of both; the Uncertain share is over all decided studies with the label known.\n\n| label | scored | positives | AUROC | ECE | Brier | sensitivity | specificity | uncertain |\n|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
     for l in &r.labels {
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -563,7 +630,7 @@ pub fn markdown(r: &EvaluationReport) -> String {
     }
     if let Some(label) = &r.audit_label {
         md.push_str(&format!(
-            "\n## Subgroups ({label} AUROC)\n\nA group is flagged when its interval excludes the overall AUROC.\n\n| attribute | group | studies | coverage | AUROC | gap | flagged |\n|---|---|---:|---:|---|---:|---|\n"
+            "\n## Subgroups ({label} AUROC)\n\nA group is flagged when its interval (shown only with at least 5 positive and 5 negative patients) excludes the overall AUROC.\n\n| attribute | group | studies | coverage | AUROC | gap | flagged |\n|---|---|---:|---:|---|---:|---|\n"
         ));
         if r.subgroups.is_empty() {
             md.push_str("| (no attribute has two groups in this set) | | | | | | |\n");
@@ -582,4 +649,27 @@ pub fn markdown(r: &EvaluationReport) -> String {
         }
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_needs_five_patients_of_each_class() {
+        let ci = Some(WithCi {
+            value: 0.8,
+            low: 0.7,
+            high: 0.9,
+            resamples: 500,
+        });
+        // Four positive patients (one with two films): no interval.
+        let labels = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let groups = [0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let few = with_enough_patients(ci, &labels, &groups).unwrap();
+        assert_eq!(few.resamples, 0);
+        assert!(few.low.is_nan() && few.value == 0.8);
+        let groups = [0, 9, 1, 2, 3, 4, 5, 6, 7, 8];
+        assert_eq!(with_enough_patients(ci, &labels, &groups), ci);
+    }
 }

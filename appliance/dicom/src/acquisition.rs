@@ -271,8 +271,10 @@ fn portable(obj: &Obj) -> Portable {
     }
 }
 
-/// The input class from modality, body part, view and descriptions.
-pub(crate) fn classify(
+/// The input class from modality, body part, view and descriptions: the
+/// tag rules of ingest, for callers that hold the tags outside a DICOM file
+/// (a dataset's table).
+pub fn classify(
     modality: Option<&str>,
     body_part: Option<&str>,
     view: Option<&str>,

@@ -26,7 +26,7 @@ mod tags;
 use std::io::Read;
 use std::path::Path;
 
-pub use acquisition::is_frontal_view;
+pub use acquisition::{classify as input_class_from_tags, is_frontal_view};
 pub use cxr_radiograph::{AcquisitionInfo, InputClass, Radiograph};
 pub use error::DicomError;
 pub use limits::ReadLimits;

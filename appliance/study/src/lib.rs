@@ -65,6 +65,17 @@ impl std::fmt::Debug for StudyPath<'_> {
     }
 }
 
+/// The bundle's decision parameters with the board's tightening applied: a
+/// board may refuse studies without an age that the bundle lets pass, never
+/// the other way round.
+pub fn tightened<'a>(
+    mut params: DecisionParams<'a>,
+    board: &cxr_board::BoardProfile,
+) -> DecisionParams<'a> {
+    params.input_gate.allow_unknown_age &= !board.gate.require_age;
+    params
+}
+
 fn ms(since: StdInstant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
