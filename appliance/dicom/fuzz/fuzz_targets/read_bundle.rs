@@ -8,7 +8,7 @@ use std::path::Path;
 
 use cxr_board::{BoardProfile, KeyRole};
 use cxr_bundle::{verify, Container, GoldenSet, Manifest, PublicKeyFile, TrustStore, VersionFloors};
-use cxr_model::VitSpec;
+use cxr_model::{GateSpec, VitSpec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = Manifest::decode(c.manifest);
         for (_, member) in &c.members {
             let _ = GoldenSet::decode(member, &VitSpec::tiny());
+            let _ = GoldenSet::decode_gate(member, &GateSpec::default());
         }
     }
     let key = PublicKeyFile {
