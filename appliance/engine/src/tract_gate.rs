@@ -2,14 +2,12 @@
 //! on every board (it costs a fraction of a millisecond per image, so a
 //! board with a GPU keeps its GPU for the classifier).
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use cxr_model::GateSpec;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::dims;
 
-use crate::tract_vit::output;
+use crate::tract_vit::{optimised_plan, output};
 use crate::{Engine, EngineError, EngineOutput, EngineShape};
 
 const NAME: &str = "tract-gate";
@@ -48,16 +46,7 @@ impl TractGate {
     /// Load and optimise a gate graph written for `spec`.
     pub fn load(onnx: &[u8], spec: GateSpec) -> Result<Self, EngineError> {
         spec.validate().map_err(load_error)?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(onnx))
-            .map_err(load_error)?;
-        let batch = model.sym("N");
-        let s = spec.image_size as i64;
-        let plan = model
-            .with_input_fact(0, f32::fact(dims!(batch, 1, s, s)).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(load_error)?;
+        let plan = optimised_plan(onnx, 1, spec.image_size, NAME)?;
         Ok(TractGate { plan, spec })
     }
 

@@ -37,21 +37,36 @@ fn load_error(e: impl std::fmt::Display) -> EngineError {
     }
 }
 
+/// An ONNX graph optimised for input `[N, channels, side, side]` (N
+/// symbolic), ready to run: the one way both tract engines load a graph.
+pub(crate) fn optimised_plan(
+    onnx: &[u8],
+    channels: usize,
+    side: usize,
+    engine: &'static str,
+) -> Result<Arc<TypedRunnableModel>, EngineError> {
+    let load_error = |e: &dyn std::fmt::Display| EngineError::Load {
+        engine,
+        reason: format!("{e:#}"),
+    };
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut Cursor::new(onnx))
+        .map_err(|e| load_error(&e))?;
+    let batch = model.sym("N");
+    let (c, s) = (channels as i64, side as i64);
+    model
+        .with_input_fact(0, f32::fact(dims!(batch, c, s, s)).into())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| load_error(&e))
+}
+
 impl TractVit {
     /// Load and optimise an ONNX model written for `spec`. `threads` is the
     /// size of this engine's own matrix-multiply pool (1 = single-threaded).
     pub fn load(onnx: &[u8], spec: VitSpec, threads: usize) -> Result<Self, EngineError> {
         spec.validate().map_err(load_error)?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(onnx))
-            .map_err(load_error)?;
-        let batch = model.sym("N");
-        let (c, s) = (spec.in_channels as i64, spec.image_size as i64);
-        let plan = model
-            .with_input_fact(0, f32::fact(dims!(batch, c, s, s)).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(load_error)?;
+        let plan = optimised_plan(onnx, spec.in_channels, spec.image_size, NAME)?;
         let threads = threads.max(1);
         let executor = if threads == 1 {
             Executor::SingleThread
