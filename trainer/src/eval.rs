@@ -67,31 +67,117 @@ pub fn auprc(scores: &[f32], labels: &[f32], mask: &[f32]) -> Option<f64> {
     Some(ap / pos as f64)
 }
 
-/// Expected calibration error over `bins` equal-width probability bins.
-pub fn ece(probs: &[f32], labels: &[f32], mask: &[f32], bins: usize) -> Option<f64> {
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ReliabilityBin {
+    pub low: f64,
+    pub high: f64,
+    pub count: usize,
+    /// Mean predicted probability in the bin.
+    pub predicted: f64,
+    /// Share of positives in the bin.
+    pub observed: f64,
+}
+
+/// The non-empty bins of `bins` equal-width probability bins (entries with
+/// `mask == 0` or a non-finite probability are left out).
+pub fn reliability(
+    probs: &[f32],
+    labels: &[f32],
+    mask: &[f32],
+    bins: usize,
+) -> Vec<ReliabilityBin> {
+    let bins = bins.max(1);
     let mut count = vec![0usize; bins];
     let mut conf = vec![0f64; bins];
     let mut acc = vec![0f64; bins];
-    let mut n = 0usize;
     for ((p, l), m) in probs.iter().zip(labels).zip(mask) {
         if *m <= 0.0 || !p.is_finite() {
             continue;
         }
-        let b = ((*p as f64 * bins as f64) as usize).min(bins - 1);
+        let b = ((f64::from(*p).clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
         count[b] += 1;
-        conf[b] += *p as f64;
+        conf[b] += f64::from(*p);
         acc[b] += f64::from(*l >= 0.5);
-        n += 1;
     }
-    if n == 0 {
+    (0..bins)
+        .filter(|b| count[*b] > 0)
+        .map(|b| ReliabilityBin {
+            low: b as f64 / bins as f64,
+            high: (b + 1) as f64 / bins as f64,
+            count: count[b],
+            predicted: conf[b] / count[b] as f64,
+            observed: acc[b] / count[b] as f64,
+        })
+        .collect()
+}
+
+/// Expected calibration error over `bins` equal-width probability bins.
+pub fn ece(probs: &[f32], labels: &[f32], mask: &[f32], bins: usize) -> Option<f64> {
+    let r = reliability(probs, labels, mask, bins);
+    let n: usize = r.iter().map(|b| b.count).sum();
+    (n > 0).then(|| {
+        r.iter()
+            .map(|b| b.count as f64 / n as f64 * (b.observed - b.predicted).abs())
+            .sum()
+    })
+}
+
+/// The ROC curve as `(false-positive rate, true-positive rate)` points from
+/// (0, 0) to (1, 1), tied scores taken in one step. `None` when either
+/// class is absent or a score is NaN.
+pub fn roc_points(scores: &[f32], labels: &[f32], mask: &[f32]) -> Option<Vec<(f64, f64)>> {
+    let mut v = labelled(scores, labels, mask);
+    let pos = v.iter().filter(|(_, p)| *p).count();
+    let neg = v.len() - pos;
+    if pos == 0 || neg == 0 || v.iter().any(|(s, _)| s.is_nan()) {
         return None;
     }
-    Some(
-        (0..bins)
-            .filter(|b| count[*b] > 0)
-            .map(|b| (count[b] as f64 / n as f64) * ((acc[b] - conf[b]) / count[b] as f64).abs())
-            .sum(),
-    )
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut points = vec![(0.0, 0.0)];
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j < v.len() && v[j].0 == v[i].0 {
+            if v[j].1 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        points.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+        i = j;
+    }
+    Some(points)
+}
+
+/// The coverage-risk curve of a selective rule: entries ordered by
+/// `confidence`, most confident first; at each prefix, coverage is its
+/// share of `total` (entries never scored count as not covered) and risk is
+/// its share of wrong answers. Ties are taken in one step.
+pub fn coverage_risk(confidence: &[f64], correct: &[bool], total: usize) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, bool)> = confidence
+        .iter()
+        .copied()
+        .zip(correct.iter().copied())
+        .filter(|(c, _)| !c.is_nan())
+        .collect();
+    let total = total.max(v.len()).max(1);
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut wrong, mut i) = (0usize, 0usize);
+    let mut points = Vec::new();
+    while i < v.len() {
+        let mut j = i;
+        while j < v.len() && v[j].0 == v[i].0 {
+            wrong += usize::from(!v[j].1);
+            j += 1;
+        }
+        points.push((j as f64 / total as f64, wrong as f64 / j as f64));
+        i = j;
+    }
+    points
 }
 
 /// Mean squared error of the probabilities.
@@ -138,6 +224,58 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// Draw `resamples` bootstrap samples of whole patients (`groups[i]` is
+/// sample i's patient index) and collect `statistic` of each sample's
+/// indices where it is defined, sorted.
+fn resample_patients(
+    groups: &[usize],
+    resamples: usize,
+    seed: u64,
+    mut statistic: impl FnMut(&[usize]) -> Option<f64>,
+) -> Vec<f64> {
+    let patients = groups.iter().copied().max().map_or(0, |m| m + 1);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); patients];
+    for (i, g) in groups.iter().enumerate() {
+        members[*g].push(i);
+    }
+    let mut rng = Mix(seed);
+    let mut values = Vec::with_capacity(resamples);
+    let mut drawn = Vec::new();
+    for _ in 0..resamples {
+        drawn.clear();
+        for _ in 0..patients {
+            let p = (rng.next() % patients as u64) as usize;
+            drawn.extend_from_slice(&members[p]);
+        }
+        if let Some(v) = statistic(&drawn) {
+            values.push(v);
+        }
+    }
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+fn with_interval(value: f64, values: &[f64]) -> WithCi {
+    if values.is_empty() {
+        return WithCi {
+            value,
+            low: f64::NAN,
+            high: f64::NAN,
+            resamples: 0,
+        };
+    }
+    WithCi {
+        value,
+        low: percentile(values, 0.025),
+        high: percentile(values, 0.975),
+        resamples: values.len(),
+    }
+}
+
+fn pick<T: Copy>(v: &[T], indices: &[usize]) -> Vec<T> {
+    indices.iter().map(|&i| v[i]).collect()
+}
+
 /// `metric` on the whole set, and its 2.5/97.5 percentiles over `resamples`
 /// bootstrap draws of whole patients (`groups[i]` is sample i's patient
 /// index). `None` when the metric is undefined on the whole set.
@@ -151,45 +289,35 @@ pub fn bootstrap_by_patient(
     seed: u64,
 ) -> Option<WithCi> {
     let value = metric(scores, labels, mask)?;
-    let patients = groups.iter().copied().max().map_or(0, |m| m + 1);
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); patients];
-    for (i, g) in groups.iter().enumerate() {
-        members[*g].push(i);
-    }
-    let mut rng = Mix(seed);
-    let mut values = Vec::with_capacity(resamples);
-    let (mut s, mut l, mut m) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..resamples {
-        s.clear();
-        l.clear();
-        m.clear();
-        for _ in 0..patients {
-            let p = (rng.next() % patients as u64) as usize;
-            for &i in &members[p] {
-                s.push(scores[i]);
-                l.push(labels[i]);
-                m.push(mask[i]);
-            }
-        }
-        if let Some(v) = metric(&s, &l, &m) {
-            values.push(v);
-        }
-    }
-    if values.is_empty() {
-        return Some(WithCi {
-            value,
-            low: f64::NAN,
-            high: f64::NAN,
-            resamples: 0,
-        });
-    }
-    values.sort_by(f64::total_cmp);
-    Some(WithCi {
-        value,
-        low: percentile(&values, 0.025),
-        high: percentile(&values, 0.975),
-        resamples: values.len(),
-    })
+    let values = resample_patients(groups, resamples, seed, |d| {
+        metric(&pick(scores, d), &pick(labels, d), &pick(mask, d))
+    });
+    Some(with_interval(value, &values))
+}
+
+/// A subgroup's `metric` minus the whole set's, with the 95% interval of
+/// that difference: both are computed on the same draws of whole patients,
+/// so the interval accounts for the group being part of the whole.
+/// `None` when either is undefined on the whole set.
+pub fn bootstrap_gap(
+    scores: &[f32],
+    labels: &[f32],
+    groups: &[usize],
+    in_group: &[bool],
+    metric: Metric,
+    resamples: usize,
+    seed: u64,
+) -> Option<WithCi> {
+    let all = vec![1.0f32; scores.len()];
+    let member: Vec<f32> = in_group.iter().map(|g| f32::from(u8::from(*g))).collect();
+    let gap =
+        |s: &[f32], l: &[f32], a: &[f32], m: &[f32]| Some(metric(s, l, m)? - metric(s, l, a)?);
+    let value = gap(scores, labels, &all, &member)?;
+    let values = resample_patients(groups, resamples, seed, |d| {
+        let (s, l) = (pick(scores, d), pick(labels, d));
+        gap(&s, &l, &vec![1.0; d.len()], &pick(&member, d))
+    });
+    Some(with_interval(value, &values))
 }
 
 #[cfg(test)]
@@ -259,5 +387,68 @@ mod tests {
         assert!(a.low <= a.value && a.value <= a.high, "{a:?}");
         assert!(a.high - a.low > 0.0 && a.high - a.low < 0.3, "{a:?}");
         assert_eq!(a.resamples, 300);
+    }
+
+    #[test]
+    fn roc_points_walk_from_origin_to_corner_and_merge_ties() {
+        let l = [0.0, 0.0, 1.0, 1.0];
+        let p = roc_points(&[0.1, 0.4, 0.35, 0.8], &l, &[1.0; 4]).unwrap();
+        assert_eq!(
+            p,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
+        // One tie of everything: a single diagonal step.
+        let p = roc_points(&[0.5; 4], &l, &[1.0; 4]).unwrap();
+        assert_eq!(p, vec![(0.0, 0.0), (1.0, 1.0)]);
+        assert!(roc_points(&[0.5, 0.6], &[1.0, 1.0], &[1.0; 2]).is_none());
+    }
+
+    #[test]
+    fn reliability_bins_hold_counts_means_and_observed_rates() {
+        let r = reliability(
+            &[0.05, 0.15, 0.12, 0.95],
+            &[0.0, 1.0, 0.0, 1.0],
+            &[1.0; 4],
+            10,
+        );
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[1].count, r[1].observed), (2, 0.5));
+        assert!((r[1].predicted - 0.135).abs() < 1e-6, "{:?}", r[1]);
+        assert_eq!((r[2].low, r[2].high), (0.9, 1.0));
+        assert!(reliability(&[f32::NAN], &[1.0], &[1.0], 10).is_empty());
+    }
+
+    #[test]
+    fn coverage_risk_counts_unscored_entries_as_not_covered() {
+        // Most confident right, then wrong, then right; 2 more never scored.
+        let c = coverage_risk(&[3.0, 2.0, 1.0], &[true, false, true], 5);
+        assert_eq!(c, vec![(0.2, 0.0), (0.4, 0.5), (0.6, 1.0 / 3.0)]);
+    }
+
+    #[test]
+    fn a_gap_interval_excludes_zero_only_for_a_real_gap() {
+        // Two groups of 100 patients: one ranked perfectly, one at random.
+        let n = 200;
+        let labels: Vec<f32> = (0..n).map(|i| f32::from(i % 2 == 0)).collect();
+        let scores: Vec<f32> = (0..n)
+            .map(|i| {
+                if i < 100 {
+                    labels[i] * 0.5 + (i % 7) as f32 * 0.01
+                } else {
+                    ((i * 37) % 101) as f32 / 101.0
+                }
+            })
+            .collect();
+        let groups: Vec<usize> = (0..n).collect();
+        let good: Vec<bool> = (0..n).map(|i| i < 100).collect();
+        let g = bootstrap_gap(&scores, &labels, &groups, &good, auroc, 300, 3).unwrap();
+        assert!(g.value > 0.1 && g.low > 0.0, "{g:?}");
+        let bad: Vec<bool> = good.iter().map(|g| !g).collect();
+        let g = bootstrap_gap(&scores, &labels, &groups, &bad, auroc, 300, 3).unwrap();
+        assert!(g.value < -0.1 && g.high < 0.0, "{g:?}");
+        // A group drawn across both halves has no real gap.
+        let mixed: Vec<bool> = (0..n).map(|i| i % 4 < 2).collect();
+        let g = bootstrap_gap(&scores, &labels, &groups, &mixed, auroc, 300, 3).unwrap();
+        assert!(g.low < 0.0 && g.high > 0.0, "{g:?}");
     }
 }

@@ -15,14 +15,15 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use cxr_bundle::ModelParams;
-use cxr_core::calibration::calibrated_probability;
 use cxr_core::tta::merge_views;
 use cxr_model::onnx;
 use cxr_preprocess::tta_view;
 use serde::Serialize;
+use sha2::Digest as _;
 
 use crate::data::{load_input, Split};
-use crate::eval::{auprc, auroc, bootstrap_by_patient, brier, ece, WithCi};
+use crate::eval::WithCi;
+use crate::evaluate::{summarise, write_report, EvaluationReport, StudyRow, Subject};
 use crate::fit::{fit_calibration, fit_ood, LabelFit, OodFit, OutputsRef};
 use crate::train::{Checkpoint, Prepared};
 use crate::vit::BurnVit;
@@ -104,18 +105,6 @@ fn outputs_of<B: Backend>(
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LabelMetrics {
-    pub label: String,
-    pub positives: usize,
-    pub auroc: Option<WithCi>,
-    pub auprc: Option<WithCi>,
-    pub ece_before: Option<f64>,
-    pub ece_after: Option<f64>,
-    pub brier_before: Option<f64>,
-    pub brier_after: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub checkpoint: Checkpoint,
     pub images: SplitCounts,
@@ -123,11 +112,11 @@ pub struct Report {
     pub calibration: Vec<LabelFit>,
     /// The OOD gate: every candidate score, kept or not, and why.
     pub ood: OodFit,
-    pub test: Vec<LabelMetrics>,
+    /// The deployed rule (`cxr_core::decide` with the fitted parameters)
+    /// on the adult test patients, summarised by `evaluate`'s code.
+    pub test: EvaluationReport,
     pub macro_auroc: Option<f64>,
     pub macro_auprc: Option<f64>,
-    /// The deployed rule on the adult test patients.
-    pub deployed: Deployed,
     /// Extra OOD files: scored ones and those the guarded ingest refused
     /// before any model saw them.
     pub ood_files: Vec<OodFile>,
@@ -143,32 +132,6 @@ pub struct OodFile {
     pub abstained: Option<bool>,
 }
 
-/// The shipped decision (`cxr_core::decide` with the fitted parameters) on
-/// the adult test patients.
-#[derive(Debug, Clone, Serialize)]
-pub struct Deployed {
-    pub studies: usize,
-    /// Studies not abstained (the OOD gate; the input gate passes these
-    /// adult frontal films).
-    pub coverage: f64,
-    /// Studies decided on no label (every call Uncertain).
-    pub undecided: usize,
-    pub labels: Vec<DeployedLabel>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DeployedLabel {
-    pub label: String,
-    /// Labelled positives and negatives among the studies not abstained.
-    pub positives: usize,
-    pub negatives: usize,
-    /// Of the decided calls: TP / (TP + FN) and TN / (TN + FP).
-    pub sensitivity: Option<f64>,
-    pub specificity: Option<f64>,
-    /// Share of the labelled, not-abstained studies left Uncertain.
-    pub uncertain: Option<f64>,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct SplitCounts {
     /// Samples whose stated view was not frontal, dropped before splitting.
@@ -180,10 +143,6 @@ pub struct SplitCounts {
     pub patients: usize,
 }
 
-fn column(a: &[f32], k: usize, j: usize) -> Vec<f32> {
-    a.chunks(k).map(|r| r[j]).collect()
-}
-
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     let v: Vec<f64> = v.collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -193,54 +152,9 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 pub const MAX_UNCERTAIN: f64 = 0.3;
 /// Share of in-distribution validation studies the OOD gate passes.
 pub const OOD_COVERAGE: f64 = 0.975;
-
-fn patient_groups(data: &Prepared, indices: &[usize]) -> Vec<usize> {
-    let mut patients = std::collections::HashMap::new();
-    indices
-        .iter()
-        .map(|&i| {
-            let n = patients.len();
-            *patients
-                .entry(data.dataset.samples[i].patient.clone())
-                .or_insert(n)
-        })
-        .collect()
-}
-
-fn test_metrics(
-    params: &ModelParams,
-    test: &Outputs,
-    y: &[f32],
-    m: &[f32],
-    groups: &[usize],
-    seed: u64,
-) -> Vec<LabelMetrics> {
-    let k = params.labels.len();
-    (0..k)
-        .map(|j| {
-            let (z, y, m) = (column(&test.logits, k, j), column(y, k, j), column(m, k, j));
-            let p0: Vec<f32> = z.iter().map(|v| calibrated_probability(*v, 1.0)).collect();
-            let p1: Vec<f32> = z
-                .iter()
-                .map(|v| calibrated_probability(*v, params.temperatures[j]))
-                .collect();
-            LabelMetrics {
-                label: params.labels[j].clone(),
-                positives: y
-                    .iter()
-                    .zip(&m)
-                    .filter(|(y, m)| **y >= 0.5 && **m > 0.0)
-                    .count(),
-                auroc: bootstrap_by_patient(&z, &y, &m, groups, auroc, 1000, seed),
-                auprc: bootstrap_by_patient(&z, &y, &m, groups, auprc, 1000, seed),
-                ece_before: ece(&p0, &y, &m, 15),
-                ece_after: ece(&p1, &y, &m, 15),
-                brier_before: brier(&p0, &y, &m),
-                brier_after: brier(&p1, &y, &m),
-            }
-        })
-        .collect()
-}
+/// The name of the test patients' evaluation in the output folder
+/// (`NAME.md`, `NAME.json`, pictures in `NAME/`).
+pub const TEST_REPORT: &str = "test-evaluation";
 
 /// Outputs of the extra OOD files that reach the model, and one line per
 /// file (a refusal at ingest is a result: CT, MR, US never reach the model;
@@ -279,9 +193,18 @@ fn extra_outputs<B: Backend>(
     Ok((all, lines))
 }
 
-/// Run the shipped rule over the test studies.
-fn deployed(params: &ModelParams, test: &Outputs, y: &[f32], m: &[f32]) -> Deployed {
-    use cxr_core::{decide, Call, InputClass, StudyFacts};
+/// The shipped rule over the test studies, one row each, as `evaluate`
+/// records a study (adult frontal films as the tags would say; the content
+/// gate is fitted and locked later, so it is not part of this run).
+fn test_rows(
+    params: &ModelParams,
+    data: &Prepared,
+    indices: &[usize],
+    test: &Outputs,
+    y: &[f32],
+    m: &[f32],
+) -> Vec<StudyRow> {
+    use cxr_core::{decide, InputClass, StudyFacts};
     use embassy_time::Instant;
     let (k, views, width) = (params.labels.len(), params.tta.len(), params.model.width);
     let dp = params.decision_params();
@@ -291,59 +214,56 @@ fn deployed(params: &ModelParams, test: &Outputs, y: &[f32], m: &[f32]) -> Deplo
         age_years: None,
         received: Instant::from_ticks(0),
     };
-    let n = test.logits.len() / k.max(1);
-    // [label] -> (tp, fn, tn, fp, uncertain positive, uncertain negative)
-    let mut counts = vec![[0usize; 6]; k];
-    let (mut covered, mut undecided) = (0usize, 0usize);
-    for i in 0..n {
-        let z = &test.view_logits[i * views * k..(i + 1) * views * k];
-        let x = &test.features[i * width..(i + 1) * width];
-        let Ok(d) = decide(z, views, x, &facts, &dp, Instant::from_ticks(0)) else {
-            continue;
-        };
-        if d.abstention.is_some() {
-            continue;
-        }
-        covered += 1;
-        undecided += usize::from(d.is_undecided());
-        for (j, l) in d.labels.iter().enumerate() {
-            if m[i * k + j] <= 0.0 {
-                continue;
-            }
-            let positive = y[i * k + j] >= 0.5;
-            let slot = match (l.call, positive) {
-                (Some(Call::Positive), true) => 0,
-                (Some(Call::Negative), true) => 1,
-                (Some(Call::Negative), false) => 2,
-                (Some(Call::Positive), false) => 3,
-                (_, true) => 4,
-                (_, false) => 5,
-            };
-            counts[j][slot] += 1;
-        }
-    }
-    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
-    Deployed {
-        studies: n,
-        coverage: ratio(covered, n).unwrap_or(0.0),
-        undecided,
-        labels: counts
-            .iter()
-            .zip(&params.labels)
-            .map(|(c, label)| {
-                let [tp, fn_, tn, fp, unsure_pos, unsure_neg] = *c;
-                let (positives, negatives) = (tp + fn_ + unsure_pos, tn + fp + unsure_neg);
-                DeployedLabel {
-                    label: label.clone(),
-                    positives,
-                    negatives,
-                    sensitivity: ratio(tp, tp + fn_),
-                    specificity: ratio(tn, tn + fp),
-                    uncertain: ratio(unsure_pos + unsure_neg, positives + negatives),
+    indices
+        .iter()
+        .enumerate()
+        .map(|(i, &sample)| {
+            let truth = (0..k)
+                .map(|j| (m[i * k + j] > 0.0).then_some(y[i * k + j]))
+                .collect();
+            let mut row = StudyRow::new(&data.dataset.samples[sample], truth);
+            let z = &test.view_logits[i * views * k..(i + 1) * views * k];
+            let x = &test.features[i * width..(i + 1) * width];
+            match decide(z, views, x, &facts, &dp, Instant::from_ticks(0)) {
+                Ok(d) => row.record(&d, &params.temperatures),
+                Err(e) => {
+                    row.outcome = "failed";
+                    row.code = Some(e.code().to_owned());
+                    row.detail = Some(e.to_string());
                 }
-            })
-            .collect(),
-    }
+            }
+            row
+        })
+        .collect()
+}
+
+/// The test patients through `evaluate`'s summary, written as
+/// `TEST_REPORT.{md,json}` with its pictures.
+fn test_evaluation(
+    params: &ModelParams,
+    data: &Prepared,
+    test_i: &[usize],
+    test: &Outputs,
+    (y, m): (&[f32], &[f32]),
+    onnx_bytes: &[u8],
+    out: &Path,
+) -> Result<EvaluationReport, TrainerError> {
+    let rows = test_rows(params, data, test_i, test, y, m);
+    let subject = Subject {
+        bundle: "this run's model.onnx (before lock)".into(),
+        bundle_sha256: cxr_bundle::hex::encode(&sha2::Sha256::digest(onnx_bytes)),
+        data: format!("{}: the adult test patients", data.dataset.name),
+        tags: "frontal chest, adult (no content gate yet)".into(),
+    };
+    let mut report = summarise(subject, &params.labels, rows);
+    write_report(
+        &mut report,
+        &params.thresholds,
+        &params.labels,
+        out,
+        TEST_REPORT,
+    )?;
+    Ok(report)
 }
 
 /// Finalize a training run in `run` (reads `best.json`, `best.onnx`) into `out`.
@@ -391,8 +311,6 @@ pub fn finalize<B: Backend>(
 
     let test = outputs(&model, &params, &data, &test_i, device)?;
     let (test_y, test_m) = targets(&test_i)?;
-    let groups = patient_groups(&data, &test_i);
-    let per_label = test_metrics(&params, &test, &test_y, &test_m, &groups, config.seed);
 
     // The unusual studies the OOD candidates are judged on: the held-out
     // (paediatric) patients and the extra files that reach the model.
@@ -423,7 +341,15 @@ pub fn finalize<B: Backend>(
         OOD_COVERAGE,
         config.seed,
     )?;
-    let deployed = deployed(&params, &test, &test_y, &test_m);
+    let test_report = test_evaluation(
+        &params,
+        &data,
+        &test_i,
+        &test,
+        (&test_y, &test_m),
+        &onnx_bytes,
+        out,
+    )?;
     let dp = params.decision_params();
     let mut scored = extra
         .logits
@@ -448,10 +374,19 @@ pub fn finalize<B: Backend>(
         },
         calibration,
         ood,
-        macro_auroc: mean(per_label.iter().filter_map(|l| l.auroc.map(|a| a.value))),
-        macro_auprc: mean(per_label.iter().filter_map(|l| l.auprc.map(|a| a.value))),
-        test: per_label,
-        deployed,
+        macro_auroc: mean(
+            test_report
+                .labels
+                .iter()
+                .filter_map(|l| l.auroc.map(|a| a.value)),
+        ),
+        macro_auprc: mean(
+            test_report
+                .labels
+                .iter()
+                .filter_map(|l| l.auprc.map(|a| a.value)),
+        ),
+        test: test_report,
         ood_files,
     };
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
@@ -512,9 +447,10 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
     let _ = writeln!(s, "- Selected checkpoint: epoch {} ({} weights), validation macro AUROC raw {:.3}, EMA {:.3}.\n", r.checkpoint.epoch + 1, r.checkpoint.source, r.checkpoint.val_macro_auroc_raw, r.checkpoint.val_macro_auroc_ema);
     let _ = writeln!(
         s,
-        "## Test metrics ({} TTA views merged; 95% CIs from 1,000 patient bootstrap resamples)\n",
+        "## Test metrics ({} TTA views merged; 95% CIs from 500 resamples of patients, shown with at least 5 positive and 5 negative patients)\n",
         params.tta.len()
     );
+    let _ = writeln!(s, "Computed by `cxr-trainer evaluate`'s code over the deployed rule's outcome for each test study; its full report, with ROC curves, reliability diagrams, the coverage-risk curve and the subgroup audit, is `{TEST_REPORT}.md` beside this run's outputs.\n");
     let _ = writeln!(
         s,
         "Macro AUROC {} and macro AUPRC {} over the labels with test positives.\n",
@@ -526,7 +462,7 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
         "| label | test positives | AUROC | AUPRC | ECE before → after | Brier before → after |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
-    for l in &r.test {
+    for l in &r.test.labels {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} → {} | {} → {} |",
@@ -534,10 +470,10 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
             l.positives,
             ci(&l.auroc),
             ci(&l.auprc),
-            opt(l.ece_before),
-            opt(l.ece_after),
-            opt(l.brier_before),
-            opt(l.brier_after),
+            opt(l.ece_uncalibrated),
+            opt(l.ece),
+            opt(l.brier_uncalibrated),
+            opt(l.brier),
         );
     }
     operating_points(&mut s, r, params);
@@ -552,17 +488,19 @@ fn pct(v: Option<f64>) -> String {
 /// The shipped calls: each label's fitted operating point and what it did
 /// on the adult test patients.
 fn operating_points(s: &mut String, r: &Report, params: &ModelParams) {
-    let d = &r.deployed;
+    let d = &r.test;
     let _ = writeln!(s, "\n## Operating points as deployed\n");
     let _ = writeln!(s, "Temperature fitted by validation NLL only for labels with at least {min} validation studies of each class (otherwise 1, marked uncalibrated). Threshold and Uncertain band fitted together on validation for the rule that ships (`cxr_core::calibration::call`: Positive at or above `logit(threshold) + band`, Negative below `logit(threshold) - band`), maximising Youden's J of the decided calls with at most {:.0}% of validation studies Uncertain per label; the other labels have no operating point (an infinitely wide band: always Uncertain), since a handful of positives only fits noise.\n", MAX_UNCERTAIN * 100.0, min = crate::fit::MIN_CLASS_COUNT);
-    let _ = writeln!(s, "On the {} adult test studies, `cxr_core::decide` with these parameters: **coverage {:.1}%** (studies not abstained), {} undecided (every label Uncertain). Sensitivity and specificity count the decided calls; Uncertain is the share of labelled, not-abstained studies left Uncertain.\n", d.studies, d.coverage * 100.0, d.undecided);
-    let _ = writeln!(s, "| label | calibrated | temperature | threshold | band (logits) | test positives / negatives | sensitivity | specificity | uncertain |");
+    let undecided = d.outcomes.get("undecided").copied().unwrap_or(0);
+    let _ = writeln!(s, "On the {} adult test studies, `cxr_core::decide` with these parameters: **coverage {:.1}%** (studies not abstained), {} undecided (every label Uncertain). Sensitivity and specificity count the decided calls; Uncertain is the share of labelled, not-abstained studies left Uncertain.\n", d.studies, d.coverage * 100.0, undecided);
+    let _ = writeln!(s, "| label | calibrated | temperature | threshold | band (logits) | test positives / scored | sensitivity | specificity | uncertain |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-    for (j, l) in d.labels.iter().enumerate() {
+    for (j, label) in params.labels.iter().enumerate() {
+        let l = d.labels.iter().find(|l| l.label == *label);
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} | {} | {} | {} / {} | {} | {} | {} |",
-            l.label,
+            "| {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
+            label,
             if params.calibrated[j] { "yes" } else { "no" },
             params.temperatures[j],
             if params.bands[j].is_finite() {
@@ -575,11 +513,10 @@ fn operating_points(s: &mut String, r: &Report, params: &ModelParams) {
             } else {
                 "none (always Uncertain)".into()
             },
-            l.positives,
-            l.negatives,
-            pct(l.sensitivity),
-            pct(l.specificity),
-            pct(l.uncertain),
+            l.map_or("-".into(), |l| format!("{} / {}", l.positives, l.scored)),
+            pct(l.and_then(|l| l.sensitivity)),
+            pct(l.and_then(|l| l.specificity)),
+            pct(l.and_then(|l| l.uncertain)),
         );
     }
 }

@@ -19,6 +19,7 @@ pub mod init;
 pub mod loader;
 pub mod loss;
 pub mod optim;
+pub mod plots;
 pub mod rng;
 pub mod train;
 pub mod vit;

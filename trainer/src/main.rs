@@ -165,7 +165,7 @@ fn main() -> ExitCode {
         Command::Finalize { run, out, ood } => {
             type Cpu = burn::backend::NdArray<f32>;
             cxr_trainer::finalize::finalize::<Cpu>(&run, &out, &ood, &Default::default())
-                .map(|r| println!("{}", serde_json::json!({ "macro_auroc": r.macro_auroc, "macro_auprc": r.macro_auprc, "coverage": r.deployed.coverage, "ood_kept": r.ood.candidates.iter().filter(|c| c.kept).map(|c| c.kind.name()).collect::<Vec<_>>(), "out": out })))
+                .map(|r| println!("{}", serde_json::json!({ "macro_auroc": r.macro_auroc, "macro_auprc": r.macro_auprc, "coverage": r.test.coverage, "ood_kept": r.ood.candidates.iter().filter(|c| c.kept).map(|c| c.kind.name()).collect::<Vec<_>>(), "out": out })))
                 .map_err(Into::into)
         }
         Command::Train {

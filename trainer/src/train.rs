@@ -13,7 +13,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use cxr_model::{onnx, VitSpec, Weights};
-use cxr_preprocess::{Channels, InputSpec};
+use cxr_preprocess::{Channels, InputSpec, IntensityNorm};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
@@ -172,6 +172,11 @@ pub struct TrainConfig {
     pub init: Init,
     #[serde(default)]
     pub augment: AugmentConfig,
+    /// The input's intensity normalisation (percentile clip, mean, std);
+    /// the appliance's default when absent. It ships in the bundle's
+    /// `InputSpec`, so the device normalises exactly as training did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity: Option<IntensityNorm>,
     pub workers: usize,
     pub cache_mb: usize,
 }
@@ -185,6 +190,7 @@ impl TrainConfig {
             } else {
                 Channels::One
             },
+            intensity: self.intensity.unwrap_or(InputSpec::default().intensity),
             ..InputSpec::default()
         }
     }
@@ -417,6 +423,9 @@ pub fn train<AB: AutodiffBackend>(
         .model
         .validate()
         .map_err(|e| TrainerError::invalid("model", e.to_string(), "fix the model section"))?;
+    config.input_spec().validate().map_err(|e| {
+        TrainerError::invalid("intensity", e.to_string(), "fix the intensity section")
+    })?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let data = Prepared::load(&config.data, config.seed)?;
     if data.dataset.labels.len() != config.model.labels {

@@ -259,3 +259,29 @@ fn the_loader_batches_in_parallel_caches_within_budget_and_repeats_by_seed() {
     assert_eq!(a, b);
     assert_ne!(a.images, plain.images);
 }
+
+#[test]
+fn the_kermany_table_reads_and_refuses_an_ungraded_film() {
+    let dir = scratch_dir("kermany-table");
+    let csv = dir.join("labels.csv");
+    let head = "file,label,pneumonia,pneumonia_type,patient_id,view,age_group\n";
+    std::fs::write(
+        &csv,
+        format!("{head}images/a.jpeg,NORMAL,0,,normal-1,frontal,child\nimages/b.jpeg,PNEUMONIA,1,virus,virus-2,frontal,child\n"),
+    )
+    .unwrap();
+    let d = cxr_trainer::data::read_kermany_subset(&csv).unwrap();
+    assert_eq!(d.samples.len(), 2);
+    assert_eq!(d.samples[1].labels, vec![LabelValue::Positive]);
+    assert_eq!(d.samples[1].institution, "kermany");
+    // A blank or unknown grade is a damaged table, not a missing label.
+    std::fs::write(
+        &csv,
+        format!("{head}images/a.jpeg,NORMAL,0,,normal-1,frontal,child\nimages/b.jpeg,PNEUMONIA,,virus,virus-2,frontal,child\n"),
+    )
+    .unwrap();
+    let e = cxr_trainer::data::read_kermany_subset(&csv).unwrap_err();
+    assert_eq!(e.code(), "TRAINER_TABLE");
+    assert!(e.to_string().contains("line 3"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -39,19 +39,26 @@ fn evaluate_runs_the_deployed_decision_over_a_labelled_table() {
         return;
     };
     let dir = scratch_dir("trainer-evaluate");
+    // A DICOM is known by its bytes, not its name.
+    let unnamed = dir.join("extremity-without-extension");
+    std::fs::copy(&rg3, &unnamed).unwrap();
+    let rg3 = unnamed;
     let table = dir.join("table.csv");
     std::fs::write(
         &table,
         format!(
-            "path,patient_id,age,sex,view,Pneumonia\n{},1371,45,M,PA,0\n{},1483,60,F,AP,1\n{},9,40,F,,0\n",
+            "path,patient_id,age,sex,view,Pneumonia\n{},1371,45,M,PA,0\n{},1483,60,F,AP,1\n{},9,40,F,,0\n{},1372,45,M,LL,0\n",
             a.display(),
             b.display(),
-            rg3.display()
+            rg3.display(),
+            a.display()
         ),
     )
     .unwrap();
     let v = evaluate(&table, "table", &dir.join("tagged"));
-    assert_eq!(v["studies"], 3);
+    // The film the table calls lateral is not left out: it goes to the
+    // device like any other, which stops it on its tags.
+    assert_eq!(v["studies"], 4);
     let rows = v["rows"].as_array().unwrap();
     // The films, tagged from the table, reach a decision with 14 numbers;
     // the extremity DICOM keeps its own tags and abstains before the model.
@@ -66,6 +73,19 @@ fn evaluate_runs_the_deployed_decision_over_a_labelled_table() {
     assert_eq!(rows[2]["code"], "ABSTAIN_NOT_CHEST");
     assert!(rows[2]["probabilities"].is_null());
     assert_eq!(v["outcomes"]["decision"], 2);
+    assert_eq!(rows[3]["outcome"], "abstention", "{}", rows[3]);
+    // The gate against the table's views: two frontal films seen as
+    // frontal, and the frontal film the table mislabels as lateral.
+    let confusion = &v["content_confusion"];
+    assert_eq!(
+        confusion["frontal_chest"]["frontal_chest"], 2,
+        "{confusion}"
+    );
+    assert_eq!(
+        confusion["lateral_chest"]["frontal_chest"], 1,
+        "{confusion}"
+    );
+    assert!(confusion.get("not stated").is_none(), "{confusion}");
     let pneumonia = v["labels"]
         .as_array()
         .unwrap()
@@ -74,6 +94,38 @@ fn evaluate_runs_the_deployed_decision_over_a_labelled_table() {
         .unwrap();
     assert_eq!(pneumonia["scored"], 2);
     assert_eq!(pneumonia["positives"], 1);
+    // Before temperature scaling: the model's own probability, recovered
+    // from the calibrated one through the bundle's temperature.
+    let (p, raw) = (
+        rows[1]["probabilities"][12].as_f64().unwrap(),
+        rows[1]["uncalibrated"][12].as_f64().unwrap(),
+    );
+    assert!(p > 0.0 && p < 1.0 && raw > 0.0 && raw < 1.0, "{p} {raw}");
+    // The demo's Pneumonia temperature, from its finalize report.
+    let fitted: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("demo/report.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let t = fitted["calibration"][12]["temperature"].as_f64().unwrap();
+    assert!(
+        (t - 1.0).abs() > 0.05,
+        "a temperature of 1 would test nothing"
+    );
+    let expected = 1.0 / (1.0 + (-t * (p / (1.0 - p)).ln()).exp());
+    assert!((raw - expected).abs() < 1e-5, "{raw} vs {expected}");
+    // The pictures the Markdown links are there, beside it.
+    let md = std::fs::read_to_string(dir.join("tagged/report.md")).unwrap();
+    let figures = v["figures"].as_array().unwrap();
+    assert!(figures.iter().any(|f| f == "report/roc.png"), "{figures:?}");
+    for f in figures {
+        let f = f.as_str().unwrap();
+        assert!(md.contains(&format!("]({f})")), "{f} not linked");
+        let png = std::fs::read(dir.join("tagged").join(f)).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{f}");
+    }
 
     // Without tags the content gate decides: the films still reach the model.
     let v = evaluate(&table, "none", &dir.join("untagged"));

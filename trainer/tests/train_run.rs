@@ -100,7 +100,7 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
     assert!(!refused.contains("permissions"), "{refused}");
     let missing = &r.ood_files[2].outcome;
     assert!(missing.starts_with("not read: reading "), "{missing}");
-    assert_eq!(r.test.len(), 14);
+    assert_eq!(r.test.labels.len(), 14);
     assert_eq!(r.images.held_out, 95, "patients under 18 are held out");
     let params =
         ModelParams::from_toml(&std::fs::read_to_string(out.join("params.toml")).unwrap()).unwrap();
@@ -116,10 +116,17 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
             .iter()
             .any(|t| t.kind == cxr_core::ood::OodScoreKind::Mahalanobis)
     );
-    // The deployed rule was run on the test patients, label by label.
-    assert_eq!(r.deployed.labels.len(), 14);
-    assert!(r.deployed.coverage > 0.0 && r.deployed.coverage <= 1.0);
-    assert!(r.deployed.studies > 100);
+    // The deployed rule was run on the test patients, label by label, and
+    // summarised by `evaluate`'s code, pictures included.
+    assert_eq!(r.test.labels.len(), 14);
+    assert!(r.test.coverage > 0.0 && r.test.coverage <= 1.0);
+    assert!(r.test.studies > 100);
+    assert_eq!(r.test.studies, r.images.test, "one row per test image");
+    let md = std::fs::read_to_string(out.join("test-evaluation.md")).unwrap();
+    for png in ["roc.png", "reliability.png", "coverage-risk.png"] {
+        assert!(md.contains(&format!("(test-evaluation/{png})")), "{md}");
+        assert!(out.join("test-evaluation").join(png).is_file(), "{png}");
+    }
     // A label without both classes in validation stays uncalibrated.
     for (fit, t) in r.calibration.iter().zip(&params.temperatures) {
         assert!(fit.calibrated || *t == 1.0, "{fit:?}");

@@ -38,6 +38,13 @@ use dicom_object::OpenFileOptions;
 use crate::scan::PixelLayout;
 use crate::syntax::{Codec, Encoding};
 
+/// A DICOM Part 10 file starts with a 128-byte preamble and `DICM`: the
+/// one test of "is this DICOM" (the readers refuse anything else), so
+/// callers can route a file by its bytes, not by its name.
+pub fn has_part10_prefix(bytes: &[u8]) -> bool {
+    bytes.get(128..132) == Some(b"DICM".as_slice())
+}
+
 /// Read a DICOM Part 10 file from memory into a normalised radiograph.
 /// A study whose modality is not a projection radiograph (CT, MR, US, NM, ...)
 /// is refused before its pixels are decoded.

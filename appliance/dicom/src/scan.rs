@@ -48,7 +48,7 @@ pub(crate) fn scan(bytes: &[u8], limits: &ReadLimits) -> Result<Layout, DicomErr
             limit: limits.max_input_bytes,
         });
     }
-    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+    if !crate::has_part10_prefix(bytes) {
         return Err(DicomError::NotDicom {
             reason: "no DICM prefix after the 128-byte preamble".into(),
         });

@@ -444,10 +444,19 @@ pub fn read_kermany_subset(csv: &Path) -> Result<Dataset, TrainerError> {
     let mut samples = Vec::new();
     for rec in reader.records() {
         let rec = rec.map_err(|e| TrainerError::io("reading", csv, e))?;
-        let value = match rec.get(pneumonia) {
+        // Every film of the subset is graded: anything but 0 or 1 is a
+        // damaged table, not a missing label.
+        let value = match rec.get(pneumonia).map(str::trim) {
             Some("1") => LabelValue::Positive,
             Some("0") => LabelValue::Negative,
-            _ => LabelValue::Missing,
+            other => {
+                return Err(TrainerError::Table {
+                    path: csv.to_owned(),
+                    line: rec.position().map_or(0, |p| p.line()),
+                    problem: format!("pneumonia is {:?}, not 0 or 1", other.unwrap_or("")),
+                    fix: "restore the subset's labels.csv",
+                })
+            }
         };
         samples.push(Sample {
             image: root.join(rec.get(file).unwrap_or_default()),
