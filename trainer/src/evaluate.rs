@@ -96,7 +96,8 @@ pub struct StudyRow {
     pub detail: Option<String>,
     pub content: Option<&'static str>,
     /// What the table's view says the film is (`frontal_chest`,
-    /// `lateral_chest`, `decubitus_chest`), or `not stated`.
+    /// `lateral_chest`, `decubitus_chest`), `unrecognised view`, or
+    /// `not stated`.
     pub expected_content: &'static str,
     /// Calibrated probabilities, when the model scored the study.
     pub probabilities: Option<Vec<f32>>,
@@ -115,7 +116,8 @@ fn expected_content(view: Option<&str>) -> &'static str {
         Some(InputClass::FrontalChest) => "frontal_chest",
         Some(InputClass::LateralChest) => "lateral_chest",
         Some(InputClass::DecubitusChest) => "decubitus_chest",
-        _ => "not stated",
+        Some(_) => "unrecognised view",
+        None => "not stated",
     }
 }
 
@@ -334,7 +336,13 @@ fn is_dicom_file(path: &Path) -> bool {
 /// The study's radiograph: DICOM through the appliance's reader, images
 /// through `cxr-preprocess`, tagged as `mode` says.
 fn radiograph(s: &Sample, mode: TagMode) -> Result<Radiograph, (String, String)> {
-    let is_dicom = is_dicom_file(&s.image);
+    // A `.dcm` name without the prefix still goes to the DICOM reader, whose
+    // refusal then says what is wrong with it.
+    let named_dicom = s
+        .image
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
+    let is_dicom = named_dicom || is_dicom_file(&s.image);
     let mut r = if is_dicom {
         cxr_dicom::read_radiograph_file(&s.image, &cxr_dicom::ReadLimits::default())
             .map_err(|e| (e.code().to_owned(), e.to_string()))?
@@ -1048,6 +1056,25 @@ fn calibration_section(md: &mut String, r: &EvaluationReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_view_names_the_expected_content() {
+        assert_eq!(expected_content(Some("PA")), "frontal_chest");
+        assert_eq!(expected_content(Some("AP")), "frontal_chest");
+        assert_eq!(expected_content(Some("LL")), "lateral_chest");
+        assert_eq!(expected_content(Some("OBLIQUE")), "unrecognised view");
+        assert_eq!(expected_content(None), "not stated");
+    }
+
+    #[test]
+    fn uncalibrated_undoes_the_temperature() {
+        // sigmoid(z / t) with z = 2, t = 0.8, back to sigmoid(z).
+        let (z, t) = (2.0f64, 0.8f32);
+        let p = (1.0 / (1.0 + (-z / f64::from(t)).exp())) as f32;
+        let raw = f64::from(uncalibrated(p, t));
+        assert!((raw - 1.0 / (1.0 + (-z).exp())).abs() < 1e-6, "{raw}");
+        assert!((uncalibrated(p, 1.0) - p).abs() < 1e-6);
+    }
 
     #[test]
     fn an_interval_needs_five_patients_of_each_class() {
