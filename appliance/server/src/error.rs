@@ -1,0 +1,83 @@
+use std::path::PathBuf;
+
+/// Why the spool could not make an instance durable: each with a stable
+/// code and a fix hint. Nothing is acknowledged while one of these stands.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("{action} {path}: {reason} (fix: check the state directory's disk, permissions and free space)")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// At quota: new input is refused (C-STORE status A700), undelivered
+    /// input is never evicted to make room.
+    #[error("spool full: {used} of {quota} bytes in use, {incoming} more refused (fix: restore the PACS link so results are delivered and inputs can be retired, or raise the spool quota)")]
+    Full {
+        used: u64,
+        quota: u64,
+        incoming: u64,
+    },
+    #[error("instance over {limit} bytes refused (fix: raise the spool's instance limit if such images are expected)")]
+    InstanceTooLarge { limit: u64 },
+    #[error("{field} {value:?} is not a valid DICOM UID (fix: the sender must use UIDs of digits and dots, at most 64 characters)")]
+    BadUid { field: &'static str, value: String },
+    #[error("spool journal {path} line {line}: {reason} (fix: the journal is damaged beyond a torn last line; keep the folder for inspection and restore it from a backup)")]
+    Journal {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+impl SpoolError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SpoolError::Io { .. } => "SPOOL_IO",
+            SpoolError::Full { .. } => "SPOOL_FULL",
+            SpoolError::InstanceTooLarge { .. } => "SPOOL_INSTANCE_TOO_LARGE",
+            SpoolError::BadUid { .. } => "SPOOL_BAD_UID",
+            SpoolError::Journal { .. } => "SPOOL_JOURNAL",
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: &std::path::Path, e: impl ToString) -> Self {
+        SpoolError::Io {
+            action,
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Why a DIMSE command could not be read: each with a stable code and a
+/// fix hint (the peer's, since the bytes are theirs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DimseError {
+    #[error("command set of {size} bytes over the {limit}-byte limit (fix: the peer sends an oversized command; check its DICOM implementation)")]
+    CommandTooLarge { size: usize, limit: usize },
+    #[error("command set malformed at byte {offset}: {reason} (fix: the peer's command set is not implicit VR little endian as PS3.7 requires)")]
+    Malformed { offset: usize, reason: String },
+    #[error(
+        "command set lacks {element} (fix: the peer omitted a required element of this command)"
+    )]
+    MissingElement { element: &'static str },
+    #[error(
+        "command field {field:#06x} is not served (fix: only C-ECHO and C-STORE are served here)"
+    )]
+    UnknownCommand { field: u16 },
+    #[error("{reason} (fix: the peer broke the PDV sequence of PS3.8 §9.3.5)")]
+    OutOfOrder { reason: String },
+}
+
+impl DimseError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DimseError::CommandTooLarge { .. } => "DIMSE_COMMAND_TOO_LARGE",
+            DimseError::Malformed { .. } => "DIMSE_MALFORMED",
+            DimseError::MissingElement { .. } => "DIMSE_MISSING_ELEMENT",
+            DimseError::UnknownCommand { .. } => "DIMSE_UNKNOWN_COMMAND",
+            DimseError::OutOfOrder { .. } => "DIMSE_OUT_OF_ORDER",
+        }
+    }
+}

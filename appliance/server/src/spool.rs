@@ -1,0 +1,603 @@
+//! The spool: acknowledged means durable.
+//!
+//! An instance is streamed into `spool/<id>.part` (`id` is our own sequence
+//! number: nothing the peer sends becomes a path), then `commit`:
+//! 1. fsyncs the file,
+//! 2. renames it to `<id>.dcm` and fsyncs the directory,
+//! 3. appends one JSON line to `journal.jsonl` and fsyncs it,
+//! 4. and only then returns [`Durable`], the one value a protocol adapter may
+//!    acknowledge on (C-STORE status 0000, STOW-RS 200).
+//!
+//! At start-up `open` discards what was never acknowledged: `.part` files,
+//! and `.dcm` files the journal does not name (a crash between the rename
+//! and the journal line); a journal line torn by power loss (no newline) is
+//! cut. A complete line that does not parse is damage, not a torn tail, and
+//! the spool refuses to open. Nothing undelivered is ever evicted: at quota
+//! new input is refused ([`SpoolError::Full`], C-STORE A700).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::uid::is_valid_uid;
+use crate::SpoolError;
+
+/// Limits of one spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Bytes of stored instances beyond which new input is refused.
+    pub quota_bytes: u64,
+    /// Largest single instance accepted.
+    pub max_instance_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    /// 8 GiB of instances, 512 MiB each at most.
+    fn default() -> Self {
+        SpoolConfig {
+            quota_bytes: 8 << 30,
+            max_instance_bytes: 512 << 20,
+        }
+    }
+}
+
+/// What the sender said the instance is, checked before it is journalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceMeta {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    /// Who sent it (calling AE title and address, or the HTTP client), as
+    /// data for the record.
+    pub source: String,
+}
+
+/// How a committed instance relates to what the spool already holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Disposition {
+    /// First time this SOP Instance UID is seen.
+    New,
+    /// The same UID with different bytes: both kept, the conflict flagged.
+    Conflict { with: Vec<u64> },
+}
+
+/// One journal line: a durable instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub id: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub source: String,
+    pub received_unix_ms: u64,
+    pub disposition: Disposition,
+}
+
+/// The proof that an instance is on disk: acknowledge on this only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durable {
+    /// Journalled under `id`.
+    Stored { id: u64, disposition: Disposition },
+    /// Byte-identical to instance `of`, already durable: acknowledged, not
+    /// stored or processed again.
+    Duplicate { of: u64 },
+}
+
+/// What `open` found and cleaned up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// `.part` files removed: never acknowledged.
+    pub partial_removed: usize,
+    /// Renamed files the journal does not name, removed: never acknowledged.
+    pub unjournalled_removed: usize,
+    /// Bytes of a torn last journal line cut off.
+    pub torn_bytes: u64,
+}
+
+/// The spool of one state directory. One owner at a time.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    journal_path: PathBuf,
+    journal: File,
+    config: SpoolConfig,
+    records: Vec<JournalRecord>,
+    /// SOP Instance UID to the ids stored under it.
+    by_uid: HashMap<String, Vec<u64>>,
+    used_bytes: u64,
+    next_id: u64,
+}
+
+/// An instance being received: bytes go to disk as they arrive.
+#[derive(Debug)]
+pub struct Incoming {
+    id: u64,
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    hasher: Sha256,
+    bytes: u64,
+    limit: u64,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SpoolError::io("syncing", dir, e))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id a spool file name carries, if it is one of ours.
+fn file_id(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+impl Spool {
+    /// Open (or create) the spool under `root/spool`, discarding what was
+    /// never acknowledged.
+    pub fn open(root: &Path, config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
+        let dir = root.join("spool");
+        std::fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
+        let journal_path = dir.join("journal.jsonl");
+        let mut journal = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&journal_path)
+            .map_err(|e| SpoolError::io("opening", &journal_path, e))?;
+        let mut recovery = Recovery::default();
+        let records = read_journal(&mut journal, &journal_path, &mut recovery)?;
+        let mut spool = Spool {
+            next_id: records.iter().map(|r| r.id + 1).max().unwrap_or(1),
+            dir,
+            journal_path,
+            journal,
+            config,
+            records: Vec::new(),
+            by_uid: HashMap::new(),
+            used_bytes: 0,
+        };
+        for r in records {
+            spool.index(r);
+        }
+        spool.sweep(&mut recovery)?;
+        Ok((spool, recovery))
+    }
+
+    fn index(&mut self, r: JournalRecord) {
+        self.used_bytes += r.bytes;
+        self.by_uid
+            .entry(r.sop_instance_uid.clone())
+            .or_default()
+            .push(r.id);
+        self.records.push(r);
+    }
+
+    /// Remove `.part` files and unjournalled `.dcm` files; keep ids above
+    /// every name seen, so a new instance never reuses one.
+    fn sweep(&mut self, recovery: &mut Recovery) -> Result<(), SpoolError> {
+        let listing =
+            std::fs::read_dir(&self.dir).map_err(|e| SpoolError::io("listing", &self.dir, e))?;
+        let journalled: std::collections::HashSet<u64> =
+            self.records.iter().map(|r| r.id).collect();
+        for entry in listing {
+            let entry = entry.map_err(|e| SpoolError::io("listing", &self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let (id, partial) = match (file_id(&name, ".part"), file_id(&name, ".dcm")) {
+                (Some(id), _) => (id, true),
+                (None, Some(id)) if !journalled.contains(&id) => (id, false),
+                _ => continue,
+            };
+            self.next_id = self.next_id.max(id + 1);
+            std::fs::remove_file(entry.path())
+                .map_err(|e| SpoolError::io("removing", &entry.path(), e))?;
+            if partial {
+                recovery.partial_removed += 1;
+            } else {
+                recovery.unjournalled_removed += 1;
+            }
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Every durable instance, in the order received.
+    pub fn records(&self) -> &[JournalRecord] {
+        &self.records
+    }
+
+    /// Where instance `id` lies.
+    pub fn path_of(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id}.dcm"))
+    }
+
+    /// Bytes of stored instances.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes
+    }
+
+    fn check_room(&self, incoming: u64) -> Result<(), SpoolError> {
+        if self.used_bytes.saturating_add(incoming) > self.config.quota_bytes {
+            return Err(SpoolError::Full {
+                used: self.used_bytes,
+                quota: self.config.quota_bytes,
+                incoming,
+            });
+        }
+        Ok(())
+    }
+
+    /// Start receiving an instance of `expected` bytes if the sender said
+    /// (refused at once when it cannot fit).
+    pub fn begin(&mut self, expected: Option<u64>) -> Result<Incoming, SpoolError> {
+        let expected = expected.unwrap_or(0);
+        if expected > self.config.max_instance_bytes {
+            return Err(SpoolError::InstanceTooLarge {
+                limit: self.config.max_instance_bytes,
+            });
+        }
+        self.check_room(expected)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let path = self.dir.join(format!("{id}.part"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| SpoolError::io("creating", &path, e))?;
+        Ok(Incoming {
+            id,
+            path,
+            file: Some(BufWriter::new(file)),
+            hasher: Sha256::new(),
+            bytes: 0,
+            limit: self.config.max_instance_bytes,
+        })
+    }
+
+    /// Make `incoming` durable and journal it; see the module docs for the
+    /// order. On any error nothing is journalled and the `.part` file goes.
+    pub fn commit(
+        &mut self,
+        mut incoming: Incoming,
+        meta: &InstanceMeta,
+        received_unix_ms: u64,
+    ) -> Result<Durable, SpoolError> {
+        for (field, value) in [
+            ("SOP Class UID", &meta.sop_class_uid),
+            ("SOP Instance UID", &meta.sop_instance_uid),
+            ("Study Instance UID", &meta.study_instance_uid),
+        ] {
+            if !is_valid_uid(value) {
+                let value = value.chars().take(80).collect();
+                return Err(SpoolError::BadUid { field, value });
+            }
+        }
+        self.check_room(incoming.bytes)?;
+        let file = incoming.file.take().ok_or_else(|| {
+            SpoolError::io("committing", &incoming.path, "instance already finished")
+        })?;
+        let file = file
+            .into_inner()
+            .map_err(|e| SpoolError::io("writing", &incoming.path, e.error()))?;
+        file.sync_all()
+            .map_err(|e| SpoolError::io("syncing", &incoming.path, e))?;
+        drop(file);
+        let sha256 = hex(&incoming.hasher.clone().finalize());
+        let same_uid = self
+            .by_uid
+            .get(&meta.sop_instance_uid)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(of) = same_uid
+            .iter()
+            .find(|id| self.record(**id).is_some_and(|r| r.sha256 == sha256))
+        {
+            return Ok(Durable::Duplicate { of: *of });
+        }
+        let stored = self.path_of(incoming.id);
+        std::fs::rename(&incoming.path, &stored)
+            .map_err(|e| SpoolError::io("renaming", &incoming.path, e))?;
+        incoming.path = stored;
+        sync_dir(&self.dir)?;
+        let disposition = if same_uid.is_empty() {
+            Disposition::New
+        } else {
+            Disposition::Conflict { with: same_uid }
+        };
+        let record = JournalRecord {
+            id: incoming.id,
+            bytes: incoming.bytes,
+            sha256,
+            sop_class_uid: meta.sop_class_uid.clone(),
+            sop_instance_uid: meta.sop_instance_uid.clone(),
+            study_instance_uid: meta.study_instance_uid.clone(),
+            source: meta.source.clone(),
+            received_unix_ms,
+            disposition: disposition.clone(),
+        };
+        self.append(&record)?;
+        // Journalled: the file is the spool's now, not the receiver's.
+        incoming.path = PathBuf::new();
+        self.index(record);
+        Ok(Durable::Stored {
+            id: incoming.id,
+            disposition,
+        })
+    }
+
+    fn record(&self, id: u64) -> Option<&JournalRecord> {
+        self.records.iter().find(|r| r.id == id)
+    }
+
+    fn append(&mut self, record: &JournalRecord) -> Result<(), SpoolError> {
+        let mut line = serde_json::to_vec(record)
+            .map_err(|e| SpoolError::io("encoding", &self.journal_path, e))?;
+        line.push(b'\n');
+        self.journal
+            .write_all(&line)
+            .and_then(|()| self.journal.sync_data())
+            .map_err(|e| SpoolError::io("appending to", &self.journal_path, e))
+    }
+}
+
+impl Incoming {
+    /// Our id for this instance.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Append a chunk as it arrives from the network.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
+        let bytes = self.bytes + chunk.len() as u64;
+        if bytes > self.limit {
+            return Err(SpoolError::InstanceTooLarge { limit: self.limit });
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| SpoolError::io("writing", &self.path, "instance already finished"))?;
+        file.write_all(chunk)
+            .map_err(|e| SpoolError::io("writing", &self.path, e))?;
+        self.hasher.update(chunk);
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+impl Drop for Incoming {
+    /// An instance never committed (abort, error, refusal) leaves nothing
+    /// behind; a crash leaves a `.part` that the next `open` removes.
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            drop(self.file.take());
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Read every complete journal line; cut a torn last line.
+fn read_journal(
+    journal: &mut File,
+    path: &Path,
+    recovery: &mut Recovery,
+) -> Result<Vec<JournalRecord>, SpoolError> {
+    let mut text = Vec::new();
+    journal
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| journal.read_to_end(&mut text))
+        .map_err(|e| SpoolError::io("reading", path, e))?;
+    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        recovery.torn_bytes = (text.len() - complete) as u64;
+        journal
+            .set_len(complete as u64)
+            .and_then(|()| journal.sync_all())
+            .map_err(|e| SpoolError::io("cutting the torn tail of", path, e))?;
+    }
+    text[..complete]
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| {
+            serde_json::from_slice(line).map_err(|e| SpoolError::Journal {
+                path: path.to_owned(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn scratch(name: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cxr-spool-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn meta(sop: &str) -> InstanceMeta {
+        InstanceMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
+            sop_instance_uid: sop.into(),
+            study_instance_uid: "1.2.3".into(),
+            source: "MODALITY@127.0.0.1".into(),
+        }
+    }
+
+    fn store(spool: &mut Spool, sop: &str, chunks: &[&[u8]]) -> Result<Durable, SpoolError> {
+        let mut incoming = spool.begin(None)?;
+        for c in chunks {
+            incoming.write(c)?;
+        }
+        spool.commit(incoming, &meta(sop), 1_700_000_000_000)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("spool"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_committed_instance_is_on_disk_journalled_and_survives_reopening() {
+        let root = scratch("commit");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        let d = store(&mut spool, "1.2.3.4", &[b"DICM", b" body"]).unwrap();
+        assert_eq!(
+            d,
+            Durable::Stored {
+                id: 1,
+                disposition: Disposition::New
+            }
+        );
+        assert_eq!(std::fs::read(spool.path_of(1)).unwrap(), b"DICM body");
+        assert_eq!(names(&root), ["1.dcm", "journal.jsonl"]);
+        drop(spool);
+        let (spool, recovery) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        assert_eq!(spool.records().len(), 1);
+        assert_eq!(spool.records()[0].bytes, 9);
+        assert_eq!(spool.used_bytes(), 9);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_same_uid_with_the_same_bytes_is_a_duplicate_and_with_other_bytes_a_conflict() {
+        let root = scratch("dup");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        store(&mut spool, "1.2.3.4", &[b"first"]).unwrap();
+        let again = store(&mut spool, "1.2.3.4", &[b"fir", b"st"]).unwrap();
+        assert_eq!(again, Durable::Duplicate { of: 1 });
+        let other = store(&mut spool, "1.2.3.4", &[b"second"]).unwrap();
+        assert_eq!(
+            other,
+            Durable::Stored {
+                id: 3,
+                disposition: Disposition::Conflict { with: vec![1] }
+            }
+        );
+        // The duplicate left no file; both conflicting copies are kept.
+        assert_eq!(names(&root), ["1.dcm", "3.dcm", "journal.jsonl"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_peer_uid_never_becomes_a_path_and_a_bad_one_stores_nothing() {
+        let root = scratch("uid");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        let e = store(&mut spool, "../../etc/passwd", &[b"x"]).unwrap_err();
+        assert_eq!(e.code(), "SPOOL_BAD_UID");
+        assert_eq!(names(&root), ["journal.jsonl"]);
+        assert!(spool.records().is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn what_was_never_acknowledged_is_discarded_at_start() {
+        let root = scratch("crash");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        store(&mut spool, "1.2.3.4", &[b"kept"]).unwrap();
+        // A crash mid-transfer: the .part stays (no Drop runs in a crash).
+        let mut torn = spool.begin(None).unwrap();
+        torn.write(b"half").unwrap();
+        std::mem::forget(torn);
+        // A crash after the rename, before the journal line.
+        std::fs::write(root.join("spool/7.dcm"), b"renamed").unwrap();
+        // Power lost in the middle of a journal line.
+        let mut j = OpenOptions::new()
+            .append(true)
+            .open(root.join("spool/journal.jsonl"))
+            .unwrap();
+        j.write_all(b"{\"id\":8,\"by").unwrap();
+        drop((spool, j));
+        let (mut spool, recovery) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                partial_removed: 1,
+                unjournalled_removed: 1,
+                torn_bytes: 11
+            }
+        );
+        assert_eq!(spool.records().len(), 1);
+        assert_eq!(names(&root), ["1.dcm", "journal.jsonl"]);
+        // New ids never reuse a name seen on disk.
+        let d = store(&mut spool, "1.2.3.5", &[b"next"]).unwrap();
+        assert!(matches!(d, Durable::Stored { id: 8, .. }), "{d:?}");
+        drop(spool);
+        let (spool, recovery) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        assert_eq!(spool.records().len(), 2);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_complete_journal_line_refuses_to_open() {
+        let root = scratch("damaged");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        store(&mut spool, "1.2.3.4", &[b"kept"]).unwrap();
+        drop(spool);
+        let path = root.join("spool/journal.jsonl");
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"not json\n");
+        std::fs::write(&path, text).unwrap();
+        let e = Spool::open(&root, SpoolConfig::default()).unwrap_err();
+        assert_eq!(e.code(), "SPOOL_JOURNAL");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn at_quota_new_input_is_refused_and_nothing_is_evicted() {
+        let root = scratch("quota");
+        let config = SpoolConfig {
+            quota_bytes: 10,
+            max_instance_bytes: 6,
+        };
+        let (mut spool, _) = Spool::open(&root, config).unwrap();
+        store(&mut spool, "1.2.3.4", &[b"123456"]).unwrap();
+        let e = spool.begin(Some(5)).unwrap_err();
+        assert_eq!(e.code(), "SPOOL_FULL");
+        let e = store(&mut spool, "1.2.3.5", &[b"12345"]).unwrap_err();
+        assert_eq!(e.code(), "SPOOL_FULL");
+        let e = store(&mut spool, "1.2.3.6", &[b"1234", b"567"]).unwrap_err();
+        assert_eq!(e.code(), "SPOOL_INSTANCE_TOO_LARGE");
+        assert_eq!(
+            spool.begin(Some(7)).unwrap_err().code(),
+            "SPOOL_INSTANCE_TOO_LARGE"
+        );
+        // The stored instance is still there; the refused ones left nothing.
+        assert_eq!(names(&root), ["1.dcm", "journal.jsonl"]);
+        store(&mut spool, "1.2.3.7", &[b"1234"]).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
