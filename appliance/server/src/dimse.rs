@@ -8,7 +8,7 @@
 //! only group 0000 is allowed, elements must ascend, every length must fit,
 //! and the group length must agree with what follows it.
 
-use crate::uid::trim_uid;
+use crate::uid::{is_valid_uid, trim_uid};
 use crate::DimseError;
 
 /// The largest command set accepted (real ones are a few hundred bytes).
@@ -126,6 +126,15 @@ pub fn decode_command(bytes: &[u8]) -> Result<CommandSet, DimseError> {
         }
         last_element = Some(element);
         let start = offset + 8;
+        if length % 2 == 1 {
+            return Err(malformed(offset, format!("odd value length {length}")));
+        }
+        if offset == 0 && element != GROUP_LENGTH {
+            return Err(malformed(
+                0,
+                "the command set does not start with its group length",
+            ));
+        }
         let value = start
             .checked_add(length)
             .and_then(|end| bytes.get(start..end))
@@ -189,7 +198,7 @@ impl CommandSet {
                         element: "Affected SOP Instance UID (0000,1000)",
                     },
                 )?,
-                priority: self.priority.unwrap_or(0),
+                priority: need(self.priority, "Priority (0000,0700)")?,
             }),
             C_ECHO_RQ | C_STORE_RQ => Err(DimseError::OutOfOrder {
                 reason: format!(
@@ -257,8 +266,12 @@ pub fn store_response(
     status: u16,
     error_comment: Option<&str>,
 ) -> Vec<u8> {
+    // The UIDs echo the request's; one that is not a UID (the reason for
+    // a refusal, perhaps) is left out rather than sent back.
     let mut e = Encoder(Vec::new());
-    e.text(AFFECTED_SOP_CLASS_UID, sop_class_uid, 0);
+    if is_valid_uid(sop_class_uid) {
+        e.text(AFFECTED_SOP_CLASS_UID, sop_class_uid, 0);
+    }
     e.us(COMMAND_FIELD, C_STORE_RSP);
     e.us(MESSAGE_ID_RESPONDED_TO, message_id);
     e.us(DATA_SET_TYPE, NO_DATA_SET);
@@ -271,7 +284,9 @@ pub fn store_response(
             .collect();
         e.text(ERROR_COMMENT, &lo, b' ');
     }
-    e.text(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid, 0);
+    if is_valid_uid(sop_instance_uid) {
+        e.text(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid, 0);
+    }
     e.finish()
 }
 
@@ -362,8 +377,8 @@ impl MessageReader {
         if !is_last {
             return Ok(None);
         }
-        let set = decode_command(&std::mem::take(&mut self.command))?;
         self.context = None;
+        let set = decode_command(&std::mem::take(&mut self.command))?;
         if set.has_data_set() {
             self.stage = Stage::Data { context };
         }
@@ -416,6 +431,11 @@ mod tests {
         let set = decode_command(&echo_rq(7)).unwrap();
         assert_eq!(set.request().unwrap(), Request::Echo { message_id: 7 });
         let rsp = decode_command(&echo_response(7, status::SUCCESS)).unwrap();
+        // UI values are padded to even length with NUL.
+        assert_eq!(
+            value_of(&echo_response(7, 0), AFFECTED_SOP_CLASS_UID),
+            b"1.2.840.10008.1.1\0"
+        );
         assert_eq!(rsp.command_field, Some(C_ECHO_RSP));
         assert_eq!(
             rsp.affected_sop_class_uid.as_deref(),
@@ -543,6 +563,16 @@ mod tests {
             decode_command(&e.finish()).unwrap_err().code(),
             "DIMSE_MALFORMED"
         );
+        // No group length first, and an odd value length.
+        let mut e = Encoder(Vec::new());
+        e.us(COMMAND_FIELD, C_ECHO_RQ);
+        assert_eq!(decode_command(&e.0).unwrap_err().code(), "DIMSE_MALFORMED");
+        let mut e = Encoder(Vec::new());
+        e.element(AFFECTED_SOP_CLASS_UID, b"1.2");
+        assert_eq!(
+            decode_command(&e.finish()).unwrap_err().code(),
+            "DIMSE_MALFORMED"
+        );
     }
 
     #[test]
@@ -553,6 +583,20 @@ mod tests {
         e.us(DATA_SET_TYPE, 0);
         let set = decode_command(&e.finish()).unwrap();
         assert_eq!(set.request().unwrap_err().code(), "DIMSE_MISSING_ELEMENT");
+        // A C-STORE-RQ must say its priority.
+        let mut e = Encoder(Vec::new());
+        e.text(AFFECTED_SOP_CLASS_UID, CT, 0);
+        e.us(COMMAND_FIELD, C_STORE_RQ);
+        e.us(MESSAGE_ID, 1);
+        e.us(DATA_SET_TYPE, 0);
+        e.text(AFFECTED_SOP_INSTANCE_UID, "1.2.3", 0);
+        let e = decode_command(&e.finish()).unwrap().request().unwrap_err();
+        assert_eq!(
+            e,
+            DimseError::MissingElement {
+                element: "Priority (0000,0700)"
+            }
+        );
         let mut e = Encoder(Vec::new());
         e.us(COMMAND_FIELD, 0x0020); // C-FIND-RQ
         e.us(MESSAGE_ID, 1);
@@ -578,13 +622,19 @@ mod tests {
             CT,
             "1.2.3",
             status::OUT_OF_RESOURCES,
-            Some("spool full\\\n"),
+            Some("spool is full\\\n"),
         );
         let set = decode_command(&bytes).unwrap();
         assert_eq!(set.command_field, Some(C_STORE_RSP));
         assert_eq!(set.affected_sop_instance_uid.as_deref(), Some("1.2.3"));
         // Backslash and control characters dropped, padded to even length.
-        assert_eq!(value_of(&bytes, ERROR_COMMENT), b"spool full");
+        assert_eq!(value_of(&bytes, ERROR_COMMENT), b"spool is full ");
+        assert_eq!(value_of(&bytes, AFFECTED_SOP_INSTANCE_UID), b"1.2.3\0");
+        // A peer string that is no UID is not sent back.
+        let unnamed = store_response(9, CT, "../x", status::CANNOT_UNDERSTAND, None);
+        let set = decode_command(&unnamed).unwrap();
+        assert_eq!(set.affected_sop_instance_uid, None);
+        assert_eq!(set.affected_sop_class_uid.as_deref(), Some(CT));
         assert_eq!(value_of(&bytes, STATUS), 0xA700u16.to_le_bytes());
         assert_eq!(bytes.len() % 2, 0);
     }

@@ -22,6 +22,12 @@ pub enum SpoolError {
     InstanceTooLarge { limit: u64 },
     #[error("{field} {value:?} is not a valid DICOM UID (fix: the sender must use UIDs of digits and dots, at most 64 characters)")]
     BadUid { field: &'static str, value: String },
+    #[error("another process holds the spool at {path} (fix: stop the other `serve` or administrative command using this state directory)")]
+    Locked { path: PathBuf },
+    /// A journal write failed and could not be undone: the spool accepts
+    /// nothing more until it is reopened (and checked).
+    #[error("spool stopped after a failed journal write: {reason} (fix: free disk space or repair the disk, then restart the service)")]
+    Poisoned { reason: String },
     #[error("spool journal {path} line {line}: {reason} (fix: the journal is damaged beyond a torn last line; keep the folder for inspection and restore it from a backup)")]
     Journal {
         path: PathBuf,
@@ -38,6 +44,8 @@ impl SpoolError {
             SpoolError::InstanceTooLarge { .. } => "SPOOL_INSTANCE_TOO_LARGE",
             SpoolError::BadUid { .. } => "SPOOL_BAD_UID",
             SpoolError::Journal { .. } => "SPOOL_JOURNAL",
+            SpoolError::Locked { .. } => "SPOOL_LOCKED",
+            SpoolError::Poisoned { .. } => "SPOOL_POISONED",
         }
     }
 

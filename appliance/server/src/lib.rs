@@ -6,7 +6,9 @@
 //!   record appended and fsynced; only then does `commit` return a
 //!   [`spool::Durable`], the one thing a protocol adapter may acknowledge on.
 //!   Peer strings never become file names. Duplicates and conflicting copies
-//!   of one SOP Instance UID are recognised; nothing undelivered is evicted.
+//!   of one SOP Instance UID are recognised; transfers in flight count
+//!   against the quota; nothing undelivered is evicted; one process owns a
+//!   spool at a time (an exclusive lock).
 //! - [`dimse`]: the DIMSE command set (PS3.7) that `dicom-ul` does not
 //!   provide: strict, bounded decoding of a command from its PDV fragments
 //!   and encoding of C-ECHO and C-STORE responses.

@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -101,18 +103,59 @@ pub struct Recovery {
     pub torn_bytes: u64,
 }
 
-/// The spool of one state directory. One owner at a time.
+/// The spool of one state directory. One owner at a time: `open` takes an
+/// exclusive lock that lasts as long as the `Spool`.
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
     journal_path: PathBuf,
     journal: File,
+    _lock: File,
     config: SpoolConfig,
     records: Vec<JournalRecord>,
     /// SOP Instance UID to the ids stored under it.
     by_uid: HashMap<String, Vec<u64>>,
-    used_bytes: u64,
+    budget: Arc<Budget>,
     next_id: u64,
+    /// Why the spool stopped: a journal write failed and could not be undone.
+    poisoned: Option<String>,
+}
+
+/// Bytes stored and bytes being received, shared with every `Incoming`, so
+/// that transfers in flight count against the quota as they arrive.
+#[derive(Debug, Default)]
+struct Budget {
+    used: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Budget {
+    fn check(&self, more: u64, quota: u64) -> Result<(), SpoolError> {
+        let used = self.used.load(Ordering::SeqCst);
+        let busy = used.saturating_add(self.in_flight.load(Ordering::SeqCst));
+        if busy.saturating_add(more) > quota {
+            return Err(SpoolError::Full {
+                used,
+                quota,
+                incoming: more,
+            });
+        }
+        Ok(())
+    }
+
+    fn reserve(&self, bytes: u64, quota: u64) -> Result<(), SpoolError> {
+        let in_flight = self.in_flight.fetch_add(bytes, Ordering::SeqCst);
+        let used = self.used.load(Ordering::SeqCst);
+        if used.saturating_add(in_flight).saturating_add(bytes) > quota {
+            self.in_flight.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(SpoolError::Full {
+                used,
+                quota,
+                incoming: bytes,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// An instance being received: bytes go to disk as they arrive.
@@ -124,6 +167,8 @@ pub struct Incoming {
     hasher: Sha256,
     bytes: u64,
     limit: u64,
+    quota: u64,
+    budget: Arc<Budget>,
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
@@ -149,7 +194,20 @@ impl Spool {
     /// never acknowledged.
     pub fn open(root: &Path, config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
         let dir = root.join("spool");
-        std::fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
+            // The new folder's own entry must survive power loss too.
+            sync_dir(root)?;
+        }
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SpoolError::io("opening", &lock_path, e))?;
+        lock.try_lock()
+            .map_err(|_| SpoolError::Locked { path: dir.clone() })?;
         let journal_path = dir.join("journal.jsonl");
         let mut journal = OpenOptions::new()
             .read(true)
@@ -160,24 +218,50 @@ impl Spool {
         let mut recovery = Recovery::default();
         let records = read_journal(&mut journal, &journal_path, &mut recovery)?;
         let mut spool = Spool {
-            next_id: records.iter().map(|r| r.id + 1).max().unwrap_or(1),
+            next_id: 1,
             dir,
             journal_path,
             journal,
+            _lock: lock,
             config,
             records: Vec::new(),
             by_uid: HashMap::new(),
-            used_bytes: 0,
+            budget: Arc::new(Budget::default()),
+            poisoned: None,
         };
-        for r in records {
+        for (line, r) in records.into_iter().enumerate() {
+            spool.check_journalled(&r, line + 1)?;
+            spool.next_id = spool.next_id.max(r.id.saturating_add(1));
             spool.index(r);
         }
         spool.sweep(&mut recovery)?;
         Ok((spool, recovery))
     }
 
+    /// A journalled instance must be unique and on disk whole: anything
+    /// else means an acknowledged instance is gone, and guessing is worse
+    /// than refusing.
+    fn check_journalled(&self, r: &JournalRecord, line: usize) -> Result<(), SpoolError> {
+        let damaged = |reason: String| SpoolError::Journal {
+            path: self.journal_path.clone(),
+            line,
+            reason,
+        };
+        if self.record(r.id).is_some() {
+            return Err(damaged(format!("instance {} journalled twice", r.id)));
+        }
+        let size = std::fs::metadata(self.path_of(r.id)).map(|m| m.len());
+        if size.as_ref().ok() != Some(&r.bytes) {
+            return Err(damaged(format!(
+                "instance {} should be {} bytes on disk, found {size:?}",
+                r.id, r.bytes
+            )));
+        }
+        Ok(())
+    }
+
     fn index(&mut self, r: JournalRecord) {
-        self.used_bytes += r.bytes;
+        self.budget.used.fetch_add(r.bytes, Ordering::SeqCst);
         self.by_uid
             .entry(r.sop_instance_uid.clone())
             .or_default()
@@ -200,7 +284,7 @@ impl Spool {
                 (None, Some(id)) if !journalled.contains(&id) => (id, false),
                 _ => continue,
             };
-            self.next_id = self.next_id.max(id + 1);
+            self.next_id = self.next_id.max(id.saturating_add(1));
             std::fs::remove_file(entry.path())
                 .map_err(|e| SpoolError::io("removing", &entry.path(), e))?;
             if partial {
@@ -224,32 +308,33 @@ impl Spool {
 
     /// Bytes of stored instances.
     pub fn used_bytes(&self) -> u64 {
-        self.used_bytes
+        self.budget.used.load(Ordering::SeqCst)
     }
 
-    fn check_room(&self, incoming: u64) -> Result<(), SpoolError> {
-        if self.used_bytes.saturating_add(incoming) > self.config.quota_bytes {
-            return Err(SpoolError::Full {
-                used: self.used_bytes,
-                quota: self.config.quota_bytes,
-                incoming,
-            });
+    fn check_running(&self) -> Result<(), SpoolError> {
+        match &self.poisoned {
+            Some(reason) => Err(SpoolError::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Start receiving an instance of `expected` bytes if the sender said
     /// (refused at once when it cannot fit).
     pub fn begin(&mut self, expected: Option<u64>) -> Result<Incoming, SpoolError> {
+        self.check_running()?;
         let expected = expected.unwrap_or(0);
         if expected > self.config.max_instance_bytes {
             return Err(SpoolError::InstanceTooLarge {
                 limit: self.config.max_instance_bytes,
             });
         }
-        self.check_room(expected)?;
+        self.budget.check(expected, self.config.quota_bytes)?;
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = id
+            .checked_add(1)
+            .ok_or_else(|| SpoolError::io("numbering", &self.dir, "instance ids exhausted"))?;
         let path = self.dir.join(format!("{id}.part"));
         let file = OpenOptions::new()
             .write(true)
@@ -263,6 +348,8 @@ impl Spool {
             hasher: Sha256::new(),
             bytes: 0,
             limit: self.config.max_instance_bytes,
+            quota: self.config.quota_bytes,
+            budget: Arc::clone(&self.budget),
         })
     }
 
@@ -274,6 +361,7 @@ impl Spool {
         meta: &InstanceMeta,
         received_unix_ms: u64,
     ) -> Result<Durable, SpoolError> {
+        self.check_running()?;
         for (field, value) in [
             ("SOP Class UID", &meta.sop_class_uid),
             ("SOP Instance UID", &meta.sop_instance_uid),
@@ -284,7 +372,6 @@ impl Spool {
                 return Err(SpoolError::BadUid { field, value });
             }
         }
-        self.check_room(incoming.bytes)?;
         let file = incoming.file.take().ok_or_else(|| {
             SpoolError::io("committing", &incoming.path, "instance already finished")
         })?;
@@ -328,9 +415,11 @@ impl Spool {
             disposition: disposition.clone(),
         };
         self.append(&record)?;
-        // Journalled: the file is the spool's now, not the receiver's.
+        // Journalled: the file and its bytes are the spool's now, no longer
+        // the receiver's.
         incoming.path = PathBuf::new();
         self.index(record);
+        incoming.release();
         Ok(Durable::Stored {
             id: incoming.id,
             disposition,
@@ -341,23 +430,38 @@ impl Spool {
         self.records.iter().find(|r| r.id == id)
     }
 
+    /// Append one line and fsync it. A failed write is undone (the journal
+    /// cut back to where it was), so a line that might later reach the disk
+    /// never names a file the caller then removes; if even that fails, the
+    /// spool stops accepting.
     fn append(&mut self, record: &JournalRecord) -> Result<(), SpoolError> {
         let mut line = serde_json::to_vec(record)
             .map_err(|e| SpoolError::io("encoding", &self.journal_path, e))?;
         line.push(b'\n');
-        self.journal
+        let before = self
+            .journal
+            .metadata()
+            .map_err(|e| SpoolError::io("reading", &self.journal_path, e))?
+            .len();
+        let written = self
+            .journal
             .write_all(&line)
-            .and_then(|()| self.journal.sync_data())
-            .map_err(|e| SpoolError::io("appending to", &self.journal_path, e))
+            .and_then(|()| self.journal.sync_data());
+        if let Err(e) = written {
+            let undone = self
+                .journal
+                .set_len(before)
+                .and_then(|()| self.journal.sync_all());
+            if let Err(u) = undone {
+                self.poisoned = Some(format!("{e}; cutting it back: {u}"));
+            }
+            return Err(SpoolError::io("appending to", &self.journal_path, e));
+        }
+        Ok(())
     }
 }
 
 impl Incoming {
-    /// Our id for this instance.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
     /// Bytes received so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -365,7 +469,8 @@ impl Incoming {
 
     /// Append a chunk as it arrives from the network.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
-        let bytes = self.bytes + chunk.len() as u64;
+        let more = chunk.len() as u64;
+        let bytes = self.bytes.saturating_add(more);
         if bytes > self.limit {
             return Err(SpoolError::InstanceTooLarge { limit: self.limit });
         }
@@ -373,11 +478,21 @@ impl Incoming {
             .file
             .as_mut()
             .ok_or_else(|| SpoolError::io("writing", &self.path, "instance already finished"))?;
-        file.write_all(chunk)
-            .map_err(|e| SpoolError::io("writing", &self.path, e))?;
+        // Counted against the quota before it reaches the disk.
+        self.budget.reserve(more, self.quota)?;
+        if let Err(e) = file.write_all(chunk) {
+            self.budget.in_flight.fetch_sub(more, Ordering::SeqCst);
+            return Err(SpoolError::io("writing", &self.path, e));
+        }
         self.hasher.update(chunk);
         self.bytes = bytes;
         Ok(())
+    }
+
+    /// Hand this transfer's reserved bytes back (once).
+    fn release(&mut self) {
+        let bytes = std::mem::take(&mut self.bytes);
+        self.budget.in_flight.fetch_sub(bytes, Ordering::SeqCst);
     }
 }
 
@@ -389,6 +504,7 @@ impl Drop for Incoming {
             drop(self.file.take());
             let _ = std::fs::remove_file(&self.path);
         }
+        self.release();
     }
 }
 
@@ -462,6 +578,7 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(dir.join("spool"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "lock")
             .collect();
         v.sort();
         v
@@ -598,6 +715,88 @@ mod tests {
         // The stored instance is still there; the refused ones left nothing.
         assert_eq!(names(&root), ["1.dcm", "journal.jsonl"]);
         store(&mut spool, "1.2.3.7", &[b"1234"]).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn one_owner_at_a_time() {
+        let root = scratch("lock");
+        let (spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        let e = Spool::open(&root, SpoolConfig::default()).unwrap_err();
+        assert_eq!(e.code(), "SPOOL_LOCKED");
+        drop(spool);
+        Spool::open(&root, SpoolConfig::default()).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_acknowledged_instance_gone_from_disk_refuses_to_open() {
+        let root = scratch("gone");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        store(&mut spool, "1.2.3.4", &[b"kept"]).unwrap();
+        store(&mut spool, "1.2.3.5", &[b"also kept"]).unwrap();
+        drop(spool);
+        std::fs::write(root.join("spool/2.dcm"), b"short").unwrap();
+        let e = Spool::open(&root, SpoolConfig::default()).unwrap_err();
+        assert_eq!(e.code(), "SPOOL_JOURNAL");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        std::fs::remove_file(root.join("spool/2.dcm")).unwrap();
+        assert_eq!(
+            Spool::open(&root, SpoolConfig::default())
+                .unwrap_err()
+                .code(),
+            "SPOOL_JOURNAL"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn transfers_in_flight_count_against_the_quota() {
+        let root = scratch("inflight");
+        let config = SpoolConfig {
+            quota_bytes: 10,
+            max_instance_bytes: 8,
+        };
+        let (mut spool, _) = Spool::open(&root, config).unwrap();
+        let mut a = spool.begin(None).unwrap();
+        let mut b = spool.begin(None).unwrap();
+        a.write(b"123456").unwrap();
+        // Two transfers may not together go past the quota.
+        assert_eq!(b.write(b"12345").unwrap_err().code(), "SPOOL_FULL");
+        b.write(b"1234").unwrap();
+        drop(b);
+        let d = spool.commit(a, &meta("1.2.3.4"), 0).unwrap();
+        assert!(matches!(d, Durable::Stored { id: 1, .. }), "{d:?}");
+        assert_eq!(spool.used_bytes(), 6);
+        assert_eq!(
+            store(&mut spool, "1.2.3.9", &[b"12345"])
+                .unwrap_err()
+                .code(),
+            "SPOOL_FULL"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_resent_instance_near_the_quota_is_acknowledged_as_a_duplicate() {
+        let root = scratch("resent");
+        let config = SpoolConfig {
+            quota_bytes: 12,
+            max_instance_bytes: 8,
+        };
+        let (mut spool, _) = Spool::open(&root, config).unwrap();
+        store(&mut spool, "1.2.3.4", &[b"123456"]).unwrap();
+        assert_eq!(
+            store(&mut spool, "1.2.3.5", &[b"1234567"])
+                .unwrap_err()
+                .code(),
+            "SPOOL_FULL"
+        );
+        // The same instance again needs room only while it streams, and
+        // commit does not refuse it for the quota: the sender gets its ack.
+        let d = store(&mut spool, "1.2.3.4", &[b"123", b"456"]).unwrap();
+        assert_eq!(d, Durable::Duplicate { of: 1 });
+        assert_eq!(spool.used_bytes(), 6);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
