@@ -266,6 +266,42 @@ fn test_evaluation(
     Ok(report)
 }
 
+/// The selected checkpoint's ONNX bytes and the burn model built from them.
+fn load_best<B: Backend>(
+    run: &Path,
+    config: &crate::train::TrainConfig,
+    device: &B::Device,
+) -> Result<(Vec<u8>, BurnVit<B>), TrainerError> {
+    let onnx_bytes = std::fs::read(run.join("best.onnx"))
+        .map_err(|e| TrainerError::io("reading", &run.join("best.onnx"), e))?;
+    let weights = onnx::read_weights(&onnx_bytes, &config.model).map_err(|e| {
+        TrainerError::invalid(
+            "run",
+            e.to_string(),
+            "the checkpoint does not match its config",
+        )
+    })?;
+    let model = BurnVit::<B>::from_weights(&weights, device)?;
+    Ok((onnx_bytes, model))
+}
+
+/// Each scored extra file's combined OOD score under the fitted gate, and
+/// whether the gate trips on it.
+fn score_extra_files(params: &ModelParams, extra: &Outputs, files: &mut [OodFile]) {
+    let dp = params.decision_params();
+    let mut scored = extra
+        .logits
+        .chunks(params.labels.len())
+        .zip(extra.features.chunks(params.model.width));
+    for f in files.iter_mut().filter(|f| f.outcome == "scored") {
+        if let Some((z, x)) = scored.next() {
+            let s = cxr_core::ood::scores(z, x, dp.feature_stats.as_ref(), dp.ood.terms).ok();
+            f.combined = s.and_then(|s| s.combined);
+            f.abstained = s.map(|s| cxr_core::ood::trips(&s, &dp.ood));
+        }
+    }
+}
+
 /// Finalize a training run in `run` (reads `best.json`, `best.onnx`) into `out`.
 pub fn finalize<B: Backend>(
     run: &Path,
@@ -279,16 +315,7 @@ pub fn finalize<B: Backend>(
         "finalize a run written by `cxr-trainer train`",
     )?;
     let config = &state.config;
-    let onnx_bytes = std::fs::read(run.join("best.onnx"))
-        .map_err(|e| TrainerError::io("reading", &run.join("best.onnx"), e))?;
-    let weights = onnx::read_weights(&onnx_bytes, &config.model).map_err(|e| {
-        TrainerError::invalid(
-            "run",
-            e.to_string(),
-            "the checkpoint does not match its config",
-        )
-    })?;
-    let model = BurnVit::<B>::from_weights(&weights, device)?;
+    let (onnx_bytes, model) = load_best::<B>(run, config, device)?;
     let data = Prepared::load(&config.data, config.seed)?;
     let mut params = ModelParams::neutral(config.model, data.dataset.labels.clone());
     params.input = config.input_spec();
@@ -304,7 +331,6 @@ pub fn finalize<B: Backend>(
             ex.iter().flat_map(|e| e.mask.clone()).collect(),
         ))
     };
-    let k = params.labels.len();
     let val = outputs(&model, &params, &data, &val_i, device)?;
     let (val_y, val_m) = targets(&val_i)?;
     let calibration = fit_calibration(&mut params, &val.logits, &val_y, &val_m, MAX_UNCERTAIN)?;
@@ -350,18 +376,7 @@ pub fn finalize<B: Backend>(
         &onnx_bytes,
         out,
     )?;
-    let dp = params.decision_params();
-    let mut scored = extra
-        .logits
-        .chunks(k)
-        .zip(extra.features.chunks(config.model.width));
-    for f in ood_files.iter_mut().filter(|f| f.outcome == "scored") {
-        if let Some((z, x)) = scored.next() {
-            let s = cxr_core::ood::scores(z, x, dp.feature_stats.as_ref(), dp.ood.terms).ok();
-            f.combined = s.and_then(|s| s.combined);
-            f.abstained = s.map(|s| cxr_core::ood::trips(&s, &dp.ood));
-        }
-    }
+    score_extra_files(&params, &extra, &mut ood_files);
     let report = Report {
         checkpoint: state.clone(),
         images: SplitCounts {
@@ -389,31 +404,43 @@ pub fn finalize<B: Backend>(
         test: test_report,
         ood_files,
     };
+    write_outputs(out, &onnx_bytes, &params, &report)?;
+    Ok(report)
+}
+
+/// The files `lock` takes: the model, its parameters, the report (JSON
+/// and Markdown) and the model card.
+fn write_outputs(
+    out: &Path,
+    onnx_bytes: &[u8],
+    params: &ModelParams,
+    report: &Report,
+) -> Result<(), TrainerError> {
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let write = |name: &str, bytes: &[u8]| {
         std::fs::write(out.join(name), bytes)
             .map_err(|e| TrainerError::io("writing", &out.join(name), e))
     };
-    write("model.onnx", &onnx_bytes)?;
+    write("model.onnx", onnx_bytes)?;
     write(
         "params.toml",
-        toml::to_string(&params)
+        toml::to_string(params)
             .map_err(|e| TrainerError::invalid("params", e.to_string(), "report this bug"))?
             .as_bytes(),
     )?;
     write(
         "report.json",
-        serde_json::to_string_pretty(&report)
+        serde_json::to_string_pretty(report)
             .map_err(|e| TrainerError::invalid("report", e.to_string(), "report this bug"))?
             .as_bytes(),
     )?;
-    let body = markdown(&report, &params);
+    let body = markdown(report, params);
     write("report.md", body.as_bytes())?;
     write(
         "model-card.md",
-        model_card(&report, &params, &body).as_bytes(),
+        model_card(report, params, &body).as_bytes(),
     )?;
-    Ok(report)
+    Ok(())
 }
 
 fn ci(v: &Option<WithCi>) -> String {
