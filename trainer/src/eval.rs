@@ -114,10 +114,14 @@ pub fn reliability(
 
 /// Expected calibration error over `bins` equal-width probability bins.
 pub fn ece(probs: &[f32], labels: &[f32], mask: &[f32], bins: usize) -> Option<f64> {
-    let r = reliability(probs, labels, mask, bins);
-    let n: usize = r.iter().map(|b| b.count).sum();
+    ece_of_bins(&reliability(probs, labels, mask, bins))
+}
+
+/// Expected calibration error of reliability bins already made.
+pub fn ece_of_bins(bins: &[ReliabilityBin]) -> Option<f64> {
+    let n: usize = bins.iter().map(|b| b.count).sum();
     (n > 0).then(|| {
-        r.iter()
+        bins.iter()
             .map(|b| b.count as f64 / n as f64 * (b.observed - b.predicted).abs())
             .sum()
     })

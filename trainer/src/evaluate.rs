@@ -24,8 +24,8 @@ use crate::data::{
     read_generic, read_kermany_subset, read_nih_subset, Dataset, LabelValue, Sample,
 };
 use crate::eval::{
-    auprc, auroc, bootstrap_by_patient, bootstrap_gap, brier, coverage_risk, ece, reliability,
-    roc_points, ReliabilityBin, WithCi,
+    auprc, auroc, bootstrap_by_patient, bootstrap_gap, brier, coverage_risk, ece, ece_of_bins,
+    reliability, roc_points, ReliabilityBin, WithCi,
 };
 use crate::plots::{RiskCurve, RocPanel};
 use crate::TrainerError;
@@ -488,8 +488,7 @@ fn with_enough_patients(ci: Option<WithCi>, labels: &[f32], groups: &[usize]) ->
 /// probability is `sigmoid(logit / t)`, so the model's own is
 /// `sigmoid(t * logit(p))`.
 fn uncalibrated(p: f32, t: f32) -> f32 {
-    let p = f64::from(p).clamp(1e-12, 1.0 - 1e-12);
-    let z = f64::from(t) * (p / (1.0 - p)).ln();
+    let z = f64::from(t) * logit(f64::from(p));
     (1.0 / (1.0 + (-z).exp())) as f32
 }
 
@@ -637,6 +636,7 @@ fn subgroups(rows: &[StudyRow], k: usize) -> Vec<GroupReport> {
     out
 }
 
+/// `ln(p / (1 - p))`, with `p` kept off 0 and 1 so it stays finite.
 fn logit(p: f64) -> f64 {
     let p = p.clamp(1e-12, 1.0 - 1e-12);
     (p / (1.0 - p)).ln()
@@ -726,14 +726,11 @@ fn write_figures(
         figures.push(format!("{name}/roc.png"));
     }
     if !report.reliability.is_empty() {
-        let ece_of = |probabilities| {
-            let (p, t) = pooled(&report.rows, probabilities);
-            ece(&p, &t, &vec![1.0; p.len()], 10)
-        };
+        let (before, after) = (&report.reliability_uncalibrated, &report.reliability);
         crate::plots::reliability_pair(
             &dir.join("reliability.png"),
-            (&report.reliability_uncalibrated, ece_of(before_scaling)),
-            (&report.reliability, ece_of(calibrated)),
+            (before, ece_of_bins(before)),
+            (after, ece_of_bins(after)),
         )?;
         figures.push(format!("{name}/reliability.png"));
     }
