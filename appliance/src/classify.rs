@@ -16,7 +16,7 @@ use cxr_core::{
     StudyFacts,
 };
 use cxr_dicom::{read_radiograph, ReadLimits};
-use cxr_engine::{select_engine, select_for_bundle, EnginePreference};
+use cxr_engine::{select_engine, select_for_bundle, EnginePreference, Selection};
 use cxr_radiograph::Radiograph;
 use cxr_study::{tightened, StudyOutput, StudyPath};
 use embassy_time::Instant;
@@ -63,10 +63,10 @@ pub struct ClassifyArgs {
 }
 
 /// The injected clock: embassy-time instants counted from process start.
-struct Clock(StdInstant);
+pub(crate) struct Clock(pub(crate) StdInstant);
 
 impl Clock {
-    fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         Instant::from_micros(self.0.elapsed().as_micros() as u64)
     }
 }
@@ -158,7 +158,7 @@ fn decision_json(d: &Decision, params: &ModelParams, facts: &StudyFacts) -> Valu
 
 /// How one study ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Decided,
     /// Every gate passed and every label was Uncertain.
     Undecided,
@@ -191,17 +191,17 @@ impl Outcome {
 }
 
 /// What one study produced: the printed line and what the audit keeps.
-struct StudyResult {
-    outcome: Outcome,
-    line: Value,
-    audit_outcome: cxr_audit::Outcome,
-    study_uid: Option<String>,
-    record: Option<DecisionRecord>,
+pub(crate) struct StudyResult {
+    pub(crate) outcome: Outcome,
+    pub(crate) line: Value,
+    pub(crate) audit_outcome: cxr_audit::Outcome,
+    pub(crate) study_uid: Option<String>,
+    pub(crate) record: Option<DecisionRecord>,
 }
 
-struct Study<'a> {
-    path: StudyPath<'a>,
-    clock: &'a Clock,
+pub(crate) struct Study<'a> {
+    pub(crate) path: StudyPath<'a>,
+    pub(crate) clock: &'a Clock,
 }
 
 /// A study that got no decision and no abstention: refused at ingest, or
@@ -230,11 +230,11 @@ fn without_decision(file: &Path, outcome: Outcome, code: &str, message: String) 
     }
 }
 
-fn refused(file: &Path, code: &str, message: String) -> StudyResult {
+pub(crate) fn refused(file: &Path, code: &str, message: String) -> StudyResult {
     without_decision(file, Outcome::Refused, code, message)
 }
 
-fn failed(file: &Path, code: &str, message: String) -> StudyResult {
+pub(crate) fn failed(file: &Path, code: &str, message: String) -> StudyResult {
     without_decision(file, Outcome::Failed, code, message)
 }
 
@@ -258,7 +258,7 @@ fn record(radiograph: &Radiograph, out: &StudyOutput, timings: StageTimings) -> 
 impl Study<'_> {
     /// One study, start to end. Every fault is a `refused` or `failed`
     /// result with its stable code: nothing escapes as a bare error.
-    fn run(&self, file: &Path, bytes: &[u8]) -> StudyResult {
+    pub(crate) fn run(&self, file: &Path, bytes: &[u8]) -> StudyResult {
         #[cfg(feature = "testing")]
         crate::testing::maybe_panic(file);
         let received = self.clock.now();
@@ -344,27 +344,27 @@ fn merge(into: &mut Value, from: Value) {
 }
 
 /// Where the model and its parameters come from.
-enum Source {
+pub(crate) enum Source {
     Verified(Box<VerifiedBundle>),
     Developer(Box<DevModel>),
 }
 
 /// Developer mode's loose files.
-struct DevModel {
+pub(crate) struct DevModel {
     params: ModelParams,
     onnx: Vec<u8>,
     digest: [u8; 32],
 }
 
 impl Source {
-    fn params(&self) -> &ModelParams {
+    pub(crate) fn params(&self) -> &ModelParams {
         match self {
             Source::Verified(b) => &b.manifest().params,
             Source::Developer(d) => &d.params,
         }
     }
 
-    fn bundle_ref(&self) -> BundleRef {
+    pub(crate) fn bundle_ref(&self) -> BundleRef {
         match self {
             Source::Verified(b) => bundle_ref(b),
             Source::Developer(d) => BundleRef {
@@ -375,7 +375,7 @@ impl Source {
         }
     }
 
-    fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         match self {
             Source::Verified(_) => Mode::Verified,
             Source::Developer(_) => Mode::Developer,
@@ -411,7 +411,16 @@ fn load_source(
             digest,
         }))));
     }
-    let loaded = device.trust().and_then(|trust| match &args.bundle {
+    Ok(load_verified(args.bundle.as_deref(), device))
+}
+
+/// The active bundle, or `file` verified on the fly (trust, board,
+/// anti-rollback floor). `Err((code, message))`: nothing may be classified.
+pub(crate) fn load_verified(
+    file: Option<&Path>,
+    device: &Device,
+) -> Result<Source, (String, String)> {
+    let loaded = device.trust().and_then(|trust| match file {
         Some(file) => {
             let bytes = read_bounded(file, MAX_BUNDLE_BYTES)?;
             verify(bytes, &trust, &device.board, &device.store.state()?.floors)
@@ -421,9 +430,34 @@ fn load_source(
             .load_active(&trust, &device.board)
             .map(|(_, b)| b),
     });
-    Ok(loaded
+    loaded
         .map(|b| Source::Verified(Box::new(b)))
-        .map_err(|e| (e.code().to_owned(), e.to_string())))
+        .map_err(|e| (e.code().to_owned(), e.to_string()))
+}
+
+/// Choose and check the engine for `source`: the board's preference unless
+/// overridden. `Err((code, message))`: no engine passed its checks.
+pub(crate) fn select_for_source(
+    source: &Source,
+    device: &Device,
+    engine: Option<EngineChoice>,
+    threads: Option<usize>,
+) -> anyhow::Result<Result<Selection, (String, String)>> {
+    let board_engine = device.board.engine;
+    let preference = match engine {
+        Some(EngineChoice::Auto) => EnginePreference::Auto,
+        Some(EngineChoice::Tract) => EnginePreference::Tract,
+        None => engine_preference(board_engine.preference),
+    };
+    let threads = threads.unwrap_or(board_engine.threads);
+    let selection = match source {
+        Source::Verified(b) => {
+            let accelerators = Accelerators::for_board(&device.board, device.kernel_cache_key()?);
+            select_for_bundle(b, preference, threads, &accelerators.refs()).map(|(s, _)| s)
+        }
+        Source::Developer(d) => select_engine(&d.onnx, d.params.model, preference, threads),
+    };
+    Ok(selection.map_err(|e| (e.code().to_owned(), e.to_string())))
 }
 
 fn read_input(file: &Path) -> Result<Vec<u8>, (String, String)> {
@@ -455,17 +489,17 @@ fn read_input(file: &Path) -> Result<Vec<u8>, (String, String)> {
     })
 }
 
-struct Auditor<'a> {
-    log: &'a mut AuditLog,
-    secret: &'a DeviceSecret,
-    bundle: BundleRef,
-    mode: Mode,
-    engine: String,
-    engine_reasons: Vec<String>,
+pub(crate) struct Auditor<'a> {
+    pub(crate) log: &'a mut AuditLog,
+    pub(crate) secret: &'a DeviceSecret,
+    pub(crate) bundle: BundleRef,
+    pub(crate) mode: Mode,
+    pub(crate) engine: String,
+    pub(crate) engine_reasons: Vec<String>,
 }
 
 impl Auditor<'_> {
-    fn record(
+    pub(crate) fn record(
         &mut self,
         input: &[u8],
         result: &StudyResult,
@@ -513,33 +547,19 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(4));
         }
     };
-    let board_engine = device.board.engine;
-    let preference = match args.engine {
-        Some(EngineChoice::Auto) => EnginePreference::Auto,
-        Some(EngineChoice::Tract) => EnginePreference::Tract,
-        None => engine_preference(board_engine.preference),
-    };
-    let threads = args.threads.unwrap_or(board_engine.threads);
-    let selection = match &source {
-        Source::Verified(b) => {
-            let accelerators = Accelerators::for_board(&device.board, device.kernel_cache_key()?);
-            select_for_bundle(b, preference, threads, &accelerators.refs()).map(|(s, _)| s)
-        }
-        Source::Developer(d) => select_engine(&d.onnx, d.params.model, preference, threads),
-    };
-    let selection = match selection {
+    let selection = match select_for_source(&source, &device, args.engine, args.threads)? {
         Ok(s) => s,
-        Err(e) => {
+        Err((code, message)) => {
             log.append(
                 now_unix_ms(),
                 Event::StartRefused {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
+                    code: code.clone(),
+                    message: message.clone(),
                 },
             )?;
             print(&error_json(
-                e.code(),
-                &format!("no engine passed its checks, nothing is classified: {e}"),
+                &code,
+                &format!("no engine passed its checks, nothing is classified: {message}"),
             ));
             return Ok(ExitCode::from(4));
         }
@@ -636,7 +656,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
 
 /// The decision record's bytes for the audit log. A record that does not
 /// encode fails its study: its numbers are neither logged nor shown.
-fn encode_record(file: &Path, result: StudyResult) -> (StudyResult, Option<Vec<u8>>) {
+pub(crate) fn encode_record(file: &Path, result: StudyResult) -> (StudyResult, Option<Vec<u8>>) {
     let Some(record) = &result.record else {
         return (result, None);
     };
@@ -657,7 +677,7 @@ fn encode_record(file: &Path, result: StudyResult) -> (StudyResult, Option<Vec<u
     }
 }
 
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

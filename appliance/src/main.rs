@@ -11,7 +11,10 @@ mod classify;
 #[cfg(feature = "testing")]
 mod dev_model;
 mod device;
+mod dicom_cmd;
 mod inspect;
+mod outbox_cmd;
+mod serve;
 #[cfg(feature = "testing")]
 mod testing;
 
@@ -41,6 +44,19 @@ enum Command {
     /// it is printed. Exit code 0 when every study got a decision, 3 when any
     /// abstained, 2 when any was refused, 4 when no verified model is available.
     Classify(classify::ClassifyArgs),
+    /// The resident service: a DICOM node (C-ECHO, C-STORE) that stores every
+    /// instance durably before acknowledging it, classifies it with the
+    /// active bundle (verified and self-tested once, kept warm) and writes
+    /// versioned study results under the state directory. Runs until
+    /// SIGTERM or SIGINT.
+    Serve(serve::ServeArgs),
+    /// Result SRs waiting for their destinations: list, retry, drop. Goes
+    /// through a running `serve`, or opens the outbox when none runs.
+    #[command(subcommand)]
+    Outbox(outbox_cmd::OutboxCommand),
+    /// DICOM network checks: `dicom echo AE@HOST:PORT`.
+    #[command(subcommand)]
+    Dicom(dicom_cmd::DicomCommand),
     /// Model bundles: verify, install, status, rollback.
     #[command(subcommand)]
     Bundle(bundle_cmd::BundleCommand),
@@ -82,6 +98,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Classify(args) => classify::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Outbox(cmd) => outbox_cmd::run(&cmd),
+        Command::Dicom(cmd) => dicom_cmd::run(&cmd),
         Command::Bundle(cmd) => bundle_cmd::run(&cmd),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
         #[cfg(feature = "testing")]

@@ -96,6 +96,82 @@ struct RawProfile {
     audit: AuditSettings,
     #[serde(default)]
     gate: GateTightening,
+    #[serde(default)]
+    serve: ServeSettings,
+}
+
+/// Who may send images to the DICOM receiver: a calling AE title (any
+/// when absent) from `from`: `loopback`, `any`, or one IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedPeer {
+    #[serde(default)]
+    pub calling_ae: Option<String>,
+    pub from: String,
+}
+
+/// The resident service (`serve`): where it listens, who may connect, its
+/// limits. A release board binds to no address its profile does not name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSettings {
+    /// The DICOM receiver's address and port.
+    pub dicom_listen: String,
+    pub ae_title: String,
+    pub allow: Vec<AllowedPeer>,
+    /// The largest P-DATA PDU accepted (bytes).
+    pub max_pdu: u32,
+    pub max_associations: usize,
+    pub max_per_calling_ae: usize,
+    pub acse_timeout_s: u64,
+    pub dimse_timeout_s: u64,
+    pub idle_timeout_s: u64,
+    /// A study is complete this long after its last instance, once every
+    /// association that delivered to it has ended.
+    pub stable_s: f64,
+    /// Received instances kept at most (bytes); above it, new input is refused.
+    pub spool_quota_bytes: u64,
+    /// The largest single instance accepted (bytes).
+    pub max_instance_bytes: u64,
+    /// New associations are refused (transiently) when the spool has less
+    /// room than this.
+    pub min_headroom_bytes: u64,
+    /// Where result SRs go: `AE@HOST:PORT` C-STORE SCPs (PACS).
+    pub forward: Vec<String>,
+    /// Outbox retries: the first wait, doubling up to the cap, for the
+    /// retention period; then the entry is dead-lettered.
+    pub retry_initial_s: f64,
+    pub retry_max_s: f64,
+    pub retention_days: f64,
+}
+
+impl Default for ServeSettings {
+    /// The development defaults: 127.0.0.1:11112, `CXR_APPLIANCE`, any
+    /// calling AE from loopback.
+    fn default() -> Self {
+        ServeSettings {
+            dicom_listen: "127.0.0.1:11112".into(),
+            ae_title: "CXR_APPLIANCE".into(),
+            allow: vec![AllowedPeer {
+                calling_ae: None,
+                from: "loopback".into(),
+            }],
+            max_pdu: 256 * 1024,
+            max_associations: 16,
+            max_per_calling_ae: 4,
+            acse_timeout_s: 10,
+            dimse_timeout_s: 30,
+            idle_timeout_s: 60,
+            stable_s: 20.0,
+            spool_quota_bytes: 8 << 30,
+            max_instance_bytes: 128 << 20,
+            min_headroom_bytes: 256 << 20,
+            forward: Vec::new(),
+            retry_initial_s: 30.0,
+            retry_max_s: 3600.0,
+            retention_days: 14.0,
+        }
+    }
 }
 
 /// What a board adds to the bundle's input gate. A board may only tighten
@@ -178,6 +254,7 @@ pub struct BoardProfile {
     pub engine: EngineSettings,
     pub audit: AuditSettings,
     pub gate: GateTightening,
+    pub serve: ServeSettings,
     trust_dir_relative: bool,
 }
 
@@ -349,6 +426,8 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
         ));
     }
     let relative = raw.keys.trust_dir.is_relative();
+    let id = raw.id.clone();
+    let id = id.as_str();
     let trust_dir = if relative {
         raw.state.dir.join(&raw.keys.trust_dir)
     } else {
@@ -364,8 +443,90 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
         engine: raw.engine,
         audit: a,
         gate: raw.gate,
+        serve: validate_serve(id, raw.serve)?,
         trust_dir_relative: relative,
     })
+}
+
+fn validate_serve(id: &str, s: ServeSettings) -> Result<ServeSettings, BoardError> {
+    let ae_ok = !s.ae_title.trim().is_empty()
+        && s.ae_title.len() <= 16
+        && s.ae_title
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'\\');
+    let retry_ok = [s.retry_initial_s, s.retry_max_s, s.retention_days]
+        .iter()
+        .all(|t| t.is_finite() && *t > 0.0)
+        && s.retry_initial_s <= s.retry_max_s
+        && s.retention_days <= 3650.0;
+    let checks: [(bool, String, &'static str); 8] = [
+        (
+            retry_ok,
+            "serve.retry_initial_s, retry_max_s or retention_days".into(),
+            "use positive values, the first retry no later than the cap, at most 3650 days",
+        ),
+        (
+            s.dicom_listen.parse::<std::net::SocketAddr>().is_ok(),
+            format!(
+                "serve.dicom_listen = {:?} is not an address:port",
+                s.dicom_listen
+            ),
+            "write it as 127.0.0.1:11112",
+        ),
+        (
+            ae_ok,
+            format!("serve.ae_title = {:?}", s.ae_title),
+            "use 1-16 printable ASCII characters, no backslash",
+        ),
+        (
+            (4096..=16 << 20).contains(&s.max_pdu),
+            format!("serve.max_pdu = {}", s.max_pdu),
+            "use 4 KiB to 16 MiB",
+        ),
+        (
+            (1..=256).contains(&s.max_associations)
+                && (1..=s.max_associations).contains(&s.max_per_calling_ae),
+            format!(
+                "serve.max_associations = {}, max_per_calling_ae = {}",
+                s.max_associations, s.max_per_calling_ae
+            ),
+            "use 1-256 associations, and a per-AE cap no larger",
+        ),
+        (
+            [s.acse_timeout_s, s.dimse_timeout_s, s.idle_timeout_s]
+                .iter()
+                .all(|t| (1..=3600).contains(t)),
+            "a serve timeout outside 1-3600 s".into(),
+            "use 1 to 3600 seconds",
+        ),
+        (
+            s.stable_s.is_finite() && (0.0..=3600.0).contains(&s.stable_s),
+            format!("serve.stable_s = {}", s.stable_s),
+            "use 0 to 3600 seconds",
+        ),
+        (
+            s.max_instance_bytes >= 1 << 20 && s.max_instance_bytes <= s.spool_quota_bytes,
+            "serve.max_instance_bytes outside 1 MiB to the spool quota".into(),
+            "raise the spool quota or lower the instance limit",
+        ),
+    ];
+    for (ok, problem, fix) in checks {
+        if !ok {
+            return Err(invalid(id, problem, fix));
+        }
+    }
+    for peer in &s.allow {
+        let from_ok = matches!(peer.from.as_str(), "loopback" | "any")
+            || peer.from.parse::<std::net::IpAddr>().is_ok();
+        if !from_ok {
+            return Err(invalid(
+                id,
+                format!("serve.allow from = {:?}", peer.from),
+                "use loopback, any, or one IP address",
+            ));
+        }
+    }
+    Ok(s)
 }
 
 #[cfg(all(test, feature = "dev"))]

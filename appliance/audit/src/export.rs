@@ -69,6 +69,34 @@ pub fn record_json(r: &Record) -> Value {
         } => json!({
             "type": "torn_tail_recovered", "segment": segment, "offset": offset, "bytes": bytes, "kept_as": kept_as,
         }),
+        Event::StudyResult {
+            study_key,
+            version,
+            outcome,
+            result_sha256,
+            inputs_sha256,
+        } => json!({
+            "type": "study_result", "study_key": hex(study_key), "version": version, "outcome": outcome,
+            "result_sha256": hex(result_sha256), "inputs_sha256": inputs_sha256.iter().map(|d| hex(d)).collect::<Vec<_>>(),
+        }),
+        Event::AssociationFault {
+            peer,
+            calling_ae,
+            code,
+            transient,
+        } => json!({
+            "type": "association_fault", "peer": peer, "calling_ae": calling_ae, "code": code, "transient": transient,
+        }),
+        Event::OutboxChanged {
+            entry,
+            destination,
+            sop_instance_uid,
+            state,
+            detail,
+        } => json!({
+            "type": "outbox_changed", "entry": entry, "destination": destination,
+            "sop_instance_uid": sop_instance_uid, "state": state, "detail": detail,
+        }),
     };
     json!({ "seq": r.seq, "time_unix_ms": r.time_unix_ms, "prev": hex(&r.prev), "event": event })
 }

@@ -96,6 +96,32 @@ pub enum Event {
         bytes: u64,
         kept_as: String,
     },
+    /// The service published a study result (a new version on a late
+    /// instance): the result file's digest and every input's digest.
+    StudyResult {
+        study_key: [u8; 32],
+        version: u32,
+        outcome: String,
+        result_sha256: [u8; 32],
+        inputs_sha256: Vec<[u8; 32]>,
+    },
+    /// The DICOM receiver refused an association, or one ended by an abort or
+    /// a dropped connection: who, and why (`transient`: the peer may retry).
+    AssociationFault {
+        peer: String,
+        calling_ae: String,
+        code: String,
+        transient: bool,
+    },
+    /// An outbox entry (a result SR for one destination) was delivered,
+    /// dead-lettered, retried or dropped.
+    OutboxChanged {
+        entry: u64,
+        destination: String,
+        sop_instance_uid: String,
+        state: String,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

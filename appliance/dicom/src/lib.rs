@@ -31,6 +31,7 @@ pub use cxr_radiograph::{AcquisitionInfo, InputClass, Radiograph};
 pub use error::DicomError;
 pub use limits::ReadLimits;
 pub use pixels::inside_decoder_guard;
+pub use syntax::decodable_transfer_syntaxes;
 
 use dicom_object::file::ReadPreamble;
 use dicom_object::OpenFileOptions;
@@ -43,6 +44,79 @@ use crate::syntax::{Codec, Encoding};
 /// callers can route a file by its bytes, not by its name.
 pub fn has_part10_prefix(bytes: &[u8]) -> bool {
     bytes.get(128..132) == Some(b"DICM".as_slice())
+}
+
+/// Who an instance says it is: the UIDs a receiver files it under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceIdentity {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: Option<String>,
+    pub modality: Option<String>,
+    /// The patient and study attributes a derived object (a result SR)
+    /// repeats, as decoded text.
+    pub study: StudyAttributes,
+}
+
+/// Patient and General Study module values, as text (absent when empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StudyAttributes {
+    pub patient_name: Option<String>,
+    pub patient_id: Option<String>,
+    pub patient_birth_date: Option<String>,
+    pub patient_sex: Option<String>,
+    pub study_date: Option<String>,
+    pub study_time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_id: Option<String>,
+    pub referring_physician_name: Option<String>,
+}
+
+/// Read only an instance's identity (SOP class, SOP instance and study
+/// UIDs): the same structural scan as [`read_radiograph`], then the header
+/// up to the pixel data, nothing decoded. A receiver calls it before it
+/// acknowledges an instance, so that a data set it cannot parse is refused
+/// while the sender can still act.
+///
+/// Never panics on any input.
+pub fn read_identity(bytes: &[u8], limits: &ReadLimits) -> Result<InstanceIdentity, DicomError> {
+    scan::scan(bytes, limits)?;
+    let file = pixels::guarded(|| {
+        OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Always)
+            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+            .from_reader(bytes)
+    })
+    .map_err(|p| {
+        DicomError::malformed(
+            0,
+            format!("parser crashed: {}", pixels::panic_text(p.as_ref())),
+        )
+    })?
+    .map_err(|e| DicomError::malformed(0, format!("parser: {e}")))?;
+    let uid = |tag, name: &str| {
+        tags::text(&file, tag).ok_or_else(|| DicomError::header(format!("{name} is missing")))
+    };
+    use dicom_dictionary_std::tags as t;
+    Ok(InstanceIdentity {
+        sop_class_uid: uid(t::SOP_CLASS_UID, "SOP Class UID")?,
+        sop_instance_uid: uid(t::SOP_INSTANCE_UID, "SOP Instance UID")?,
+        study_instance_uid: uid(t::STUDY_INSTANCE_UID, "Study Instance UID")?,
+        series_instance_uid: tags::text(&file, t::SERIES_INSTANCE_UID),
+        modality: tags::text(&file, t::MODALITY),
+        study: StudyAttributes {
+            patient_name: tags::text(&file, t::PATIENT_NAME),
+            patient_id: tags::text(&file, t::PATIENT_ID),
+            patient_birth_date: tags::text(&file, t::PATIENT_BIRTH_DATE),
+            patient_sex: tags::text(&file, t::PATIENT_SEX),
+            study_date: tags::text(&file, t::STUDY_DATE),
+            study_time: tags::text(&file, t::STUDY_TIME),
+            accession_number: tags::text(&file, t::ACCESSION_NUMBER),
+            study_id: tags::text(&file, t::STUDY_ID),
+            referring_physician_name: tags::text(&file, t::REFERRING_PHYSICIAN_NAME),
+        },
+    })
 }
 
 /// Read a DICOM Part 10 file from memory into a normalised radiograph.

@@ -153,6 +153,12 @@ const ACCEPTED: &[Syntax] = &[
     ),
 ];
 
+/// The UIDs of every transfer syntax the read path decodes, in the order a
+/// receiver should prefer them (uncompressed first).
+pub fn decodable_transfer_syntaxes() -> impl Iterator<Item = &'static str> {
+    ACCEPTED.iter().map(|s| s.uid)
+}
+
 /// Names of well-known syntaxes we refuse, so the error can say what the file is.
 const REFUSED_NAMES: &[(&str, &str)] = &[
     (

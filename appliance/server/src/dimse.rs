@@ -33,6 +33,8 @@ pub mod status {
     pub const CANNOT_UNDERSTAND: u16 = 0xC000;
     /// Refused: SOP class not supported.
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Failure: processing failure (the spool could not write).
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
 }
 
 const GROUP_LENGTH: u16 = 0x0000;
@@ -55,6 +57,9 @@ pub struct CommandSet {
     pub affected_sop_instance_uid: Option<String>,
     pub priority: Option<u16>,
     pub data_set_type: Option<u16>,
+    /// In a response: the request's Message ID, and the status.
+    pub message_id_responded_to: Option<u16>,
+    pub status: Option<u16>,
 }
 
 /// A request this node serves.
@@ -162,6 +167,8 @@ pub fn decode_command(bytes: &[u8]) -> Result<CommandSet, DimseError> {
             MESSAGE_ID => set.message_id = Some(read_u16(value, offset)?),
             PRIORITY => set.priority = Some(read_u16(value, offset)?),
             DATA_SET_TYPE => set.data_set_type = Some(read_u16(value, offset)?),
+            MESSAGE_ID_RESPONDED_TO => set.message_id_responded_to = Some(read_u16(value, offset)?),
+            STATUS => set.status = Some(read_u16(value, offset)?),
             AFFECTED_SOP_INSTANCE_UID => {
                 set.affected_sop_instance_uid = Some(read_uid(value, offset)?)
             }
@@ -244,6 +251,28 @@ impl Encoder {
         out.extend_from_slice(&self.0);
         out
     }
+}
+
+/// A C-ECHO-RQ (for checking a destination).
+pub fn echo_request(message_id: u16) -> Vec<u8> {
+    let mut e = Encoder(Vec::new());
+    e.text(AFFECTED_SOP_CLASS_UID, VERIFICATION_SOP_CLASS, 0);
+    e.us(COMMAND_FIELD, C_ECHO_RQ);
+    e.us(MESSAGE_ID, message_id);
+    e.us(DATA_SET_TYPE, NO_DATA_SET);
+    e.finish()
+}
+
+/// A C-STORE-RQ at medium priority; a data set follows.
+pub fn store_request(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Vec<u8> {
+    let mut e = Encoder(Vec::new());
+    e.text(AFFECTED_SOP_CLASS_UID, sop_class_uid, 0);
+    e.us(COMMAND_FIELD, C_STORE_RQ);
+    e.us(MESSAGE_ID, message_id);
+    e.us(PRIORITY, 0);
+    e.us(DATA_SET_TYPE, 0x0000);
+    e.text(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid, 0);
+    e.finish()
 }
 
 /// The C-ECHO-RSP to message `message_id`.

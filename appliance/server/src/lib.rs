@@ -1,24 +1,39 @@
-//! `cxr-server`: the stages of the resident service (`serve`). So far:
+//! `cxr-server`: the stages of the resident service (`serve`), from the
+//! network to a published study result. It owns:
 //!
 //! - [`spool`]: where every received instance lands before anything is
-//!   acknowledged. Bytes are streamed to a `.part` file named by our own
-//!   sequence number, fsynced, renamed, the directory fsynced, and a journal
-//!   record appended and fsynced; only then does `commit` return a
-//!   [`spool::Durable`], the one thing a protocol adapter may acknowledge on.
-//!   Peer strings never become file names. Duplicates and conflicting copies
-//!   of one SOP Instance UID are recognised; transfers in flight count
-//!   against the quota; nothing undelivered is evicted; one process owns a
-//!   spool at a time (an exclusive lock).
-//! - [`dimse`]: the DIMSE command set (PS3.7) that `dicom-ul` does not
-//!   provide: strict, bounded decoding of a command from its PDV fragments
-//!   and encoding of C-ECHO and C-STORE responses.
+//!   acknowledged (stream to `.part`, fsync, rename, directory fsync,
+//!   journal line fsync; only then [`spool::Durable`]). Peer strings never
+//!   become file names.
+//! - [`dimse`]: the DIMSE command set (PS3.7) that `dicom-ul` lacks.
+//! - [`scp`]: the C-ECHO/C-STORE receiver over `dicom-ul`'s PDU codec, with
+//!   the allow-list, caps, timeouts and transient rejections.
+//! - [`intake`]: the one path from a received data set to the spool, shared
+//!   by every protocol adapter.
+//! - [`assembly`]: instances grouped into studies, and the completion rule.
+//! - [`worker`] and [`results`]: the one inference worker, instance
+//!   results and versioned study results with their SR.
+//! - [`outbox`], [`forward`] and [`scu`]: store-and-forward of each SR to
+//!   every destination, with retries and a dead-letter state.
 //!
 //! It must not know how a decision is computed, burn or CUDA: the worker
-//! will call the same study path as `classify`.
+//! calls a [`worker::Processor`] that the binary implements with the same
+//! study path as `classify`. Time comes from an injected [`clock::Clock`].
 
+pub mod assembly;
+pub mod clock;
 pub mod dimse;
 mod error;
+pub mod forward;
+pub mod intake;
+pub mod outbox;
+pub mod part10;
+mod pdu_io;
+pub mod results;
+pub mod scp;
+pub mod scu;
 pub mod spool;
 pub mod uid;
+pub mod worker;
 
 pub use error::{DimseError, SpoolError};

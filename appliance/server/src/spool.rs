@@ -320,6 +320,17 @@ impl Spool {
         }
     }
 
+    /// Bytes that may still arrive before the quota: stored and in-flight
+    /// bytes both count.
+    pub fn headroom(&self) -> u64 {
+        let busy = self
+            .budget
+            .used
+            .load(Ordering::SeqCst)
+            .saturating_add(self.budget.in_flight.load(Ordering::SeqCst));
+        self.config.quota_bytes.saturating_sub(busy)
+    }
+
     /// Start receiving an instance of `expected` bytes if the sender said
     /// (refused at once when it cannot fit).
     pub fn begin(&mut self, expected: Option<u64>) -> Result<Incoming, SpoolError> {
@@ -487,6 +498,19 @@ impl Incoming {
         self.hasher.update(chunk);
         self.bytes = bytes;
         Ok(())
+    }
+
+    /// Flush what has arrived and read it back: the receiver checks the
+    /// whole instance (that it parses, and says what its command said)
+    /// before committing it. At most the instance limit.
+    pub fn read_back(&mut self) -> Result<Vec<u8>, SpoolError> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| SpoolError::io("reading", &self.path, "instance already finished"))?;
+        file.flush()
+            .map_err(|e| SpoolError::io("writing", &self.path, e))?;
+        std::fs::read(&self.path).map_err(|e| SpoolError::io("reading back", &self.path, e))
     }
 
     /// Hand this transfer's reserved bytes back (once).

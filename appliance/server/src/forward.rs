@@ -1,0 +1,124 @@
+//! The outbox's sender: sends due entries one at a time, records every
+//! attempt, and sleeps until the next entry is due or new work is queued.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::clock::Clock;
+use crate::outbox::{Change, Entry, Outbox, RetryPolicy};
+use crate::scu::{self, Destination, SendLimits};
+
+/// What the sender reports (the binary audits it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub entry: u64,
+    pub destination: String,
+    pub sop_instance_uid: String,
+    pub change: Change,
+    pub detail: String,
+}
+
+pub type OutboxObserver = Arc<dyn Fn(OutboxEvent) + Send + Sync>;
+
+/// The longest the sender sleeps without looking again.
+const TICK: Duration = Duration::from_secs(1);
+
+pub struct Forwarder {
+    pub outbox: Arc<Mutex<Outbox>>,
+    /// The state directory (entries name files relative to it).
+    pub root: PathBuf,
+    pub calling_ae: String,
+    pub policy: RetryPolicy,
+    pub limits: SendLimits,
+    pub clock: Arc<dyn Clock>,
+    pub observer: OutboxObserver,
+    pub wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Send until `stop`; an attempt in progress finishes first.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let due = self.outbox().due(self.clock.unix_ms());
+            for entry in due {
+                if *stop.borrow() {
+                    return;
+                }
+                self.attempt(&entry).await;
+            }
+            let now = self.clock.unix_ms();
+            let wait = self.outbox().next_due().map_or(TICK, |t| {
+                Duration::from_millis(t.saturating_sub(now)).min(TICK)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn attempt(&self, entry: &Entry) {
+        let outcome = self.send(entry).await;
+        let detail = match &outcome {
+            Ok(s) => format!("status {s:#06x}"),
+            Err(e) => e.clone(),
+        };
+        let recorded = self
+            .outbox()
+            .record(entry.id, outcome, &self.policy, self.clock.unix_ms());
+        match recorded {
+            Ok(change) => (self.observer)(OutboxEvent {
+                entry: entry.id,
+                destination: entry.destination.clone(),
+                sop_instance_uid: entry.sop_instance_uid.clone(),
+                change,
+                detail,
+            }),
+            Err(e) => eprintln!("cxr-appliance serve: outbox: {e}"),
+        }
+    }
+
+    /// One C-STORE of the entry's file: Ok(status) when the destination
+    /// stored it, Err otherwise (a refusal status is an error too).
+    async fn send(&self, entry: &Entry) -> Result<u16, String> {
+        let destination = Destination::parse(&entry.destination)?;
+        let path = self.root.join(&entry.file);
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let status = scu::store(
+            &destination,
+            &self.calling_ae,
+            &entry.sop_class_uid,
+            &entry.sop_instance_uid,
+            &bytes,
+            self.limits,
+        )
+        .await?;
+        if scu::stored(status) {
+            Ok(status)
+        } else {
+            Err(format!(
+                "{} answered status {status:#06x}",
+                destination.name()
+            ))
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Where a protocol adapter hands a received instance: it checks the whole
+//! data set (that it parses, and that it is what its command said), commits
+//! it to the spool, and tells study assembly. The adapter acknowledges on
+//! the reply's status and nothing else.
+
+use std::sync::{Arc, Mutex};
+
+use cxr_dicom::{read_identity, ReadLimits};
+
+use crate::assembly::StudyBoard;
+use crate::clock::Clock;
+use crate::dimse::status;
+use crate::spool::{Durable, Incoming, InstanceMeta, Spool};
+use crate::uid::is_valid_uid;
+use crate::SpoolError;
+
+/// What the command said the data set is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRequest {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax: String,
+    /// The calling AE title and address, as data for the record.
+    pub source: String,
+    /// The association it came on (for the study completion rule).
+    pub association: u64,
+}
+
+/// The status a C-STORE-RSP (or a STOW-RS entry) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreReply {
+    pub status: u16,
+    /// Why, for a failure: a stable code and a short message.
+    pub comment: Option<String>,
+    /// Set on success only: the proof that the instance is durable.
+    pub durable: Option<Durable>,
+}
+
+impl StoreReply {
+    fn refused(status: u16, code: &str, message: impl std::fmt::Display) -> Self {
+        StoreReply {
+            status,
+            comment: Some(format!("{code}: {message}")),
+            durable: None,
+        }
+    }
+}
+
+/// The spool, behind its lock, with the checks every received instance passes.
+pub struct Intake {
+    spool: Mutex<Spool>,
+    board: Arc<StudyBoard>,
+    limits: ReadLimits,
+    clock: Arc<dyn Clock>,
+    /// One instance is read back and parsed at a time, so that concurrent
+    /// associations cannot together hold many whole instances in memory.
+    checking: Mutex<()>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").finish_non_exhaustive()
+    }
+}
+
+impl Intake {
+    pub fn new(spool: Spool, board: Arc<StudyBoard>, clock: Arc<dyn Clock>) -> Self {
+        Intake {
+            spool: Mutex::new(spool),
+            board,
+            limits: ReadLimits::default(),
+            clock,
+            checking: Mutex::new(()),
+        }
+    }
+
+    /// The spool, for readers (the worker, administrative commands).
+    pub fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn board(&self) -> &Arc<StudyBoard> {
+        &self.board
+    }
+
+    /// Start receiving an instance; its Part 10 meta group is written first.
+    pub fn begin(&self, request: &StoreRequest) -> Result<Incoming, StoreReply> {
+        for uid in [
+            &request.sop_class_uid,
+            &request.sop_instance_uid,
+            &request.transfer_syntax,
+        ] {
+            if !is_valid_uid(uid) {
+                return Err(StoreReply::refused(
+                    status::CANNOT_UNDERSTAND,
+                    "DIMSE_BAD_UID",
+                    "the command carries an invalid UID",
+                ));
+            }
+        }
+        let mut incoming = self.spool().begin(None).map_err(spool_refusal)?;
+        let meta = crate::part10::file_meta(
+            &request.sop_class_uid,
+            &request.sop_instance_uid,
+            &request.transfer_syntax,
+        );
+        incoming.write(&meta).map_err(spool_refusal)?;
+        Ok(incoming)
+    }
+
+    /// Check and commit a completely received instance. Blocking: call it
+    /// off the network task.
+    pub fn finish(&self, mut incoming: Incoming, request: &StoreRequest) -> StoreReply {
+        let identity = {
+            let _one_at_a_time = self.checking.lock().unwrap_or_else(|p| p.into_inner());
+            let bytes = match incoming.read_back() {
+                Ok(b) => b,
+                Err(e) => return spool_refusal(e),
+            };
+            read_identity(&bytes, &self.limits)
+        };
+        let identity = match identity {
+            Ok(i) => i,
+            Err(e) => return StoreReply::refused(status::CANNOT_UNDERSTAND, e.code(), e),
+        };
+        if identity.sop_instance_uid != request.sop_instance_uid
+            || identity.sop_class_uid != request.sop_class_uid
+        {
+            return StoreReply::refused(
+                status::CANNOT_UNDERSTAND,
+                "DIMSE_DATA_SET_MISMATCH",
+                "the data set's SOP Class or Instance UID differs from the command's",
+            );
+        }
+        let meta = InstanceMeta {
+            sop_class_uid: identity.sop_class_uid,
+            sop_instance_uid: identity.sop_instance_uid,
+            study_instance_uid: identity.study_instance_uid.clone(),
+            source: request.source.clone(),
+        };
+        let durable = self.spool().commit(incoming, &meta, self.clock.unix_ms());
+        match durable {
+            Ok(durable) => {
+                if let Durable::Stored { id, .. } = durable {
+                    self.board.arrived(
+                        id,
+                        &identity.study_instance_uid,
+                        Some(request.association),
+                        self.clock.monotonic_ms(),
+                    );
+                }
+                StoreReply {
+                    status: status::SUCCESS,
+                    comment: None,
+                    durable: Some(durable),
+                }
+            }
+            Err(e) => spool_refusal(e),
+        }
+    }
+}
+
+/// The status for a spool that cannot take an instance: out of resources
+/// when it is full, a processing failure otherwise.
+pub(crate) fn spool_refusal(e: SpoolError) -> StoreReply {
+    let status = match e {
+        SpoolError::Full { .. } | SpoolError::InstanceTooLarge { .. } => status::OUT_OF_RESOURCES,
+        SpoolError::BadUid { .. } => status::CANNOT_UNDERSTAND,
+        _ => status::PROCESSING_FAILURE,
+    };
+    StoreReply::refused(status, e.code(), e)
+}

@@ -1,0 +1,479 @@
+//! The outbox: store-and-forward of result SRs to each configured
+//! destination. Every (result, destination) pair is an entry in an
+//! append-only journal (`outbox/journal.jsonl`, each line fsynced), so the
+//! outbox survives restarts and power loss. Retries back off exponentially
+//! (from `retry_initial` up to `retry_max`) for `retention`, then the entry
+//! is dead-lettered: visible in `outbox list`, audited, retried only on a
+//! field engineer's `outbox retry`. A retry sends the same file, so the
+//! same SOP Instance UID: a PACS deduplicates it.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SpoolError;
+
+/// The state of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    Pending,
+    Delivered,
+    /// Retention ran out: no more automatic retries.
+    Dead,
+    /// Dropped by a field engineer.
+    Dropped,
+}
+
+/// One (result, destination) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: u64,
+    /// The study folder (a digest of the Study Instance UID) and version.
+    pub study_key: String,
+    pub version: u32,
+    /// The SR file, relative to the state directory.
+    pub file: PathBuf,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub destination: String,
+    pub created_unix_ms: u64,
+    pub state: EntryState,
+    pub attempts: u32,
+    pub next_attempt_unix_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Line {
+    Enqueue(Entry),
+    Attempt {
+        id: u64,
+        at_unix_ms: u64,
+        error: String,
+    },
+    Delivered {
+        id: u64,
+        at_unix_ms: u64,
+        status: u16,
+    },
+    Dead {
+        id: u64,
+        at_unix_ms: u64,
+    },
+    Retry {
+        id: u64,
+        at_unix_ms: u64,
+    },
+    Drop {
+        id: u64,
+        at_unix_ms: u64,
+    },
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub retention: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 30 s doubling to 1 h, for 14 days.
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(30),
+            max: Duration::from_secs(3600),
+            retention: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after the `attempts`-th failure.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(20);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What an attempt changed, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Delivered { status: u16 },
+    WillRetry { in_ms: u64 },
+    Dead,
+}
+
+/// The outbox of one state directory. One owner at a time (its lock).
+#[derive(Debug)]
+pub struct Outbox {
+    path: PathBuf,
+    journal: File,
+    _lock: File,
+    entries: BTreeMap<u64, Entry>,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SpoolError::io("syncing", dir, e))
+}
+
+impl Outbox {
+    /// Open (or create) `root/outbox`; a torn last line is cut.
+    pub fn open(root: &Path) -> Result<Outbox, SpoolError> {
+        let dir = root.join("outbox");
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
+            sync_dir(root)?;
+        }
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| SpoolError::io("opening", &lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Err(SpoolError::Locked { path: lock_path });
+        }
+        let path = dir.join("journal.jsonl");
+        let mut journal = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| SpoolError::io("opening", &path, e))?;
+        let entries = replay(&mut journal, &path)?;
+        Ok(Outbox {
+            path,
+            journal,
+            _lock: lock,
+            entries,
+        })
+    }
+
+    fn append(&mut self, line: &Line) -> Result<(), SpoolError> {
+        let mut bytes =
+            serde_json::to_vec(line).map_err(|e| SpoolError::io("encoding", &self.path, e))?;
+        bytes.push(b'\n');
+        self.journal
+            .write_all(&bytes)
+            .and_then(|()| self.journal.sync_data())
+            .map_err(|e| SpoolError::io("appending to", &self.path, e))?;
+        apply(&mut self.entries, line.clone());
+        Ok(())
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn entry(&self, id: u64) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// Queue `file` for `destination` unless that pair is already queued
+    /// (in any state): calling it again after a crash adds nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ensure(
+        &mut self,
+        study_key: &str,
+        version: u32,
+        file: &Path,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        destination: &str,
+        now_unix_ms: u64,
+    ) -> Result<bool, SpoolError> {
+        let known = self
+            .entries
+            .values()
+            .any(|e| e.sop_instance_uid == sop_instance_uid && e.destination == destination);
+        if known {
+            return Ok(false);
+        }
+        let id = self.entries.keys().next_back().map_or(1, |k| k + 1);
+        self.append(&Line::Enqueue(Entry {
+            id,
+            study_key: study_key.to_owned(),
+            version,
+            file: file.to_owned(),
+            sop_class_uid: sop_class_uid.to_owned(),
+            sop_instance_uid: sop_instance_uid.to_owned(),
+            destination: destination.to_owned(),
+            created_unix_ms: now_unix_ms,
+            state: EntryState::Pending,
+            attempts: 0,
+            next_attempt_unix_ms: now_unix_ms,
+            last_error: None,
+        }))?;
+        Ok(true)
+    }
+
+    /// Pending entries due at `now`, oldest first.
+    pub fn due(&self, now_unix_ms: u64) -> Vec<Entry> {
+        self.entries
+            .values()
+            .filter(|e| e.state == EntryState::Pending && e.next_attempt_unix_ms <= now_unix_ms)
+            .cloned()
+            .collect()
+    }
+
+    /// When the next pending entry is due.
+    pub fn next_due(&self) -> Option<u64> {
+        self.entries
+            .values()
+            .filter(|e| e.state == EntryState::Pending)
+            .map(|e| e.next_attempt_unix_ms)
+            .min()
+    }
+
+    /// Record how an attempt ended.
+    pub fn record(
+        &mut self,
+        id: u64,
+        outcome: Result<u16, String>,
+        policy: &RetryPolicy,
+        now_unix_ms: u64,
+    ) -> Result<Change, SpoolError> {
+        let Some(entry) = self.entries.get(&id).cloned() else {
+            return Err(SpoolError::io(
+                "recording",
+                &self.path,
+                format!("no outbox entry {id}"),
+            ));
+        };
+        match outcome {
+            Ok(status) => {
+                self.append(&Line::Delivered {
+                    id,
+                    at_unix_ms: now_unix_ms,
+                    status,
+                })?;
+                Ok(Change::Delivered { status })
+            }
+            Err(error) => {
+                self.append(&Line::Attempt {
+                    id,
+                    at_unix_ms: now_unix_ms,
+                    error,
+                })?;
+                let age = now_unix_ms.saturating_sub(entry.created_unix_ms);
+                if age >= policy.retention.as_millis() as u64 {
+                    self.append(&Line::Dead {
+                        id,
+                        at_unix_ms: now_unix_ms,
+                    })?;
+                    return Ok(Change::Dead);
+                }
+                let in_ms = policy.backoff(entry.attempts + 1).as_millis() as u64;
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.next_attempt_unix_ms = now_unix_ms.saturating_add(in_ms);
+                }
+                Ok(Change::WillRetry { in_ms })
+            }
+        }
+    }
+
+    /// A field engineer's retry: the entry is pending again, due now, with
+    /// a fresh retention period.
+    pub fn retry(&mut self, id: u64, now_unix_ms: u64) -> Result<(), SpoolError> {
+        self.known(id)?;
+        self.append(&Line::Retry {
+            id,
+            at_unix_ms: now_unix_ms,
+        })
+    }
+
+    /// A field engineer's drop: never sent again.
+    pub fn drop_entry(&mut self, id: u64, now_unix_ms: u64) -> Result<(), SpoolError> {
+        self.known(id)?;
+        self.append(&Line::Drop {
+            id,
+            at_unix_ms: now_unix_ms,
+        })
+    }
+
+    fn known(&self, id: u64) -> Result<(), SpoolError> {
+        if self.entries.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(SpoolError::io(
+                "changing",
+                &self.path,
+                format!("no outbox entry {id} (fix: see `outbox list`)"),
+            ))
+        }
+    }
+}
+
+/// Apply one line to the entries (replay and live alike).
+fn apply(entries: &mut BTreeMap<u64, Entry>, line: Line) {
+    match line {
+        Line::Enqueue(e) => {
+            entries.insert(e.id, e);
+        }
+        Line::Attempt {
+            id,
+            at_unix_ms,
+            error,
+        } => {
+            if let Some(e) = entries.get_mut(&id) {
+                e.attempts += 1;
+                e.last_error = Some(error);
+                // Replayed without the policy: due again at once after a
+                // restart, then backed off from there.
+                e.next_attempt_unix_ms = at_unix_ms;
+            }
+        }
+        Line::Delivered { id, .. } => set_state(entries, id, EntryState::Delivered),
+        Line::Dead { id, .. } => set_state(entries, id, EntryState::Dead),
+        Line::Drop { id, .. } => set_state(entries, id, EntryState::Dropped),
+        Line::Retry { id, at_unix_ms } => {
+            if let Some(e) = entries.get_mut(&id) {
+                e.state = EntryState::Pending;
+                e.created_unix_ms = at_unix_ms;
+                e.next_attempt_unix_ms = at_unix_ms;
+            }
+        }
+    }
+}
+
+fn set_state(entries: &mut BTreeMap<u64, Entry>, id: u64, state: EntryState) {
+    if let Some(e) = entries.get_mut(&id) {
+        e.state = state;
+    }
+}
+
+fn replay(journal: &mut File, path: &Path) -> Result<BTreeMap<u64, Entry>, SpoolError> {
+    let mut text = Vec::new();
+    journal
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| journal.read_to_end(&mut text))
+        .map_err(|e| SpoolError::io("reading", path, e))?;
+    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        journal
+            .set_len(complete as u64)
+            .and_then(|()| journal.sync_all())
+            .map_err(|e| SpoolError::io("cutting the torn tail of", path, e))?;
+    }
+    let mut entries = BTreeMap::new();
+    for (n, line) in text[..complete].split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let line: Line = serde_json::from_slice(line).map_err(|e| SpoolError::Journal {
+            path: path.to_owned(),
+            line: n + 1,
+            reason: e.to_string(),
+        })?;
+        apply(&mut entries, line);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cxr-outbox-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        dir
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            retention: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_secs(30));
+        assert_eq!(p.backoff(2), Duration::from_secs(60));
+        assert_eq!(p.backoff(8), Duration::from_secs(3600));
+        assert_eq!(p.backoff(1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn entries_survive_reopening_retry_then_die_and_are_never_queued_twice() {
+        let dir = scratch("life");
+        let file = Path::new("results/studies/k/v1.dcm");
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(o
+            .ensure("k", 1, file, "1.2", "1.2.3", "PACS@h:1", 1000)
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert!(!o
+            .ensure("k", 1, file, "1.2", "1.2.3", "PACS@h:1", 2000)
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert!(o
+            .ensure("k", 1, file, "1.2", "1.2.3", "OTHER@h:1", 1000)
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(o.due(1000).len(), 2);
+        let p = policy();
+        assert_eq!(
+            o.record(1, Err("down".into()), &p, 1000).ok(),
+            Some(Change::WillRetry { in_ms: 1000 })
+        );
+        assert_eq!(
+            o.record(1, Err("down".into()), &p, 2000).ok(),
+            Some(Change::WillRetry { in_ms: 2000 })
+        );
+        assert!(o.due(3999).iter().all(|e| e.id != 1));
+        assert!(o.due(4000).iter().any(|e| e.id == 1));
+        assert_eq!(
+            o.record(2, Ok(0), &p, 1500).ok(),
+            Some(Change::Delivered { status: 0 })
+        );
+        drop(o);
+        // A torn line from a power loss is cut; the rest replays.
+        let journal = dir.join("outbox/journal.jsonl");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(b"{\"op\":\"deliv")
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(f);
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            o.entry(1).map(|e| (e.state, e.attempts)),
+            Some((EntryState::Pending, 2))
+        );
+        assert_eq!(o.entry(2).map(|e| e.state), Some(EntryState::Delivered));
+        assert_eq!(
+            o.record(1, Err("still down".into()), &p, 61_000).ok(),
+            Some(Change::Dead)
+        );
+        assert!(
+            o.due(u64::MAX).is_empty(),
+            "dead entries are not retried automatically"
+        );
+        o.retry(1, 70_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.due(70_000).len(), 1);
+        o.drop_entry(1, 71_000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(o.due(u64::MAX).is_empty());
+        assert!(o.retry(99, 0).is_err());
+        // One owner at a time.
+        assert_eq!(
+            Outbox::open(&dir).map(|_| ()).unwrap_err().code(),
+            "SPOOL_LOCKED"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,258 @@
+//! The one inference worker: it takes durable instances in arrival order,
+//! runs the injected [`Processor`] (the same study path as `classify`,
+//! wired by the binary: this crate does not know how a decision is made),
+//! writes each instance's result, and publishes a study version when study
+//! assembly says the study is complete.
+//!
+//! Its queue is the spool itself: an instance without a result file is
+//! pending, so the queue is bounded by the spool's quota and survives
+//! restarts. An instance that has a result is never run again, so a
+//! restart cannot give one instance two answers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cxr_dicom::{read_identity, ReadLimits};
+use cxr_report::{encode_sr, SrDevice};
+use tokio::sync::Notify;
+
+use crate::assembly::Work;
+use crate::clock::Clock;
+use crate::intake::Intake;
+use crate::outbox::Outbox;
+use crate::results::{
+    sha256_hex, study_key, study_result, InstanceResult, ResultStore, StudyHeader, StudyResult,
+};
+use crate::spool::JournalRecord;
+use crate::SpoolError;
+
+/// What the worker calls; the binary implements it over `cxr-study`.
+pub trait Processor: Send {
+    /// Classify one spool instance from its Part 10 bytes. Faults become a
+    /// `Failed` or `Refused` result, never a panic out of here.
+    fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult;
+    /// A study version is on disk (`file` is its bytes): audit it. An error
+    /// keeps the version from being counted as published, so it is retried.
+    fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<(), String>;
+}
+
+/// Pause after a failed write before trying the same work again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Where published results go: the SR encoder's device identity, and the
+/// outbox with its destinations.
+pub struct Delivery {
+    pub device: SrDevice,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub destinations: Vec<String>,
+    /// Wakes the sender when something is queued.
+    pub wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("destinations", &self.destinations)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct Worker {
+    intake: Arc<Intake>,
+    store: ResultStore,
+    processor: Box<dyn Processor>,
+    clock: Arc<dyn Clock>,
+    delivery: Delivery,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    pub fn new(
+        intake: Arc<Intake>,
+        store: ResultStore,
+        processor: Box<dyn Processor>,
+        clock: Arc<dyn Clock>,
+        delivery: Delivery,
+    ) -> Self {
+        Worker {
+            intake,
+            store,
+            processor,
+            clock,
+            delivery,
+        }
+    }
+
+    /// Fill study assembly from what is on disk: every journalled instance,
+    /// whether it has its result, and each study's latest version. Studies
+    /// with unpublished instances complete `stable` after start-up.
+    pub fn restore(&self) -> Result<(), SpoolError> {
+        let board = self.intake.board();
+        let records: Vec<JournalRecord> = self.intake.spool().records().to_vec();
+        let now = self.clock.monotonic_ms();
+        for r in &records {
+            if self.store.instance(r.id)?.is_some() {
+                board.restore_processed(r.id, &r.study_instance_uid);
+            } else {
+                board.arrived(r.id, &r.study_instance_uid, None, now);
+            }
+        }
+        for (uid, s) in self.store.latest_studies()? {
+            let ids: Vec<u64> = s.instances.iter().map(|i| i.instance).collect();
+            board.restore_published(&uid, s.version, &ids);
+        }
+        Ok(())
+    }
+
+    /// Work until the board says stop: the current item is finished first.
+    pub fn run(mut self) {
+        let board = Arc::clone(self.intake.board());
+        loop {
+            let step = match board.next(self.clock.monotonic_ms()) {
+                Work::Stop => return,
+                Work::Wait(d) => {
+                    board.wait(d);
+                    Ok(())
+                }
+                Work::Instance(id) => self.instance(id),
+                Work::Study {
+                    study_instance_uid,
+                    version,
+                    instances,
+                } => self.study(&study_instance_uid, version, &instances),
+            };
+            if let Err(e) = step {
+                eprintln!("cxr-appliance serve: worker: {e}; retrying in {RETRY_AFTER:?}");
+                board.wait(RETRY_AFTER);
+            }
+        }
+    }
+
+    fn record(&self, id: u64) -> Result<JournalRecord, String> {
+        self.intake
+            .spool()
+            .records()
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| format!("instance {id} is not in the spool journal"))
+    }
+
+    fn instance(&mut self, id: u64) -> Result<(), String> {
+        let board = Arc::clone(self.intake.board());
+        if self
+            .store
+            .instance(id)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            board.processed(id);
+            return Ok(());
+        }
+        let record = self.record(id)?;
+        let path = self.intake.spool().path_of(id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                // Journalled but unreadable: retrying will not help. The
+                // failure is the instance's result, shown to the operator.
+                let result =
+                    crate::results::unreadable(&record, &format!("{}: {e}", path.display()));
+                return self.save(result);
+            }
+        };
+        let mut result = self.processor.process(&record, &bytes);
+        // What a derived object (the SR) repeats of the source study.
+        if let Ok(identity) = read_identity(&bytes, &ReadLimits::default()) {
+            result.series_instance_uid = identity.series_instance_uid;
+            let a = identity.study;
+            result.header = StudyHeader {
+                patient_name: a.patient_name,
+                patient_id: a.patient_id,
+                patient_birth_date: a.patient_birth_date,
+                patient_sex: a.patient_sex,
+                study_date: a.study_date,
+                study_time: a.study_time,
+                accession_number: a.accession_number,
+                study_id: a.study_id,
+                referring_physician_name: a.referring_physician_name,
+            };
+        }
+        self.save(result)
+    }
+
+    fn save(&mut self, result: InstanceResult) -> Result<(), String> {
+        let id = result.instance;
+        match self.store.write_instance(&result) {
+            Ok(()) => {
+                self.intake.board().processed(id);
+                Ok(())
+            }
+            Err(e) => {
+                // Processed again on the retry: same bytes, same answer.
+                self.intake.board().requeue(id);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn study(&mut self, uid: &str, version: u32, ids: &[u64]) -> Result<(), String> {
+        let mut pairs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let result = self
+                .store
+                .instance(*id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("instance {id} has no result yet"))?;
+            pairs.push((result, self.record(*id)?));
+        }
+        let previous = (version > 1)
+            .then(|| self.store.latest_study_file(uid))
+            .flatten()
+            .map(|(_, bytes)| sha256_hex(&bytes));
+        let refs: Vec<_> = pairs.iter().map(|(r, j)| (r, j)).collect();
+        let result = study_result(uid, version, previous, self.clock.unix_ms(), &refs);
+        // The SR and its outbox entries first, the version's JSON last: a
+        // crash before the JSON republishes the same version, with the
+        // same SR UIDs, and the outbox queues nothing twice.
+        self.deliver(&result)?;
+        let file = serde_json::to_vec_pretty(&result).map_err(|e| e.to_string())?;
+        self.processor.published(&result, &file)?;
+        self.store.write_study(&result).map_err(|e| e.to_string())?;
+        self.intake.board().published(uid, version, ids);
+        Ok(())
+    }
+
+    /// Encode the SR, write it beside the result, queue it for every destination.
+    fn deliver(&mut self, result: &StudyResult) -> Result<(), String> {
+        let d = &self.delivery;
+        let sr = encode_sr(result, &d.device).map_err(|e| e.to_string())?;
+        let path = self
+            .store
+            .write_study_sr(&result.study_instance_uid, result.version, &sr.bytes)
+            .map_err(|e| e.to_string())?;
+        let mut outbox = d.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let key = study_key(&result.study_instance_uid);
+        for destination in &d.destinations {
+            outbox
+                .ensure(
+                    &key,
+                    result.version,
+                    &path,
+                    &sr.sop_class_uid,
+                    &sr.sop_instance_uid,
+                    destination,
+                    self.clock.unix_ms(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        drop(outbox);
+        d.wake.notify_one();
+        Ok(())
+    }
+}

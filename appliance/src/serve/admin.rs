@@ -1,0 +1,112 @@
+//! The local admin socket (`<state>/admin.sock`, owner-only): how
+//! administrative commands reach a running `serve`, which owns the outbox
+//! and the audit log. One JSON request line, one JSON reply line.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cxr_audit::AuditLog;
+use cxr_server::outbox::Outbox;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Notify};
+
+/// The largest request line read.
+const MAX_REQUEST: usize = 4096;
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("admin.sock")
+}
+
+/// What the admin socket can reach.
+pub(super) struct Admin {
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub audit: Arc<Mutex<AuditLog>>,
+    pub wake: Arc<Notify>,
+    pub status: Value,
+}
+
+impl Admin {
+    fn handle(&self, request: &Value) -> Value {
+        if request["op"] == "status" {
+            return json!({ "ok": true, "status": self.status });
+        }
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let reply = crate::outbox_cmd::apply(request, &mut outbox, &mut audit);
+        self.wake.notify_one();
+        reply
+    }
+}
+
+/// Bind the socket (the caller owns the state directory's locks, so a
+/// socket file left there is stale), owner-only.
+pub(super) fn bind(state_dir: &Path) -> anyhow::Result<UnixListener> {
+    let path = socket_path(state_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub(super) async fn run(
+    listener: UnixListener,
+    admin: Arc<Admin>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let admin = Arc::clone(&admin);
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let bounded = tokio::io::AsyncReadExt::take(read, MAX_REQUEST as u64);
+            let mut reader = tokio::io::BufReader::new(bounded);
+            let got =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let reply = match (got, serde_json::from_str::<Value>(&line)) {
+                (Ok(Ok(_)), Ok(request)) => {
+                    tokio::task::spawn_blocking(move || admin.handle(&request))
+                        .await
+                        .unwrap_or_else(|_| json!({ "ok": false, "code": "ADMIN_FAULT" }))
+                }
+                _ => {
+                    json!({ "ok": false, "code": "ADMIN_BAD_REQUEST", "message": "one JSON line, at most 4 KiB" })
+                }
+            };
+            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+        });
+    }
+}
+
+/// Send `request` to a running `serve`: `None` when none is listening.
+pub fn ask(state_dir: &Path, request: &Value) -> anyhow::Result<Option<Value>> {
+    let path = socket_path(state_dir);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(anyhow::anyhow!("connecting to {}: {e}", path.display())),
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).take(1 << 20).read_line(&mut line)?;
+    Ok(Some(serde_json::from_str(&line)?))
+}

@@ -1,0 +1,124 @@
+//! `serve`'s settings: the board profile's `[serve]` section, with a
+//! development board's command-line overrides.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use cxr_board::{BoardKind, BoardProfile, ServeSettings};
+use cxr_server::outbox::RetryPolicy;
+use cxr_server::scp::{AllowRule, PeerFilter, ScpConfig};
+use cxr_server::scu::Destination;
+
+use super::ServeArgs;
+
+/// The board's `serve` settings with a development board's overrides; a
+/// release board refuses them (it binds only to what its profile names).
+pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result<ServeSettings> {
+    let mut s = board.serve.clone();
+    let overridden = args.listen.is_some()
+        || args.ae_title.is_some()
+        || !args.allow.is_empty()
+        || !args.forward.is_empty()
+        || args.stable_s.is_some()
+        || args.retry_initial_s.is_some();
+    if overridden && board.kind == BoardKind::Release {
+        anyhow::bail!(
+            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --ae-title, --allow, --forward, --stable-s and --retry-initial-s are refused (fix: the board profile's [serve] section sets them)",
+            board.id
+        );
+    }
+    if let Some(l) = args.listen {
+        s.dicom_listen = l.to_string();
+    }
+    if let Some(ae) = &args.ae_title {
+        s.ae_title = ae.clone();
+    }
+    if !args.allow.is_empty() {
+        s.allow = args
+            .allow
+            .iter()
+            .map(|a| parse_allow(a))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if !args.forward.is_empty() {
+        s.forward = args.forward.clone();
+    }
+    if let Some(t) = args.retry_initial_s {
+        anyhow::ensure!(
+            t.is_finite() && t > 0.0 && t <= s.retry_max_s,
+            "--retry-initial-s {t}: use more than 0, at most the cap ({} s)",
+            s.retry_max_s
+        );
+        s.retry_initial_s = t;
+    }
+    if let Some(t) = args.stable_s {
+        anyhow::ensure!(
+            t.is_finite() && (0.0..=3600.0).contains(&t),
+            "--stable-s {t}: use 0 to 3600 seconds"
+        );
+        s.stable_s = t;
+    }
+    Ok(s)
+}
+
+fn parse_allow(text: &str) -> anyhow::Result<cxr_board::AllowedPeer> {
+    let (ae, from) = text
+        .rsplit_once('@')
+        .with_context(|| format!("--allow {text:?}: write AE@ADDRESS or @ADDRESS"))?;
+    Ok(cxr_board::AllowedPeer {
+        calling_ae: (!ae.is_empty()).then(|| ae.to_owned()),
+        from: from.to_owned(),
+    })
+}
+
+pub(super) fn scp_config(s: &ServeSettings) -> anyhow::Result<ScpConfig> {
+    let allow = s
+        .allow
+        .iter()
+        .map(|p| {
+            let from = match p.from.as_str() {
+                "any" => PeerFilter::Any,
+                "loopback" => PeerFilter::Loopback,
+                ip => PeerFilter::Address(
+                    ip.parse()
+                        .with_context(|| format!("allow from {ip:?}: not an IP address"))?,
+                ),
+            };
+            Ok(AllowRule {
+                calling_ae: p.calling_ae.clone(),
+                from,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ScpConfig {
+        ae_title: s.ae_title.clone(),
+        allow,
+        max_pdu: s.max_pdu,
+        acse_timeout: Duration::from_secs(s.acse_timeout_s),
+        dimse_timeout: Duration::from_secs(s.dimse_timeout_s),
+        idle_timeout: Duration::from_secs(s.idle_timeout_s),
+        max_associations: s.max_associations,
+        max_per_calling_ae: s.max_per_calling_ae,
+        ..ScpConfig::development()
+    })
+}
+
+/// The configured destinations, each checked.
+pub(super) fn destinations(s: &ServeSettings) -> anyhow::Result<Vec<String>> {
+    s.forward
+        .iter()
+        .map(|d| {
+            Destination::parse(d)
+                .map(|d| d.name())
+                .map_err(|e| anyhow::anyhow!("SERVE_BAD_DESTINATION: {e}"))
+        })
+        .collect()
+}
+
+pub(super) fn retry_policy(s: &ServeSettings) -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_secs_f64(s.retry_initial_s),
+        max: Duration::from_secs_f64(s.retry_max_s),
+        retention: Duration::from_secs_f64(s.retention_days * 86_400.0),
+    }
+}

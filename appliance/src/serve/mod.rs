@@ -1,0 +1,356 @@
+//! `serve`: the resident service. It loads, verifies and self-tests the
+//! active bundle once, owns the audit log and the state directory, and runs
+//! the DICOM receiver (`cxr-server`'s SCP) and the one inference worker
+//! until SIGTERM or SIGINT. Without a verified bundle it still receives and
+//! stores, and answers every study with "no verified model".
+
+pub mod admin;
+mod config;
+mod processor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+use anyhow::Context;
+use cxr_audit::{AuditLog, DeviceSecret, Event};
+use cxr_engine::Selection;
+use cxr_report::SrDevice;
+use cxr_server::assembly::StudyBoard;
+use cxr_server::clock::{Clock as ServiceClock, SystemClock};
+use cxr_server::forward::{Forwarder, OutboxEvent};
+use cxr_server::intake::Intake;
+use cxr_server::outbox::{Change, Outbox};
+use cxr_server::results::{Reason, ResultStore};
+use cxr_server::scp::{Scp, ScpConfig, ScpEvent};
+use cxr_server::scu::SendLimits;
+use cxr_server::spool::{Spool, SpoolConfig};
+use cxr_server::worker::{Delivery, Worker};
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify};
+
+use crate::classify::{load_verified, select_for_source, Clock, EngineChoice, Source};
+use crate::device::{now_unix_ms, Device, DeviceArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Serve with this bundle file instead of the active one; it is
+    /// verified on the fly (trust, board, anti-rollback floor).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// The DICOM receiver's address (default: the board profile's;
+    /// development boards only). Port 0 picks a free port, printed at start.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Our AE title (development boards only).
+    #[arg(long)]
+    ae_title: Option<String>,
+    /// Who may send: `AE@ADDRESS`, `@ADDRESS` (any AE), with ADDRESS an IP,
+    /// `loopback` or `any`. Repeatable; replaces the profile's list
+    /// (development boards only).
+    #[arg(long)]
+    allow: Vec<String>,
+    /// Seconds without a new instance before a released study is complete
+    /// (development boards only).
+    #[arg(long)]
+    stable_s: Option<f64>,
+    /// Send every result SR to this C-STORE SCP, AE@HOST:PORT. Repeatable;
+    /// replaces the profile's list (development boards only).
+    #[arg(long)]
+    forward: Vec<String>,
+    /// The outbox's first retry wait in seconds (doubling to the profile's
+    /// cap; development boards only).
+    #[arg(long)]
+    retry_initial_s: Option<f64>,
+    /// Engine (default: the board profile's).
+    #[arg(long, value_enum)]
+    engine: Option<EngineChoice>,
+    /// Matrix-multiply threads for the CPU engine (default: the board profile's).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// The verified model and its checked engine.
+pub(super) struct Model {
+    source: Source,
+    selection: Selection,
+}
+
+/// Load and self-test the active bundle once. Without one, the reason
+/// (audited) is what every study is answered with.
+fn load_model(
+    args: &ServeArgs,
+    device: &Device,
+    log: &mut AuditLog,
+) -> anyhow::Result<Result<Model, Reason>> {
+    let loaded = match load_verified(args.bundle.as_deref(), device) {
+        Ok(source) => match select_for_source(&source, device, args.engine, args.threads)? {
+            Ok(selection) => Ok(Model { source, selection }),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    Ok(loaded.map_err(|(code, message)| {
+        let _ = log.append(
+            now_unix_ms(),
+            Event::StartRefused {
+                code: code.clone(),
+                message: message.clone(),
+            },
+        );
+        Reason {
+            code,
+            message: format!("No verified model: nothing is classified ({message})"),
+        }
+    }))
+}
+
+/// Audit the receiver's refusals and aborts (a peer that simply closed
+/// after its work is not a fault).
+fn observer(audit: Arc<Mutex<AuditLog>>) -> cxr_server::scp::Observer {
+    Arc::new(move |event: ScpEvent| {
+        let (peer, calling_ae, code, transient) = match &event {
+            ScpEvent::Refused {
+                peer,
+                calling_ae,
+                code,
+                transient,
+            } => (peer, calling_ae, *code, *transient),
+            ScpEvent::Aborted {
+                peer,
+                calling_ae,
+                code,
+                ..
+            } => (peer, calling_ae, *code, false),
+        };
+        eprintln!("cxr-appliance serve: {event:?}");
+        let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = log.append(
+            now_unix_ms(),
+            Event::AssociationFault {
+                peer: peer.to_string(),
+                calling_ae: calling_ae.clone(),
+                code: code.to_owned(),
+                transient,
+            },
+        );
+    })
+}
+
+/// Tell systemd (when it started us with `Type=notify`).
+fn sd_notify(message: &str) {
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
+            let _ = socket.send_to_addr(message.as_bytes(), &addr);
+        }
+    } else {
+        let _ = socket.send_to(message.as_bytes(), &path);
+    }
+}
+
+/// Audit the outbox's changes; a dead letter is also said on stderr.
+fn outbox_observer(audit: Arc<Mutex<AuditLog>>) -> cxr_server::forward::OutboxObserver {
+    Arc::new(move |event: OutboxEvent| {
+        let state = match event.change {
+            Change::Delivered { .. } => "delivered",
+            Change::WillRetry { .. } => return,
+            Change::Dead => "dead",
+        };
+        eprintln!(
+            "cxr-appliance serve: outbox entry {} to {}: {state} ({})",
+            event.entry, event.destination, event.detail
+        );
+        let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = log.append(
+            now_unix_ms(),
+            Event::OutboxChanged {
+                entry: event.entry,
+                destination: event.destination,
+                sop_instance_uid: event.sop_instance_uid,
+                state: state.into(),
+                detail: event.detail,
+            },
+        );
+    })
+}
+
+/// This appliance as the SR names it: its serial and observer UID derive
+/// from the device secret, so they are stable per device and reveal nothing.
+fn sr_device(secret: &DeviceSecret) -> SrDevice {
+    let serial: String = secret.study_key("device-serial")[..8]
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    SrDevice {
+        manufacturer: "CXR appliance project".into(),
+        model_name: "CXR classifier appliance".into(),
+        device_uid: cxr_report::uid::derived_uid("device-observer", &[&serial]),
+        serial_number: serial,
+        software_version: format!("cxr-appliance {}", env!("CARGO_PKG_VERSION")),
+        implementation_class_uid: cxr_server::part10::IMPLEMENTATION_CLASS_UID.into(),
+        implementation_version_name: cxr_server::part10::IMPLEMENTATION_VERSION_NAME.into(),
+    }
+}
+
+fn model_json(model: &Result<Model, Reason>) -> Value {
+    match model {
+        Ok(m) => {
+            let b = m.source.bundle_ref();
+            json!({ "ready": true, "bundle": { "model_id": b.model_id, "version": b.version, "digest": cxr_bundle::hex::encode(&b.digest) }, "engine": m.selection.engine.name() })
+        }
+        Err(r) => json!({ "ready": false, "code": r.code, "message": r.message }),
+    }
+}
+
+/// Everything the network side runs with.
+struct Network {
+    listen: SocketAddr,
+    scp: ScpConfig,
+    headroom: u64,
+    intake: Arc<Intake>,
+    audit: Arc<Mutex<AuditLog>>,
+    forwarder: Forwarder,
+    admin: admin::Admin,
+    state_dir: PathBuf,
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::open(&args.device)?;
+    let settings = config::settings(args, &device.board)?;
+    let scp = config::scp_config(&settings)?;
+    let destinations = config::destinations(&settings)?;
+    let mut log = device.open_audit()?;
+    let secret = device.secret()?;
+    let model = load_model(args, &device, &mut log)?;
+    let status = model_json(&model);
+    let state = device.board.state_dir.clone();
+    let (spool, recovery) = Spool::open(
+        &state,
+        SpoolConfig {
+            quota_bytes: settings.spool_quota_bytes,
+            max_instance_bytes: settings.max_instance_bytes,
+        },
+    )?;
+    if recovery != Default::default() {
+        eprintln!("cxr-appliance serve: spool recovered at start: {recovery:?}");
+    }
+    let store = ResultStore::open(&state)?;
+    let outbox = Arc::new(Mutex::new(Outbox::open(&state)?));
+    let clock: Arc<dyn ServiceClock> = Arc::new(SystemClock::new());
+    let board = Arc::new(StudyBoard::new(Duration::from_secs_f64(settings.stable_s)));
+    let intake = Arc::new(Intake::new(spool, Arc::clone(&board), Arc::clone(&clock)));
+    let audit = Arc::new(Mutex::new(log));
+    let wake = Arc::new(Notify::new());
+    let delivery = Delivery {
+        device: sr_device(&secret),
+        outbox: Arc::clone(&outbox),
+        destinations,
+        wake: Arc::clone(&wake),
+    };
+    let processor = processor::ServeProcessor {
+        model,
+        board: device.board.clone(),
+        clock: Clock(StdInstant::now()),
+        audit: Arc::clone(&audit),
+        secret,
+    };
+    let worker = Worker::new(
+        Arc::clone(&intake),
+        store,
+        Box::new(processor),
+        Arc::clone(&clock),
+        delivery,
+    );
+    worker.restore()?;
+    let (pending, studies) = board.backlog();
+    let worker = std::thread::Builder::new()
+        .name("cxr-worker".into())
+        .spawn(move || worker.run())?;
+    let network = Network {
+        listen: settings.dicom_listen.parse()?,
+        headroom: settings.min_headroom_bytes,
+        forwarder: Forwarder {
+            outbox: Arc::clone(&outbox),
+            root: state.clone(),
+            calling_ae: scp.ae_title.clone(),
+            policy: config::retry_policy(&settings),
+            limits: SendLimits::default(),
+            clock,
+            observer: outbox_observer(Arc::clone(&audit)),
+            wake: Arc::clone(&wake),
+        },
+        admin: admin::Admin {
+            outbox,
+            audit: Arc::clone(&audit),
+            wake,
+            status: status.clone(),
+        },
+        scp,
+        intake,
+        audit,
+        state_dir: state,
+    };
+    let ready = json!({ "serve": "ready", "dicom": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(until_stopped(network, ready, &worker))?;
+    board.stop();
+    let _ = worker.join();
+    sd_notify("STOPPING=1");
+    eprintln!("cxr-appliance serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn until_stopped(
+    n: Network,
+    mut ready: Value,
+    worker: &std::thread::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::TcpListener::bind(n.listen)
+        .await
+        .with_context(|| format!("binding the DICOM receiver to {}", n.listen))?;
+    let admin_listener = admin::bind(&n.state_dir)?;
+    ready["dicom"] = json!(listener.local_addr()?.to_string());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scp = Scp::new(listener, n.scp, n.intake, observer(n.audit), n.headroom);
+    let scp = tokio::spawn(scp.run(stop_rx.clone()));
+    let forwarder = tokio::spawn(n.forwarder.run(stop_rx.clone()));
+    tokio::spawn(admin::run(admin_listener, Arc::new(n.admin), stop_rx));
+    println!("{ready}");
+    sd_notify("READY=1");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut watchdog = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = watchdog.tick() => {
+                // The watchdog is fed only while the worker is alive.
+                if !worker.is_finished() {
+                    sd_notify("WATCHDOG=1");
+                }
+            }
+        }
+    }
+    eprintln!("cxr-appliance serve: stopping: no new associations; transfers in progress finish");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), scp).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), forwarder).await;
+    let _ = std::fs::remove_file(admin::socket_path(&n.state_dir));
+    Ok(())
+}

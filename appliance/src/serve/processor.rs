@@ -1,0 +1,216 @@
+//! The worker's study path: the same as `classify`'s, audited the same way.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant as StdInstant;
+
+use cxr_audit::{AuditLog, DeviceSecret, Event, Mode};
+use cxr_board::BoardProfile;
+use cxr_server::results::{
+    Finding, InstanceOutcome, InstanceResult, LabelResult, ModelRef, Reason, StudyHeader,
+    StudyResult, RESULT_SCHEMA,
+};
+use cxr_server::spool::JournalRecord;
+use cxr_server::worker::Processor;
+use cxr_study::{tightened, StudyPath};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::Model;
+use crate::classify::{
+    encode_record, failed, panic_text, refused, Auditor, Clock, Outcome, Study,
+    StudyResult as StudyRun,
+};
+use crate::device::now_unix_ms;
+
+/// The worker's study path: the same as `classify`'s, audited the same way.
+pub(super) struct ServeProcessor {
+    pub(super) model: Result<Model, Reason>,
+    pub(super) board: BoardProfile,
+    pub(super) clock: Clock,
+    pub(super) audit: Arc<Mutex<AuditLog>>,
+    pub(super) secret: DeviceSecret,
+}
+
+fn finding(call: Option<&str>) -> Finding {
+    match call {
+        Some("positive") => Finding::Present,
+        Some("negative") => Finding::Absent,
+        _ => Finding::Indeterminate,
+    }
+}
+
+/// The instance result from the study path's line. An abstained or
+/// refused instance lists the model's findings as Indeterminate, with no
+/// probability.
+fn instance_result(
+    record: &JournalRecord,
+    run: &StudyRun,
+    names: &[String],
+    model: Option<ModelRef>,
+    audit_seq: Option<u64>,
+) -> InstanceResult {
+    let line = &run.line;
+    let outcome = match run.outcome {
+        Outcome::Decided => InstanceOutcome::Decision,
+        Outcome::Undecided => InstanceOutcome::Undecided,
+        Outcome::Abstained => InstanceOutcome::Abstention,
+        Outcome::Refused => InstanceOutcome::Refused,
+        Outcome::Failed => InstanceOutcome::Failed,
+    };
+    let labels = match line["decision"]["labels"].as_array() {
+        Some(ls) => ls
+            .iter()
+            .map(|l| LabelResult {
+                label: l["label"].as_str().unwrap_or_default().to_owned(),
+                finding: finding(l["call"].as_str()),
+                probability: l["probability"].as_f64().map(|p| p as f32),
+            })
+            .collect(),
+        None => names
+            .iter()
+            .map(|n| LabelResult {
+                label: n.clone(),
+                finding: Finding::Indeterminate,
+                probability: None,
+            })
+            .collect(),
+    };
+    let why = if line["decision"]["abstention"].is_object() {
+        &line["decision"]["abstention"]
+    } else {
+        &line["error"]
+    };
+    let reason = why["code"].as_str().map(|code| Reason {
+        code: code.to_owned(),
+        message: why["message"].as_str().unwrap_or_default().to_owned(),
+    });
+    InstanceResult {
+        frontal: line["input_class"] == "frontal_chest",
+        labels,
+        reason,
+        model,
+        audit_seq,
+        detail: line.clone(),
+        ..base(record, outcome)
+    }
+}
+
+/// An instance result with nothing decided yet.
+fn base(record: &JournalRecord, outcome: InstanceOutcome) -> InstanceResult {
+    InstanceResult {
+        schema: RESULT_SCHEMA.into(),
+        instance: record.id,
+        sop_class_uid: record.sop_class_uid.clone(),
+        sop_instance_uid: record.sop_instance_uid.clone(),
+        series_instance_uid: None,
+        header: StudyHeader::default(),
+        sha256: record.sha256.clone(),
+        outcome,
+        frontal: false,
+        labels: Vec::new(),
+        reason: None,
+        model: None,
+        audit_seq: None,
+        detail: Value::Null,
+    }
+}
+
+fn no_model(record: &JournalRecord, reason: &Reason) -> InstanceResult {
+    InstanceResult {
+        reason: Some(reason.clone()),
+        ..base(record, InstanceOutcome::NoModel)
+    }
+}
+
+impl Processor for ServeProcessor {
+    fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult {
+        let model = match &self.model {
+            Ok(m) => m,
+            Err(reason) => return no_model(record, reason),
+        };
+        let file = PathBuf::from(format!("spool/{}.dcm", record.id));
+        let params = model.source.params();
+        let study = Study {
+            path: StudyPath {
+                selection: &model.selection,
+                params,
+                decision_params: tightened(params.decision_params(), &self.board),
+                gate_required: model.source.mode() == Mode::Verified,
+            },
+            clock: &self.clock,
+        };
+        let bundle = model.source.bundle_ref();
+        let model_ref = Some(ModelRef {
+            model_id: bundle.model_id.clone(),
+            version: bundle.version,
+            digest: cxr_bundle::hex::encode(&bundle.digest),
+        });
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = log.ensure_room() {
+            return instance_result(
+                record,
+                &refused(&file, e.code(), e.to_string()),
+                &params.labels,
+                model_ref,
+                None,
+            );
+        }
+        let started = StdInstant::now();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| study.run(&file, bytes)))
+            .unwrap_or_else(|p| {
+                failed(&file, "STUDY_PANICKED", format!("internal fault while processing this study: {} (fix: report this study to service)", panic_text(p.as_ref())))
+            });
+        let (run, decision) = encode_record(&file, run);
+        let mut auditor = Auditor {
+            log: &mut log,
+            secret: &self.secret,
+            bundle,
+            mode: model.source.mode(),
+            engine: model.selection.engine.name().to_owned(),
+            engine_reasons: model.selection.reasons.clone(),
+        };
+        let latency_us = started.elapsed().as_micros() as u64;
+        match auditor.record(bytes, &run, decision, latency_us) {
+            Ok(seq) => instance_result(record, &run, &params.labels, model_ref, Some(seq)),
+            // No result is published without its audit record.
+            Err(e) => instance_result(
+                record,
+                &failed(
+                    &file,
+                    e.code(),
+                    format!("the audit record could not be written, the result is withheld: {e}"),
+                ),
+                &params.labels,
+                model_ref,
+                None,
+            ),
+        }
+    }
+
+    fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<(), String> {
+        let inputs = result
+            .instances
+            .iter()
+            .filter_map(|i| cxr_bundle::hex::decode::<32>(&i.sha256))
+            .collect();
+        let event = Event::StudyResult {
+            study_key: self.secret.study_key(&result.study_instance_uid),
+            version: result.version,
+            outcome: result.outcome.clone(),
+            result_sha256: Sha256::digest(file).into(),
+            inputs_sha256: inputs,
+        };
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = log
+            .append(now_unix_ms(), event)
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "cxr-appliance serve: study {} version {}: {} (audit {seq})",
+            cxr_server::results::study_key(&result.study_instance_uid),
+            result.version,
+            result.outcome
+        );
+        Ok(())
+    }
+}
