@@ -1,6 +1,7 @@
 //! `cxr-tests`: cross-crate scenarios (in `tests/`) and the fixtures they share:
 //! where the real data lives, fetching `pydicom-data` from PyPI into an ignored
-//! cache, the generator of hostile DICOM variants, and signed test bundles.
+//! cache, the generator of hostile DICOM variants, signed test bundles, and
+//! the DICOM network fixtures (the service, a PACS, a raw peer).
 //!
 //! Data rules: tests take the shared data from `CXR_DATA_DIR` (default
 //! `../shared/data` from the workspace root). With `CI=true` missing data is a
@@ -9,5 +10,6 @@
 pub mod bundles;
 pub mod data;
 pub mod deflate;
+pub mod dicom_net;
 pub mod hostile;
 pub mod wrap;

@@ -119,6 +119,9 @@ pub struct Spool {
     next_id: u64,
     /// Why the spool stopped: a journal write failed and could not be undone.
     poisoned: Option<String>,
+    /// Called at the named points of `commit`, so that tests can crash the
+    /// process there (the binary wires `CXR_FAILPOINT`).
+    crash_hook: Option<fn(&'static str)>,
 }
 
 /// Bytes stored and bytes being received, shared with every `Incoming`, so
@@ -228,6 +231,7 @@ impl Spool {
             by_uid: HashMap::new(),
             budget: Arc::new(Budget::default()),
             poisoned: None,
+            crash_hook: None,
         };
         for (line, r) in records.into_iter().enumerate() {
             spool.check_journalled(&r, line + 1)?;
@@ -320,6 +324,19 @@ impl Spool {
         }
     }
 
+    /// Failpoints of `commit`: `spool:before-rename` (the `.part` file is
+    /// fsynced, nothing acknowledged) and `spool:before-journal` (renamed,
+    /// not yet journalled).
+    pub fn set_crash_hook(&mut self, hook: fn(&'static str)) {
+        self.crash_hook = Some(hook);
+    }
+
+    fn failpoint(&self, name: &'static str) {
+        if let Some(hook) = self.crash_hook {
+            hook(name);
+        }
+    }
+
     /// Bytes that may still arrive before the quota: stored and in-flight
     /// bytes both count.
     pub fn headroom(&self) -> u64 {
@@ -405,10 +422,12 @@ impl Spool {
             return Ok(Durable::Duplicate { of: *of });
         }
         let stored = self.path_of(incoming.id);
+        self.failpoint("spool:before-rename");
         std::fs::rename(&incoming.path, &stored)
             .map_err(|e| SpoolError::io("renaming", &incoming.path, e))?;
         incoming.path = stored;
         sync_dir(&self.dir)?;
+        self.failpoint("spool:before-journal");
         let disposition = if same_uid.is_empty() {
             Disposition::New
         } else {

@@ -242,6 +242,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             max_instance_bytes: settings.max_instance_bytes,
         },
     )?;
+    #[cfg(feature = "testing")]
+    let spool = {
+        let mut spool = spool;
+        if std::env::var_os("CXR_FAILPOINT").is_some() {
+            use cxr_bundle::Failpoints;
+            spool.set_crash_hook(|name| crate::device::EnvFailpoints::from_env().hit(name));
+        }
+        spool
+    };
     if recovery != Default::default() {
         eprintln!("cxr-appliance serve: spool recovered at start: {recovery:?}");
     }

@@ -1,0 +1,329 @@
+//! `serve` as a DICOM node, with real peers: dcmtk's `echoscu` and
+//! `storescu` as the modality, dcmtk's `storescp` as the PACS, dicom3tools'
+//! `dciodvfy` and dcmtk's `dsrdump` as the SR's judges. Timers are short
+//! (`--stable-s 1`, retries from 1 s) so that the suite runs in a minute.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cxr_tests::data::{pydicom_file, scratch_dir, shared_file};
+use cxr_tests::dicom_net::{free_port, tool, wait_until, Pacs, Service};
+use serde_json::Value;
+
+fn appliance() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
+}
+
+fn demo() -> String {
+    format!(
+        "{}/../trainer/demo/demo-nih.cxrb",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name)
+}
+
+/// Run a dcmtk tool; (exit code, stdout and stderr).
+fn run(tool: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(tool).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The study results on disk: (study UID, version) to the result.
+fn study_results(state: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(studies) = std::fs::read_dir(state.join("results/studies")) else {
+        return out;
+    };
+    for study in studies.flatten() {
+        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                out.push(serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn latest(results: &[Value], study: &str) -> Option<Value> {
+    results
+        .iter()
+        .filter(|r| r["study_instance_uid"] == study)
+        .max_by_key(|r| r["version"].as_u64())
+        .cloned()
+}
+
+/// The SOP Instance UIDs of the SR files the service wrote.
+fn published_srs(state: &Path) -> Vec<String> {
+    let dcmdump = tool("dcmdump").unwrap();
+    let mut uids = Vec::new();
+    for study in std::fs::read_dir(state.join("results/studies"))
+        .unwrap()
+        .flatten()
+    {
+        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
+            if f.path().extension().is_some_and(|e| e == "dcm") {
+                uids.push(sop_instance_uid(&dcmdump, &f.path()));
+            }
+        }
+    }
+    uids.sort();
+    uids
+}
+
+fn sop_instance_uid(dcmdump: &Path, file: &Path) -> String {
+    let (_, text) = run(dcmdump, &["+P", "0008,0018", file.to_str().unwrap()]);
+    text.split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every SR a PACS received passes `dciodvfy` without an Error line and
+/// `dsrdump` without failure.
+fn assert_valid_srs(files: &[PathBuf]) {
+    let (dciodvfy, dsrdump) = (tool("dciodvfy").unwrap(), tool("dsrdump").unwrap());
+    for f in files {
+        let (_, text) = run(&dciodvfy, &[f.to_str().unwrap()]);
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(
+            errors.is_empty(),
+            "dciodvfy {}:\n{}",
+            f.display(),
+            errors.join("\n")
+        );
+        assert!(text.contains("Comprehensive3DSR"), "{text}");
+        let (code, text) = run(&dsrdump, &[f.to_str().unwrap()]);
+        assert_eq!(code, 0, "dsrdump {}: {text}", f.display());
+        assert!(text.contains("Imaging Measurement Report"), "{text}");
+        assert!(text.contains("UNVERIFIED"), "{text}");
+    }
+}
+
+/// A copy of `src` changed by `dcmodify` with `args`.
+fn modified(dcmodify: &Path, src: &Path, dst: &Path, args: &[&str]) -> PathBuf {
+    std::fs::copy(src, dst).unwrap();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-nb", dst.to_str().unwrap()]);
+    let (code, text) = run(dcmodify, &all);
+    assert_eq!(code, 0, "dcmodify: {text}");
+    dst.to_owned()
+}
+
+#[test]
+fn a_modality_and_a_pacs_interoperate_with_the_service() {
+    let (Some(echoscu), Some(storescu), Some(storescp), Some(dcmodify)) = (
+        tool("echoscu"),
+        tool("storescu"),
+        tool("storescp"),
+        tool("dcmodify"),
+    ) else {
+        return;
+    };
+    let (Some(rg1), Some(rg3), Some(ct), Some(siim)) = (
+        pydicom_file("RG1_UNCR.dcm"),
+        pydicom_file("RG3_UNCR.dcm"),
+        pydicom_file("eCT_Supplemental.dcm"),
+        shared_file("torchxrayvision-test-samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
+    ) else {
+        return;
+    };
+    let dir = scratch_dir("serve-interop");
+    let state = dir.join("state");
+    // The PACS is down at first.
+    let pacs_port = free_port();
+    let forward = format!("PACS@127.0.0.1:{pacs_port}");
+    let service = Service::start(
+        &appliance(),
+        &[
+            "--bundle",
+            &demo(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-s",
+            "1",
+            "--forward",
+            &forward,
+            "--retry-initial-s",
+            "1",
+        ],
+        &[],
+        &dir.join("serve.err"),
+    );
+    assert_eq!(service.ready["model"]["ready"], true, "{}", service.ready);
+    let port = service.port.to_string();
+    let (code, text) = run(&echoscu, &["-aec", "CXR_APPLIANCE", "127.0.0.1", &port]);
+    assert_eq!(code, 0, "echoscu: {text}");
+    let (code, _) = run(&echoscu, &["-aec", "NOT_US", "127.0.0.1", &port]);
+    assert_ne!(code, 0, "a wrong called AE title is rejected");
+
+    // One study: the frontal film uncompressed, a lateral-tagged copy (a
+    // new instance), a copy with the same SOP Instance UID and other bytes
+    // (a conflict), and the lossy JPEG 2000 encoding.
+    let lateral = modified(
+        &dcmodify,
+        &rg1,
+        &dir.join("lateral.dcm"),
+        &["-gin", "-m", "(0018,5101)=LL"],
+    );
+    let conflict = modified(
+        &dcmodify,
+        &rg1,
+        &dir.join("conflict.dcm"),
+        &["-i", "(0008,103E)=resent"],
+    );
+    for (args, what) in [
+        (
+            vec![
+                rg1.to_str().unwrap(),
+                lateral.to_str().unwrap(),
+                conflict.to_str().unwrap(),
+                rg3.to_str().unwrap(),
+            ],
+            "uncompressed",
+        ),
+        (
+            vec!["-xw", sample("RG1_J2KI.dcm").to_str().unwrap()],
+            "JPEG 2000",
+        ),
+        (vec!["-xy", siim.to_str().unwrap()], "JPEG baseline"),
+    ] {
+        let mut all = vec!["-aec", "CXR_APPLIANCE", "127.0.0.1", port.as_str()];
+        all.extend(args);
+        let (code, text) = run(&storescu, &all);
+        assert_eq!(code, 0, "storescu {what}: {text}");
+    }
+    let (code, text) = run(
+        &storescu,
+        &[
+            "-aec",
+            "CXR_APPLIANCE",
+            "127.0.0.1",
+            &port,
+            ct.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0, "a CT is refused at negotiation: {text}");
+    let journal = std::fs::read_to_string(state.join("spool/journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 6, "{journal}");
+    assert!(
+        !journal.contains("1.2.840.10008.5.1.4.1.1.2"),
+        "no CT stored"
+    );
+
+    let rg1_study = "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457";
+    let complete = wait_until(Duration::from_secs(120), || {
+        let r = study_results(&state);
+        latest(&r, rg1_study).is_some_and(|s| s["instances"].as_array().unwrap().len() == 4)
+            && r.iter()
+                .filter_map(|s| s["study_instance_uid"].as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == 3
+    });
+    assert!(complete, "studies not complete: {}", service.stderr_text());
+    let results = study_results(&state);
+    let rg1_result = latest(&results, rg1_study).unwrap();
+    assert_eq!(rg1_result["outcome"], "decision", "{rg1_result}");
+    let instances = rg1_result["instances"].as_array().unwrap();
+    let lateral_entry = instances.iter().find(|i| i["frontal"] == false).unwrap();
+    assert_eq!(
+        lateral_entry["outcome"], "abstention",
+        "the lateral is not classified"
+    );
+    assert!(!rg1_result["decided_by"]
+        .as_array()
+        .unwrap()
+        .contains(&lateral_entry["instance"]));
+    assert!(
+        instances
+            .iter()
+            .any(|i| !i["conflicts_with"].as_array().unwrap().is_empty()),
+        "the conflicting copy is flagged: {rg1_result}"
+    );
+    let rg3_result = results
+        .iter()
+        .find(|r| r["outcome"] == "abstention")
+        .unwrap();
+    assert!(rg3_result["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["probability"].is_null() && l["finding"] == "indeterminate"));
+
+    // The PACS comes up: everything arrives, under the UIDs first made.
+    std::thread::sleep(Duration::from_secs(2));
+    let list = Command::new(appliance())
+        .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let entries = list["entries"].as_array().unwrap();
+    assert!(
+        !entries.is_empty() && entries.iter().all(|e| e["state"] == "pending"),
+        "{list}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["attempts"].as_u64().unwrap() >= 1 && e["last_error"].is_string()),
+        "{list}"
+    );
+    let pacs = Pacs::start(&storescp, &dir.join("pacs"), pacs_port);
+    let expected = published_srs(&state);
+    let arrived = wait_until(Duration::from_secs(60), || {
+        pacs.received().len() >= expected.len()
+    });
+    assert!(
+        arrived,
+        "SRs at the PACS: {:?}, expected {expected:?}\n{}",
+        pacs.received(),
+        service.stderr_text()
+    );
+    let dcmdump = tool("dcmdump").unwrap();
+    let mut received: Vec<String> = pacs
+        .received()
+        .iter()
+        .map(|f| sop_instance_uid(&dcmdump, f))
+        .collect();
+    received.sort();
+    assert_eq!(
+        received, expected,
+        "the PACS has exactly the SRs the service published"
+    );
+    assert_valid_srs(&pacs.received());
+    assert_eq!(
+        service.terminate(),
+        Some(0),
+        "SIGTERM stops the service cleanly"
+    );
+}
+
+#[test]
+fn a_release_board_binds_only_to_what_its_profile_names() {
+    let dir = scratch_dir("serve-release");
+    let out = Command::new(appliance())
+        .args(["serve", "--board", "x86-release", "--state-dir"])
+        .arg(dir.join("state"))
+        .args(["--listen", "0.0.0.0:4242"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SERVE_OVERRIDE_REFUSED"), "{err}");
+}

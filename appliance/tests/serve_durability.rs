@@ -1,0 +1,381 @@
+//! Acknowledged means durable: `serve` is killed with SIGKILL at arbitrary
+//! moments while `storescu` bursts instances at it over several
+//! associations; after each restart every instance the modality saw
+//! acknowledged has its result, and the PACS ends with exactly the SRs the
+//! service published. CI runs 3 kills of a 24-instance burst;
+//! `benches/serve_durability.sh` runs the long version (set
+//! `CXR_DURABILITY_KILLS` and `CXR_DURABILITY_INSTANCES`).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cxr_tests::data::scratch_dir;
+use cxr_tests::dicom_net::{free_port, tool, wait_until, Pacs, Service};
+use cxr_tests::hostile::set_text;
+use cxr_tests::wrap::{wrap_grey8, WrapTags};
+
+fn appliance() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
+}
+
+fn demo() -> String {
+    format!(
+        "{}/../trainer/demo/demo-nih.cxrb",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `count` small films, six to a study; returns (file, SOP Instance UID).
+fn burst(dir: &Path, count: usize) -> Vec<(PathBuf, String)> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..count as u64)
+        .map(|i| {
+            let pixels: Vec<u8> = (0..256 * 256u32)
+                .map(|p| ((p * 7 + i as u32 * 13) % 251) as u8)
+                .collect();
+            let bytes = wrap_grey8(256, 256, &pixels, &WrapTags::adult_chest_pa(1000 + i));
+            // Six instances share a study (UIDs of even length: no padding).
+            let study = format!("1.2.826.0.1.3680043.10.99.{:04}", 1000 + i / 6);
+            let bytes = set_text(&bytes, 0x0020, 0x000D, &study).unwrap();
+            let path = dir.join(format!("{i:04}.dcm"));
+            std::fs::write(&path, bytes).unwrap();
+            (
+                path,
+                format!("1.2.826.0.1.3680043.10.1234.{}", 1000 + i + 1),
+            )
+        })
+        .collect()
+}
+
+fn storescu(port: u16, files: &[&Path]) -> Child {
+    Command::new(tool("storescu").unwrap())
+        .args([
+            "-v",
+            "-aec",
+            "CXR_APPLIANCE",
+            "-to",
+            "10",
+            "-ta",
+            "10",
+            "-td",
+            "10",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .args(files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The files a `storescu -v` run saw acknowledged with success.
+fn acknowledged(child: Child) -> Vec<PathBuf> {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sending: Option<PathBuf> = None;
+    let mut acked = Vec::new();
+    for line in text.lines() {
+        if let Some(f) = line.strip_prefix("I: Sending file: ") {
+            sending = Some(PathBuf::from(f.trim()));
+        } else if line.contains("Received Store Response (Success)") {
+            acked.extend(sending.take());
+        }
+    }
+    acked
+}
+
+/// Send every file over three concurrent associations.
+fn send_all(port: u16, files: &[(PathBuf, String)]) -> Vec<Child> {
+    (0..3)
+        .map(|k| {
+            let part: Vec<&Path> = files
+                .iter()
+                .skip(k)
+                .step_by(3)
+                .map(|(p, _)| p.as_path())
+                .collect();
+            storescu(port, &part)
+        })
+        .collect()
+}
+
+fn start(state: &Path, dir: &Path, pacs_port: u16, round: usize) -> Service {
+    Service::start(
+        &appliance(),
+        &[
+            "--bundle",
+            &demo(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-s",
+            "1",
+            "--forward",
+            &format!("PACS@127.0.0.1:{pacs_port}"),
+            "--retry-initial-s",
+            "1",
+        ],
+        &[],
+        &dir.join(format!("serve-{round}.err")),
+    )
+}
+
+/// SOP Instance UID to the instance results that name it.
+fn instance_results(state: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for f in std::fs::read_dir(state.join("results/instances"))
+        .unwrap()
+        .flatten()
+    {
+        if f.path().extension().is_some_and(|e| e == "json") {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+            *out.entry(v["sop_instance_uid"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn journal_lines(state: &Path) -> usize {
+    std::fs::read_to_string(state.join("spool/journal.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn count_results(state: &Path) -> usize {
+    std::fs::read_dir(state.join("results/instances"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn uid_of(dcmdump: &Path, file: &Path) -> String {
+    let out = Command::new(dcmdump)
+        .args(["+P", "0008,0018"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn srs_in(dcmdump: &Path, files: impl Iterator<Item = PathBuf>) -> BTreeSet<String> {
+    files.map(|f| uid_of(dcmdump, &f)).collect()
+}
+
+fn published(state: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for study in std::fs::read_dir(state.join("results/studies"))
+        .unwrap()
+        .flatten()
+    {
+        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
+            if f.path().extension().is_some_and(|e| e == "dcm") {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn acknowledged_instances_survive_sigkill_and_reach_the_pacs_once() {
+    let (Some(_), Some(storescp), Some(dcmdump)) =
+        (tool("storescu"), tool("storescp"), tool("dcmdump"))
+    else {
+        return;
+    };
+    let kills = env_usize("CXR_DURABILITY_KILLS", 3);
+    let count = env_usize("CXR_DURABILITY_INSTANCES", 24);
+    let dir = scratch_dir("serve-durability");
+    let state = dir.join("state");
+    let files = burst(&dir.join("burst"), count);
+    let uid_of_file: BTreeMap<PathBuf, String> = files.iter().cloned().collect();
+    let pacs_port = free_port();
+    let pacs = Pacs::start(&storescp, &dir.join("pacs"), pacs_port);
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    for round in 0..kills {
+        let service = start(&state, &dir, pacs_port, round);
+        let senders = send_all(service.port, &files);
+        // A different moment each round: mid-burst (after some instances
+        // are journalled), or mid-inference and publishing (after some
+        // have results).
+        let stored_so_far = journal_lines(&state);
+        let target = stored_so_far + 1 + (round * 7) % count.max(1);
+        let results_so_far = count_results(&state);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            let reached = match round % 2 {
+                0 => journal_lines(&state) >= target.min(count),
+                _ => count_results(&state) > results_so_far || results_so_far >= count,
+            };
+            if reached {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        service.kill();
+        let before = acked.len();
+        for s in senders {
+            acked.extend(acknowledged(s).iter().map(|f| uid_of_file[f].clone()));
+        }
+        println!(
+            "durability: round {round}: {} newly acknowledged before the kill",
+            acked.len() - before
+        );
+    }
+    let acked_before_last = acked.len();
+    // The last run is left alone: the modality resends everything.
+    let service = start(&state, &dir, pacs_port, kills);
+    for s in send_all(service.port, &files) {
+        let got = acknowledged(s);
+        acked.extend(got.iter().map(|f| uid_of_file[f].clone()));
+    }
+    assert_eq!(
+        acked.len(),
+        count,
+        "the final run acknowledges every instance"
+    );
+    let studies = count.div_ceil(6);
+    let done = wait_until(Duration::from_secs(300), || {
+        let results = instance_results(&state);
+        let list = Command::new(appliance())
+            .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+        let entries = list["entries"].as_array().cloned().unwrap_or_default();
+        results.len() == count
+            && published(&state).len() >= studies
+            && entries.len() == published(&state).len()
+            && entries.iter().all(|e| e["state"] == "delivered")
+    });
+    assert!(
+        done,
+        "not everything was processed and delivered:\n{}",
+        service.stderr_text()
+    );
+    // Every acknowledged instance has exactly one result.
+    let results = instance_results(&state);
+    for uid in &acked {
+        assert_eq!(results.get(uid), Some(&1), "{uid}");
+    }
+    // The journal holds each instance once: resent copies were duplicates.
+    let journal = std::fs::read_to_string(state.join("spool/journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), count, "{journal}");
+    // The PACS has exactly the SRs the service published: none lost, none
+    // under a second UID.
+    let sent = srs_in(&dcmdump, published(&state).into_iter());
+    let received = srs_in(&dcmdump, pacs.received().into_iter());
+    assert_eq!(received, sent);
+    // Each study's latest version covers all its instances.
+    let mut latest: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for study in std::fs::read_dir(state.join("results/studies"))
+        .unwrap()
+        .flatten()
+    {
+        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
+            if f.path().extension().is_some_and(|e| e == "json") {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+                let key = v["study_instance_uid"].as_str().unwrap().to_owned();
+                let entry = (
+                    v["version"].as_u64().unwrap(),
+                    v["instances"].as_array().unwrap().len(),
+                );
+                let e = latest.entry(key).or_insert(entry);
+                if entry.0 > e.0 {
+                    *e = entry;
+                }
+            }
+        }
+    }
+    assert_eq!(latest.len(), studies);
+    assert_eq!(latest.values().map(|(_, n)| n).sum::<usize>(), count);
+    println!(
+        "durability: {kills} kills, {count} instances, {acked_before_last} acknowledged before the last kill, {} SR versions delivered",
+        sent.len()
+    );
+}
+
+#[test]
+fn an_instance_is_acknowledged_only_once_it_is_durable() {
+    let (Some(_), Some(_)) = (tool("storescu"), tool("dcmdump")) else {
+        return;
+    };
+    let dir = scratch_dir("serve-failpoint");
+    let state = dir.join("state");
+    let files = burst(&dir.join("one"), 1);
+    let args = [
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--stable-s",
+        "1",
+    ];
+    // The process stops between the fsync of the received bytes and the
+    // rename that makes them an instance: the modality never hears success.
+    let service = Service::start(
+        &appliance(),
+        &args,
+        &[("CXR_FAILPOINT", "spool:before-rename")],
+        &dir.join("a.err"),
+    );
+    let sender = storescu(service.port, &[files[0].0.as_path()]);
+    let reached = wait_until(Duration::from_secs(30), || {
+        service
+            .stderr_text()
+            .contains("failpoint reached: spool:before-rename")
+    });
+    assert!(reached, "{}", service.stderr_text());
+    service.kill();
+    assert!(
+        acknowledged(sender).is_empty(),
+        "acknowledged before it was durable"
+    );
+    // After the restart the half-written file is gone, and the modality's
+    // resend is stored.
+    let service = Service::start(&appliance(), &args, &[], &dir.join("b.err"));
+    assert!(
+        service.stderr_text().contains("partial_removed: 1"),
+        "{}",
+        service.stderr_text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("spool/journal.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .count(),
+        0
+    );
+    let sender = storescu(service.port, &[files[0].0.as_path()]);
+    assert_eq!(acknowledged(sender).len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(state.join("spool/journal.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}

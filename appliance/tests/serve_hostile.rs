@@ -1,0 +1,262 @@
+//! Hostile network input to `serve`: each case gets the right status, the
+//! service stays up, and its memory stays bounded. The service runs without
+//! a bundle here: it still receives, stores and answers "no verified model".
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cxr_server::dimse::{echo_request, store_request};
+use cxr_tests::data::{pydicom_file, scratch_dir};
+use cxr_tests::dicom_net::{tool, wait_until, RawPeer, Service, CR_STORAGE, VERIFICATION};
+use dicom_ul::pdu::{
+    AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJSource, Pdu,
+};
+
+fn appliance() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
+}
+
+/// A development board whose service has small caps and short timeouts.
+fn board_file(dir: &Path) -> PathBuf {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-config/boards/dev-x86.toml"),
+    )
+    .unwrap();
+    let base = &base[..base.find("[serve]").unwrap()];
+    let text = format!(
+        "{base}[serve]\ndicom_listen = \"127.0.0.1:0\"\nae_title = \"CXR_APPLIANCE\"\nallow = [{{ from = \"loopback\" }}]\nstable_s = 1.0\nmax_associations = 3\nmax_per_calling_ae = 3\nacse_timeout_s = 2\ndimse_timeout_s = 2\nidle_timeout_s = 2\nmax_pdu = 65536\n"
+    );
+    let path = dir.join("board.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn journal_lines(state: &Path) -> usize {
+    std::fs::read_to_string(state.join("spool/journal.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn echo_works(echoscu: &Path, port: u16) -> bool {
+    Command::new(echoscu)
+        .args(["-aec", "CXR_APPLIANCE", "127.0.0.1", &port.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_accepted(answer: Option<Pdu>) -> bool {
+    matches!(answer, Some(Pdu::AssociationAC(_)))
+}
+
+#[test]
+fn hostile_peers_get_the_right_status_and_the_service_stays_up() {
+    let (Some(echoscu), Some(storescu)) = (tool("echoscu"), tool("storescu")) else {
+        return;
+    };
+    let Some(rg1) = pydicom_file("RG1_UNCR.dcm") else {
+        return;
+    };
+    let dir = scratch_dir("serve-hostile");
+    let state = dir.join("state");
+    let board = board_file(&dir);
+    let mut service = Service::start(
+        &appliance(),
+        &[
+            "--board-file",
+            board.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+        &dir.join("serve.err"),
+    );
+    assert_eq!(
+        service.ready["model"]["ready"], false,
+        "no bundle installed: {}",
+        service.ready
+    );
+    let port = service.port;
+
+    // Malformed PDUs: an unknown type, and an A-ASSOCIATE-RQ cut short.
+    for garbage in [
+        &[0x42u8, 0, 0, 0, 0, 2, 1, 2][..],
+        &[1, 0, 0, 0, 0, 4, 0, 1, 0, 0][..],
+    ] {
+        let mut peer = RawPeer::connect(port);
+        peer.send_bytes(garbage).unwrap();
+        assert!(!is_accepted(peer.read()), "{garbage:?}");
+    }
+    // A PDU that claims 4 GiB: refused from its header, nothing allocated.
+    let mut peer = RawPeer::connect(port);
+    peer.send_bytes(&[1, 0, 0xFF, 0xFF, 0xFF, 0xFE]).unwrap();
+    assert!(!is_accepted(peer.read()));
+
+    // A wrong called AE title: rejected, permanently.
+    let mut peer = RawPeer::connect(port);
+    match peer.associate("MODALITY", "SOMEONE_ELSE", &[VERIFICATION]) {
+        Some(Pdu::AssociationRJ(rj)) => assert_eq!(rj.result, AssociationRJResult::Permanent),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+
+    // A command fragmented over two PDVs is reassembled and answered.
+    let mut peer = RawPeer::connect(port);
+    assert!(is_accepted(peer.associate(
+        "MODALITY",
+        "CXR_APPLIANCE",
+        &[VERIFICATION]
+    )));
+    let echo = echo_request(7);
+    peer.pdv(1, true, false, &echo[..10]).unwrap();
+    peer.pdv(1, true, true, &echo[10..]).unwrap();
+    assert_eq!(peer.response_status(), Some(0x0000));
+    peer.send(&Pdu::ReleaseRQ).unwrap();
+    assert!(matches!(peer.read(), Some(Pdu::ReleaseRP)));
+
+    // A data set that does not parse: C000, nothing stored.
+    let mut peer = RawPeer::connect(port);
+    assert!(is_accepted(peer.associate(
+        "MODALITY",
+        "CXR_APPLIANCE",
+        &[CR_STORAGE]
+    )));
+    peer.pdv(1, true, true, &store_request(1, CR_STORAGE, "1.2.3.4.5"))
+        .unwrap();
+    peer.pdv(1, false, true, b"\x08\x00\x16\x00UI\xff\x7fnot a data set")
+        .unwrap();
+    assert_eq!(peer.response_status(), Some(0xC000));
+    assert_eq!(journal_lines(&state), 0);
+
+    // An abort mid-transfer: nothing stored, no partial file left.
+    let mut peer = RawPeer::connect(port);
+    assert!(is_accepted(peer.associate(
+        "MODALITY",
+        "CXR_APPLIANCE",
+        &[CR_STORAGE]
+    )));
+    peer.pdv(1, true, true, &store_request(2, CR_STORAGE, "1.2.3.4.6"))
+        .unwrap();
+    let bytes = std::fs::read(&rg1).unwrap();
+    peer.pdv(1, false, false, &bytes[1000..40_000]).unwrap();
+    peer.send(&Pdu::AbortRQ {
+        source: dicom_ul::pdu::AbortRQSource::ServiceUser,
+    })
+    .unwrap();
+    drop(peer);
+    let clean = wait_until(Duration::from_secs(5), || {
+        std::fs::read_dir(state.join("spool"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".part"))
+    });
+    assert!(clean, "the aborted transfer's partial file is removed");
+    assert_eq!(journal_lines(&state), 0);
+
+    // An idle association is aborted after the idle timeout (2 s).
+    let mut idle = RawPeer::connect(port);
+    assert!(is_accepted(idle.associate(
+        "MODALITY",
+        "CXR_APPLIANCE",
+        &[VERIFICATION]
+    )));
+    let started = Instant::now();
+    let next = idle.read();
+    assert!(matches!(next, None | Some(Pdu::AbortRQ { .. })), "{next:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the idle association was not dropped"
+    );
+
+    // A flood above the cap (3): the fourth gets a transient rejection,
+    // local limit exceeded.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut p = RawPeer::connect(port);
+        assert!(is_accepted(p.associate(
+            "MODALITY",
+            "CXR_APPLIANCE",
+            &[VERIFICATION]
+        )));
+        held.push(p);
+    }
+    let mut over = RawPeer::connect(port);
+    match over.associate("MODALITY", "CXR_APPLIANCE", &[VERIFICATION]) {
+        Some(Pdu::AssociationRJ(rj)) => {
+            assert_eq!(rj.result, AssociationRJResult::Transient);
+            assert_eq!(
+                rj.source,
+                AssociationRJSource::ServiceProviderPresentation(
+                    AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
+                )
+            );
+        }
+        other => panic!("expected a transient rejection, got {other:?}"),
+    }
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(10), || echo_works(&echoscu, port)),
+        "the cap frees up"
+    );
+
+    // An instance the ingest path cannot classify is still acknowledged
+    // once durable, and answered "no verified model" here.
+    let out = Command::new(&storescu)
+        .args(["-aec", "CXR_APPLIANCE", "127.0.0.1", &port.to_string()])
+        .arg(&rg1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(journal_lines(&state), 1);
+    let answered = wait_until(Duration::from_secs(30), || {
+        std::fs::read_dir(state.join("results/studies")).is_ok_and(|mut d| d.next().is_some())
+    });
+    assert!(answered);
+    let study = std::fs::read_dir(state.join("results/studies"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(study.join("v1.json")).unwrap()).unwrap();
+    assert_eq!(result["outcome"], "abstention");
+    assert!(
+        result["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No verified model"),
+        "{result}"
+    );
+
+    assert!(service.is_running(), "{}", service.stderr_text());
+    assert!(echo_works(&echoscu, port));
+    let peak = service.peak_rss_kib();
+    assert!(peak > 0 && peak < 512 * 1024, "peak RSS {peak} KiB");
+    // Every refusal and abort was audited.
+    let audit = service.stderr_text();
+    assert!(
+        audit.contains("ASSOCIATION_CALLED_AE")
+            && audit.contains("ASSOCIATION_LIMIT")
+            && audit.contains("PDU_TOO_LARGE"),
+        "{audit}"
+    );
+    assert_eq!(service.terminate(), Some(0));
+    let export = Command::new(appliance())
+        .args(["audit", "export", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let export = String::from_utf8_lossy(&export.stdout);
+    for code in [
+        "ASSOCIATION_CALLED_AE",
+        "ASSOCIATION_LIMIT",
+        "PDU_TOO_LARGE",
+        "ASSOCIATION_TIMEOUT",
+    ] {
+        assert!(export.contains(code), "{code} not audited");
+    }
+}
