@@ -21,5 +21,11 @@ RUN useradd --system --home /var/lib/cxr-appliance cxr \
 COPY board-config/trust/ /etc/cxr-appliance/trust/
 COPY --from=build /src/target/release/cxr-appliance /usr/local/bin/cxr-appliance
 USER cxr
+# The DICOM receiver (the x86-release profile's [serve] section). The
+# profile's allow-list is empty until a site's image names its modalities.
+EXPOSE 11112
+# SIGTERM (docker stop) makes `serve` stop accepting, finish the transfers
+# in progress, and flush; give it the time.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/cxr-appliance"]
-CMD ["--help"]
+CMD ["serve"]

@@ -123,22 +123,181 @@ fn modified(dcmodify: &Path, src: &Path, dst: &Path, args: &[&str]) -> PathBuf {
     dst.to_owned()
 }
 
+/// The files the modality sends.
+struct Films {
+    rg1: PathBuf,
+    rg3: PathBuf,
+    ct: PathBuf,
+    siim: PathBuf,
+}
+
+fn films() -> Option<Films> {
+    Some(Films {
+        rg1: pydicom_file("RG1_UNCR.dcm")?,
+        rg3: pydicom_file("RG3_UNCR.dcm")?,
+        ct: pydicom_file("eCT_Supplemental.dcm")?,
+        siim: shared_file("torchxrayvision-test-samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")?,
+    })
+}
+
+const RG1_STUDY: &str = "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457";
+
+/// Echo (our AE and a wrong one), then the modality's pushes: one study of
+/// the frontal film uncompressed, a lateral-tagged copy (a new instance), a
+/// copy with the same SOP Instance UID and other bytes (a conflict) and the
+/// lossy JPEG 2000 encoding; a tibia; the SIIM chest in JPEG baseline; and
+/// a CT, refused at negotiation.
+fn modality_pushes(port: u16, f: &Films, dir: &Path, state: &Path) {
+    let (echoscu, storescu, dcmodify) = (
+        tool("echoscu").unwrap(),
+        tool("storescu").unwrap(),
+        tool("dcmodify").unwrap(),
+    );
+    let port = port.to_string();
+    let (code, text) = run(&echoscu, &["-aec", "CXR_APPLIANCE", "127.0.0.1", &port]);
+    assert_eq!(code, 0, "echoscu: {text}");
+    let (code, _) = run(&echoscu, &["-aec", "NOT_US", "127.0.0.1", &port]);
+    assert_ne!(code, 0, "a wrong called AE title is rejected");
+    let lateral = modified(
+        &dcmodify,
+        &f.rg1,
+        &dir.join("lateral.dcm"),
+        &["-gin", "-m", "(0018,5101)=LL"],
+    );
+    let conflict = modified(
+        &dcmodify,
+        &f.rg1,
+        &dir.join("conflict.dcm"),
+        &["-i", "(0008,103E)=resent"],
+    );
+    for (args, what) in [
+        (
+            vec![
+                f.rg1.to_str().unwrap(),
+                lateral.to_str().unwrap(),
+                conflict.to_str().unwrap(),
+                f.rg3.to_str().unwrap(),
+            ],
+            "uncompressed",
+        ),
+        (
+            vec!["-xw", sample("RG1_J2KI.dcm").to_str().unwrap()],
+            "JPEG 2000",
+        ),
+        (vec!["-xy", f.siim.to_str().unwrap()], "JPEG baseline"),
+    ] {
+        let mut all = vec!["-aec", "CXR_APPLIANCE", "127.0.0.1", port.as_str()];
+        all.extend(args);
+        let (code, text) = run(&storescu, &all);
+        assert_eq!(code, 0, "storescu {what}: {text}");
+    }
+    let (code, text) = run(
+        &storescu,
+        &[
+            "-aec",
+            "CXR_APPLIANCE",
+            "127.0.0.1",
+            &port,
+            f.ct.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0, "a CT is refused at negotiation: {text}");
+    let journal = std::fs::read_to_string(state.join("spool/journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 6, "{journal}");
+    assert!(
+        !journal.contains("1.2.840.10008.5.1.4.1.1.2"),
+        "no CT stored"
+    );
+}
+
+/// The study rule on what arrived: the lateral never decides, the conflict
+/// is flagged, the tibia abstains with no probability.
+fn check_results(state: &Path) {
+    let results = study_results(state);
+    let rg1 = latest(&results, RG1_STUDY).unwrap();
+    assert_eq!(rg1["outcome"], "decision", "{rg1}");
+    let instances = rg1["instances"].as_array().unwrap();
+    let lateral = instances.iter().find(|i| i["frontal"] == false).unwrap();
+    assert_eq!(
+        lateral["outcome"], "abstention",
+        "the lateral is not classified"
+    );
+    assert!(!rg1["decided_by"]
+        .as_array()
+        .unwrap()
+        .contains(&lateral["instance"]));
+    assert!(
+        instances
+            .iter()
+            .any(|i| !i["conflicts_with"].as_array().unwrap().is_empty()),
+        "the conflicting copy is flagged: {rg1}"
+    );
+    let rg3 = results
+        .iter()
+        .find(|r| r["outcome"] == "abstention")
+        .unwrap();
+    let labels = rg3["labels"].as_array().unwrap();
+    assert!(
+        !labels.is_empty()
+            && labels
+                .iter()
+                .all(|l| l["probability"].is_null() && l["finding"] == "indeterminate")
+    );
+}
+
+/// The PACS was down: the outbox shows the failed attempts. It comes up:
+/// everything arrives, under the UIDs first made, and every SR validates.
+fn pacs_comes_up(state: &Path, dir: &Path, pacs_port: u16, service: &Service) {
+    let list = Command::new(appliance())
+        .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let entries = list["entries"].as_array().unwrap();
+    assert!(
+        !entries.is_empty() && entries.iter().all(|e| e["state"] == "pending"),
+        "{list}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["attempts"].as_u64().unwrap() >= 1 && e["last_error"].is_string()),
+        "{list}"
+    );
+    let pacs = Pacs::start(&tool("storescp").unwrap(), &dir.join("pacs"), pacs_port);
+    let expected = published_srs(state);
+    let arrived = wait_until(Duration::from_secs(60), || {
+        pacs.received().len() >= expected.len()
+    });
+    assert!(
+        arrived,
+        "SRs at the PACS: {:?}, expected {expected:?}\n{}",
+        pacs.received(),
+        service.stderr_text()
+    );
+    let dcmdump = tool("dcmdump").unwrap();
+    let mut received: Vec<String> = pacs
+        .received()
+        .iter()
+        .map(|f| sop_instance_uid(&dcmdump, f))
+        .collect();
+    received.sort();
+    assert_eq!(
+        received, expected,
+        "the PACS has exactly the SRs the service published"
+    );
+    assert_valid_srs(&pacs.received());
+}
+
 #[test]
 fn a_modality_and_a_pacs_interoperate_with_the_service() {
-    let (Some(echoscu), Some(storescu), Some(storescp), Some(dcmodify)) = (
-        tool("echoscu"),
-        tool("storescu"),
-        tool("storescp"),
-        tool("dcmodify"),
-    ) else {
+    let tools = [
+        "echoscu", "storescu", "storescp", "dcmodify", "dcmdump", "dciodvfy", "dsrdump",
+    ];
+    if tools.iter().any(|t| tool(t).is_none()) {
         return;
-    };
-    let (Some(rg1), Some(rg3), Some(ct), Some(siim)) = (
-        pydicom_file("RG1_UNCR.dcm"),
-        pydicom_file("RG3_UNCR.dcm"),
-        pydicom_file("eCT_Supplemental.dcm"),
-        shared_file("torchxrayvision-test-samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"),
-    ) else {
+    }
+    let Some(films) = films() else {
         return;
     };
     let dir = scratch_dir("serve-interop");
@@ -166,70 +325,10 @@ fn a_modality_and_a_pacs_interoperate_with_the_service() {
         &dir.join("serve.err"),
     );
     assert_eq!(service.ready["model"]["ready"], true, "{}", service.ready);
-    let port = service.port.to_string();
-    let (code, text) = run(&echoscu, &["-aec", "CXR_APPLIANCE", "127.0.0.1", &port]);
-    assert_eq!(code, 0, "echoscu: {text}");
-    let (code, _) = run(&echoscu, &["-aec", "NOT_US", "127.0.0.1", &port]);
-    assert_ne!(code, 0, "a wrong called AE title is rejected");
-
-    // One study: the frontal film uncompressed, a lateral-tagged copy (a
-    // new instance), a copy with the same SOP Instance UID and other bytes
-    // (a conflict), and the lossy JPEG 2000 encoding.
-    let lateral = modified(
-        &dcmodify,
-        &rg1,
-        &dir.join("lateral.dcm"),
-        &["-gin", "-m", "(0018,5101)=LL"],
-    );
-    let conflict = modified(
-        &dcmodify,
-        &rg1,
-        &dir.join("conflict.dcm"),
-        &["-i", "(0008,103E)=resent"],
-    );
-    for (args, what) in [
-        (
-            vec![
-                rg1.to_str().unwrap(),
-                lateral.to_str().unwrap(),
-                conflict.to_str().unwrap(),
-                rg3.to_str().unwrap(),
-            ],
-            "uncompressed",
-        ),
-        (
-            vec!["-xw", sample("RG1_J2KI.dcm").to_str().unwrap()],
-            "JPEG 2000",
-        ),
-        (vec!["-xy", siim.to_str().unwrap()], "JPEG baseline"),
-    ] {
-        let mut all = vec!["-aec", "CXR_APPLIANCE", "127.0.0.1", port.as_str()];
-        all.extend(args);
-        let (code, text) = run(&storescu, &all);
-        assert_eq!(code, 0, "storescu {what}: {text}");
-    }
-    let (code, text) = run(
-        &storescu,
-        &[
-            "-aec",
-            "CXR_APPLIANCE",
-            "127.0.0.1",
-            &port,
-            ct.to_str().unwrap(),
-        ],
-    );
-    assert_ne!(code, 0, "a CT is refused at negotiation: {text}");
-    let journal = std::fs::read_to_string(state.join("spool/journal.jsonl")).unwrap();
-    assert_eq!(journal.lines().count(), 6, "{journal}");
-    assert!(
-        !journal.contains("1.2.840.10008.5.1.4.1.1.2"),
-        "no CT stored"
-    );
-
-    let rg1_study = "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457";
+    modality_pushes(service.port, &films, &dir, &state);
     let complete = wait_until(Duration::from_secs(120), || {
         let r = study_results(&state);
-        latest(&r, rg1_study).is_some_and(|s| s["instances"].as_array().unwrap().len() == 4)
+        latest(&r, RG1_STUDY).is_some_and(|s| s["instances"].as_array().unwrap().len() == 4)
             && r.iter()
                 .filter_map(|s| s["study_instance_uid"].as_str())
                 .collect::<std::collections::BTreeSet<_>>()
@@ -237,76 +336,9 @@ fn a_modality_and_a_pacs_interoperate_with_the_service() {
                 == 3
     });
     assert!(complete, "studies not complete: {}", service.stderr_text());
-    let results = study_results(&state);
-    let rg1_result = latest(&results, rg1_study).unwrap();
-    assert_eq!(rg1_result["outcome"], "decision", "{rg1_result}");
-    let instances = rg1_result["instances"].as_array().unwrap();
-    let lateral_entry = instances.iter().find(|i| i["frontal"] == false).unwrap();
-    assert_eq!(
-        lateral_entry["outcome"], "abstention",
-        "the lateral is not classified"
-    );
-    assert!(!rg1_result["decided_by"]
-        .as_array()
-        .unwrap()
-        .contains(&lateral_entry["instance"]));
-    assert!(
-        instances
-            .iter()
-            .any(|i| !i["conflicts_with"].as_array().unwrap().is_empty()),
-        "the conflicting copy is flagged: {rg1_result}"
-    );
-    let rg3_result = results
-        .iter()
-        .find(|r| r["outcome"] == "abstention")
-        .unwrap();
-    assert!(rg3_result["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|l| l["probability"].is_null() && l["finding"] == "indeterminate"));
-
-    // The PACS comes up: everything arrives, under the UIDs first made.
+    check_results(&state);
     std::thread::sleep(Duration::from_secs(2));
-    let list = Command::new(appliance())
-        .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
-    let entries = list["entries"].as_array().unwrap();
-    assert!(
-        !entries.is_empty() && entries.iter().all(|e| e["state"] == "pending"),
-        "{list}"
-    );
-    assert!(
-        entries
-            .iter()
-            .any(|e| e["attempts"].as_u64().unwrap() >= 1 && e["last_error"].is_string()),
-        "{list}"
-    );
-    let pacs = Pacs::start(&storescp, &dir.join("pacs"), pacs_port);
-    let expected = published_srs(&state);
-    let arrived = wait_until(Duration::from_secs(60), || {
-        pacs.received().len() >= expected.len()
-    });
-    assert!(
-        arrived,
-        "SRs at the PACS: {:?}, expected {expected:?}\n{}",
-        pacs.received(),
-        service.stderr_text()
-    );
-    let dcmdump = tool("dcmdump").unwrap();
-    let mut received: Vec<String> = pacs
-        .received()
-        .iter()
-        .map(|f| sop_instance_uid(&dcmdump, f))
-        .collect();
-    received.sort();
-    assert_eq!(
-        received, expected,
-        "the PACS has exactly the SRs the service published"
-    );
-    assert_valid_srs(&pacs.received());
+    pacs_comes_up(&state, &dir, pacs_port, &service);
     assert_eq!(
         service.terminate(),
         Some(0),

@@ -198,97 +198,41 @@ fn published(state: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn acknowledged_instances_survive_sigkill_and_reach_the_pacs_once() {
-    let (Some(_), Some(storescp), Some(dcmdump)) =
-        (tool("storescu"), tool("storescp"), tool("dcmdump"))
-    else {
-        return;
-    };
-    let kills = env_usize("CXR_DURABILITY_KILLS", 3);
-    let count = env_usize("CXR_DURABILITY_INSTANCES", 24);
-    let dir = scratch_dir("serve-durability");
-    let state = dir.join("state");
-    let files = burst(&dir.join("burst"), count);
-    let uid_of_file: BTreeMap<PathBuf, String> = files.iter().cloned().collect();
-    let pacs_port = free_port();
-    let pacs = Pacs::start(&storescp, &dir.join("pacs"), pacs_port);
-    let mut acked: BTreeSet<String> = BTreeSet::new();
-    for round in 0..kills {
-        let service = start(&state, &dir, pacs_port, round);
-        let senders = send_all(service.port, &files);
-        // A different moment each round: mid-burst (after some instances
-        // are journalled), or mid-inference and publishing (after some
-        // have results).
-        let stored_so_far = journal_lines(&state);
-        let target = stored_so_far + 1 + (round * 7) % count.max(1);
-        let results_so_far = count_results(&state);
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            let reached = match round % 2 {
-                0 => journal_lines(&state) >= target.min(count),
-                _ => count_results(&state) > results_so_far || results_so_far >= count,
-            };
-            if reached {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
+/// Wait for a kill moment: mid-burst (after some instances are journalled)
+/// in even rounds, mid-inference and publishing (after a new result) in odd.
+fn kill_moment(state: &Path, round: usize, count: usize) {
+    let target = (journal_lines(state) + 1 + (round * 7) % count.max(1)).min(count);
+    let results_so_far = count_results(state);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let reached = match round % 2 {
+            0 => journal_lines(state) >= target,
+            _ => count_results(state) > results_so_far || results_so_far >= count,
+        };
+        if reached {
+            return;
         }
-        service.kill();
-        let before = acked.len();
-        for s in senders {
-            acked.extend(acknowledged(s).iter().map(|f| uid_of_file[f].clone()));
-        }
-        println!(
-            "durability: round {round}: {} newly acknowledged before the kill",
-            acked.len() - before
-        );
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let acked_before_last = acked.len();
-    // The last run is left alone: the modality resends everything.
-    let service = start(&state, &dir, pacs_port, kills);
-    for s in send_all(service.port, &files) {
-        let got = acknowledged(s);
-        acked.extend(got.iter().map(|f| uid_of_file[f].clone()));
-    }
-    assert_eq!(
-        acked.len(),
-        count,
-        "the final run acknowledges every instance"
-    );
-    let studies = count.div_ceil(6);
-    let done = wait_until(Duration::from_secs(300), || {
-        let results = instance_results(&state);
-        let list = Command::new(appliance())
-            .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
-        let entries = list["entries"].as_array().cloned().unwrap_or_default();
-        results.len() == count
-            && published(&state).len() >= studies
-            && entries.len() == published(&state).len()
-            && entries.iter().all(|e| e["state"] == "delivered")
-    });
-    assert!(
-        done,
-        "not everything was processed and delivered:\n{}",
-        service.stderr_text()
-    );
-    // Every acknowledged instance has exactly one result.
-    let results = instance_results(&state);
-    for uid in &acked {
-        assert_eq!(results.get(uid), Some(&1), "{uid}");
-    }
-    // The journal holds each instance once: resent copies were duplicates.
-    let journal = std::fs::read_to_string(state.join("spool/journal.jsonl")).unwrap();
-    assert_eq!(journal.lines().count(), count, "{journal}");
-    // The PACS has exactly the SRs the service published: none lost, none
-    // under a second UID.
-    let sent = srs_in(&dcmdump, published(&state).into_iter());
-    let received = srs_in(&dcmdump, pacs.received().into_iter());
-    assert_eq!(received, sent);
-    // Each study's latest version covers all its instances.
+}
+
+/// Everything processed and every SR delivered.
+fn settled(state: &Path, count: usize, studies: usize) -> bool {
+    let list = Command::new(appliance())
+        .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+    let entries = list["entries"].as_array().cloned().unwrap_or_default();
+    let srs = published(state).len();
+    instance_results(state).len() == count
+        && srs >= studies
+        && entries.len() == srs
+        && entries.iter().all(|e| e["state"] == "delivered")
+}
+
+/// Study UID to (latest version, its instance count).
+fn latest_versions(state: &Path) -> BTreeMap<String, (u64, usize)> {
     let mut latest: BTreeMap<String, (u64, usize)> = BTreeMap::new();
     for study in std::fs::read_dir(state.join("results/studies"))
         .unwrap()
@@ -310,6 +254,72 @@ fn acknowledged_instances_survive_sigkill_and_reach_the_pacs_once() {
             }
         }
     }
+    latest
+}
+
+#[test]
+fn acknowledged_instances_survive_sigkill_and_reach_the_pacs_once() {
+    let (Some(_), Some(storescp), Some(dcmdump)) =
+        (tool("storescu"), tool("storescp"), tool("dcmdump"))
+    else {
+        return;
+    };
+    let kills = env_usize("CXR_DURABILITY_KILLS", 3);
+    let count = env_usize("CXR_DURABILITY_INSTANCES", 24);
+    let dir = scratch_dir("serve-durability");
+    let state = dir.join("state");
+    let files = burst(&dir.join("burst"), count);
+    let uid_of_file: BTreeMap<PathBuf, String> = files.iter().cloned().collect();
+    let pacs_port = free_port();
+    let pacs = Pacs::start(&storescp, &dir.join("pacs"), pacs_port);
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    for round in 0..kills {
+        let service = start(&state, &dir, pacs_port, round);
+        let senders = send_all(service.port, &files);
+        kill_moment(&state, round, count);
+        service.kill();
+        let before = acked.len();
+        for s in senders {
+            acked.extend(acknowledged(s).iter().map(|f| uid_of_file[f].clone()));
+        }
+        println!(
+            "durability: round {round}: {} newly acknowledged before the kill",
+            acked.len() - before
+        );
+    }
+    let acked_before_last = acked.len();
+    // The last run is left alone: the modality resends everything.
+    let service = start(&state, &dir, pacs_port, kills);
+    for s in send_all(service.port, &files) {
+        acked.extend(acknowledged(s).iter().map(|f| uid_of_file[f].clone()));
+    }
+    assert_eq!(
+        acked.len(),
+        count,
+        "the final run acknowledges every instance"
+    );
+    let studies = count.div_ceil(6);
+    let done = wait_until(Duration::from_secs(300), || settled(&state, count, studies));
+    assert!(
+        done,
+        "not everything was processed and delivered:\n{}",
+        service.stderr_text()
+    );
+    // Every acknowledged instance has exactly one result.
+    let results = instance_results(&state);
+    for uid in &acked {
+        assert_eq!(results.get(uid), Some(&1), "{uid}");
+    }
+    // The journal holds each instance once: resent copies were duplicates.
+    let journal = std::fs::read_to_string(state.join("spool/journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), count, "{journal}");
+    // The PACS has exactly the SRs the service published: none lost, none
+    // under a second UID.
+    let sent = srs_in(&dcmdump, published(&state).into_iter());
+    let received = srs_in(&dcmdump, pacs.received().into_iter());
+    assert_eq!(received, sent);
+    // Each study's latest version covers all its instances.
+    let latest = latest_versions(&state);
     assert_eq!(latest.len(), studies);
     assert_eq!(latest.values().map(|(_, n)| n).sum::<usize>(), count);
     println!(

@@ -28,7 +28,7 @@ pub mod forward;
 pub mod intake;
 pub mod outbox;
 pub mod part10;
-mod pdu_io;
+pub mod pdu_io;
 pub mod results;
 pub mod scp;
 pub mod scu;

@@ -225,18 +225,13 @@ struct Network {
     state_dir: PathBuf,
 }
 
-pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let device = Device::open(&args.device)?;
-    let settings = config::settings(args, &device.board)?;
-    let scp = config::scp_config(&settings)?;
-    let destinations = config::destinations(&settings)?;
-    let mut log = device.open_audit()?;
-    let secret = device.secret()?;
-    let model = load_model(args, &device, &mut log)?;
-    let status = model_json(&model);
-    let state = device.board.state_dir.clone();
+/// The spool, with the failpoints a test build honours, its recovery said.
+fn open_spool(
+    state: &std::path::Path,
+    settings: &cxr_board::ServeSettings,
+) -> anyhow::Result<Spool> {
     let (spool, recovery) = Spool::open(
-        &state,
+        state,
         SpoolConfig {
             quota_bytes: settings.spool_quota_bytes,
             max_instance_bytes: settings.max_instance_bytes,
@@ -254,6 +249,39 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     if recovery != Default::default() {
         eprintln!("cxr-appliance serve: spool recovered at start: {recovery:?}");
     }
+    Ok(spool)
+}
+
+/// Run the runtime until a stop signal, then stop the worker.
+fn run_until_stopped(
+    network: Network,
+    ready: Value,
+    board: &StudyBoard,
+    worker: std::thread::JoinHandle<()>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(until_stopped(network, ready, &worker))?;
+    board.stop();
+    let _ = worker.join();
+    sd_notify("STOPPING=1");
+    eprintln!("cxr-appliance serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::open(&args.device)?;
+    let settings = config::settings(args, &device.board)?;
+    let scp = config::scp_config(&settings)?;
+    let destinations = config::destinations(&settings)?;
+    let mut log = device.open_audit()?;
+    let secret = device.secret()?;
+    let model = load_model(args, &device, &mut log)?;
+    let status = model_json(&model);
+    let state = device.board.state_dir.clone();
+    let spool = open_spool(&state, &settings)?;
     let store = ResultStore::open(&state)?;
     let outbox = Arc::new(Mutex::new(Outbox::open(&state)?));
     let clock: Arc<dyn ServiceClock> = Arc::new(SystemClock::new());
@@ -311,16 +339,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         state_dir: state,
     };
     let ready = json!({ "serve": "ready", "dicom": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(until_stopped(network, ready, &worker))?;
-    board.stop();
-    let _ = worker.join();
-    sd_notify("STOPPING=1");
-    eprintln!("cxr-appliance serve: stopped");
-    Ok(ExitCode::SUCCESS)
+    run_until_stopped(network, ready, &board, worker)
 }
 
 async fn until_stopped(
