@@ -128,9 +128,14 @@ pub fn run(cmd: &BundleCommand) -> anyhow::Result<ExitCode> {
         }
         BundleCommand::Install { file, device } => {
             let device = Device::open(device)?;
+            let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            let request = json!({ "op": "bundle_install", "file": file });
+            if let Some(reply) = crate::serve::admin::ask(&device.board.state_dir, &request)? {
+                return Ok(printed(&reply));
+            }
             let mut audit = device.open_audit()?;
             audit.ensure_room()?;
-            install(file, &device, &mut audit)
+            Ok(printed(&install(&file, &device, &mut audit)?))
         }
         BundleCommand::Status { device } => {
             let device = Device::open(device)?;
@@ -138,36 +143,59 @@ pub fn run(cmd: &BundleCommand) -> anyhow::Result<ExitCode> {
         }
         BundleCommand::Rollback { device } => {
             let device = Device::open(device)?;
+            let request = json!({ "op": "bundle_rollback" });
+            if let Some(reply) = crate::serve::admin::ask(&device.board.state_dir, &request)? {
+                return Ok(printed(&reply));
+            }
             let mut audit = device.open_audit()?;
             audit.ensure_room()?;
-            let trust = match device.trust() {
-                Ok(t) => t,
-                Err(e) => return Ok(refuse(&e)),
-            };
-            match device
-                .store
-                .rollback(&trust, &device.board, &EnvFailpoints::from_env())
-            {
-                Ok(r) => {
-                    audit.append(
-                        now_unix_ms(),
-                        Event::RolledBack {
-                            to: record_ref(&r.active),
-                            from: r.previous.as_ref().map(record_ref),
-                            slot: r.active.slot.letter(),
-                        },
-                    )?;
-                    print(&json!({ "ok": true, "active": r.active, "previous": r.previous }));
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => Ok(refuse(&e)),
-            }
+            Ok(printed(&rollback(&device, &mut audit)?))
         }
     }
 }
 
-fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> anyhow::Result<ExitCode> {
-    let refused = |audit: &mut AuditLog, e: &BundleError| -> anyhow::Result<ExitCode> {
+/// Print a reply; exit 0 when it says ok, 2 when it refuses.
+fn printed(reply: &Value) -> ExitCode {
+    print(reply);
+    if reply["ok"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn refusal(e: &BundleError) -> Value {
+    error_json(e.code(), &e.to_string())
+}
+
+/// Switch back to the previous slot (it is verified again first), audited.
+pub(crate) fn rollback(device: &Device, audit: &mut AuditLog) -> anyhow::Result<Value> {
+    let trust = match device.trust() {
+        Ok(t) => t,
+        Err(e) => return Ok(refusal(&e)),
+    };
+    match device
+        .store
+        .rollback(&trust, &device.board, &EnvFailpoints::from_env())
+    {
+        Ok(r) => {
+            audit.append(
+                now_unix_ms(),
+                Event::RolledBack {
+                    to: record_ref(&r.active),
+                    from: r.previous.as_ref().map(record_ref),
+                    slot: r.active.slot.letter(),
+                },
+            )?;
+            Ok(json!({ "ok": true, "active": r.active, "previous": r.previous }))
+        }
+        Err(e) => Ok(refusal(&e)),
+    }
+}
+
+/// Verify, unpack into the inactive slot, self-test, switch, audit.
+pub(crate) fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> anyhow::Result<Value> {
+    let refused = |audit: &mut AuditLog, e: &BundleError| -> anyhow::Result<Value> {
         audit.append(
             now_unix_ms(),
             Event::InstallRefused {
@@ -175,7 +203,7 @@ fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> anyhow::Result
                 message: e.to_string(),
             },
         )?;
-        Ok(refuse(e))
+        Ok(refusal(e))
     };
     let trust = match device.trust() {
         Ok(t) => t,
@@ -232,11 +260,10 @@ fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> anyhow::Result
                     previous: r.previous.as_ref().map(record_ref),
                 },
             )?;
-            print(&json!({
+            Ok(json!({
                 "ok": true, "installed": summary(&bundle), "active": r.active,
                 "previous": r.previous, "self_test": r.self_test,
-            }));
-            Ok(ExitCode::SUCCESS)
+            }))
         }
         Err(e) => refused(audit, &e),
     }

@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use cxr_audit::AuditLog;
 use cxr_server::outbox::Outbox;
+use cxr_server::results::Reason;
+
+use super::Model;
+use crate::classify::EngineChoice;
+use crate::device::Device;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -27,19 +32,56 @@ pub(super) struct Admin {
     pub outbox: Arc<Mutex<Outbox>>,
     pub audit: Arc<Mutex<AuditLog>>,
     pub wake: Arc<Notify>,
-    pub status: Value,
+    /// The model now served, as the ready line showed it.
+    pub status: Mutex<Value>,
+    /// The worker's model, swapped after an install or a rollback.
+    pub model: Arc<Mutex<Result<Model, Reason>>>,
+    pub device: Device,
+    pub engine: (Option<EngineChoice>, Option<usize>),
 }
 
 impl Admin {
     fn handle(&self, request: &Value) -> Value {
-        if request["op"] == "status" {
-            return json!({ "ok": true, "status": self.status });
+        match request["op"].as_str() {
+            Some("status") => {
+                let status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                json!({ "ok": true, "model": status })
+            }
+            Some("bundle_install" | "bundle_rollback") => self.bundle(request).unwrap_or_else(|e| {
+                json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } })
+            }),
+            _ => {
+                let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+                let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+                let reply = crate::outbox_cmd::apply(request, &mut outbox, &mut audit);
+                self.wake.notify_one();
+                reply
+            }
         }
-        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// Install or roll back (verified, self-tested and audited as the
+    /// command does), then load the active bundle again and swap it in:
+    /// the next study runs on it, without a restart.
+    fn bundle(&self, request: &Value) -> anyhow::Result<Value> {
         let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let reply = crate::outbox_cmd::apply(request, &mut outbox, &mut audit);
-        self.wake.notify_one();
-        reply
+        audit.ensure_room()?;
+        let mut reply = match request["file"].as_str() {
+            Some(file) if request["op"] == "bundle_install" => {
+                crate::bundle_cmd::install(Path::new(file), &self.device, &mut audit)?
+            }
+            _ => crate::bundle_cmd::rollback(&self.device, &mut audit)?,
+        };
+        if reply["ok"] != true {
+            return Ok(reply);
+        }
+        let model = super::load_model(None, self.engine, &self.device, &mut audit)?;
+        drop(audit);
+        let status = super::model_json(&model);
+        *self.model.lock().unwrap_or_else(|p| p.into_inner()) = model;
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();
+        reply["serving"] = status;
+        Ok(reply)
     }
 }
 

@@ -82,13 +82,14 @@ pub(super) struct Model {
 
 /// Load and self-test the active bundle once. Without one, the reason
 /// (audited) is what every study is answered with.
-fn load_model(
-    args: &ServeArgs,
+pub(super) fn load_model(
+    bundle: Option<&std::path::Path>,
+    engine: (Option<EngineChoice>, Option<usize>),
     device: &Device,
     log: &mut AuditLog,
 ) -> anyhow::Result<Result<Model, Reason>> {
-    let loaded = match load_verified(args.bundle.as_deref(), device) {
-        Ok(source) => match select_for_source(&source, device, args.engine, args.threads)? {
+    let loaded = match load_verified(bundle, device) {
+        Ok(source) => match select_for_source(&source, device, engine.0, engine.1)? {
             Ok(selection) => Ok(Model { source, selection }),
             Err(e) => Err(e),
         },
@@ -203,7 +204,7 @@ fn sr_device(secret: &DeviceSecret) -> SrDevice {
     }
 }
 
-fn model_json(model: &Result<Model, Reason>) -> Value {
+pub(super) fn model_json(model: &Result<Model, Reason>) -> Value {
     match model {
         Ok(m) => {
             let b = m.source.bundle_ref();
@@ -278,8 +279,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let destinations = config::destinations(&settings)?;
     let mut log = device.open_audit()?;
     let secret = device.secret()?;
-    let model = load_model(args, &device, &mut log)?;
+    let engine = (args.engine, args.threads);
+    let model = load_model(args.bundle.as_deref(), engine, &device, &mut log)?;
     let status = model_json(&model);
+    let model = Arc::new(Mutex::new(model));
     let state = device.board.state_dir.clone();
     let spool = open_spool(&state, &settings)?;
     let store = ResultStore::open(&state)?;
@@ -296,7 +299,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         wake: Arc::clone(&wake),
     };
     let processor = processor::ServeProcessor {
-        model,
+        model: Arc::clone(&model),
         board: device.board.clone(),
         clock: Clock(StdInstant::now()),
         audit: Arc::clone(&audit),
@@ -331,7 +334,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             outbox,
             audit: Arc::clone(&audit),
             wake,
-            status: status.clone(),
+            status: Mutex::new(status.clone()),
+            model,
+            device: Device::open(&args.device)?,
+            engine,
         },
         scp,
         intake,

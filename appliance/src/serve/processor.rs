@@ -25,7 +25,8 @@ use crate::device::now_unix_ms;
 
 /// The worker's study path: the same as `classify`'s, audited the same way.
 pub(super) struct ServeProcessor {
-    pub(super) model: Result<Model, Reason>,
+    /// Swapped by the admin socket when a bundle is installed or rolled back.
+    pub(super) model: Arc<Mutex<Result<Model, Reason>>>,
     pub(super) board: BoardProfile,
     pub(super) clock: Clock,
     pub(super) audit: Arc<Mutex<AuditLog>>,
@@ -125,7 +126,9 @@ fn no_model(record: &JournalRecord, reason: &Reason) -> InstanceResult {
 
 impl Processor for ServeProcessor {
     fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult {
-        let model = match &self.model {
+        let slot = Arc::clone(&self.model);
+        let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let model = match &*slot {
             Ok(m) => m,
             Err(reason) => return no_model(record, reason),
         };
