@@ -370,30 +370,64 @@ fn a_bundle_installed_while_serving_takes_effect_without_a_restart() {
     let state_arg = state.to_str().unwrap();
     let service = Service::start(
         &appliance(),
-        &["--state-dir", state_arg, "--listen", "127.0.0.1:0", "--stable-s", "1"],
+        &[
+            "--state-dir",
+            state_arg,
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-s",
+            "1",
+        ],
         &[],
         &dir.join("serve.err"),
     );
     assert_eq!(service.ready["model"]["ready"], false);
     // The install goes through the running service (it owns the audit log).
-    let out = Command::new(appliance()).args(["bundle", "install", &demo(), "--state-dir", state_arg]).output().unwrap();
+    let out = Command::new(appliance())
+        .args(["bundle", "install", &demo(), "--state-dir", state_arg])
+        .output()
+        .unwrap();
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{reply}");
     assert_eq!(reply["serving"]["ready"], true, "{reply}");
     assert_eq!(reply["serving"]["bundle"]["model_id"], "cxr-demo-nih");
     // Rolling back with no previous bundle is refused; the service goes on.
-    let out = Command::new(appliance()).args(["bundle", "rollback", "--state-dir", state_arg]).output().unwrap();
+    let out = Command::new(appliance())
+        .args(["bundle", "rollback", "--state-dir", state_arg])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let port = service.port.to_string();
-    let (code, text) = run(&storescu, &["-xw", "-aec", "CXR_APPLIANCE", "127.0.0.1", &port, sample("RG1_J2KI.dcm").to_str().unwrap()]);
+    let (code, text) = run(
+        &storescu,
+        &[
+            "-xw",
+            "-aec",
+            "CXR_APPLIANCE",
+            "127.0.0.1",
+            &port,
+            sample("RG1_J2KI.dcm").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{text}");
-    let decided = wait_until(Duration::from_secs(60), || latest(&study_results(&state), RG1_STUDY).is_some());
+    let decided = wait_until(Duration::from_secs(60), || {
+        latest(&study_results(&state), RG1_STUDY).is_some()
+    });
     assert!(decided, "{}", service.stderr_text());
     let result = latest(&study_results(&state), RG1_STUDY).unwrap();
-    assert_eq!(result["outcome"], "decision", "the new bundle classified it: {result}");
+    assert_eq!(
+        result["outcome"], "decision",
+        "the new bundle classified it: {result}"
+    );
     assert_eq!(result["model"]["model_id"], "cxr-demo-nih");
     assert_eq!(service.terminate(), Some(0));
-    let out = Command::new(appliance()).args(["audit", "export", "--state-dir", state_arg]).output().unwrap();
+    let out = Command::new(appliance())
+        .args(["audit", "export", "--state-dir", state_arg])
+        .output()
+        .unwrap();
     let export = String::from_utf8_lossy(&out.stdout);
-    assert!(export.contains("\"type\":\"installed\""), "the install is audited by the service");
+    assert!(
+        export.contains("\"type\":\"installed\""),
+        "the install is audited by the service"
+    );
 }

@@ -143,6 +143,9 @@ pub struct ServeSettings {
     pub retry_initial_s: f64,
     pub retry_max_s: f64,
     pub retention_days: f64,
+    /// An input is deleted this long after its study's results reached
+    /// every destination; undelivered input is never deleted.
+    pub retain_hours: f64,
 }
 
 impl Default for ServeSettings {
@@ -170,6 +173,7 @@ impl Default for ServeSettings {
             retry_initial_s: 30.0,
             retry_max_s: 3600.0,
             retention_days: 14.0,
+            retain_hours: 24.0,
         }
     }
 }
@@ -458,11 +462,13 @@ fn validate_serve(id: &str, s: ServeSettings) -> Result<ServeSettings, BoardErro
         .iter()
         .all(|t| t.is_finite() && *t > 0.0)
         && s.retry_initial_s <= s.retry_max_s
-        && s.retention_days <= 3650.0;
+        && s.retention_days <= 3650.0
+        && s.retain_hours.is_finite()
+        && (0.0..=24.0 * 3650.0).contains(&s.retain_hours);
     let checks: [(bool, String, &'static str); 8] = [
         (
             retry_ok,
-            "serve.retry_initial_s, retry_max_s or retention_days".into(),
+            "serve.retry_initial_s, retry_max_s, retention_days or retain_hours".into(),
             "use positive values, the first retry no later than the cap, at most 3650 days",
         ),
         (

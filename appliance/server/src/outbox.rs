@@ -46,6 +46,9 @@ pub struct Entry {
     pub attempts: u32,
     pub next_attempt_unix_ms: u64,
     pub last_error: Option<String>,
+    /// When it was delivered or dropped.
+    #[serde(default)]
+    pub finished_unix_ms: Option<u64>,
 }
 
 /// One journal line.
@@ -215,8 +218,27 @@ impl Outbox {
             attempts: 0,
             next_attempt_unix_ms: now_unix_ms,
             last_error: None,
+            finished_unix_ms: None,
         }))?;
         Ok(true)
+    }
+
+    /// For every study with entries: when its last entry was delivered or
+    /// dropped, or `None` while any is pending or dead.
+    pub fn settled_studies(&self) -> BTreeMap<String, Option<u64>> {
+        let mut out: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        for e in self.entries.values() {
+            let finished = match e.state {
+                EntryState::Delivered | EntryState::Dropped => e.finished_unix_ms,
+                EntryState::Pending | EntryState::Dead => None,
+            };
+            let slot = out.entry(e.study_key.clone()).or_insert(Some(0));
+            *slot = match (*slot, finished) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        out
     }
 
     /// Pending entries due at `now`, oldest first.
@@ -335,9 +357,13 @@ fn apply(entries: &mut BTreeMap<u64, Entry>, line: Line) {
                 e.next_attempt_unix_ms = at_unix_ms;
             }
         }
-        Line::Delivered { id, .. } => set_state(entries, id, EntryState::Delivered),
-        Line::Dead { id, .. } => set_state(entries, id, EntryState::Dead),
-        Line::Drop { id, .. } => set_state(entries, id, EntryState::Dropped),
+        Line::Delivered { id, at_unix_ms, .. } => {
+            set_state(entries, id, EntryState::Delivered, Some(at_unix_ms))
+        }
+        Line::Dead { id, .. } => set_state(entries, id, EntryState::Dead, None),
+        Line::Drop { id, at_unix_ms } => {
+            set_state(entries, id, EntryState::Dropped, Some(at_unix_ms))
+        }
         Line::Retry { id, at_unix_ms } => {
             if let Some(e) = entries.get_mut(&id) {
                 e.state = EntryState::Pending;
@@ -348,9 +374,15 @@ fn apply(entries: &mut BTreeMap<u64, Entry>, line: Line) {
     }
 }
 
-fn set_state(entries: &mut BTreeMap<u64, Entry>, id: u64, state: EntryState) {
+fn set_state(
+    entries: &mut BTreeMap<u64, Entry>,
+    id: u64,
+    state: EntryState,
+    finished: Option<u64>,
+) {
     if let Some(e) = entries.get_mut(&id) {
         e.state = state;
+        e.finished_unix_ms = finished;
     }
 }
 
@@ -467,6 +499,11 @@ mod tests {
         o.retry(1, 70_000).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.due(70_000).len(), 1);
         o.drop_entry(1, 71_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            o.settled_studies().get("k"),
+            Some(&Some(71_000)),
+            "delivered or dropped"
+        );
         assert!(o.due(u64::MAX).is_empty());
         assert!(o.retry(99, 0).is_err());
         // One owner at a time.

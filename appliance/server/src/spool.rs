@@ -15,7 +15,7 @@
 //! the spool refuses to open. Nothing undelivered is ever evicted: at quota
 //! new input is refused ([`SpoolError::Full`], C-STORE A700).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -122,6 +122,18 @@ pub struct Spool {
     /// Called at the named points of `commit`, so that tests can crash the
     /// process there (the binary wires `CXR_FAILPOINT`).
     crash_hook: Option<fn(&'static str)>,
+    /// Instances whose file was deleted once their results were delivered
+    /// (their records stay, so a resend is still recognised).
+    retired: HashSet<u64>,
+    retired_path: PathBuf,
+    retired_journal: File,
+}
+
+/// One line of `retired.jsonl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RetiredLine {
+    id: u64,
+    at_unix_ms: u64,
 }
 
 /// Bytes stored and bytes being received, shared with every `Incoming`, so
@@ -220,6 +232,14 @@ impl Spool {
             .map_err(|e| SpoolError::io("opening", &journal_path, e))?;
         let mut recovery = Recovery::default();
         let records = read_journal(&mut journal, &journal_path, &mut recovery)?;
+        let retired_path = dir.join("retired.jsonl");
+        let mut retired_journal = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&retired_path)
+            .map_err(|e| SpoolError::io("opening", &retired_path, e))?;
+        let retired = read_retired(&mut retired_journal, &retired_path)?;
         let mut spool = Spool {
             next_id: 1,
             dir,
@@ -232,6 +252,9 @@ impl Spool {
             budget: Arc::new(Budget::default()),
             poisoned: None,
             crash_hook: None,
+            retired,
+            retired_path,
+            retired_journal,
         };
         for (line, r) in records.into_iter().enumerate() {
             spool.check_journalled(&r, line + 1)?;
@@ -254,6 +277,14 @@ impl Spool {
         if self.record(r.id).is_some() {
             return Err(damaged(format!("instance {} journalled twice", r.id)));
         }
+        if self.retired.contains(&r.id) {
+            // Retired: its file goes, if a crash left it behind.
+            let path = self.path_of(r.id);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| SpoolError::io("removing", &path, e))?;
+            }
+            return Ok(());
+        }
         let size = std::fs::metadata(self.path_of(r.id)).map(|m| m.len());
         if size.as_ref().ok() != Some(&r.bytes) {
             return Err(damaged(format!(
@@ -265,7 +296,9 @@ impl Spool {
     }
 
     fn index(&mut self, r: JournalRecord) {
-        self.budget.used.fetch_add(r.bytes, Ordering::SeqCst);
+        if !self.retired.contains(&r.id) {
+            self.budget.used.fetch_add(r.bytes, Ordering::SeqCst);
+        }
         self.by_uid
             .entry(r.sop_instance_uid.clone())
             .or_default()
@@ -303,6 +336,42 @@ impl Spool {
     /// Every durable instance, in the order received.
     pub fn records(&self) -> &[JournalRecord] {
         &self.records
+    }
+
+    /// Whether instance `id`'s file was deleted after delivery.
+    pub fn is_retired(&self, id: u64) -> bool {
+        self.retired.contains(&id)
+    }
+
+    /// Delete instance `id`'s file (its results are delivered and its
+    /// retention is over): the retirement is journalled first, so a crash
+    /// leaves at worst a file that the next `open` removes. Its record
+    /// stays, so a resend is still a duplicate. `Ok(false)` when there is
+    /// nothing to retire.
+    pub fn retire(&mut self, id: u64, now_unix_ms: u64) -> Result<bool, SpoolError> {
+        self.check_running()?;
+        let Some(bytes) = self.record(id).map(|r| r.bytes) else {
+            return Ok(false);
+        };
+        if self.retired.contains(&id) {
+            return Ok(false);
+        }
+        let mut line = serde_json::to_vec(&RetiredLine {
+            id,
+            at_unix_ms: now_unix_ms,
+        })
+        .map_err(|e| SpoolError::io("encoding", &self.retired_path, e))?;
+        line.push(b'\n');
+        self.retired_journal
+            .write_all(&line)
+            .and_then(|()| self.retired_journal.sync_data())
+            .map_err(|e| SpoolError::io("appending to", &self.retired_path, e))?;
+        self.retired.insert(id);
+        self.budget.used.fetch_sub(bytes, Ordering::SeqCst);
+        let path = self.path_of(id);
+        std::fs::remove_file(&path).map_err(|e| SpoolError::io("removing", &path, e))?;
+        sync_dir(&self.dir)?;
+        Ok(true)
     }
 
     /// Where instance `id` lies.
@@ -551,6 +620,36 @@ impl Drop for Incoming {
     }
 }
 
+/// The retired ids; a torn last line is cut (that retirement had not
+/// happened: its file is still there).
+fn read_retired(journal: &mut File, path: &Path) -> Result<HashSet<u64>, SpoolError> {
+    let mut text = Vec::new();
+    journal
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| journal.read_to_end(&mut text))
+        .map_err(|e| SpoolError::io("reading", path, e))?;
+    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        journal
+            .set_len(complete as u64)
+            .and_then(|()| journal.sync_all())
+            .map_err(|e| SpoolError::io("cutting the torn tail of", path, e))?;
+    }
+    let mut out = HashSet::new();
+    for (n, line) in text[..complete].split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let r: RetiredLine = serde_json::from_slice(line).map_err(|e| SpoolError::Journal {
+            path: path.to_owned(),
+            line: n + 1,
+            reason: e.to_string(),
+        })?;
+        out.insert(r.id);
+    }
+    Ok(out)
+}
+
 /// Read every complete journal line; cut a torn last line.
 fn read_journal(
     journal: &mut File,
@@ -621,7 +720,7 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(dir.join("spool"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "lock")
+            .filter(|n| n != "lock" && n != "retired.jsonl")
             .collect();
         v.sort();
         v
@@ -647,6 +746,34 @@ mod tests {
         assert_eq!(spool.records().len(), 1);
         assert_eq!(spool.records()[0].bytes, 9);
         assert_eq!(spool.used_bytes(), 9);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_retired_instance_frees_its_bytes_and_stays_known_across_reopening() {
+        let root = scratch("retire");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        store(&mut spool, "1.2.3.4", &[b"first"]).unwrap();
+        store(&mut spool, "1.2.3.5", &[b"second"]).unwrap();
+        assert_eq!(spool.used_bytes(), 11);
+        assert!(spool.retire(1, 1000).unwrap());
+        assert!(!spool.retire(1, 1001).unwrap(), "once");
+        assert!(!spool.retire(9, 1001).unwrap(), "unknown");
+        assert_eq!(spool.used_bytes(), 6);
+        assert_eq!(names(&root), ["2.dcm", "journal.jsonl"]);
+        // A resend of the retired instance is still a duplicate.
+        assert_eq!(
+            store(&mut spool, "1.2.3.4", &[b"first"]).unwrap(),
+            Durable::Duplicate { of: 1 }
+        );
+        drop(spool);
+        // A crash after the retirement line but before the deletion: the
+        // file is removed at the next open, and nothing is refused.
+        std::fs::write(root.join("spool/1.dcm"), b"first").unwrap();
+        let (spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        assert!(spool.is_retired(1) && !spool.is_retired(2));
+        assert_eq!(spool.used_bytes(), 6);
+        assert_eq!(names(&root), ["2.dcm", "journal.jsonl"]);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -47,6 +47,9 @@ pub struct Delivery {
     pub destinations: Vec<String>,
     /// Wakes the sender when something is queued.
     pub wake: Arc<Notify>,
+    /// How long an input is kept after its study's results reached every
+    /// destination (or, with none, after its result was published).
+    pub retain: Duration,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -63,6 +66,8 @@ pub struct Worker {
     processor: Box<dyn Processor>,
     clock: Arc<dyn Clock>,
     delivery: Delivery,
+    /// When retention was last looked at (monotonic ms).
+    retention_checked_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -85,6 +90,7 @@ impl Worker {
             processor,
             clock,
             delivery,
+            retention_checked_ms: None,
         }
     }
 
@@ -115,10 +121,7 @@ impl Worker {
         loop {
             let step = match board.next(self.clock.monotonic_ms()) {
                 Work::Stop => return,
-                Work::Wait(d) => {
-                    board.wait(d);
-                    Ok(())
-                }
+                Work::Wait(d) => self.retire_if_due().map(|()| board.wait(d)),
                 Work::Instance(id) => self.instance(id),
                 Work::Study {
                     study_instance_uid,
@@ -131,6 +134,55 @@ impl Worker {
                 board.wait(RETRY_AFTER);
             }
         }
+    }
+
+    /// Look at retention when idle, at most every `retain / 2` (1 s to 60 s).
+    fn retire_if_due(&mut self) -> Result<(), String> {
+        let now = self.clock.monotonic_ms();
+        let every = (self.delivery.retain.as_millis() as u64 / 2).clamp(1000, 60_000);
+        if self.retention_checked_ms.is_some_and(|t| now < t + every) {
+            return Ok(());
+        }
+        self.retention_checked_ms = Some(now);
+        let retired = self.retire()?;
+        if retired > 0 {
+            eprintln!("cxr-appliance serve: retention: {retired} delivered inputs deleted");
+        }
+        Ok(())
+    }
+
+    /// Delete the inputs of every study whose results all reached every
+    /// destination at least `retain` ago. Undelivered input is never
+    /// deleted; a study with a pending or dead-lettered result keeps all
+    /// its inputs.
+    fn retire(&mut self) -> Result<usize, String> {
+        let now = self.clock.unix_ms();
+        let retain = self.delivery.retain.as_millis() as u64;
+        let settled = self
+            .delivery
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settled_studies();
+        let no_destinations = self.delivery.destinations.is_empty();
+        let mut retired = 0;
+        for (uid, study) in self.store.latest_studies().map_err(|e| e.to_string())? {
+            let since = if no_destinations {
+                Some(study.completed_unix_ms)
+            } else {
+                settled.get(&study_key(&uid)).copied().flatten()
+            };
+            if !since.is_some_and(|t| now >= t.saturating_add(retain)) {
+                continue;
+            }
+            let mut spool = self.intake.spool();
+            for i in &study.instances {
+                if spool.retire(i.instance, now).map_err(|e| e.to_string())? {
+                    retired += 1;
+                }
+            }
+        }
+        Ok(retired)
     }
 
     fn record(&self, id: u64) -> Result<JournalRecord, String> {

@@ -20,10 +20,11 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
         || !args.allow.is_empty()
         || !args.forward.is_empty()
         || args.stable_s.is_some()
-        || args.retry_initial_s.is_some();
+        || args.retry_initial_s.is_some()
+        || args.retain_hours.is_some();
     if overridden && board.kind == BoardKind::Release {
         anyhow::bail!(
-            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --ae-title, --allow, --forward, --stable-s and --retry-initial-s are refused (fix: the board profile's [serve] section sets them)",
+            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --ae-title, --allow, --forward, --stable-s, --retry-initial-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
             board.id
         );
     }
@@ -50,6 +51,13 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
             s.retry_max_s
         );
         s.retry_initial_s = t;
+    }
+    if let Some(h) = args.retain_hours {
+        anyhow::ensure!(
+            h.is_finite() && (0.0..=24.0 * 3650.0).contains(&h),
+            "--retain-hours {h}: use 0 to 87600 hours"
+        );
+        s.retain_hours = h;
     }
     if let Some(t) = args.stable_s {
         anyhow::ensure!(

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// cap; development boards only).
     #[arg(long)]
     retry_initial_s: Option<f64>,
+    /// Hours an input is kept after its results reached every destination
+    /// (development boards only).
+    #[arg(long)]
+    retain_hours: Option<f64>,
     /// Engine (default: the board profile's).
     #[arg(long, value_enum)]
     engine: Option<EngineChoice>,
@@ -297,6 +301,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         outbox: Arc::clone(&outbox),
         destinations,
         wake: Arc::clone(&wake),
+        retain: Duration::from_secs_f64(settings.retain_hours * 3600.0),
     };
     let processor = processor::ServeProcessor {
         model: Arc::clone(&model),
