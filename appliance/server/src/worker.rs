@@ -172,7 +172,7 @@ impl Worker {
             } else {
                 settled.get(&study_key(&uid)).copied().flatten()
             };
-            if !since.is_some_and(|t| now >= t.saturating_add(retain)) {
+            if since.is_none_or(|t| now < t.saturating_add(retain)) {
                 continue;
             }
             let mut spool = self.intake.spool();
