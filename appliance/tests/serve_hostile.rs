@@ -19,14 +19,14 @@ fn appliance() -> PathBuf {
 }
 
 /// A development board whose service has small caps and short timeouts.
-fn board_file(dir: &Path) -> PathBuf {
+fn board_file(dir: &Path, extra: &str) -> PathBuf {
     let base = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-config/boards/dev-x86.toml"),
     )
     .unwrap();
     let base = &base[..base.find("[serve]").unwrap()];
     let text = format!(
-        "{base}[serve]\ndicom_listen = \"127.0.0.1:0\"\nae_title = \"CXR_APPLIANCE\"\nallow = [{{ from = \"loopback\" }}]\nstable_s = 1.0\nmax_associations = 3\nmax_per_calling_ae = 3\nacse_timeout_s = 2\ndimse_timeout_s = 2\nidle_timeout_s = 2\nmax_pdu = 65536\n"
+        "{base}[serve]\ndicom_listen = \"127.0.0.1:0\"\nae_title = \"CXR_APPLIANCE\"\nallow = [{{ from = \"loopback\" }}]\nstable_s = 1.0\nmax_associations = 3\nmax_per_calling_ae = 3\nacse_timeout_s = 2\ndimse_timeout_s = 2\nidle_timeout_s = 2\nmax_pdu = 65536\n{extra}"
     );
     let path = dir.join("board.toml");
     std::fs::write(&path, text).unwrap();
@@ -222,7 +222,7 @@ fn hostile_peers_get_the_right_status_and_the_service_stays_up() {
     };
     let dir = scratch_dir("serve-hostile");
     let state = dir.join("state");
-    let board = board_file(&dir);
+    let board = board_file(&dir, "");
     let mut service = Service::start(
         &appliance(),
         &[
@@ -266,4 +266,36 @@ fn hostile_peers_get_the_right_status_and_the_service_stays_up() {
     ] {
         assert!(export.contains(code), "{code} not audited");
     }
+}
+
+#[test]
+fn a_disk_below_its_watermark_turns_modalities_away_transiently() {
+    if tool("echoscu").is_none() {
+        return;
+    }
+    let dir = scratch_dir("serve-watermark");
+    let state = dir.join("state");
+    // No disk has a petabyte free: every association meets the watermark.
+    let board = board_file(&dir, "min_free_disk_bytes = 1125899906842624\n");
+    let service = Service::start(
+        &appliance(),
+        &[
+            "--board-file",
+            board.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+        &dir.join("serve.err"),
+    );
+    let mut peer = RawPeer::connect(service.port);
+    match peer.associate("MODALITY", "CXR_APPLIANCE", &[CR_STORAGE]) {
+        Some(Pdu::AssociationRJ(rj)) => assert_eq!(rj.result, AssociationRJResult::Transient),
+        other => panic!("expected a transient rejection, got {other:?}"),
+    }
+    assert!(
+        service.stderr_text().contains("ASSOCIATION_DISK_WATERMARK"),
+        "{}",
+        service.stderr_text()
+    );
 }

@@ -134,8 +134,10 @@ pub struct ServeSettings {
     /// The largest single instance accepted (bytes).
     pub max_instance_bytes: u64,
     /// New associations are refused (transiently) when the spool has less
-    /// room than this.
+    /// room than this before its quota ...
     pub min_headroom_bytes: u64,
+    /// ... or its file system fewer free bytes than this.
+    pub min_free_disk_bytes: u64,
     /// Where result SRs go: `AE@HOST:PORT` C-STORE SCPs (PACS).
     pub forward: Vec<String>,
     /// Outbox retries: the first wait, doubling up to the cap, for the
@@ -169,6 +171,7 @@ impl Default for ServeSettings {
             spool_quota_bytes: 8 << 30,
             max_instance_bytes: 128 << 20,
             min_headroom_bytes: 256 << 20,
+            min_free_disk_bytes: 512 << 20,
             forward: Vec::new(),
             retry_initial_s: 30.0,
             retry_max_s: 3600.0,

@@ -26,6 +26,23 @@ pub type OutboxObserver = Arc<dyn Fn(OutboxEvent) + Send + Sync>;
 /// The longest the sender sleeps without looking again.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Sends in flight at once.
+const CONCURRENT_SENDS: usize = 4;
+
+/// Run futures concurrently on this task and wait for all of them.
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pinned.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
 pub struct Forwarder {
     pub outbox: Arc<Mutex<Outbox>>,
     /// The state directory (entries name files relative to it).
@@ -56,11 +73,14 @@ impl Forwarder {
                 return;
             }
             let due = self.outbox().due(self.clock.unix_ms());
-            for entry in due {
+            // A few destinations' round trips at a time: a PACS answers
+            // each association in tens of milliseconds, so one at a time
+            // would let results queue behind each other.
+            for batch in due.chunks(CONCURRENT_SENDS) {
                 if *stop.borrow() {
                     return;
                 }
-                self.attempt(&entry).await;
+                futures_join(batch.iter().map(|entry| self.attempt(entry))).await;
             }
             let now = self.clock.unix_ms();
             let wait = self.outbox().next_due().map_or(TICK, |t| {

@@ -7,7 +7,8 @@
 //!   `catch_unwind` (it indexes past the end of some malformed items).
 //! - The called AE title must be ours; calling AE title and source address
 //!   must match the allow-list. Above the global or per-calling-AE cap, or
-//!   when the spool is near its quota, the association is refused with
+//!   when the spool is near its quota or its disk near full, the
+//!   association is refused with
 //!   A-ASSOCIATE-RJ *transient*, local limit exceeded, so the modality
 //!   retries later. Every refusal and abort is reported to the observer
 //!   (the binary audits it).
@@ -159,8 +160,16 @@ struct Shared {
     counts: Mutex<Counts>,
     sockets: AtomicUsize,
     next_association: AtomicU64,
-    /// Refuse new associations while the spool has fewer free bytes.
-    min_headroom: u64,
+    watermarks: Watermarks,
+}
+
+/// New associations are refused (transiently) below either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Bytes the spool may still take before its quota.
+    pub spool_headroom: u64,
+    /// Bytes free on the spool's file system.
+    pub free_disk: u64,
 }
 
 /// An admitted association's place in the counts, given back on drop.
@@ -276,8 +285,15 @@ impl Shared {
             code,
             transient: true,
         };
-        if self.intake.spool().headroom() < self.min_headroom {
+        let (headroom, free_disk) = {
+            let spool = self.intake.spool();
+            (spool.headroom(), spool.free_disk_bytes())
+        };
+        if headroom < self.watermarks.spool_headroom {
             return Err(limit("ASSOCIATION_SPOOL_WATERMARK"));
+        }
+        if free_disk.is_none_or(|free| free < self.watermarks.free_disk) {
+            return Err(limit("ASSOCIATION_DISK_WATERMARK"));
         }
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let for_ae = c.per_ae.get(&calling).copied().unwrap_or(0);
@@ -334,7 +350,7 @@ impl Scp {
         config: ScpConfig,
         intake: Arc<Intake>,
         observer: Observer,
-        min_headroom: u64,
+        watermarks: Watermarks,
     ) -> Self {
         Scp {
             shared: Arc::new(Shared {
@@ -344,7 +360,7 @@ impl Scp {
                 counts: Mutex::new(Counts::default()),
                 sockets: AtomicUsize::new(0),
                 next_association: AtomicU64::new(1),
-                min_headroom,
+                watermarks,
             }),
             listener,
         }

@@ -338,6 +338,14 @@ impl Spool {
         &self.records
     }
 
+    /// Bytes free to an unprivileged writer on the spool's file system
+    /// (`None` when the system will not say: callers then refuse).
+    pub fn free_disk_bytes(&self) -> Option<u64> {
+        rustix::fs::statvfs(&self.dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
     /// Whether instance `id`'s file was deleted after delivery.
     pub fn is_retired(&self, id: u64) -> bool {
         self.retired.contains(&id)

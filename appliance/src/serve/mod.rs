@@ -24,7 +24,7 @@ use cxr_server::forward::{Forwarder, OutboxEvent};
 use cxr_server::intake::Intake;
 use cxr_server::outbox::{Change, Outbox};
 use cxr_server::results::{Reason, ResultStore};
-use cxr_server::scp::{Scp, ScpConfig, ScpEvent};
+use cxr_server::scp::{Scp, ScpConfig, ScpEvent, Watermarks};
 use cxr_server::scu::SendLimits;
 use cxr_server::spool::{Spool, SpoolConfig};
 use cxr_server::worker::{Delivery, Worker};
@@ -222,7 +222,7 @@ pub(super) fn model_json(model: &Result<Model, Reason>) -> Value {
 struct Network {
     listen: SocketAddr,
     scp: ScpConfig,
-    headroom: u64,
+    watermarks: Watermarks,
     intake: Arc<Intake>,
     audit: Arc<Mutex<AuditLog>>,
     forwarder: Forwarder,
@@ -324,7 +324,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .spawn(move || worker.run())?;
     let network = Network {
         listen: settings.dicom_listen.parse()?,
-        headroom: settings.min_headroom_bytes,
+        watermarks: Watermarks {
+            spool_headroom: settings.min_headroom_bytes,
+            free_disk: settings.min_free_disk_bytes,
+        },
         forwarder: Forwarder {
             outbox: Arc::clone(&outbox),
             root: state.clone(),
@@ -365,7 +368,7 @@ async fn until_stopped(
     let admin_listener = admin::bind(&n.state_dir)?;
     ready["dicom"] = json!(listener.local_addr()?.to_string());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scp = Scp::new(listener, n.scp, n.intake, observer(n.audit), n.headroom);
+    let scp = Scp::new(listener, n.scp, n.intake, observer(n.audit), n.watermarks);
     let scp = tokio::spawn(scp.run(stop_rx.clone()));
     let forwarder = tokio::spawn(n.forwarder.run(stop_rx.clone()));
     tokio::spawn(admin::run(admin_listener, Arc::new(n.admin), stop_rx));
