@@ -84,8 +84,10 @@ pub fn record_json(r: &Record) -> Value {
             calling_ae,
             code,
             transient,
+            repeats,
         } => json!({
-            "type": "association_fault", "peer": peer, "calling_ae": calling_ae, "code": code, "transient": transient,
+            "type": "association_fault", "peer": peer, "calling_ae": calling_ae, "code": code,
+            "transient": transient, "repeats": repeats,
         }),
         Event::OutboxChanged {
             entry,

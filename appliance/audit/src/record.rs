@@ -112,6 +112,9 @@ pub enum Event {
         calling_ae: String,
         code: String,
         transient: bool,
+        /// Faults of the same code from the same address since the previous
+        /// record of it, not recorded one by one (a flood is summarised).
+        repeats: u32,
     },
     /// An outbox entry (a result SR for one destination) was delivered,
     /// dead-lettered, retried or dropped.

@@ -279,9 +279,11 @@ fn content(result: &StudyResult, device: &SrDevice) -> Vec<Obj> {
             codes::PLAIN_CHEST_XRAY,
         ),
     ];
+    // Only instances the evidence sequence can name (those with a series).
     let images: Vec<Obj> = result
         .instances
         .iter()
+        .filter(|i| i.series_instance_uid.is_some())
         .map(|i| image_value(&i.sop_class_uid, &i.sop_instance_uid))
         .collect();
     items.push(container(
@@ -378,6 +380,8 @@ fn header_elements(
         text(tags::SOP_INSTANCE_UID, VR::UI, uids.1),
         text(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
         text(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
+        // The dates and times this SR writes are UTC.
+        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
         optional(tags::STUDY_DATE, VR::DA, h.study_date.as_ref()),
         text(tags::CONTENT_DATE, VR::DA, &date),
         optional(tags::STUDY_TIME, VR::TM, h.study_time.as_ref()),
@@ -419,11 +423,26 @@ fn header_elements(
     ]
 }
 
+/// The SR's series and instance UIDs: derived from the study, the version,
+/// the model, and the digests of the inputs it covers, so that publishing
+/// the same result again gives the same UIDs, and a version computed over
+/// other inputs (after a crash, say) never reuses them.
+pub fn sr_uids(result: &StudyResult) -> (String, String) {
+    let version = result.version.to_string();
+    let model = result.model.as_ref().map_or("none", |m| m.digest.as_str());
+    let mut inputs: Vec<&str> = result.instances.iter().map(|i| i.sha256.as_str()).collect();
+    inputs.sort_unstable();
+    let mut parts = vec![result.study_instance_uid.as_str(), version.as_str(), model];
+    parts.extend(inputs);
+    (
+        derived_uid("sr-series", &parts),
+        derived_uid("sr-instance", &parts),
+    )
+}
+
 /// Encode `result` as a Part 10 Comprehensive 3D SR file.
 pub fn encode_sr(result: &StudyResult, device: &SrDevice) -> Result<SrDocument, ReportError> {
-    let version = result.version.to_string();
-    let series_uid = derived_uid("sr-series", &[&result.study_instance_uid, &version]);
-    let instance_uid = derived_uid("sr-instance", &[&result.study_instance_uid, &version]);
+    let (series_uid, instance_uid) = sr_uids(result);
     let mut obj = Obj::from_element_iter(header_elements(
         result,
         device,
@@ -448,13 +467,20 @@ pub fn encode_sr(result: &StudyResult, device: &SrDevice) -> Result<SrDocument, 
         text(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"),
         text(tags::PRELIMINARY_FLAG, VR::CS, "PRELIMINARY"),
         sequence(tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, Vec::new()),
-        sequence(
-            tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
-            vec![evidence(result)],
-        ),
     ];
     for e in root {
         obj.put(e);
+    }
+    // Type 1C: present when the SR references instances.
+    if result
+        .instances
+        .iter()
+        .any(|i| i.series_instance_uid.is_some())
+    {
+        obj.put(sequence(
+            tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+            vec![evidence(result)],
+        ));
     }
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(COMPREHENSIVE_3D_SR)

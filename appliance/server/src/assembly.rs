@@ -18,6 +18,8 @@ struct StudyState {
     /// Instances the latest published version covered, and its number.
     published: BTreeSet<u64>,
     version: u32,
+    /// Put off after a failed publication (monotonic ms).
+    not_before_ms: u64,
 }
 
 impl StudyState {
@@ -25,7 +27,11 @@ impl StudyState {
         let settled = self.open_associations.is_empty()
             && self.processed.len() == self.instances.len()
             && self.published != self.instances;
-        settled.then(|| self.last_arrival_ms.saturating_add(stable_ms))
+        settled.then(|| {
+            self.last_arrival_ms
+                .saturating_add(stable_ms)
+                .max(self.not_before_ms)
+        })
     }
 }
 
@@ -145,6 +151,23 @@ impl StudyBoard {
     /// A study version is on disk.
     pub fn published(&self, study: &str, version: u32, instances: &[u64]) {
         self.restore_published(study, version, instances);
+    }
+
+    /// A study's publication failed: other studies go first until `until_ms`.
+    pub fn defer_study(&self, study: &str, until_ms: u64) {
+        if let Some(s) = self.lock().studies.get_mut(study) {
+            s.not_before_ms = until_ms;
+        }
+    }
+
+    /// Sleep `timeout` after a failure, whatever is queued; only a stop
+    /// ends it early.
+    pub fn pause(&self, timeout: Duration) {
+        let b = self.lock();
+        if b.stopping {
+            return;
+        }
+        let _ = self.wake.wait_timeout_while(b, timeout, |b| !b.stopping);
     }
 
     /// Stop handing out work; the worker finishes what it holds.

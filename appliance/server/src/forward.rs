@@ -26,6 +26,9 @@ pub type OutboxObserver = Arc<dyn Fn(OutboxEvent) + Send + Sync>;
 /// The longest the sender sleeps without looking again.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The shortest pause between two looks at the outbox.
+const MIN_WAIT: Duration = Duration::from_millis(50);
+
 /// Sends in flight at once.
 const CONCURRENT_SENDS: usize = 4;
 
@@ -83,9 +86,15 @@ impl Forwarder {
                 futures_join(batch.iter().map(|entry| self.attempt(entry))).await;
             }
             let now = self.clock.unix_ms();
-            let wait = self.outbox().next_due().map_or(TICK, |t| {
-                Duration::from_millis(t.saturating_sub(now)).min(TICK)
-            });
+            // Never less than a moment: a journal that cannot be written
+            // must not make the sender spin.
+            let wait = self
+                .outbox()
+                .next_due()
+                .map_or(TICK, |t| {
+                    Duration::from_millis(t.saturating_sub(now)).min(TICK)
+                })
+                .max(MIN_WAIT);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {}

@@ -111,6 +111,10 @@ impl Intake {
     /// Check and commit a completely received instance. Blocking: call it
     /// off the network task.
     pub fn finish(&self, mut incoming: Incoming, request: &StoreRequest) -> StoreReply {
+        // The expensive fsync happens here, outside the spool's lock.
+        if let Err(e) = incoming.sync() {
+            return spool_refusal(e);
+        }
         let identity = {
             let _one_at_a_time = self.checking.lock().unwrap_or_else(|p| p.into_inner());
             let bytes = match incoming.read_back() {

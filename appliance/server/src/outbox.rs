@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -122,6 +122,9 @@ pub struct Outbox {
     journal: File,
     _lock: File,
     entries: BTreeMap<u64, Entry>,
+    /// Set when a failed append could not be cut back: nothing more is
+    /// written until the service restarts (and replays what is whole).
+    poisoned: Option<String>,
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
@@ -155,25 +158,40 @@ impl Outbox {
             .append(true)
             .open(&path)
             .map_err(|e| SpoolError::io("opening", &path, e))?;
+        sync_dir(&dir)?;
         let entries = replay(&mut journal, &path)?;
         Ok(Outbox {
             path,
             journal,
             _lock: lock,
             entries,
+            poisoned: None,
         })
     }
 
     fn append(&mut self, line: &Line) -> Result<(), SpoolError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(SpoolError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
         let mut bytes =
             serde_json::to_vec(line).map_err(|e| SpoolError::io("encoding", &self.path, e))?;
         bytes.push(b'\n');
-        self.journal
-            .write_all(&bytes)
-            .and_then(|()| self.journal.sync_data())
-            .map_err(|e| SpoolError::io("appending to", &self.path, e))?;
+        if let Err(e) = crate::spool::append_whole_line(&mut self.journal, &bytes) {
+            self.poisoned = e.poisoned;
+            return Err(SpoolError::io("appending to", &self.path, e.error));
+        }
         apply(&mut self.entries, line.clone());
         Ok(())
+    }
+
+    /// Put off an entry's next attempt (in memory too, so that a journal
+    /// that cannot be written does not make the sender spin).
+    fn defer(&mut self, id: u64, until_unix_ms: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.next_attempt_unix_ms = until_unix_ms;
+        }
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
@@ -274,36 +292,54 @@ impl Outbox {
                 format!("no outbox entry {id}"),
             ));
         };
-        match outcome {
-            Ok(status) => {
-                self.append(&Line::Delivered {
+        let in_ms = policy.backoff(entry.attempts + 1).as_millis() as u64;
+        let later = now_unix_ms.saturating_add(in_ms);
+        let result = match outcome {
+            Ok(status) => self
+                .append(&Line::Delivered {
                     id,
                     at_unix_ms: now_unix_ms,
                     status,
-                })?;
-                Ok(Change::Delivered { status })
-            }
-            Err(error) => {
-                self.append(&Line::Attempt {
-                    id,
-                    at_unix_ms: now_unix_ms,
-                    error,
-                })?;
-                let age = now_unix_ms.saturating_sub(entry.created_unix_ms);
-                if age >= policy.retention.as_millis() as u64 {
-                    self.append(&Line::Dead {
-                        id,
-                        at_unix_ms: now_unix_ms,
-                    })?;
-                    return Ok(Change::Dead);
-                }
-                let in_ms = policy.backoff(entry.attempts + 1).as_millis() as u64;
-                if let Some(e) = self.entries.get_mut(&id) {
-                    e.next_attempt_unix_ms = now_unix_ms.saturating_add(in_ms);
-                }
-                Ok(Change::WillRetry { in_ms })
-            }
+                })
+                .map(|()| Change::Delivered { status }),
+            Err(error) => self
+                .failed(&entry, error, policy, now_unix_ms)
+                .map(|change| {
+                    if change == Change::Dead {
+                        change
+                    } else {
+                        Change::WillRetry { in_ms }
+                    }
+                }),
+        };
+        if !matches!(result, Ok(Change::Delivered { .. } | Change::Dead)) {
+            self.defer(id, later);
         }
+        result
+    }
+
+    fn failed(
+        &mut self,
+        entry: &Entry,
+        error: String,
+        policy: &RetryPolicy,
+        now_unix_ms: u64,
+    ) -> Result<Change, SpoolError> {
+        let id = entry.id;
+        self.append(&Line::Attempt {
+            id,
+            at_unix_ms: now_unix_ms,
+            error,
+        })?;
+        let age = now_unix_ms.saturating_sub(entry.created_unix_ms);
+        if age >= policy.retention.as_millis() as u64 {
+            self.append(&Line::Dead {
+                id,
+                at_unix_ms: now_unix_ms,
+            })?;
+            return Ok(Change::Dead);
+        }
+        Ok(Change::WillRetry { in_ms: 0 })
     }
 
     /// A field engineer's retry: the entry is pending again, due now, with
@@ -417,6 +453,7 @@ fn replay(journal: &mut File, path: &Path) -> Result<BTreeMap<u64, Entry>, Spool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("cxr-outbox-{name}-{}", std::process::id()));

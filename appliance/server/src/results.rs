@@ -115,9 +115,14 @@ pub fn study_result(
     let mut result = StudyResult {
         schema: RESULT_SCHEMA.into(),
         study_instance_uid: study_instance_uid.to_owned(),
+        // The first instance whose header was read (one whose file could
+        // not be read has none).
         header: instances
-            .first()
-            .map(|(r, _)| r.header.clone())
+            .iter()
+            .map(|(r, _)| &r.header)
+            .find(|h| h.patient_id.is_some() || h.patient_name.is_some())
+            .or_else(|| instances.first().map(|(r, _)| &r.header))
+            .cloned()
             .unwrap_or_default(),
         version,
         previous,
@@ -266,6 +271,11 @@ impl ResultStore {
         let bytes =
             serde_json::to_vec_pretty(result).map_err(|e| SpoolError::io("encoding", &path, e))?;
         write_whole(&path, &bytes)
+    }
+
+    /// Whether instance `id` has its result file.
+    pub fn has_instance(&self, id: u64) -> bool {
+        self.instance_path(id).is_file()
     }
 
     /// The stored result of an instance, if it has one.

@@ -54,6 +54,10 @@ pub const STORAGE_CLASSES: &[&str] = &[
 /// Largest A-ASSOCIATE-RQ read (its items are small; dcmtk sends a few KiB).
 const MAX_ASSOCIATE_PDU: u32 = 64 * 1024;
 
+/// Most presentation contexts in one request (dcmtk's storescu proposes
+/// about 120 when asked for every storage class).
+const MAX_CONTEXTS: usize = 128;
+
 /// Who may associate: a calling AE title (any when `None`) from an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowRule {
@@ -172,6 +176,16 @@ pub struct Watermarks {
     pub free_disk: u64,
 }
 
+/// An open socket's place in the count, given back on drop (a panicking
+/// association task included).
+struct SocketSlot(Arc<Shared>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.sockets.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// An admitted association's place in the counts, given back on drop.
 struct Admission {
     shared: Arc<Shared>,
@@ -260,6 +274,18 @@ impl Shared {
             transient: false,
         };
         let calling = rq.calling_ae_title.trim().to_owned();
+        let mut ids = std::collections::HashSet::new();
+        let contexts_ok = rq.presentation_contexts.len() <= MAX_CONTEXTS
+            && rq
+                .presentation_contexts
+                .iter()
+                .all(|pc| pc.id % 2 == 1 && ids.insert(pc.id));
+        if !contexts_ok {
+            return Err(user(
+                AssociationRJServiceUserReason::NoReasonGiven,
+                "ASSOCIATION_BAD_CONTEXTS",
+            ));
+        }
         if rq.application_context_name.trim_end_matches('\0') != APPLICATION_CONTEXT {
             return Err(user(
                 AssociationRJServiceUserReason::ApplicationContextNameNotSupported,
@@ -380,19 +406,25 @@ impl Scp {
                 _ = stop_accepting.wait_for(|s| *s) => break,
                 Some(_) = associations.join_next(), if !associations.is_empty() => continue,
             };
-            let Ok((stream, peer)) = accepted else {
-                continue;
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    // Out of descriptors, say: pause rather than spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             if self.shared.sockets.load(Ordering::SeqCst) >= socket_cap {
                 drop(stream);
                 continue;
             }
             self.shared.sockets.fetch_add(1, Ordering::SeqCst);
+            let slot = SocketSlot(Arc::clone(&self.shared));
             let shared = Arc::clone(&self.shared);
             let stop = stop.clone();
             associations.spawn(async move {
-                association(Arc::clone(&shared), stream, peer, stop).await;
-                shared.sockets.fetch_sub(1, Ordering::SeqCst);
+                association(shared, stream, peer, stop).await;
+                drop(slot);
             });
         }
         // Idle associations end at once; a transfer in progress finishes
@@ -432,7 +464,8 @@ async fn association(
     let admission = match shared.admit(&rq, peer) {
         Ok(a) => a,
         Err(refusal) => {
-            let _ = send(&mut stream, &refusal.pdu()).await;
+            let rj = refusal.pdu();
+            let _ = tokio::time::timeout(shared.config.acse_timeout, send(&mut stream, &rj)).await;
             let _ = stream.shutdown().await;
             shared.report(ScpEvent::Refused {
                 peer,
@@ -460,7 +493,8 @@ async fn association(
             ),
         ],
     });
-    if send(&mut stream, &ac).await.is_err() {
+    let sent = tokio::time::timeout(shared.config.acse_timeout, send(&mut stream, &ac)).await;
+    if !matches!(sent, Ok(Ok(()))) {
         return;
     }
     let id = shared.next_association.fetch_add(1, Ordering::SeqCst);
@@ -540,7 +574,8 @@ impl Session {
                     }
                 }
                 Ok(Pdu::ReleaseRQ) => {
-                    let _ = send(&mut self.stream, &Pdu::ReleaseRP).await;
+                    let rp = send(&mut self.stream, &Pdu::ReleaseRP);
+                    let _ = tokio::time::timeout(self.shared.config.acse_timeout, rp).await;
                     let _ = self.stream.shutdown().await;
                     break End::Released;
                 }

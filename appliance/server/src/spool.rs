@@ -115,6 +115,8 @@ pub struct Spool {
     records: Vec<JournalRecord>,
     /// SOP Instance UID to the ids stored under it.
     by_uid: HashMap<String, Vec<u64>>,
+    /// Id to its place in `records`.
+    by_id: HashMap<u64, usize>,
     budget: Arc<Budget>,
     next_id: u64,
     /// Why the spool stopped: a journal write failed and could not be undone.
@@ -249,6 +251,7 @@ impl Spool {
             config,
             records: Vec::new(),
             by_uid: HashMap::new(),
+            by_id: HashMap::new(),
             budget: Arc::new(Budget::default()),
             poisoned: None,
             crash_hook: None,
@@ -303,6 +306,7 @@ impl Spool {
             .entry(r.sop_instance_uid.clone())
             .or_default()
             .push(r.id);
+        self.by_id.insert(r.id, self.records.len());
         self.records.push(r);
     }
 
@@ -358,22 +362,24 @@ impl Spool {
     /// nothing to retire.
     pub fn retire(&mut self, id: u64, now_unix_ms: u64) -> Result<bool, SpoolError> {
         self.check_running()?;
-        let Some(bytes) = self.record(id).map(|r| r.bytes) else {
-            return Ok(false);
-        };
         if self.retired.contains(&id) {
             return Ok(false);
         }
+        let Some(bytes) = self.record(id).map(|r| r.bytes) else {
+            return Ok(false);
+        };
         let mut line = serde_json::to_vec(&RetiredLine {
             id,
             at_unix_ms: now_unix_ms,
         })
         .map_err(|e| SpoolError::io("encoding", &self.retired_path, e))?;
         line.push(b'\n');
-        self.retired_journal
-            .write_all(&line)
-            .and_then(|()| self.retired_journal.sync_data())
-            .map_err(|e| SpoolError::io("appending to", &self.retired_path, e))?;
+        if let Err(e) = append_whole_line(&mut self.retired_journal, &line) {
+            if let Some(reason) = e.poisoned {
+                self.poisoned = Some(reason);
+            }
+            return Err(SpoolError::io("appending to", &self.retired_path, e.error));
+        }
         self.retired.insert(id);
         self.budget.used.fetch_sub(bytes, Ordering::SeqCst);
         let path = self.path_of(id);
@@ -533,8 +539,9 @@ impl Spool {
         })
     }
 
-    fn record(&self, id: u64) -> Option<&JournalRecord> {
-        self.records.iter().find(|r| r.id == id)
+    /// The journal record of instance `id`.
+    pub fn record(&self, id: u64) -> Option<&JournalRecord> {
+        self.by_id.get(&id).and_then(|i| self.records.get(*i))
     }
 
     /// Append one line and fsync it. A failed write is undone (the journal
@@ -596,6 +603,18 @@ impl Incoming {
         Ok(())
     }
 
+    /// Flush and fsync what has arrived: done before `commit`, outside the
+    /// spool's lock, so that one large instance does not hold up others.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| SpoolError::io("syncing", &self.path, "instance already finished"))?;
+        file.flush()
+            .and_then(|()| file.get_ref().sync_all())
+            .map_err(|e| SpoolError::io("syncing", &self.path, e))
+    }
+
     /// Flush what has arrived and read it back: the receiver checks the
     /// whole instance (that it parses, and says what its command said)
     /// before committing it. At most the instance limit.
@@ -625,6 +644,37 @@ impl Drop for Incoming {
             let _ = std::fs::remove_file(&self.path);
         }
         self.release();
+    }
+}
+
+/// Why an append failed, and whether the file could not be cut back to
+/// where it was (then nothing more may be appended).
+#[derive(Debug)]
+pub(crate) struct AppendError {
+    pub error: std::io::Error,
+    pub poisoned: Option<String>,
+}
+
+/// Append one whole line and fsync it; a failed write is cut back, so a
+/// partial line never precedes the next one.
+pub(crate) fn append_whole_line(file: &mut File, line: &[u8]) -> Result<(), AppendError> {
+    let before = file
+        .metadata()
+        .map_err(|error| AppendError {
+            error,
+            poisoned: None,
+        })?
+        .len();
+    let written = file.write_all(line).and_then(|()| file.sync_data());
+    match written {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let undone = file.set_len(before).and_then(|()| file.sync_all());
+            let poisoned = undone
+                .err()
+                .map(|u| format!("{error}; cutting it back: {u}"));
+            Err(AppendError { error, poisoned })
+        }
     }
 }
 

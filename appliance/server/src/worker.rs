@@ -9,6 +9,8 @@
 //! restarts. An instance that has a result is never run again, so a
 //! restart cannot give one instance two answers.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +62,16 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
+/// What the worker remembers of a published study: enough for retention
+/// without reading every result file again.
+#[derive(Debug, Clone)]
+struct Published {
+    instances: Vec<u64>,
+    completed_unix_ms: u64,
+    /// Every input of this version is retired.
+    retired: bool,
+}
+
 pub struct Worker {
     intake: Arc<Intake>,
     store: ResultStore,
@@ -68,6 +80,13 @@ pub struct Worker {
     delivery: Delivery,
     /// When retention was last looked at (monotonic ms).
     retention_checked_ms: Option<u64>,
+    /// Study UID to its latest published version.
+    published: HashMap<String, Published>,
+    /// A result computed but not yet written: written on the retry rather
+    /// than computed again.
+    unsaved: Option<InstanceResult>,
+    /// Monotonic ms of the loop's last turn: a watchdog feeds on it.
+    heartbeat: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -91,18 +110,27 @@ impl Worker {
             clock,
             delivery,
             retention_checked_ms: None,
+            published: HashMap::new(),
+            unsaved: None,
+            heartbeat: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// When the work loop last turned (monotonic ms on the worker's clock):
+    /// a worker stuck in one step stops it moving.
+    pub fn heartbeat(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.heartbeat)
     }
 
     /// Fill study assembly from what is on disk: every journalled instance,
     /// whether it has its result, and each study's latest version. Studies
     /// with unpublished instances complete `stable` after start-up.
-    pub fn restore(&self) -> Result<(), SpoolError> {
-        let board = self.intake.board();
+    pub fn restore(&mut self) -> Result<(), SpoolError> {
+        let board = Arc::clone(self.intake.board());
         let records: Vec<JournalRecord> = self.intake.spool().records().to_vec();
         let now = self.clock.monotonic_ms();
         for r in &records {
-            if self.store.instance(r.id)?.is_some() {
+            if self.store.has_instance(r.id) {
                 board.restore_processed(r.id, &r.study_instance_uid);
             } else {
                 board.arrived(r.id, &r.study_instance_uid, None, now);
@@ -111,15 +139,32 @@ impl Worker {
         for (uid, s) in self.store.latest_studies()? {
             let ids: Vec<u64> = s.instances.iter().map(|i| i.instance).collect();
             board.restore_published(&uid, s.version, &ids);
+            self.remember(&uid, ids, s.completed_unix_ms);
         }
         Ok(())
+    }
+
+    fn remember(&mut self, uid: &str, instances: Vec<u64>, completed_unix_ms: u64) {
+        let spool = self.intake.spool();
+        let retired = instances.iter().all(|id| spool.is_retired(*id));
+        drop(spool);
+        self.published.insert(
+            uid.to_owned(),
+            Published {
+                instances,
+                completed_unix_ms,
+                retired,
+            },
+        );
     }
 
     /// Work until the board says stop: the current item is finished first.
     pub fn run(mut self) {
         let board = Arc::clone(self.intake.board());
         loop {
-            let step = match board.next(self.clock.monotonic_ms()) {
+            let now = self.clock.monotonic_ms();
+            self.heartbeat.store(now, Ordering::SeqCst);
+            let step = match board.next(now) {
                 Work::Stop => return,
                 Work::Wait(d) => self.retire_if_due().map(|()| board.wait(d)),
                 Work::Instance(id) => self.instance(id),
@@ -127,11 +172,19 @@ impl Worker {
                     study_instance_uid,
                     version,
                     instances,
-                } => self.study(&study_instance_uid, version, &instances),
+                } => {
+                    let done = self.study(&study_instance_uid, version, &instances);
+                    if done.is_err() {
+                        // Other studies go first meanwhile.
+                        let later = self.clock.monotonic_ms() + RETRY_AFTER.as_millis() as u64;
+                        board.defer_study(&study_instance_uid, later);
+                    }
+                    done
+                }
             };
             if let Err(e) = step {
                 eprintln!("cxr-appliance serve: worker: {e}; retrying in {RETRY_AFTER:?}");
-                board.wait(RETRY_AFTER);
+                board.pause(RETRY_AFTER);
             }
         }
     }
@@ -153,8 +206,9 @@ impl Worker {
 
     /// Delete the inputs of every study whose results all reached every
     /// destination at least `retain` ago. Undelivered input is never
-    /// deleted; a study with a pending or dead-lettered result keeps all
-    /// its inputs.
+    /// deleted: a study with a pending or dead-lettered result keeps all
+    /// its inputs. Without destinations (and without entries left from
+    /// earlier ones) the clock starts when the result was published.
     fn retire(&mut self) -> Result<usize, String> {
         let now = self.clock.unix_ms();
         let retain = self.delivery.retain.as_millis() as u64;
@@ -166,21 +220,22 @@ impl Worker {
             .settled_studies();
         let no_destinations = self.delivery.destinations.is_empty();
         let mut retired = 0;
-        for (uid, study) in self.store.latest_studies().map_err(|e| e.to_string())? {
-            let since = if no_destinations {
-                Some(study.completed_unix_ms)
-            } else {
-                settled.get(&study_key(&uid)).copied().flatten()
+        for (uid, study) in self.published.iter_mut().filter(|(_, p)| !p.retired) {
+            let since = match settled.get(&study_key(uid)) {
+                Some(finished) => *finished,
+                None if no_destinations => Some(study.completed_unix_ms),
+                None => None,
             };
             if since.is_none_or(|t| now < t.saturating_add(retain)) {
                 continue;
             }
-            let mut spool = self.intake.spool();
-            for i in &study.instances {
-                if spool.retire(i.instance, now).map_err(|e| e.to_string())? {
+            for id in &study.instances {
+                let mut spool = self.intake.spool();
+                if spool.retire(*id, now).map_err(|e| e.to_string())? {
                     retired += 1;
                 }
             }
+            study.retired = true;
         }
         Ok(retired)
     }
@@ -188,25 +243,27 @@ impl Worker {
     fn record(&self, id: u64) -> Result<JournalRecord, String> {
         self.intake
             .spool()
-            .records()
-            .iter()
-            .find(|r| r.id == id)
+            .record(id)
             .cloned()
             .ok_or_else(|| format!("instance {id} is not in the spool journal"))
     }
 
     fn instance(&mut self, id: u64) -> Result<(), String> {
         let board = Arc::clone(self.intake.board());
-        if self
-            .store
-            .instance(id)
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
+        if let Some(result) = self.unsaved.take_if(|r| r.instance == id) {
+            return self.save(result);
+        }
+        if self.store.has_instance(id) {
             board.processed(id);
             return Ok(());
         }
-        let record = self.record(id)?;
+        let record = match self.record(id) {
+            Ok(r) => r,
+            Err(e) => {
+                board.requeue(id);
+                return Err(e);
+            }
+        };
         let path = self.intake.spool().path_of(id);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -246,7 +303,8 @@ impl Worker {
                 Ok(())
             }
             Err(e) => {
-                // Processed again on the retry: same bytes, same answer.
+                // Written on the retry, not computed again.
+                self.unsaved = Some(result);
                 self.intake.board().requeue(id);
                 Err(e.to_string())
             }
@@ -267,16 +325,24 @@ impl Worker {
             .then(|| self.store.latest_study_file(uid))
             .flatten()
             .map(|(_, bytes)| sha256_hex(&bytes));
+        // Completed when its last instance arrived: the same inputs give the
+        // same result, byte for byte, however often it is published.
+        let completed = pairs
+            .iter()
+            .map(|(_, j)| j.received_unix_ms)
+            .max()
+            .unwrap_or(0);
         let refs: Vec<_> = pairs.iter().map(|(r, j)| (r, j)).collect();
-        let result = study_result(uid, version, previous, self.clock.unix_ms(), &refs);
-        // The SR and its outbox entries first, the version's JSON last: a
-        // crash before the JSON republishes the same version, with the
-        // same SR UIDs, and the outbox queues nothing twice.
-        self.deliver(&result)?;
+        let result = study_result(uid, version, previous, completed, &refs);
+        // Audited first, then the SR queued, then the version's JSON: a
+        // crash in between publishes the same version again, with the same
+        // bytes and SR UIDs, and the outbox queues nothing twice.
         let file = serde_json::to_vec_pretty(&result).map_err(|e| e.to_string())?;
         self.processor.published(&result, &file)?;
+        self.deliver(&result)?;
         self.store.write_study(&result).map_err(|e| e.to_string())?;
         self.intake.board().published(uid, version, ids);
+        self.remember(uid, ids.to_vec(), completed);
         Ok(())
     }
 

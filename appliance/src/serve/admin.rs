@@ -146,7 +146,17 @@ pub fn ask(state_dir: &Path, request: &Value) -> anyhow::Result<Option<Value>> {
         }
         Err(e) => return Err(anyhow::anyhow!("connecting to {}: {e}", path.display())),
     };
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // An install verifies, unpacks and self-tests twice (the slot, then
+    // the service's engine): minutes on a slow board.
+    let wait = if request["op"]
+        .as_str()
+        .is_some_and(|op| op.starts_with("bundle_"))
+    {
+        Duration::from_secs(900)
+    } else {
+        Duration::from_secs(30)
+    };
+    stream.set_read_timeout(Some(wait))?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(stream).take(1 << 20).read_line(&mut line)?;

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod config;
+mod notes;
 mod processor;
 
 use std::net::SocketAddr;
@@ -115,8 +116,8 @@ pub(super) fn load_model(
 }
 
 /// Audit the receiver's refusals and aborts (a peer that simply closed
-/// after its work is not a fault).
-fn observer(audit: Arc<Mutex<AuditLog>>) -> cxr_server::scp::Observer {
+/// after its work is not a fault), summarised per address and code.
+fn observer(notes: notes::Notes) -> cxr_server::scp::Observer {
     Arc::new(move |event: ScpEvent| {
         let (peer, calling_ae, code, transient) = match &event {
             ScpEvent::Refused {
@@ -133,15 +134,12 @@ fn observer(audit: Arc<Mutex<AuditLog>>) -> cxr_server::scp::Observer {
             } => (peer, calling_ae, *code, false),
         };
         eprintln!("cxr-appliance serve: {event:?}");
-        let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = log.append(
-            now_unix_ms(),
-            Event::AssociationFault {
-                peer: peer.to_string(),
-                calling_ae: calling_ae.clone(),
-                code: code.to_owned(),
-                transient,
-            },
+        notes.association_fault(
+            peer.ip(),
+            peer.to_string(),
+            calling_ae.clone(),
+            code,
+            transient,
         );
     })
 }
@@ -165,7 +163,7 @@ fn sd_notify(message: &str) {
 }
 
 /// Audit the outbox's changes; a dead letter is also said on stderr.
-fn outbox_observer(audit: Arc<Mutex<AuditLog>>) -> cxr_server::forward::OutboxObserver {
+fn outbox_observer(notes: notes::Notes) -> cxr_server::forward::OutboxObserver {
     Arc::new(move |event: OutboxEvent| {
         let state = match event.change {
             Change::Delivered { .. } => "delivered",
@@ -176,17 +174,13 @@ fn outbox_observer(audit: Arc<Mutex<AuditLog>>) -> cxr_server::forward::OutboxOb
             "cxr-appliance serve: outbox entry {} to {}: {state} ({})",
             event.entry, event.destination, event.detail
         );
-        let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = log.append(
-            now_unix_ms(),
-            Event::OutboxChanged {
-                entry: event.entry,
-                destination: event.destination,
-                sop_instance_uid: event.sop_instance_uid,
-                state: state.into(),
-                detail: event.detail,
-            },
-        );
+        notes.record(Event::OutboxChanged {
+            entry: event.entry,
+            destination: event.destination,
+            sop_instance_uid: event.sop_instance_uid,
+            state: state.into(),
+            detail: event.detail,
+        });
     })
 }
 
@@ -224,7 +218,7 @@ struct Network {
     scp: ScpConfig,
     watermarks: Watermarks,
     intake: Arc<Intake>,
-    audit: Arc<Mutex<AuditLog>>,
+    notes: notes::Notes,
     forwarder: Forwarder,
     admin: admin::Admin,
     state_dir: PathBuf,
@@ -262,13 +256,13 @@ fn run_until_stopped(
     network: Network,
     ready: Value,
     board: &StudyBoard,
-    worker: std::thread::JoinHandle<()>,
+    (worker, liveness): (std::thread::JoinHandle<()>, Liveness),
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(until_stopped(network, ready, &worker))?;
+    runtime.block_on(until_stopped(network, ready, &worker, &liveness))?;
     board.stop();
     let _ = worker.join();
     sd_notify("STOPPING=1");
@@ -295,6 +289,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let board = Arc::new(StudyBoard::new(Duration::from_secs_f64(settings.stable_s)));
     let intake = Arc::new(Intake::new(spool, Arc::clone(&board), Arc::clone(&clock)));
     let audit = Arc::new(Mutex::new(log));
+    let notes = notes::Notes::start(Arc::clone(&audit))?;
     let wake = Arc::new(Notify::new());
     let delivery = Delivery {
         device: sr_device(&secret),
@@ -310,7 +305,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         audit: Arc::clone(&audit),
         secret,
     };
-    let worker = Worker::new(
+    let mut worker = Worker::new(
         Arc::clone(&intake),
         store,
         Box::new(processor),
@@ -319,6 +314,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     );
     worker.restore()?;
     let (pending, studies) = board.backlog();
+    let liveness = Liveness {
+        heartbeat: worker.heartbeat(),
+        clock: Arc::clone(&clock),
+    };
     let worker = std::thread::Builder::new()
         .name("cxr-worker".into())
         .spawn(move || worker.run())?;
@@ -335,7 +334,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             policy: config::retry_policy(&settings),
             limits: SendLimits::default(),
             clock,
-            observer: outbox_observer(Arc::clone(&audit)),
+            observer: outbox_observer(notes.clone()),
             wake: Arc::clone(&wake),
         },
         admin: admin::Admin {
@@ -349,17 +348,36 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         },
         scp,
         intake,
-        audit,
+        notes,
         state_dir: state,
     };
     let ready = json!({ "serve": "ready", "dicom": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
-    run_until_stopped(network, ready, &board, worker)
+    run_until_stopped(network, ready, &board, (worker, liveness))
+}
+
+/// What the watchdog looks at: the worker's heartbeat on its clock.
+struct Liveness {
+    heartbeat: Arc<std::sync::atomic::AtomicU64>,
+    clock: Arc<dyn ServiceClock>,
+}
+
+/// The longest one step of the worker may take (a study on a slow CPU)
+/// before the watchdog is no longer fed.
+const WORKER_SILENCE: Duration = Duration::from_secs(300);
+
+impl Liveness {
+    fn alive(&self, worker: &std::thread::JoinHandle<()>) -> bool {
+        let beat = self.heartbeat.load(std::sync::atomic::Ordering::SeqCst);
+        let silent = self.clock.monotonic_ms().saturating_sub(beat);
+        !worker.is_finished() && silent < WORKER_SILENCE.as_millis() as u64
+    }
 }
 
 async fn until_stopped(
     n: Network,
     mut ready: Value,
     worker: &std::thread::JoinHandle<()>,
+    liveness: &Liveness,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::bind(n.listen)
@@ -368,7 +386,7 @@ async fn until_stopped(
     let admin_listener = admin::bind(&n.state_dir)?;
     ready["dicom"] = json!(listener.local_addr()?.to_string());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scp = Scp::new(listener, n.scp, n.intake, observer(n.audit), n.watermarks);
+    let scp = Scp::new(listener, n.scp, n.intake, observer(n.notes), n.watermarks);
     let scp = tokio::spawn(scp.run(stop_rx.clone()));
     let forwarder = tokio::spawn(n.forwarder.run(stop_rx.clone()));
     tokio::spawn(admin::run(admin_listener, Arc::new(n.admin), stop_rx));
@@ -382,8 +400,9 @@ async fn until_stopped(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = watchdog.tick() => {
-                // The watchdog is fed only while the worker is alive.
-                if !worker.is_finished() {
+                // The watchdog is fed only while the worker is alive and
+                // moving: a worker hung in one step gets the service restarted.
+                if liveness.alive(worker) {
                     sd_notify("WATCHDOG=1");
                 }
             }

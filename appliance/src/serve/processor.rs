@@ -149,8 +149,14 @@ impl Processor for ServeProcessor {
             version: bundle.version,
             digest: cxr_bundle::hex::encode(&bundle.digest),
         });
-        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = log.ensure_room() {
+        // The audit log is locked only to check for room and to append:
+        // never across an inference.
+        let room = self
+            .audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ensure_room();
+        if let Err(e) = room {
             return instance_result(
                 record,
                 &refused(&file, e.code(), e.to_string()),
@@ -165,6 +171,7 @@ impl Processor for ServeProcessor {
                 failed(&file, "STUDY_PANICKED", format!("internal fault while processing this study: {} (fix: report this study to service)", panic_text(p.as_ref())))
             });
         let (run, decision) = encode_record(&file, run);
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let mut auditor = Auditor {
             log: &mut log,
             secret: &self.secret,

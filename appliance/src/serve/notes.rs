@@ -1,0 +1,103 @@
+//! Audit records the network side asks for (refused and aborted
+//! associations, outbox changes) go through a bounded queue to one thread
+//! that appends them, so that no network task waits on the audit log's
+//! lock or its fsync. Association faults are summarised per address and
+//! code: the first in a minute is recorded, the rest counted into the next
+//! record, so that a flood of connections cannot fill the log and stop
+//! classification.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cxr_audit::{AuditLog, Event};
+
+use crate::device::now_unix_ms;
+
+/// Records waiting for the writer at most.
+const QUEUE: usize = 1024;
+/// One record per address and code per window.
+const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most (then the table starts afresh).
+const MAX_KEYS: usize = 4096;
+
+/// Per address and fault code: when its window opened, and faults since.
+type Windows = HashMap<(IpAddr, String), (Instant, u32)>;
+
+/// The sending side, shared by the receiver's and the outbox's observers.
+#[derive(Clone)]
+pub(super) struct Notes {
+    tx: SyncSender<Event>,
+    windows: Arc<Mutex<Windows>>,
+}
+
+impl std::fmt::Debug for Notes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notes").finish_non_exhaustive()
+    }
+}
+
+impl Notes {
+    /// Start the writer thread over `audit`.
+    pub(super) fn start(audit: Arc<Mutex<AuditLog>>) -> std::io::Result<Notes> {
+        let (tx, rx) = sync_channel::<Event>(QUEUE);
+        std::thread::Builder::new()
+            .name("cxr-audit-notes".into())
+            .spawn(move || {
+                for event in rx {
+                    let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = log.append(now_unix_ms(), event) {
+                        eprintln!("cxr-appliance serve: audit: {e}");
+                    }
+                }
+            })?;
+        Ok(Notes {
+            tx,
+            windows: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Queue a record; a full queue drops it and says so on stderr.
+    pub(super) fn record(&self, event: Event) {
+        if let Err(TrySendError::Full(e)) = self.tx.try_send(event) {
+            eprintln!("cxr-appliance serve: audit queue full, not recorded: {e:?}");
+        }
+    }
+
+    /// Record an association fault, summarised per address and code.
+    pub(super) fn association_fault(
+        &self,
+        ip: IpAddr,
+        peer: String,
+        calling_ae: String,
+        code: &str,
+        transient: bool,
+    ) {
+        let repeats = {
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            if windows.len() >= MAX_KEYS {
+                windows.clear();
+            }
+            let now = Instant::now();
+            let slot = windows
+                .entry((ip, code.to_owned()))
+                .or_insert((now - WINDOW, 0));
+            if now.duration_since(slot.0) < WINDOW {
+                slot.1 = slot.1.saturating_add(1);
+                return;
+            }
+            let repeats = slot.1;
+            *slot = (now, 0);
+            repeats
+        };
+        self.record(Event::AssociationFault {
+            peer,
+            calling_ae,
+            code: code.to_owned(),
+            transient,
+            repeats,
+        });
+    }
+}
