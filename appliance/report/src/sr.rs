@@ -511,6 +511,53 @@ pub fn encode_sr(result: &StudyResult, device: &SrDevice) -> Result<SrDocument, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::result::{InstanceOutcome, InstanceSummary, StudyHeader, RESULT_SCHEMA};
+
+    fn result(inputs: &[&str]) -> StudyResult {
+        StudyResult {
+            schema: RESULT_SCHEMA.into(),
+            study_instance_uid: "1.2.3".into(),
+            header: StudyHeader::default(),
+            version: 1,
+            previous: None,
+            completed_unix_ms: 0,
+            outcome: "abstention".into(),
+            labels: Vec::new(),
+            reason: None,
+            decided_by: Vec::new(),
+            instances: inputs
+                .iter()
+                .enumerate()
+                .map(|(i, sha)| InstanceSummary {
+                    instance: i as u64 + 1,
+                    sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
+                    sop_instance_uid: format!("1.2.3.{i}"),
+                    series_instance_uid: None,
+                    sha256: (*sha).into(),
+                    outcome: InstanceOutcome::Abstention,
+                    frontal: false,
+                    reason_code: None,
+                    conflicts_with: Vec::new(),
+                })
+                .collect(),
+            model: None,
+        }
+    }
+
+    #[test]
+    fn the_same_result_keeps_its_uids_and_other_inputs_never_reuse_them() {
+        let a = result(&["aa", "bb"]);
+        assert_eq!(
+            sr_uids(&a),
+            sr_uids(&result(&["bb", "aa"])),
+            "order of arrival aside"
+        );
+        assert_ne!(sr_uids(&a).1, sr_uids(&result(&["aa", "bb", "cc"])).1);
+        let mut v2 = a.clone();
+        v2.version = 2;
+        assert_ne!(sr_uids(&a).1, sr_uids(&v2).1);
+        assert_ne!(sr_uids(&a).0, sr_uids(&a).1, "series and instance differ");
+    }
 
     #[test]
     fn unix_times_become_dicom_dates_and_times() {
