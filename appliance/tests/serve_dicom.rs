@@ -11,6 +11,7 @@ use std::time::Duration;
 use cxr_tests::data::{pydicom_file, scratch_dir, shared_file};
 use cxr_tests::dicom_net::{free_port, tool, wait_until, Pacs, Service};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 fn appliance() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
@@ -247,7 +248,7 @@ fn check_results(state: &Path) {
 
 /// The PACS was down: the outbox shows the failed attempts. It comes up:
 /// everything arrives, under the UIDs first made, and every SR validates.
-fn pacs_comes_up(state: &Path, dir: &Path, pacs_port: u16, service: &Service) {
+fn pacs_comes_up(state: &Path, dir: &Path, pacs_port: u16, service: &Service) -> Pacs {
     let list = Command::new(appliance())
         .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
         .output()
@@ -287,6 +288,7 @@ fn pacs_comes_up(state: &Path, dir: &Path, pacs_port: u16, service: &Service) {
         "the PACS has exactly the SRs the service published"
     );
     assert_valid_srs(&pacs.received());
+    pacs
 }
 
 #[test]
@@ -320,6 +322,8 @@ fn a_modality_and_a_pacs_interoperate_with_the_service() {
             &forward,
             "--retry-initial-s",
             "1",
+            "--retain-hours",
+            "0",
         ],
         &[],
         &dir.join("serve.err"),
@@ -338,12 +342,79 @@ fn a_modality_and_a_pacs_interoperate_with_the_service() {
     assert!(complete, "studies not complete: {}", service.stderr_text());
     check_results(&state);
     std::thread::sleep(Duration::from_secs(2));
-    pacs_comes_up(&state, &dir, pacs_port, &service);
+    let pacs = pacs_comes_up(&state, &dir, pacs_port, &service);
+    inputs_go_once_delivered(&state, &service);
+    late_instance_makes_a_new_version(&state, &dir, service.port, &pacs, &films.rg1);
     assert_eq!(
         service.terminate(),
         Some(0),
         "SIGTERM stops the service cleanly"
     );
+}
+
+/// Delivered everywhere, and kept for 0 hours: the inputs go, their
+/// records stay.
+fn inputs_go_once_delivered(state: &Path, service: &Service) {
+    let spool_files = || {
+        std::fs::read_dir(state.join("spool"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "dcm"))
+            .count()
+    };
+    let gone = wait_until(Duration::from_secs(30), || spool_files() == 0);
+    assert!(gone, "{}", service.stderr_text());
+    let retired = std::fs::read_to_string(state.join("spool/retired.jsonl")).unwrap();
+    assert_eq!(retired.lines().count(), 6);
+}
+
+/// An instance after completion makes version N+1, which names version N's
+/// digest, and its SR reaches the PACS too.
+fn late_instance_makes_a_new_version(state: &Path, dir: &Path, port: u16, pacs: &Pacs, rg1: &Path) {
+    let before = latest(&study_results(state), RG1_STUDY).unwrap();
+    let version = before["version"].as_u64().unwrap();
+    let dcmodify = tool("dcmodify").unwrap();
+    let late = modified(
+        &dcmodify,
+        rg1,
+        &dir.join("late.dcm"),
+        &["-gin", "-m", "(0018,5101)=LL"],
+    );
+    let (code, text) = run(
+        &tool("storescu").unwrap(),
+        &[
+            "-aec",
+            "CXR_APPLIANCE",
+            "127.0.0.1",
+            &port.to_string(),
+            late.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let next = wait_until(Duration::from_secs(60), || {
+        latest(&study_results(state), RG1_STUDY)
+            .is_some_and(|r| r["version"].as_u64() == Some(version + 1))
+    });
+    assert!(next, "no new version after a late instance");
+    let after = latest(&study_results(state), RG1_STUDY).unwrap();
+    let key_dir = std::fs::read_dir(state.join("results/studies"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|d| d.join(format!("v{}.json", version + 1)).is_file())
+        .unwrap();
+    let previous = std::fs::read(key_dir.join(format!("v{version}.json"))).unwrap();
+    let digest: String = Sha256::digest(&previous)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(after["previous"], digest.as_str());
+    assert_eq!(after["instances"].as_array().unwrap().len(), 5);
+    let expected = published_srs(state).len();
+    let arrived = wait_until(Duration::from_secs(60), || {
+        pacs.received().len() >= expected
+    });
+    assert!(arrived, "the new version's SR reaches the PACS");
 }
 
 #[test]
