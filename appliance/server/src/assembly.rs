@@ -40,6 +40,8 @@ struct Board {
     studies: BTreeMap<String, StudyState>,
     /// Association to the studies it delivered to.
     open: HashMap<u64, BTreeSet<String>>,
+    /// Instance to its study.
+    study_of: HashMap<u64, String>,
     pending: VecDeque<u64>,
     stopping: bool,
 }
@@ -90,6 +92,7 @@ impl StudyBoard {
     /// `None` for instances found in the spool at start-up.
     pub fn arrived(&self, id: u64, study: &str, association: Option<u64>, now_ms: u64) {
         let mut b = self.lock();
+        b.study_of.insert(id, study.to_owned());
         let s = b.studies.entry(study.to_owned()).or_default();
         s.instances.insert(id);
         s.last_arrival_ms = s.last_arrival_ms.max(now_ms);
@@ -111,6 +114,7 @@ impl StudyBoard {
     /// At start-up: an instance that already has its result.
     pub fn restore_processed(&self, id: u64, study: &str) {
         let mut b = self.lock();
+        b.study_of.insert(id, study.to_owned());
         let s = b.studies.entry(study.to_owned()).or_default();
         s.instances.insert(id);
         s.processed.insert(id);
@@ -141,10 +145,11 @@ impl StudyBoard {
     /// The engine's result for `id` is on disk.
     pub fn processed(&self, id: u64) {
         let mut b = self.lock();
-        for s in b.studies.values_mut() {
-            if s.instances.contains(&id) {
-                s.processed.insert(id);
-            }
+        let Some(study) = b.study_of.get(&id).cloned() else {
+            return;
+        };
+        if let Some(s) = b.studies.get_mut(&study) {
+            s.processed.insert(id);
         }
     }
 

@@ -18,6 +18,9 @@ pub enum SpoolError {
         quota: u64,
         incoming: u64,
     },
+    /// The file system is full (ENOSPC): answered like a full spool (A700).
+    #[error("no space left on the spool's disk at {path} (fix: free disk space; results waiting for a PACS keep their inputs)")]
+    DiskFull { path: PathBuf },
     #[error("instance over {limit} bytes refused (fix: raise the spool's instance limit if such images are expected)")]
     InstanceTooLarge { limit: u64 },
     #[error("{field} {value:?} is not a valid DICOM UID (fix: the sender must use UIDs of digits and dots, at most 64 characters)")]
@@ -41,11 +44,23 @@ impl SpoolError {
         match self {
             SpoolError::Io { .. } => "SPOOL_IO",
             SpoolError::Full { .. } => "SPOOL_FULL",
+            SpoolError::DiskFull { .. } => "SPOOL_DISK_FULL",
             SpoolError::InstanceTooLarge { .. } => "SPOOL_INSTANCE_TOO_LARGE",
             SpoolError::BadUid { .. } => "SPOOL_BAD_UID",
             SpoolError::Journal { .. } => "SPOOL_JOURNAL",
             SpoolError::Locked { .. } => "SPOOL_LOCKED",
             SpoolError::Poisoned { .. } => "SPOOL_POISONED",
+        }
+    }
+
+    /// A write's error: `DiskFull` when the disk is full, `Io` otherwise.
+    pub(crate) fn write(path: &std::path::Path, e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            SpoolError::DiskFull {
+                path: path.to_owned(),
+            }
+        } else {
+            SpoolError::io("writing", path, e)
         }
     }
 

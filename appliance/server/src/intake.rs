@@ -168,9 +168,37 @@ impl Intake {
 /// when it is full, a processing failure otherwise.
 pub(crate) fn spool_refusal(e: SpoolError) -> StoreReply {
     let status = match e {
-        SpoolError::Full { .. } | SpoolError::InstanceTooLarge { .. } => status::OUT_OF_RESOURCES,
+        SpoolError::Full { .. }
+        | SpoolError::DiskFull { .. }
+        | SpoolError::InstanceTooLarge { .. } => status::OUT_OF_RESOURCES,
         SpoolError::BadUid { .. } => status::CANNOT_UNDERSTAND,
         _ => status::PROCESSING_FAILURE,
     };
     StoreReply::refused(status, e.code(), e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_or_spool_is_out_of_resources_and_other_faults_a_processing_failure() {
+        let path = std::path::Path::new("/spool/1.part");
+        let full_disk = SpoolError::write(path, std::io::ErrorKind::StorageFull.into());
+        assert_eq!(full_disk.code(), "SPOOL_DISK_FULL");
+        assert_eq!(spool_refusal(full_disk).status, status::OUT_OF_RESOURCES);
+        let full_spool = SpoolError::Full {
+            used: 1,
+            quota: 1,
+            incoming: 1,
+        };
+        assert_eq!(spool_refusal(full_spool).status, status::OUT_OF_RESOURCES);
+        let other = SpoolError::write(path, std::io::ErrorKind::PermissionDenied.into());
+        assert_eq!(other.code(), "SPOOL_IO");
+        let reply = spool_refusal(other);
+        assert_eq!(reply.status, status::PROCESSING_FAILURE);
+        assert!(
+            reply.durable.is_none() && reply.comment.is_some_and(|c| c.starts_with("SPOOL_IO"))
+        );
+    }
 }

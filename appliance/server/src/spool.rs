@@ -596,7 +596,7 @@ impl Incoming {
         self.budget.reserve(more, self.quota)?;
         if let Err(e) = file.write_all(chunk) {
             self.budget.in_flight.fetch_sub(more, Ordering::SeqCst);
-            return Err(SpoolError::io("writing", &self.path, e));
+            return Err(SpoolError::write(&self.path, e));
         }
         self.hasher.update(chunk);
         self.bytes = bytes;
@@ -612,7 +612,7 @@ impl Incoming {
             .ok_or_else(|| SpoolError::io("syncing", &self.path, "instance already finished"))?;
         file.flush()
             .and_then(|()| file.get_ref().sync_all())
-            .map_err(|e| SpoolError::io("syncing", &self.path, e))
+            .map_err(|e| SpoolError::write(&self.path, e))
     }
 
     /// Flush what has arrived and read it back: the receiver checks the
