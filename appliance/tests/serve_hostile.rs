@@ -301,8 +301,11 @@ fn a_disk_below_its_watermark_turns_modalities_away_transiently() {
         Some(Pdu::AssociationRJ(rj)) => assert_eq!(rj.result, AssociationRJResult::Transient),
         other => panic!("expected a transient rejection, got {other:?}"),
     }
+    // The refusal is logged just after it is sent.
     assert!(
-        service.stderr_text().contains("ASSOCIATION_DISK_WATERMARK"),
+        wait_until(Duration::from_secs(5), || service
+            .stderr_text()
+            .contains("ASSOCIATION_DISK_WATERMARK")),
         "{}",
         service.stderr_text()
     );

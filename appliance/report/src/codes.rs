@@ -82,22 +82,7 @@ mod tests {
 
     #[test]
     fn every_nih_label_has_a_code_and_standard_codes_are_snomed() {
-        let nih = [
-            "Atelectasis",
-            "Cardiomegaly",
-            "Consolidation",
-            "Edema",
-            "Effusion",
-            "Emphysema",
-            "Fibrosis",
-            "Hernia",
-            "Infiltration",
-            "Mass",
-            "Nodule",
-            "Pleural_Thickening",
-            "Pneumonia",
-            "Pneumothorax",
-        ];
+        let nih = cxr_model::labels::NIH_FINDINGS;
         for label in nih {
             let c = finding_code(label).unwrap_or_else(|| panic!("{label} has no code"));
             assert!(c.scheme == "SCT" || c.scheme == "99CXR", "{label}");

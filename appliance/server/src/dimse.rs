@@ -436,23 +436,11 @@ mod tests {
     }
 
     fn echo_rq(message_id: u16) -> Vec<u8> {
-        let mut e = Encoder(Vec::new());
-        e.text(AFFECTED_SOP_CLASS_UID, VERIFICATION_SOP_CLASS, 0);
-        e.us(COMMAND_FIELD, C_ECHO_RQ);
-        e.us(MESSAGE_ID, message_id);
-        e.us(DATA_SET_TYPE, NO_DATA_SET);
-        e.finish()
+        echo_request(message_id)
     }
 
     fn store_rq(message_id: u16, sop: &str) -> Vec<u8> {
-        let mut e = Encoder(Vec::new());
-        e.text(AFFECTED_SOP_CLASS_UID, CT, 0);
-        e.us(COMMAND_FIELD, C_STORE_RQ);
-        e.us(MESSAGE_ID, message_id);
-        e.us(PRIORITY, 0);
-        e.us(DATA_SET_TYPE, 0x0000);
-        e.text(AFFECTED_SOP_INSTANCE_UID, sop, 0);
-        e.finish()
+        store_request(message_id, CT, sop)
     }
 
     #[test]

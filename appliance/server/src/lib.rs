@@ -26,6 +26,7 @@ pub mod dimse;
 mod error;
 pub mod forward;
 pub mod intake;
+mod jsonl;
 pub mod outbox;
 pub mod part10;
 pub mod pdu_io;

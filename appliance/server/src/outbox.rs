@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::jsonl::{append_line, open_journal, read_lines, sync_dir};
 use crate::SpoolError;
 
 /// The state of one entry.
@@ -127,12 +127,6 @@ pub struct Outbox {
     poisoned: Option<String>,
 }
 
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SpoolError::io("syncing", dir, e))
-}
-
 impl Outbox {
     /// Open (or create) `root/outbox`; a torn last line is cut.
     pub fn open(root: &Path) -> Result<Outbox, SpoolError> {
@@ -152,12 +146,7 @@ impl Outbox {
             return Err(SpoolError::Locked { path: lock_path });
         }
         let path = dir.join("journal.jsonl");
-        let mut journal = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| SpoolError::io("opening", &path, e))?;
+        let mut journal = open_journal(&path)?;
         sync_dir(&dir)?;
         let entries = replay(&mut journal, &path)?;
         Ok(Outbox {
@@ -178,7 +167,7 @@ impl Outbox {
         let mut bytes =
             serde_json::to_vec(line).map_err(|e| SpoolError::io("encoding", &self.path, e))?;
         bytes.push(b'\n');
-        if let Err(e) = crate::spool::append_whole_line(&mut self.journal, &bytes) {
+        if let Err(e) = append_line(&mut self.journal, &bytes) {
             self.poisoned = e.poisoned;
             return Err(SpoolError::io("appending to", &self.path, e.error));
         }
@@ -423,28 +412,9 @@ fn set_state(
 }
 
 fn replay(journal: &mut File, path: &Path) -> Result<BTreeMap<u64, Entry>, SpoolError> {
-    let mut text = Vec::new();
-    journal
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| journal.read_to_end(&mut text))
-        .map_err(|e| SpoolError::io("reading", path, e))?;
-    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if complete < text.len() {
-        journal
-            .set_len(complete as u64)
-            .and_then(|()| journal.sync_all())
-            .map_err(|e| SpoolError::io("cutting the torn tail of", path, e))?;
-    }
+    let (lines, _torn): (Vec<Line>, u64) = read_lines(journal, path)?;
     let mut entries = BTreeMap::new();
-    for (n, line) in text[..complete].split(|b| *b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let line: Line = serde_json::from_slice(line).map_err(|e| SpoolError::Journal {
-            path: path.to_owned(),
-            line: n + 1,
-            reason: e.to_string(),
-        })?;
+    for line in lines {
         apply(&mut entries, line);
     }
     Ok(entries)

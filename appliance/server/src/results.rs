@@ -16,13 +16,14 @@
 //!   is Indeterminate, with no probability.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::jsonl::{create_dir, sync_dir};
 use crate::spool::{Disposition, JournalRecord};
 use crate::SpoolError;
 
@@ -53,26 +54,37 @@ pub struct InstanceResult {
     pub detail: serde_json::Value,
 }
 
+impl InstanceResult {
+    /// A result for `record` with nothing decided yet: the base every
+    /// processor fills in.
+    pub fn new(record: &JournalRecord, outcome: InstanceOutcome) -> InstanceResult {
+        InstanceResult {
+            schema: RESULT_SCHEMA.into(),
+            instance: record.id,
+            sop_class_uid: record.sop_class_uid.clone(),
+            sop_instance_uid: record.sop_instance_uid.clone(),
+            series_instance_uid: None,
+            header: StudyHeader::default(),
+            sha256: record.sha256.clone(),
+            outcome,
+            frontal: false,
+            labels: Vec::new(),
+            reason: None,
+            model: None,
+            audit_seq: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+}
+
 /// The result of a journalled instance whose file cannot be read.
 pub fn unreadable(record: &JournalRecord, why: &str) -> InstanceResult {
     InstanceResult {
-        schema: RESULT_SCHEMA.into(),
-        instance: record.id,
-        sop_class_uid: record.sop_class_uid.clone(),
-        sop_instance_uid: record.sop_instance_uid.clone(),
-        series_instance_uid: None,
-        header: StudyHeader::default(),
-        sha256: record.sha256.clone(),
-        outcome: InstanceOutcome::Failed,
-        frontal: false,
-        labels: Vec::new(),
         reason: Some(Reason {
             code: "SPOOL_UNREADABLE".into(),
             message: format!("the stored instance cannot be read: {why} (fix: check the state directory's disk; ask the modality to resend)"),
         }),
-        model: None,
-        audit_seq: None,
-        detail: serde_json::Value::Null,
+        ..InstanceResult::new(record, InstanceOutcome::Failed)
     }
 }
 
@@ -198,12 +210,6 @@ pub fn study_key(study_instance_uid: &str) -> String {
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SpoolError::io("syncing", dir, e))
-}
-
 /// Write `bytes` to `path` whole: temporary file, fsync, rename, directory fsync.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     let dir = path
@@ -222,16 +228,6 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     drop(f);
     std::fs::rename(&tmp, path).map_err(|e| SpoolError::io("renaming", &tmp, e))?;
     sync_dir(dir)
-}
-
-fn create_dir(dir: &Path) -> Result<(), SpoolError> {
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir).map_err(|e| SpoolError::io("creating", dir, e))?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
-    }
-    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SpoolError> {

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::jsonl::{append_line, open_journal, read_lines, sync_dir};
 use crate::uid::is_valid_uid;
 use crate::SpoolError;
 
@@ -188,12 +189,6 @@ pub struct Incoming {
     budget: Arc<Budget>,
 }
 
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SpoolError::io("syncing", dir, e))
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -226,22 +221,19 @@ impl Spool {
         lock.try_lock()
             .map_err(|_| SpoolError::Locked { path: dir.clone() })?;
         let journal_path = dir.join("journal.jsonl");
-        let mut journal = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&journal_path)
-            .map_err(|e| SpoolError::io("opening", &journal_path, e))?;
-        let mut recovery = Recovery::default();
-        let records = read_journal(&mut journal, &journal_path, &mut recovery)?;
+        let mut journal = open_journal(&journal_path)?;
+        let (records, torn_bytes): (Vec<JournalRecord>, u64) =
+            read_lines(&mut journal, &journal_path)?;
+        let mut recovery = Recovery {
+            torn_bytes,
+            ..Recovery::default()
+        };
         let retired_path = dir.join("retired.jsonl");
-        let mut retired_journal = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&retired_path)
-            .map_err(|e| SpoolError::io("opening", &retired_path, e))?;
-        let retired = read_retired(&mut retired_journal, &retired_path)?;
+        let mut retired_journal = open_journal(&retired_path)?;
+        // A torn last retirement never happened: its file is still there.
+        let (retired_lines, _): (Vec<RetiredLine>, u64) =
+            read_lines(&mut retired_journal, &retired_path)?;
+        let retired = retired_lines.iter().map(|r| r.id).collect();
         let mut spool = Spool {
             next_id: 1,
             dir,
@@ -374,7 +366,7 @@ impl Spool {
         })
         .map_err(|e| SpoolError::io("encoding", &self.retired_path, e))?;
         line.push(b'\n');
-        if let Err(e) = append_whole_line(&mut self.retired_journal, &line) {
+        if let Err(e) = append_line(&mut self.retired_journal, &line) {
             if let Some(reason) = e.poisoned {
                 self.poisoned = Some(reason);
             }
@@ -645,100 +637,6 @@ impl Drop for Incoming {
         }
         self.release();
     }
-}
-
-/// Why an append failed, and whether the file could not be cut back to
-/// where it was (then nothing more may be appended).
-#[derive(Debug)]
-pub(crate) struct AppendError {
-    pub error: std::io::Error,
-    pub poisoned: Option<String>,
-}
-
-/// Append one whole line and fsync it; a failed write is cut back, so a
-/// partial line never precedes the next one.
-pub(crate) fn append_whole_line(file: &mut File, line: &[u8]) -> Result<(), AppendError> {
-    let before = file
-        .metadata()
-        .map_err(|error| AppendError {
-            error,
-            poisoned: None,
-        })?
-        .len();
-    let written = file.write_all(line).and_then(|()| file.sync_data());
-    match written {
-        Ok(()) => Ok(()),
-        Err(error) => {
-            let undone = file.set_len(before).and_then(|()| file.sync_all());
-            let poisoned = undone
-                .err()
-                .map(|u| format!("{error}; cutting it back: {u}"));
-            Err(AppendError { error, poisoned })
-        }
-    }
-}
-
-/// The retired ids; a torn last line is cut (that retirement had not
-/// happened: its file is still there).
-fn read_retired(journal: &mut File, path: &Path) -> Result<HashSet<u64>, SpoolError> {
-    let mut text = Vec::new();
-    journal
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| journal.read_to_end(&mut text))
-        .map_err(|e| SpoolError::io("reading", path, e))?;
-    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if complete < text.len() {
-        journal
-            .set_len(complete as u64)
-            .and_then(|()| journal.sync_all())
-            .map_err(|e| SpoolError::io("cutting the torn tail of", path, e))?;
-    }
-    let mut out = HashSet::new();
-    for (n, line) in text[..complete].split(|b| *b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let r: RetiredLine = serde_json::from_slice(line).map_err(|e| SpoolError::Journal {
-            path: path.to_owned(),
-            line: n + 1,
-            reason: e.to_string(),
-        })?;
-        out.insert(r.id);
-    }
-    Ok(out)
-}
-
-/// Read every complete journal line; cut a torn last line.
-fn read_journal(
-    journal: &mut File,
-    path: &Path,
-    recovery: &mut Recovery,
-) -> Result<Vec<JournalRecord>, SpoolError> {
-    let mut text = Vec::new();
-    journal
-        .seek(SeekFrom::Start(0))
-        .and_then(|_| journal.read_to_end(&mut text))
-        .map_err(|e| SpoolError::io("reading", path, e))?;
-    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if complete < text.len() {
-        recovery.torn_bytes = (text.len() - complete) as u64;
-        journal
-            .set_len(complete as u64)
-            .and_then(|()| journal.sync_all())
-            .map_err(|e| SpoolError::io("cutting the torn tail of", path, e))?;
-    }
-    text[..complete]
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, line)| !line.is_empty())
-        .map(|(i, line)| {
-            serde_json::from_slice(line).map_err(|e| SpoolError::Journal {
-                path: path.to_owned(),
-                line: i + 1,
-                reason: e.to_string(),
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

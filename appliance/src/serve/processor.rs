@@ -7,13 +7,11 @@ use std::time::Instant as StdInstant;
 use cxr_audit::{AuditLog, DeviceSecret, Event, Mode};
 use cxr_board::BoardProfile;
 use cxr_server::results::{
-    Finding, InstanceOutcome, InstanceResult, LabelResult, ModelRef, Reason, StudyHeader,
-    StudyResult, RESULT_SCHEMA,
+    Finding, InstanceOutcome, InstanceResult, LabelResult, ModelRef, Reason, StudyResult,
 };
 use cxr_server::spool::JournalRecord;
 use cxr_server::worker::Processor;
 use cxr_study::{tightened, StudyPath};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::Model;
@@ -93,34 +91,14 @@ fn instance_result(
         model,
         audit_seq,
         detail: line.clone(),
-        ..base(record, outcome)
-    }
-}
-
-/// An instance result with nothing decided yet.
-fn base(record: &JournalRecord, outcome: InstanceOutcome) -> InstanceResult {
-    InstanceResult {
-        schema: RESULT_SCHEMA.into(),
-        instance: record.id,
-        sop_class_uid: record.sop_class_uid.clone(),
-        sop_instance_uid: record.sop_instance_uid.clone(),
-        series_instance_uid: None,
-        header: StudyHeader::default(),
-        sha256: record.sha256.clone(),
-        outcome,
-        frontal: false,
-        labels: Vec::new(),
-        reason: None,
-        model: None,
-        audit_seq: None,
-        detail: Value::Null,
+        ..InstanceResult::new(record, outcome)
     }
 }
 
 fn no_model(record: &JournalRecord, reason: &Reason) -> InstanceResult {
     InstanceResult {
         reason: Some(reason.clone()),
-        ..base(record, InstanceOutcome::NoModel)
+        ..InstanceResult::new(record, InstanceOutcome::NoModel)
     }
 }
 
