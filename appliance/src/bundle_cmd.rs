@@ -130,7 +130,7 @@ pub fn run(cmd: &BundleCommand) -> anyhow::Result<ExitCode> {
             let device = Device::open(device)?;
             let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
             let request = json!({ "op": "bundle_install", "file": file });
-            if let Some(reply) = crate::serve::admin::ask(&device.board.state_dir, &request)? {
+            if let Some(reply) = crate::admin_client::ask(&device.board.state_dir, &request)? {
                 return Ok(printed(&reply));
             }
             let mut audit = device.open_audit()?;
@@ -144,7 +144,7 @@ pub fn run(cmd: &BundleCommand) -> anyhow::Result<ExitCode> {
         BundleCommand::Rollback { device } => {
             let device = Device::open(device)?;
             let request = json!({ "op": "bundle_rollback" });
-            if let Some(reply) = crate::serve::admin::ask(&device.board.state_dir, &request)? {
+            if let Some(reply) = crate::admin_client::ask(&device.board.state_dir, &request)? {
                 return Ok(printed(&reply));
             }
             let mut audit = device.open_audit()?;

@@ -5,6 +5,7 @@
 compile_error!("a firmware image carries neither `dev` nor `testing`: build it with `--no-default-features --features firmware`");
 
 mod accel;
+mod admin_client;
 mod audit_cmd;
 mod bundle_cmd;
 mod classify;

@@ -87,7 +87,7 @@ pub(crate) fn apply(request: &Value, outbox: &mut Outbox, audit: &mut AuditLog) 
 pub fn run(cmd: &OutboxCommand) -> anyhow::Result<ExitCode> {
     let (request, device_args) = request_of(cmd);
     let device = Device::open(device_args)?;
-    let reply = match crate::serve::admin::ask(&device.board.state_dir, &request)? {
+    let reply = match crate::admin_client::ask(&device.board.state_dir, &request)? {
         Some(reply) => reply,
         None => {
             let mut outbox = Outbox::open(&device.board.state_dir)?;

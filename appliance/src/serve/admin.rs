@@ -1,10 +1,10 @@
-//! The local admin socket (`<state>/admin.sock`, owner-only): how
-//! administrative commands reach a running `serve`, which owns the outbox
-//! and the audit log. One JSON request line, one JSON reply line.
+//! The service's side of the local admin socket (`<state>/admin.sock`,
+//! owner-only): administrative commands reach the running `serve`, which
+//! owns the outbox and the audit log, through it. One JSON request line,
+//! one JSON reply line; the commands' side is `crate::admin_client`.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +22,6 @@ use tokio::sync::{watch, Notify};
 
 /// The largest request line read.
 const MAX_REQUEST: usize = 4096;
-
-pub fn socket_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("admin.sock")
-}
 
 /// What the admin socket can reach.
 pub(super) struct Admin {
@@ -88,7 +84,7 @@ impl Admin {
 /// Bind the socket (the caller owns the state directory's locks, so a
 /// socket file left there is stale), owner-only.
 pub(super) fn bind(state_dir: &Path) -> anyhow::Result<UnixListener> {
-    let path = socket_path(state_dir);
+    let path = crate::admin_client::socket_path(state_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -129,36 +125,4 @@ pub(super) async fn run(
             let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
         });
     }
-}
-
-/// Send `request` to a running `serve`: `None` when none is listening.
-pub fn ask(state_dir: &Path, request: &Value) -> anyhow::Result<Option<Value>> {
-    let path = socket_path(state_dir);
-    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(anyhow::anyhow!("connecting to {}: {e}", path.display())),
-    };
-    // An install verifies, unpacks and self-tests twice (the slot, then
-    // the service's engine): minutes on a slow board.
-    let wait = if request["op"]
-        .as_str()
-        .is_some_and(|op| op.starts_with("bundle_"))
-    {
-        Duration::from_secs(900)
-    } else {
-        Duration::from_secs(30)
-    };
-    stream.set_read_timeout(Some(wait))?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream).take(1 << 20).read_line(&mut line)?;
-    Ok(Some(serde_json::from_str(&line)?))
 }

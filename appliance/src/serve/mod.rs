@@ -4,7 +4,7 @@
 //! until SIGTERM or SIGINT. Without a verified bundle it still receives and
 //! stores, and answers every study with "no verified model".
 
-pub mod admin;
+mod admin;
 mod config;
 mod notes;
 mod processor;
@@ -412,6 +412,6 @@ async fn until_stopped(
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), scp).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), forwarder).await;
-    let _ = std::fs::remove_file(admin::socket_path(&n.state_dir));
+    let _ = std::fs::remove_file(crate::admin_client::socket_path(&n.state_dir));
     Ok(())
 }
