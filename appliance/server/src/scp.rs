@@ -498,6 +498,9 @@ async fn association(
         return;
     }
     let id = shared.next_association.fetch_add(1, Ordering::SeqCst);
+    // Whatever way the session ends (a panic included), its studies may
+    // then complete.
+    let _ended = Ended(Arc::clone(shared.intake.board()), id);
     let mut session = Session {
         shared: Arc::clone(&shared),
         stream,
@@ -510,8 +513,16 @@ async fn association(
         association: id,
     };
     session.serve(stop).await;
-    shared.intake.board().association_ended(id);
     drop(admission);
+}
+
+/// Tells study assembly that an association ended, when dropped.
+struct Ended(Arc<crate::assembly::StudyBoard>, u64);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.association_ended(self.1);
+    }
 }
 
 fn aborted(peer: SocketAddr, calling_ae: &str, code: &'static str, detail: String) -> ScpEvent {
