@@ -173,13 +173,15 @@ impl Worker {
                     version,
                     instances,
                 } => {
-                    let done = self.study(&study_instance_uid, version, &instances);
-                    if done.is_err() {
-                        // Other studies go first meanwhile.
+                    if let Err(e) = self.study(&study_instance_uid, version, &instances) {
+                        // Put off this study alone: the others go on.
+                        eprintln!(
+                            "cxr-appliance serve: worker: {e}; this study again in {RETRY_AFTER:?}"
+                        );
                         let later = self.clock.monotonic_ms() + RETRY_AFTER.as_millis() as u64;
                         board.defer_study(&study_instance_uid, later);
                     }
-                    done
+                    Ok(())
                 }
             };
             if let Err(e) = step {
