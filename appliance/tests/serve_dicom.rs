@@ -13,15 +13,26 @@ use cxr_tests::dicom_net::{free_port, tool, wait_until, Pacs, Service};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn appliance() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
+mod serve_common;
+use serve_common::{appliance, demo, sop_instance_uid, study_files};
+
+/// The study results on disk, every version.
+fn study_results(state: &Path) -> Vec<Value> {
+    study_files(state, "json")
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
 }
 
-fn demo() -> String {
-    format!(
-        "{}/../trainer/demo/demo-nih.cxrb",
-        env!("CARGO_MANIFEST_DIR")
-    )
+/// The SOP Instance UIDs of the SR files the service wrote, sorted.
+fn published_srs(state: &Path) -> Vec<String> {
+    let dcmdump = tool("dcmdump").unwrap();
+    let mut uids: Vec<String> = study_files(state, "dcm")
+        .iter()
+        .map(|f| sop_instance_uid(&dcmdump, f))
+        .collect();
+    uids.sort();
+    uids
 }
 
 fn sample(name: &str) -> PathBuf {
@@ -41,56 +52,12 @@ fn run(tool: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// The study results on disk: (study UID, version) to the result.
-fn study_results(state: &Path) -> Vec<Value> {
-    let mut out = Vec::new();
-    let Ok(studies) = std::fs::read_dir(state.join("results/studies")) else {
-        return out;
-    };
-    for study in studies.flatten() {
-        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
-            let p = f.path();
-            if p.extension().is_some_and(|e| e == "json") {
-                out.push(serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 fn latest(results: &[Value], study: &str) -> Option<Value> {
     results
         .iter()
         .filter(|r| r["study_instance_uid"] == study)
         .max_by_key(|r| r["version"].as_u64())
         .cloned()
-}
-
-/// The SOP Instance UIDs of the SR files the service wrote.
-fn published_srs(state: &Path) -> Vec<String> {
-    let dcmdump = tool("dcmdump").unwrap();
-    let mut uids = Vec::new();
-    for study in std::fs::read_dir(state.join("results/studies"))
-        .unwrap()
-        .flatten()
-    {
-        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
-            if f.path().extension().is_some_and(|e| e == "dcm") {
-                uids.push(sop_instance_uid(&dcmdump, &f.path()));
-            }
-        }
-    }
-    uids.sort();
-    uids
-}
-
-fn sop_instance_uid(dcmdump: &Path, file: &Path) -> String {
-    let (_, text) = run(dcmdump, &["+P", "0008,0018", file.to_str().unwrap()]);
-    text.split('[')
-        .nth(1)
-        .and_then(|s| s.split(']').next())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Every SR a PACS received passes `dciodvfy` without an Error line and

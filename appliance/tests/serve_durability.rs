@@ -17,15 +17,12 @@ use cxr_tests::dicom_net::{free_port, tool, wait_until, Pacs, Service};
 use cxr_tests::hostile::set_text;
 use cxr_tests::wrap::{wrap_grey8, WrapTags};
 
-fn appliance() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
-}
+mod serve_common;
+use serve_common::{appliance, demo, journal_lines, sop_instance_uid, study_files};
 
-fn demo() -> String {
-    format!(
-        "{}/../trainer/demo/demo-nih.cxrb",
-        env!("CARGO_MANIFEST_DIR")
-    )
+/// The SR files the service wrote.
+fn published(state: &Path) -> Vec<PathBuf> {
+    study_files(state, "dcm")
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -153,49 +150,14 @@ fn instance_results(state: &Path) -> BTreeMap<String, usize> {
     out
 }
 
-fn journal_lines(state: &Path) -> usize {
-    std::fs::read_to_string(state.join("spool/journal.jsonl"))
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-}
-
 fn count_results(state: &Path) -> usize {
     std::fs::read_dir(state.join("results/instances"))
         .map(|d| d.count())
         .unwrap_or(0)
 }
 
-fn uid_of(dcmdump: &Path, file: &Path) -> String {
-    let out = Command::new(dcmdump)
-        .args(["+P", "0008,0018"])
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split('[')
-        .nth(1)
-        .and_then(|s| s.split(']').next())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn srs_in(dcmdump: &Path, files: impl Iterator<Item = PathBuf>) -> BTreeSet<String> {
-    files.map(|f| uid_of(dcmdump, &f)).collect()
-}
-
-fn published(state: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for study in std::fs::read_dir(state.join("results/studies"))
-        .unwrap()
-        .flatten()
-    {
-        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
-            if f.path().extension().is_some_and(|e| e == "dcm") {
-                out.push(f.path());
-            }
-        }
-    }
-    out
+    files.map(|f| sop_instance_uid(dcmdump, &f)).collect()
 }
 
 /// Wait for a kill moment: mid-burst (after some instances are journalled)
@@ -234,24 +196,16 @@ fn settled(state: &Path, count: usize, studies: usize) -> bool {
 /// Study UID to (latest version, its instance count).
 fn latest_versions(state: &Path) -> BTreeMap<String, (u64, usize)> {
     let mut latest: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-    for study in std::fs::read_dir(state.join("results/studies"))
-        .unwrap()
-        .flatten()
-    {
-        for f in std::fs::read_dir(study.path()).unwrap().flatten() {
-            if f.path().extension().is_some_and(|e| e == "json") {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
-                let key = v["study_instance_uid"].as_str().unwrap().to_owned();
-                let entry = (
-                    v["version"].as_u64().unwrap(),
-                    v["instances"].as_array().unwrap().len(),
-                );
-                let e = latest.entry(key).or_insert(entry);
-                if entry.0 > e.0 {
-                    *e = entry;
-                }
-            }
+    for f in study_files(state, "json") {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        let key = v["study_instance_uid"].as_str().unwrap().to_owned();
+        let entry = (
+            v["version"].as_u64().unwrap(),
+            v["instances"].as_array().unwrap().len(),
+        );
+        let e = latest.entry(key).or_insert(entry);
+        if entry.0 > e.0 {
+            *e = entry;
         }
     }
     latest

@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 use cxr_server::dimse::{echo_request, store_request};
 use cxr_tests::data::{pydicom_file, scratch_dir};
 use cxr_tests::dicom_net::{tool, wait_until, RawPeer, Service, CR_STORAGE, VERIFICATION};
+mod serve_common;
+use serve_common::{appliance, journal_lines};
+
 use dicom_ul::pdu::{
     AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJSource, Pdu,
 };
-
-fn appliance() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
-}
 
 /// A development board whose service has small caps and short timeouts.
 fn board_file(dir: &Path, extra: &str) -> PathBuf {
@@ -31,12 +30,6 @@ fn board_file(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("board.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn journal_lines(state: &Path) -> usize {
-    std::fs::read_to_string(state.join("spool/journal.jsonl"))
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
 }
 
 fn echo_works(echoscu: &Path, port: u16) -> bool {

@@ -295,3 +295,28 @@ fn every_package_file_is_accepted_or_refused_with_a_code() {
     }
     assert!(accepted >= 10, "only {accepted} accepted");
 }
+
+#[test]
+fn the_identity_a_receiver_files_an_instance_under_is_read_without_decoding() {
+    let Some(path) = pydicom_file("RG1_J2KR.dcm") else {
+        return;
+    };
+    let bytes = std::fs::read(path).unwrap();
+    let id = cxr_dicom::read_identity(&bytes, &ReadLimits::default()).unwrap();
+    assert_eq!(id.sop_class_uid, "1.2.840.10008.5.1.4.1.1.1");
+    assert_eq!(
+        id.sop_instance_uid,
+        "1.3.6.1.4.1.5962.1.1.9.1.2.20040826185059.5457"
+    );
+    assert_eq!(
+        id.study_instance_uid,
+        "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457"
+    );
+    assert!(id.series_instance_uid.is_some());
+    assert!(id.study.patient_id.is_some());
+    // Cut short, or without its study: a typed refusal, never a panic.
+    assert!(cxr_dicom::read_identity(&bytes[..bytes.len() / 2], &ReadLimits::default()).is_err());
+    let no_study = set_text_in(&bytes, 0x0020, 0x000D, "", false).unwrap();
+    let e = cxr_dicom::read_identity(&no_study, &ReadLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("Study Instance UID"), "{e}");
+}

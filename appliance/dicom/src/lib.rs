@@ -53,7 +53,6 @@ pub struct InstanceIdentity {
     pub sop_instance_uid: String,
     pub study_instance_uid: String,
     pub series_instance_uid: Option<String>,
-    pub modality: Option<String>,
     /// The patient and study attributes a derived object (a result SR)
     /// repeats, as decoded text.
     pub study: StudyAttributes,
@@ -104,7 +103,6 @@ pub fn read_identity(bytes: &[u8], limits: &ReadLimits) -> Result<InstanceIdenti
         sop_instance_uid: uid(t::SOP_INSTANCE_UID, "SOP Instance UID")?,
         study_instance_uid: uid(t::STUDY_INSTANCE_UID, "Study Instance UID")?,
         series_instance_uid: tags::text(&file, t::SERIES_INSTANCE_UID),
-        modality: tags::text(&file, t::MODALITY),
         study: StudyAttributes {
             patient_name: tags::text(&file, t::PATIENT_NAME),
             patient_id: tags::text(&file, t::PATIENT_ID),

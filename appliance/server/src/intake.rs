@@ -10,6 +10,7 @@ use cxr_dicom::{read_identity, ReadLimits};
 use crate::assembly::StudyBoard;
 use crate::clock::Clock;
 use crate::dimse::status;
+use crate::results::StudyHeader;
 use crate::spool::{Durable, Incoming, InstanceMeta, Spool};
 use crate::uid::is_valid_uid;
 use crate::SpoolError;
@@ -136,11 +137,24 @@ impl Intake {
                 "the data set's SOP Class or Instance UID differs from the command's",
             );
         }
+        let a = identity.study;
         let meta = InstanceMeta {
             sop_class_uid: identity.sop_class_uid,
             sop_instance_uid: identity.sop_instance_uid,
             study_instance_uid: identity.study_instance_uid.clone(),
             source: request.source.clone(),
+            series_instance_uid: identity.series_instance_uid,
+            header: StudyHeader {
+                patient_name: a.patient_name,
+                patient_id: a.patient_id,
+                patient_birth_date: a.patient_birth_date,
+                patient_sex: a.patient_sex,
+                study_date: a.study_date,
+                study_time: a.study_time,
+                accession_number: a.accession_number,
+                study_id: a.study_id,
+                referring_physician_name: a.referring_physician_name,
+            },
         };
         let durable = self.spool().commit(incoming, &meta, self.clock.unix_ms());
         match durable {

@@ -30,6 +30,27 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), SpoolError> {
     Ok(())
 }
 
+/// Take the exclusive lock `dir/lock` that makes this process the one
+/// owner of the folder for as long as the returned file is held.
+pub(crate) fn lock_folder(dir: &Path) -> Result<File, SpoolError> {
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| SpoolError::io("opening", &lock_path, e))?;
+    lock.try_lock().map_err(|_| SpoolError::Locked {
+        path: dir.to_owned(),
+    })?;
+    Ok(lock)
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Open (or create) a journal for reading and appending.
 pub(crate) fn open_journal(path: &Path) -> Result<File, SpoolError> {
     OpenOptions::new()

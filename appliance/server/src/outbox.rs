@@ -8,13 +8,13 @@
 //! same SOP Instance UID: a PACS deduplicates it.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::jsonl::{append_line, open_journal, read_lines, sync_dir};
+use crate::jsonl::{append_line, create_dir, lock_folder, open_journal, read_lines, sync_dir};
 use crate::SpoolError;
 
 /// The state of one entry.
@@ -131,20 +131,8 @@ impl Outbox {
     /// Open (or create) `root/outbox`; a torn last line is cut.
     pub fn open(root: &Path) -> Result<Outbox, SpoolError> {
         let dir = root.join("outbox");
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
-            sync_dir(root)?;
-        }
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| SpoolError::io("opening", &lock_path, e))?;
-        if lock.try_lock().is_err() {
-            return Err(SpoolError::Locked { path: lock_path });
-        }
+        create_dir(&dir)?;
+        let lock = lock_folder(&dir)?;
         let path = dir.join("journal.jsonl");
         let mut journal = open_journal(&path)?;
         sync_dir(&dir)?;
@@ -423,6 +411,7 @@ fn replay(journal: &mut File, path: &Path) -> Result<BTreeMap<u64, Entry>, Spool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::io::Write;
 
     fn scratch(name: &str) -> PathBuf {

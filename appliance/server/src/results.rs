@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::jsonl::{create_dir, sync_dir};
+use crate::jsonl::{create_dir, hex, sync_dir};
 use crate::spool::{Disposition, JournalRecord};
 use crate::SpoolError;
 
@@ -63,8 +63,10 @@ impl InstanceResult {
             instance: record.id,
             sop_class_uid: record.sop_class_uid.clone(),
             sop_instance_uid: record.sop_instance_uid.clone(),
-            series_instance_uid: None,
-            header: StudyHeader::default(),
+            // What a derived object (the SR) repeats of the source study,
+            // as read when the instance was received.
+            series_instance_uid: record.series_instance_uid.clone(),
+            header: record.header.clone(),
             sha256: record.sha256.clone(),
             outcome,
             frontal: false,
@@ -207,7 +209,7 @@ pub struct ResultStore {
 /// The folder name of a study: a digest of its UID, never the UID.
 pub fn study_key(study_instance_uid: &str) -> String {
     let d = Sha256::digest(study_instance_uid.as_bytes());
-    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&d[..16])
 }
 
 /// Write `bytes` to `path` whole: temporary file, fsync, rename, directory fsync.
@@ -351,10 +353,7 @@ fn latest_version(dir: &Path) -> Option<u32> {
 
 /// SHA-256 in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]
@@ -372,6 +371,8 @@ mod tests {
             source: "test".into(),
             received_unix_ms: 0,
             disposition,
+            series_instance_uid: Some("1.2.9".into()),
+            header: StudyHeader::default(),
         }
     }
 

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::jsonl::{append_line, open_journal, read_lines, sync_dir};
+use crate::jsonl::{append_line, create_dir, hex, lock_folder, open_journal, read_lines, sync_dir};
+use crate::results::StudyHeader;
 use crate::uid::is_valid_uid;
 use crate::SpoolError;
 
@@ -57,6 +58,10 @@ pub struct InstanceMeta {
     /// Who sent it (calling AE title and address, or the HTTP client), as
     /// data for the record.
     pub source: String,
+    pub series_instance_uid: Option<String>,
+    /// The patient and study attributes read when it was received, so that
+    /// nothing has to parse the file again to file a derived object.
+    pub header: StudyHeader,
 }
 
 /// How a committed instance relates to what the spool already holds.
@@ -81,6 +86,10 @@ pub struct JournalRecord {
     pub source: String,
     pub received_unix_ms: u64,
     pub disposition: Disposition,
+    #[serde(default)]
+    pub series_instance_uid: Option<String>,
+    #[serde(default)]
+    pub header: StudyHeader,
 }
 
 /// The proof that an instance is on disk: acknowledge on this only.
@@ -189,10 +198,6 @@ pub struct Incoming {
     budget: Arc<Budget>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The id a spool file name carries, if it is one of ours.
 fn file_id(name: &str, suffix: &str) -> Option<u64> {
     let digits = name.strip_suffix(suffix)?;
@@ -206,20 +211,9 @@ impl Spool {
     /// never acknowledged.
     pub fn open(root: &Path, config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
         let dir = root.join("spool");
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(|e| SpoolError::io("creating", &dir, e))?;
-            // The new folder's own entry must survive power loss too.
-            sync_dir(root)?;
-        }
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| SpoolError::io("opening", &lock_path, e))?;
-        lock.try_lock()
-            .map_err(|_| SpoolError::Locked { path: dir.clone() })?;
+        // The new folder's own entry must survive power loss too.
+        create_dir(&dir)?;
+        let lock = lock_folder(&dir)?;
         let journal_path = dir.join("journal.jsonl");
         let mut journal = open_journal(&journal_path)?;
         let (records, torn_bytes): (Vec<JournalRecord>, u64) =
@@ -518,6 +512,8 @@ impl Spool {
             source: meta.source.clone(),
             received_unix_ms,
             disposition: disposition.clone(),
+            series_instance_uid: meta.series_instance_uid.clone(),
+            header: meta.header.clone(),
         };
         self.append(&record)?;
         // Journalled: the file and its bytes are the spool's now, no longer
@@ -661,6 +657,8 @@ mod tests {
             sop_instance_uid: sop.into(),
             study_instance_uid: "1.2.3".into(),
             source: "MODALITY@127.0.0.1".into(),
+            series_instance_uid: None,
+            header: StudyHeader::default(),
         }
     }
 

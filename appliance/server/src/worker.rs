@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cxr_dicom::{read_identity, ReadLimits};
 use cxr_report::{encode_sr, SrDevice};
 use tokio::sync::Notify;
 
@@ -23,7 +22,7 @@ use crate::clock::Clock;
 use crate::intake::Intake;
 use crate::outbox::Outbox;
 use crate::results::{
-    sha256_hex, study_key, study_result, InstanceResult, ResultStore, StudyHeader, StudyResult,
+    sha256_hex, study_key, study_result, InstanceResult, ResultStore, StudyResult,
 };
 use crate::spool::JournalRecord;
 use crate::SpoolError;
@@ -277,23 +276,7 @@ impl Worker {
                 return self.save(result);
             }
         };
-        let mut result = self.processor.process(&record, &bytes);
-        // What a derived object (the SR) repeats of the source study.
-        if let Ok(identity) = read_identity(&bytes, &ReadLimits::default()) {
-            result.series_instance_uid = identity.series_instance_uid;
-            let a = identity.study;
-            result.header = StudyHeader {
-                patient_name: a.patient_name,
-                patient_id: a.patient_id,
-                patient_birth_date: a.patient_birth_date,
-                patient_sex: a.patient_sex,
-                study_date: a.study_date,
-                study_time: a.study_time,
-                accession_number: a.accession_number,
-                study_id: a.study_id,
-                referring_physician_name: a.referring_physician_name,
-            };
-        }
+        let result = self.processor.process(&record, &bytes);
         self.save(result)
     }
 

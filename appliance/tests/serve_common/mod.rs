@@ -1,0 +1,53 @@
+//! What the `serve` suites share: the binary and the demo bundle, and
+//! readers of the service's state directory and of SR files.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn appliance() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cxr-appliance"))
+}
+
+pub fn demo() -> String {
+    format!(
+        "{}/../trainer/demo/demo-nih.cxrb",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Instances journalled in the spool.
+pub fn journal_lines(state: &Path) -> usize {
+    std::fs::read_to_string(state.join("spool/journal.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// The files of every study version with this extension (`json` for the
+/// results, `dcm` for their SRs).
+pub fn study_files(state: &Path, extension: &str) -> Vec<PathBuf> {
+    let Ok(studies) = std::fs::read_dir(state.join("results/studies")) else {
+        return Vec::new();
+    };
+    studies
+        .flatten()
+        .flat_map(|study| std::fs::read_dir(study.path()).unwrap().flatten())
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect()
+}
+
+/// The SOP Instance UID of a DICOM file, as dcmtk's `dcmdump` reads it.
+pub fn sop_instance_uid(dcmdump: &Path, file: &Path) -> String {
+    let out = Command::new(dcmdump)
+        .args(["+P", "0008,0018"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or_default()
+        .to_owned()
+}
