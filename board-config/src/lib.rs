@@ -96,8 +96,10 @@ struct RawProfile {
     audit: AuditSettings,
     #[serde(default)]
     gate: GateTightening,
+    /// Optional on development boards (the development defaults); a release
+    /// board must name its service's address and peers.
     #[serde(default)]
-    serve: ServeSettings,
+    serve: Option<ServeSettings>,
 }
 
 /// Who may send images to the DICOM receiver: a calling AE title (any
@@ -450,12 +452,27 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
         engine: raw.engine,
         audit: a,
         gate: raw.gate,
-        serve: validate_serve(id, raw.serve)?,
+        serve: validate_serve(id, raw.kind, raw.serve)?,
         trust_dir_relative: relative,
     })
 }
 
-fn validate_serve(id: &str, s: ServeSettings) -> Result<ServeSettings, BoardError> {
+fn validate_serve(
+    id: &str,
+    kind: BoardKind,
+    s: Option<ServeSettings>,
+) -> Result<ServeSettings, BoardError> {
+    let s = match (s, kind) {
+        (Some(s), _) => s,
+        (None, BoardKind::Development) => ServeSettings::default(),
+        (None, BoardKind::Release) => {
+            return Err(invalid(
+                id,
+                "a release board without a [serve] section".into(),
+                "name the service's listen address, AE title and allowed peers in [serve]",
+            ))
+        }
+    };
     let ae_ok = !s.ae_title.trim().is_empty()
         && s.ae_title.len() <= 16
         && s.ae_title
@@ -566,6 +583,18 @@ mod tests {
             BoardProfile::builtin("nope").unwrap_err().code(),
             "BOARD_UNKNOWN"
         );
+    }
+
+    #[test]
+    fn a_release_profile_must_name_its_service_and_a_development_one_may_not() {
+        let release = include_str!("../boards/x86-release.toml");
+        let without = &release[..release.find("[serve]").unwrap()];
+        let e = BoardProfile::parse(without, "t").unwrap_err();
+        assert_eq!(e.code(), "BOARD_INVALID");
+        assert!(e.to_string().contains("[serve]"), "{e}");
+        let dev = include_str!("../boards/dev-x86.toml");
+        let dev = BoardProfile::parse(&dev[..dev.find("[serve]").unwrap()], "t").unwrap();
+        assert_eq!(dev.serve, ServeSettings::default());
     }
 
     #[test]
