@@ -15,7 +15,7 @@ use cxr_core::{
     AbstentionReason, Call, ContentVerdict, Decision, DecisionRecord, InputClass, StageTimings,
     StudyFacts,
 };
-use cxr_dicom::{read_radiograph, ReadLimits};
+use cxr_dicom::{read_radiograph_for, DecodeTarget, ReadLimits};
 use cxr_engine::{select_engine, select_for_bundle, EnginePreference, Selection};
 use cxr_radiograph::Radiograph;
 use cxr_study::{tightened, StudyOutput, StudyPath};
@@ -263,7 +263,8 @@ impl Study<'_> {
         crate::testing::maybe_panic(file);
         let received = self.clock.now();
         let t = StdInstant::now();
-        let radiograph = match read_radiograph(bytes, &ReadLimits::default()) {
+        let target = DecodeTarget::ShortSideAtLeast(self.path.decode_short_side());
+        let radiograph = match read_radiograph_for(bytes, &ReadLimits::default(), target) {
             Ok(r) => r,
             Err(e) => return refused(file, e.code(), e.to_string()),
         };
@@ -312,7 +313,7 @@ impl Study<'_> {
             json!({ "decode": decode_ms, "content_gate": m.content_gate, "preprocess": m.preprocess, "inference_per_view": m.inference / out.views as f64, "decision": m.decision })
         };
         let selection = self.path.selection;
-        let engine_json = json!({ "name": selection.engine.name(), "reasons": selection.reasons });
+        let engine_json = json!({ "name": selection.engine.name(), "precision": selection.engine.precision(), "reasons": selection.reasons });
         let content = out
             .facts
             .content
@@ -443,7 +444,7 @@ pub(crate) fn select_for_source(
     engine: Option<EngineChoice>,
     threads: Option<usize>,
 ) -> anyhow::Result<Result<Selection, (String, String)>> {
-    let board_engine = device.board.engine;
+    let board_engine = device.board.engine.clone();
     let preference = match engine {
         Some(EngineChoice::Auto) => EnginePreference::Auto,
         Some(EngineChoice::Tract) => EnginePreference::Tract,
@@ -566,8 +567,9 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     };
     // The log says which engine runs and why (the audit record says it too).
     eprintln!(
-        "cxr-appliance: engine {}: {}",
+        "cxr-appliance: engine {} ({}): {}",
         selection.engine.name(),
+        selection.engine.precision(),
         selection.reasons.join("; ")
     );
     let params = source.params();

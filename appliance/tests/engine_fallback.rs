@@ -32,6 +32,7 @@ fn without_a_gpu_tract_runs_and_the_reason_is_logged_and_audited() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let line: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(line["engine"]["name"], "tract", "{line}");
+    assert_eq!(line["engine"]["precision"], "f32", "{line}");
     let reasons: Vec<String> = line["engine"]["reasons"]
         .as_array()
         .unwrap()
@@ -51,7 +52,7 @@ fn without_a_gpu_tract_runs_and_the_reason_is_logged_and_audited() {
         assert!(why.contains("this build has no GPU engine"), "{reasons:?}");
     }
     assert!(
-        stderr.contains(&format!("cxr-appliance: engine tract: {why}")),
+        stderr.contains(&format!("cxr-appliance: engine tract (f32): {why}")),
         "{stderr}"
     );
     // The audit record carries the same reasons.

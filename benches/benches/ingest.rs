@@ -1,11 +1,13 @@
 //! Read + normalise (+ prepare at 512) for the RG1 chest, uncompressed and
-//! lossless JPEG 2000. Compare with `benches/pydicom_decode.py` via `compare.sh`.
+//! lossless JPEG 2000, decoded in full and decoded for a 512 model input
+//! (`DecodeTarget::ShortSideAtLeast(512)`, what `classify` does). Compare
+//! with `benches/pydicom_decode.py` via `compare.sh`.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use cxr_dicom::{read_radiograph, ReadLimits};
+use cxr_dicom::{read_radiograph, read_radiograph_for, DecodeTarget, ReadLimits};
 use cxr_preprocess::{prepare, InputSpec};
 
 fn ingest(c: &mut Criterion) {
@@ -26,6 +28,13 @@ fn ingest(c: &mut Criterion) {
         });
         group.bench_function(format!("{name}/read+prepare512"), |b| {
             b.iter(|| prepare(&read_radiograph(&bytes, &limits).unwrap(), &spec).unwrap())
+        });
+        let target = DecodeTarget::ShortSideAtLeast(spec.size);
+        group.bench_function(format!("{name}/read-for-512+prepare512"), |b| {
+            b.iter(|| {
+                let r = read_radiograph_for(&bytes, &limits, target).unwrap();
+                prepare(&r, &spec).unwrap()
+            })
         });
     }
     group.finish();

@@ -208,7 +208,7 @@ struct RawState {
     dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSettings {
     pub preference: EngineChoice,
@@ -221,6 +221,26 @@ pub struct EngineSettings {
     /// go as one batch when they fit).
     #[serde(default = "default_gpu_batch")]
     pub gpu_max_batch: usize,
+    /// The CPU engine's arithmetic: `f32` (tract, the default) or a reduced
+    /// precision through OpenVINO: `bf16` (x86 with AVX512-BF16 or AMX) or
+    /// `f16` (ARMv8.2). Tried under `auto` after any GPU engine, through the
+    /// bundle's golden self-test at its reduced-precision tolerance.
+    #[serde(default)]
+    pub cpu_precision: CpuPrecision,
+    /// The OpenVINO C library file (`libopenvino_c.so…`, its plugins beside
+    /// it) that a reduced `cpu_precision` loads. Never searched for.
+    #[serde(default)]
+    pub openvino_library: Option<PathBuf>,
+}
+
+/// The CPU engine's arithmetic (see [`EngineSettings::cpu_precision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuPrecision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
 }
 
 fn default_gpu_batch() -> usize {
@@ -405,20 +425,7 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
             ));
         }
     }
-    if !(1..=64).contains(&raw.engine.gpu_max_batch) {
-        return Err(invalid(
-            id,
-            format!("engine.gpu_max_batch = {}", raw.engine.gpu_max_batch),
-            "use 1 to 64",
-        ));
-    }
-    if !(1..=64).contains(&raw.engine.threads) {
-        return Err(invalid(
-            id,
-            format!("engine.threads = {}", raw.engine.threads),
-            "use 1 to 64 threads",
-        ));
-    }
+    validate_engine(id, raw.kind, &raw.engine)?;
     let a = raw.audit;
     if !(64 * 1024..=256 * 1024 * 1024).contains(&a.segment_bytes) {
         return Err(invalid(
@@ -455,6 +462,49 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
         serve: validate_serve(id, raw.kind, raw.serve)?,
         trust_dir_relative: relative,
     })
+}
+
+fn validate_engine(id: &str, kind: BoardKind, e: &EngineSettings) -> Result<(), BoardError> {
+    if !(1..=64).contains(&e.gpu_max_batch) {
+        return Err(invalid(
+            id,
+            format!("engine.gpu_max_batch = {}", e.gpu_max_batch),
+            "use 1 to 64",
+        ));
+    }
+    if !(1..=64).contains(&e.threads) {
+        return Err(invalid(
+            id,
+            format!("engine.threads = {}", e.threads),
+            "use 1 to 64 threads",
+        ));
+    }
+    match (e.cpu_precision, &e.openvino_library) {
+        (CpuPrecision::F32, Some(_)) => Err(invalid(
+            id,
+            "engine.openvino_library is set but engine.cpu_precision is f32 (tract)".into(),
+            "set cpu_precision to bf16 or f16, or remove openvino_library",
+        )),
+        (CpuPrecision::Bf16 | CpuPrecision::F16, None) => Err(invalid(
+            id,
+            "a reduced engine.cpu_precision needs engine.openvino_library".into(),
+            "name the libopenvino_c file, or set cpu_precision = \"f32\"",
+        )),
+        (CpuPrecision::Bf16 | CpuPrecision::F16, Some(_)) if e.preference != EngineChoice::Auto => {
+            Err(invalid(
+                id,
+                "a reduced engine.cpu_precision with preference = \"tract\" would never be tried"
+                    .into(),
+                "set preference = \"auto\", or cpu_precision = \"f32\"",
+            ))
+        }
+        (_, Some(path)) if kind == BoardKind::Release && path.is_relative() => Err(invalid(
+            id,
+            "engine.openvino_library is a relative path on a release board".into(),
+            "use the library's absolute path on the firmware partition",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn validate_serve(
@@ -614,6 +664,40 @@ mod tests {
             BoardProfile::parse(&unknown_field, "t").unwrap_err().code(),
             "BOARD_PARSE"
         );
+    }
+
+    #[test]
+    fn a_reduced_cpu_precision_needs_its_library_and_auto() {
+        let dev = BoardProfile::builtin("dev-x86").unwrap();
+        assert_eq!(dev.engine.cpu_precision, CpuPrecision::F32);
+        assert_eq!(dev.engine.openvino_library, None);
+        let base = include_str!("../boards/x86-release.toml");
+        let with = |engine: &str| base.replace("preference = \"tract\"\n", engine);
+        let ok = with("preference = \"auto\"\ncpu_precision = \"bf16\"\nopenvino_library = \"/opt/openvino/libopenvino_c.so\"\n");
+        let p = BoardProfile::parse(&ok, "t").unwrap();
+        assert_eq!(p.engine.cpu_precision, CpuPrecision::Bf16);
+        for (bad, says) in [
+            (
+                "preference = \"auto\"\ncpu_precision = \"bf16\"\n",
+                "needs engine.openvino_library",
+            ),
+            (
+                "preference = \"tract\"\ncpu_precision = \"f16\"\nopenvino_library = \"/l.so\"\n",
+                "never be tried",
+            ),
+            (
+                "preference = \"auto\"\nopenvino_library = \"/l.so\"\n",
+                "cpu_precision is f32",
+            ),
+            (
+                "preference = \"auto\"\ncpu_precision = \"bf16\"\nopenvino_library = \"l.so\"\n",
+                "relative path",
+            ),
+        ] {
+            let e = BoardProfile::parse(&with(bad), "t").unwrap_err();
+            assert_eq!(e.code(), "BOARD_INVALID");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

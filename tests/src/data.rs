@@ -119,6 +119,67 @@ fn fetch_pydicom_data(cache: &Path, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The OpenVINO release the reduced-precision engine is tested with (the
+/// PyPI wheel carries the C library and the CPU plugin).
+pub const OPENVINO_VERSION: &str = "2026.4.1";
+
+/// `libopenvino_c` from the `openvino` wheel, fetched on first use into
+/// `.cache/openvino-<version>` (pip, no dependencies): the library a board
+/// names in `[engine] openvino_library`.
+pub fn openvino_library() -> Option<PathBuf> {
+    let cache = workspace_root().join(".cache");
+    let dir = cache.join(format!("openvino-{OPENVINO_VERSION}"));
+    if let Some(lib) = find_openvino_c(&dir) {
+        return Some(lib);
+    }
+    let fetched = fetch_openvino(&cache, &dir)
+        .and_then(|()| find_openvino_c(&dir).ok_or_else(|| "no libopenvino_c in the wheel".into()));
+    match fetched {
+        Ok(lib) => Some(lib),
+        Err(why) => missing("OpenVINO from PyPI", &why),
+    }
+}
+
+fn find_openvino_c(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir.join("openvino/libs"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libopenvino_c.so"))
+        })
+}
+
+fn fetch_openvino(cache: &Path, dir: &Path) -> Result<(), String> {
+    let staging = cache.join(format!("staging-openvino-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--no-deps", "--target"])
+        .arg(&staging)
+        .arg(format!("openvino=={OPENVINO_VERSION}"))
+        .status()
+        .map_err(|e| format!("running python3 -m pip: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "pip install openvino=={OPENVINO_VERSION} failed ({status})"
+        ));
+    }
+    if std::fs::rename(&staging, dir).is_err() && find_openvino_c(dir).is_none() {
+        return Err(format!("could not move the wheel into {}", dir.display()));
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
+}
+
 /// A fresh scratch folder for one test, unique per process, created empty.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cxr-{name}-{}", std::process::id()));

@@ -163,6 +163,39 @@ fn j2k_siz(s: &[u8]) -> Result<Declared, DicomError> {
     })
 }
 
+/// The number of wavelet decomposition levels in the main header's COD
+/// segment (a JPEG 2000 decoder can drop up to that many resolution levels).
+/// `None` when the main header has no readable COD before the first tile,
+/// or when a COC may override it for some component.
+pub(crate) fn j2k_decomposition_levels(s: &[u8]) -> Option<u8> {
+    let start = s
+        .windows(4)
+        .take(4096)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    let mut pos = start + 2;
+    let mut levels = None;
+    // The main header is a chain of length-prefixed segments up to SOT.
+    for _ in 0..256 {
+        let marker = be16(s, pos)?;
+        if marker == 0xFF90 {
+            return levels;
+        }
+        let len = usize::from(be16(s, pos + 2)?);
+        if marker >> 8 != 0xFF || len < 2 {
+            return None;
+        }
+        match marker {
+            // COD: Lcod, Scod, progression order, layers (2), MCT, then levels.
+            0xFF52 => levels = Some(*s.get(pos + 9)?),
+            // COC: a per-component override; be conservative and reduce nothing.
+            0xFF53 => return None,
+            _ => {}
+        }
+        pos += 2 + len;
+    }
+    None
+}
+
 /// The RLE header: segment count and offsets inside the fragment.
 fn check_rle(s: &[u8], h: &PixelHeader) -> Result<(), DicomError> {
     let bad = |why: String| DicomError::codestream(format!("RLE frame: {why}"));
@@ -248,6 +281,28 @@ mod tests {
         assert!(err.to_string().contains("tiles"), "{err}");
         let err = check(Codec::Jpeg2000, &s, &header(20, 10)).unwrap_err();
         assert_eq!(err.code(), "DICOM_CODESTREAM_MISMATCH");
+    }
+
+    #[test]
+    fn j2k_levels_come_from_the_main_header_cod() {
+        // SOC, a minimal SIZ (one component), COD with 5 levels, then SOT.
+        let mut s = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 41, 0, 0];
+        for v in [20u32, 10, 0, 0, 20, 10, 0, 0] {
+            s.extend_from_slice(&v.to_be_bytes());
+        }
+        s.extend_from_slice(&[0, 1, 11, 1, 1]);
+        let cod = [0xFF, 0x52, 0, 12, 0, 0, 0, 1, 0, 5, 4, 4, 0, 1];
+        let sot = [0xFF, 0x90, 0, 10];
+        let with_cod: Vec<u8> = [&s[..], &cod, &sot].concat();
+        assert_eq!(j2k_decomposition_levels(&with_cod), Some(5));
+        let coc = [0xFF, 0x53, 0, 9, 0, 0, 2, 4, 4, 0, 1];
+        let with_coc: Vec<u8> = [&s[..], &cod, &coc, &sot].concat();
+        assert_eq!(j2k_decomposition_levels(&with_coc), None);
+        assert_eq!(j2k_decomposition_levels(&[&s[..], &sot].concat()), None);
+        assert_eq!(
+            j2k_decomposition_levels(&with_cod[..with_cod.len() - 8]),
+            None
+        );
     }
 
     #[test]

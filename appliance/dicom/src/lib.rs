@@ -19,6 +19,7 @@ mod header;
 mod limits;
 mod normalise;
 mod pixels;
+mod reduced;
 mod scan;
 mod syntax;
 mod tags;
@@ -31,6 +32,7 @@ pub use cxr_radiograph::{AcquisitionInfo, InputClass, Radiograph};
 pub use error::DicomError;
 pub use limits::ReadLimits;
 pub use pixels::inside_decoder_guard;
+pub use reduced::DecodeTarget;
 pub use syntax::decodable_transfer_syntaxes;
 
 use dicom_object::file::ReadPreamble;
@@ -123,20 +125,34 @@ pub fn read_identity(bytes: &[u8], limits: &ReadLimits) -> Result<InstanceIdenti
 ///
 /// Never panics on any input: every failure is a [`DicomError`] with a code.
 pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, DicomError> {
-    read_image(bytes, limits, true)
+    read_image(bytes, limits, true, DecodeTarget::Full)
+}
+
+/// [`read_radiograph`] that decodes no more than `target` asks for: a JPEG
+/// 2000 or DCT JPEG film may come back with fewer rows and columns than
+/// stored (recorded as a [`cxr_radiograph::Step::ReducedResolution`], with
+/// the pixel spacing scaled to match). What it refuses is exactly what
+/// [`read_radiograph`] refuses.
+pub fn read_radiograph_for(
+    bytes: &[u8],
+    limits: &ReadLimits,
+    target: DecodeTarget,
+) -> Result<Radiograph, DicomError> {
+    read_image(bytes, limits, true, target)
 }
 
 /// [`read_radiograph`] without the modality refusal: the pixels of a CT, MR
 /// or ultrasound image too. For fitting the content gate on what the
 /// appliance must reject; the appliance's study path never calls it.
 pub fn read_any_modality(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, DicomError> {
-    read_image(bytes, limits, false)
+    read_image(bytes, limits, false, DecodeTarget::Full)
 }
 
 fn read_image(
     bytes: &[u8],
     limits: &ReadLimits,
     radiographs_only: bool,
+    target: DecodeTarget,
 ) -> Result<Radiograph, DicomError> {
     let layout = scan::scan(bytes, limits)?;
     let syntax = layout.syntax;
@@ -203,11 +219,43 @@ fn read_image(
             ));
         }
     }
-    let samples = match direct {
-        Some(pixel_bytes) => pixels::native_first_frame(pixel_bytes, &header, &syntax)?,
-        None => pixels::decode_first_frame(&file, &header, &syntax)?,
+    let reduced = match &layout.pixel {
+        Some(PixelLayout::Encapsulated { fragments }) if target != DecodeTarget::Full => {
+            first_frame_bytes(bytes, fragments, header.frames)
+                .and_then(|frame| reduced::decode(target, &syntax, &header, &frame))
+        }
+        _ => None,
     };
-    normalise::build(&file, &header, samples.values, samples.steps, acquisition)
+    let samples = match (reduced, direct) {
+        (Some(samples), _) => samples,
+        (None, Some(pixel_bytes)) => pixels::native_first_frame(pixel_bytes, &header, &syntax)?,
+        (None, None) => pixels::decode_first_frame(&file, &header, &syntax)?,
+    };
+    normalise::build(&file, &header, samples, acquisition)
+}
+
+/// The codestream of frame 0: every fragment of a single-frame image, or the
+/// first of one fragment per frame. Other layouts (a frame split across
+/// fragments of a multi-frame image) are left to the full decoder.
+fn first_frame_bytes<'a>(
+    bytes: &'a [u8],
+    fragments: &[std::ops::Range<usize>],
+    frames: u32,
+) -> Option<std::borrow::Cow<'a, [u8]>> {
+    use std::borrow::Cow;
+    match fragments {
+        [only] => Some(Cow::Borrowed(&bytes[only.clone()])),
+        [first, ..] if fragments.len() == frames as usize => {
+            Some(Cow::Borrowed(&bytes[first.clone()]))
+        }
+        _ if frames == 1 => Some(Cow::Owned(
+            fragments
+                .iter()
+                .flat_map(|f| bytes[f.clone()].iter().copied())
+                .collect(),
+        )),
+        _ => None,
+    }
 }
 
 /// Read a file from disk, refusing it before reading if it is over the size limit.

@@ -10,6 +10,7 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 
 use crate::header::PixelHeader;
+use crate::pixels::Samples;
 use crate::tags::{code, decimals, single_decimal, text, Obj};
 use crate::DicomError;
 
@@ -177,10 +178,22 @@ fn lut_from_item(item: &Obj, header: &PixelHeader) -> Result<ModalityTransform, 
 pub(crate) fn build(
     obj: &Obj,
     header: &PixelHeader,
-    stored: Vec<i32>,
-    mut steps: Vec<Step>,
-    acquisition: AcquisitionInfo,
+    samples: Samples,
+    mut acquisition: AcquisitionInfo,
 ) -> Result<Radiograph, DicomError> {
+    let Samples {
+        rows,
+        cols,
+        values: stored,
+        mut steps,
+    } = samples;
+    // A reduced decode spans the same film with fewer, larger pixels.
+    if let Some([row_mm, col_mm]) = acquisition.pixel_spacing_mm {
+        acquisition.pixel_spacing_mm = Some([
+            row_mm * f64::from(header.rows) / f64::from(rows),
+            col_mm * f64::from(header.cols) / f64::from(cols),
+        ]);
+    }
     let transform = modality_transform(obj, header)?;
     let (lo_stored, hi_stored) = if header.signed {
         (
@@ -235,8 +248,8 @@ pub(crate) fn build(
     }
 
     let mut radiograph = Radiograph::new(
-        usize::from(header.rows),
-        usize::from(header.cols),
+        usize::from(rows),
+        usize::from(cols),
         linear,
         (low, high),
         acquisition,

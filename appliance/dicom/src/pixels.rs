@@ -14,6 +14,10 @@ use crate::DicomError;
 /// Grey stored values of one frame, row-major, before any modality transform.
 #[derive(Debug)]
 pub(crate) struct Samples {
+    /// The decoded grid: the stored Rows/Columns, or fewer after a
+    /// reduced-resolution decode.
+    pub rows: u16,
+    pub cols: u16,
     pub values: Vec<i32>,
     pub steps: Vec<Step>,
 }
@@ -145,11 +149,17 @@ fn to_grey(
         steps.push(Step::EqualRgbToGrey);
         grey
     };
-    Ok(Samples { values, steps })
+    Ok(Samples {
+        rows: header.rows,
+        cols: header.cols,
+        values,
+        steps,
+    })
 }
 
-/// Unpack stored values: mask to BitsStored below HighBit, sign-extend if signed.
-fn raw_samples(data: &[u8], h: &PixelHeader, order: ByteOrder) -> Vec<i32> {
+/// The stored value in one allocated word: mask to BitsStored below HighBit,
+/// sign-extend if signed.
+pub(crate) fn stored_value(h: &PixelHeader) -> impl Fn(u32) -> i32 + '_ {
     let shift = u32::from(h.high_bit + 1 - h.bits_stored);
     let mask: u32 = if h.bits_stored >= 32 {
         u32::MAX
@@ -157,14 +167,19 @@ fn raw_samples(data: &[u8], h: &PixelHeader, order: ByteOrder) -> Vec<i32> {
         (1u32 << h.bits_stored) - 1
     };
     let sign_bit = 1u32 << (h.bits_stored - 1);
-    let unpack = |word: u32| -> i32 {
+    move |word: u32| -> i32 {
         let v = (word >> shift) & mask;
         if h.signed && v & sign_bit != 0 {
             v as i32 - (1i64 << h.bits_stored) as i32
         } else {
             v as i32
         }
-    };
+    }
+}
+
+/// Unpack stored values of a whole frame.
+fn raw_samples(data: &[u8], h: &PixelHeader, order: ByteOrder) -> Vec<i32> {
+    let unpack = stored_value(h);
     if h.bits_allocated == 8 {
         data.iter().map(|b| unpack(u32::from(*b))).collect()
     } else {

@@ -1,15 +1,20 @@
 //! `cxr-engine`: the [`Engine`] trait, the tract CPU engine ([`TractVit`]),
-//! and engine selection with its reasons. It must not know CUDA details: the
+//! the OpenVINO CPU engine for reduced precision (feature `openvino`), and
+//! engine selection with its reasons. It must not know CUDA details: the
 //! CUDA engine implements the same trait in `cxr-cuda`, and the reference
 //! forward in `cxr-model` is the oracle for both.
 
 mod error;
+#[cfg(feature = "openvino")]
+mod openvino_cpu;
 mod select;
 mod selftest;
 mod tract_gate;
 mod tract_vit;
 
 pub use error::EngineError;
+#[cfg(feature = "openvino")]
+pub use openvino_cpu::{CpuPrecision, OpenVinoCpu, OpenVinoVit};
 pub use select::{
     load_content_gate, select_engine, select_for_bundle, Accelerator, EnginePreference, Selection,
 };
@@ -57,6 +62,12 @@ pub trait Engine: Send + Sync {
     /// then the bundle's reduced-precision one).
     fn reduced_precision(&self) -> bool {
         false
+    }
+
+    /// The arithmetic the engine runs in (`f32`, `bf16`, `f16`), for every
+    /// output line and audit record.
+    fn precision(&self) -> &'static str {
+        "f32"
     }
 
     /// What happened while the engine started that belongs in the log and

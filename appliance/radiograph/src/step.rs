@@ -12,6 +12,17 @@ pub enum Step {
     Decoded { transfer_syntax: String },
     /// Only the first of several frames was used.
     FirstFrameOnly { frames: u32 },
+    /// Decoded at a lower resolution than stored, because the reader asked
+    /// for no more than the model needs: each side divided by about
+    /// `divisor` (JPEG 2000 resolution levels, or JPEG IDCT scaling).
+    ReducedResolution {
+        method: String,
+        divisor: u32,
+        stored_rows: u32,
+        stored_cols: u32,
+        rows: u32,
+        cols: u32,
+    },
     /// RGB with equal channels turned into one grey channel.
     EqualRgbToGrey,
     /// Modality LUT by Rescale Slope and Intercept.

@@ -206,7 +206,7 @@ pub(super) fn model_json(model: &Result<Model, Reason>) -> Value {
     match model {
         Ok(m) => {
             let b = m.source.bundle_ref();
-            json!({ "ready": true, "bundle": { "model_id": b.model_id, "version": b.version, "digest": cxr_bundle::hex::encode(&b.digest) }, "engine": m.selection.engine.name() })
+            json!({ "ready": true, "bundle": { "model_id": b.model_id, "version": b.version, "digest": cxr_bundle::hex::encode(&b.digest) }, "engine": m.selection.engine.name(), "precision": m.selection.engine.precision() })
         }
         Err(r) => json!({ "ready": false, "code": r.code, "message": r.message }),
     }

@@ -147,6 +147,18 @@ impl StudyPath<'_> {
         })
     }
 
+    /// The fewest pixels on the short side that every input this study
+    /// prepares (the classifier's and the content gate's, each resized down
+    /// by `prepare`) can be made from: a decoder may stop there.
+    pub fn decode_short_side(&self) -> u32 {
+        let gate = self
+            .params
+            .content_gate
+            .as_ref()
+            .map_or(0, |g| g.input.size);
+        self.params.input.size.max(gate)
+    }
+
     /// The content gate's verdict on the image (`None` without a gate, in
     /// developer mode). The gate prepares its own input with the same
     /// `prepare` as the classifier, at its own size.

@@ -5,7 +5,7 @@
 
 use std::sync::Once;
 
-use cxr_dicom::{read_radiograph, ReadLimits};
+use cxr_dicom::{read_radiograph, read_radiograph_for, DecodeTarget, ReadLimits};
 use libfuzzer_sys::fuzz_target;
 
 static QUIET_HOOK: Once = Once::new();
@@ -18,8 +18,13 @@ fuzz_target!(|data: &[u8]| {
     // still does: unwinding out of the fuzz target aborts.
     QUIET_HOOK.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     let limits = ReadLimits { max_input_bytes: 16 * 1024 * 1024, ..ReadLimits::default() };
-    if let Err(e) = read_radiograph(data, &limits) {
+    let full = read_radiograph(data, &limits);
+    if let Err(e) = &full {
         // Every refusal must carry a stable code.
         assert!(e.code().starts_with("DICOM_"));
     }
+    // The reduced-resolution decoders see the same bytes: a reduced read
+    // refuses exactly what a full read refuses.
+    let reduced = read_radiograph_for(data, &limits, DecodeTarget::ShortSideAtLeast(8));
+    assert_eq!(full.is_ok(), reduced.is_ok());
 });

@@ -1,0 +1,188 @@
+//! Decoding no more pixels than the reader needs.
+//!
+//! A model that resizes a 2000-pixel film to 512 throws away three quarters
+//! of a full decode. JPEG 2000 can stop its inverse wavelet transform at a
+//! lower resolution level, and a DCT JPEG can run a smaller inverse DCT, so
+//! both skip that work instead of doing it and averaging it away. Every
+//! other codec, colour images and unusual frame layouts decode in full.
+//!
+//! A reduced decode that fails for any reason is not an error here: the
+//! caller decodes in full, so what is refused is exactly what a full decode
+//! refuses.
+
+use cxr_radiograph::Step;
+
+use crate::codestream::j2k_decomposition_levels;
+use crate::header::PixelHeader;
+use crate::pixels::{guarded, stored_value, Samples};
+use crate::syntax::{Codec, Syntax};
+
+/// How much of the stored resolution a reader needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeTarget {
+    /// Every stored pixel: inspection, previews, `pixel_sha256`, training.
+    #[default]
+    Full,
+    /// At least this many pixels on the short side: enough for a model (or
+    /// gate) whose input is this size. Fewer are decoded where the codec
+    /// allows it; the result records a [`Step::ReducedResolution`].
+    ShortSideAtLeast(u32),
+}
+
+/// The most JPEG 2000 resolution levels dropped (a divisor of 256).
+const MAX_J2K_REDUCE: u32 = 8;
+
+/// DCT JPEG transfer syntaxes whose 8-bit frames jpeg-decoder can scale.
+const SCALABLE_JPEG: &[&str] = &["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
+
+/// JPEG 2000 resolution levels to drop: the most that still leave `min`
+/// pixels on the short side, within the codestream's decomposition levels.
+pub(crate) fn j2k_reduce(short: u32, min: u32, levels: u8) -> u32 {
+    let limit = u32::from(levels).min(MAX_J2K_REDUCE);
+    (0..=limit).rev().find(|r| short >> r >= min).unwrap_or(0)
+}
+
+/// The JPEG IDCT scale, as eighths: the smallest of 1/8, 2/8 and 4/8 that
+/// still leaves `min` pixels on the short side, else 8 (full size).
+pub(crate) fn jpeg_eighths(short: u32, min: u32) -> u32 {
+    [1u32, 2, 4]
+        .into_iter()
+        .find(|k| short * k / 8 >= min)
+        .unwrap_or(8)
+}
+
+/// Frame 0 at reduced resolution, or `None` when the target, the codec or the
+/// frame does not allow it (or the reduced decode failed): then the caller
+/// decodes in full.
+pub(crate) fn decode(
+    target: DecodeTarget,
+    syntax: &Syntax,
+    header: &PixelHeader,
+    frame: &[u8],
+) -> Option<Samples> {
+    let DecodeTarget::ShortSideAtLeast(min) = target else {
+        return None;
+    };
+    if header.samples_per_pixel != 1 || min == 0 {
+        return None;
+    }
+    let short = u32::from(header.rows.min(header.cols));
+    let (values, rows, cols, method, divisor) = match syntax.codec {
+        Codec::Jpeg2000 => {
+            let reduce = j2k_reduce(short, min, j2k_decomposition_levels(frame)?);
+            if reduce == 0 {
+                return None;
+            }
+            let (values, rows, cols) = jpeg2000(frame, header, reduce)?;
+            (values, rows, cols, "jpeg2000-resolution-level", 1 << reduce)
+        }
+        Codec::Jpeg if header.bits_allocated == 8 && SCALABLE_JPEG.contains(&syntax.uid) => {
+            let eighths = jpeg_eighths(short, min);
+            if eighths == 8 {
+                return None;
+            }
+            let (values, rows, cols) = jpeg_scaled(frame, header, eighths)?;
+            (values, rows, cols, "jpeg-idct-scaling", 8 / eighths)
+        }
+        _ => return None,
+    };
+    let mut steps = vec![Step::Decoded {
+        transfer_syntax: syntax.uid.to_owned(),
+    }];
+    if header.frames > 1 {
+        steps.push(Step::FirstFrameOnly {
+            frames: header.frames,
+        });
+    }
+    steps.push(Step::ReducedResolution {
+        method: method.to_owned(),
+        divisor,
+        stored_rows: header.rows.into(),
+        stored_cols: header.cols.into(),
+        rows: rows.into(),
+        cols: cols.into(),
+    });
+    Some(Samples {
+        rows,
+        cols,
+        values,
+        steps,
+    })
+}
+
+/// OpenJPEG with `reduce` resolution levels dropped. Its samples go through
+/// the same truncation to the allocated word and the same unpacking as a
+/// full decode through dicom-pixeldata.
+fn jpeg2000(frame: &[u8], header: &PixelHeader, reduce: u32) -> Option<(Vec<i32>, u16, u16)> {
+    let params = jpeg2k::DecodeParameters::new().reduce(reduce).strict(true);
+    let image = guarded(|| jpeg2k::Image::from_bytes_with(frame, params))
+        .ok()?
+        .ok()?;
+    let [component] = image.components() else {
+        return None;
+    };
+    let (cols, rows) = (component.width(), component.height());
+    let data = component.data();
+    if data.len() != rows as usize * cols as usize || rows == 0 || cols == 0 {
+        return None;
+    }
+    let word = if header.bits_allocated == 8 {
+        0xFF
+    } else {
+        0xFFFF
+    };
+    let unpack = stored_value(header);
+    let values = data.iter().map(|v| unpack(*v as u32 & word)).collect();
+    Some((values, u16::try_from(rows).ok()?, u16::try_from(cols).ok()?))
+}
+
+/// jpeg-decoder with its inverse DCT scaled to `eighths`/8 of each side.
+fn jpeg_scaled(frame: &[u8], header: &PixelHeader, eighths: u32) -> Option<(Vec<i32>, u16, u16)> {
+    let scaled = |n: u16| u16::try_from((u32::from(n) * eighths).div_ceil(8)).ok();
+    let (want_rows, want_cols) = (scaled(header.rows)?, scaled(header.cols)?);
+    let decoded = guarded(|| {
+        let mut decoder = jpeg_decoder::Decoder::new(frame);
+        let (cols, rows) = decoder.scale(want_cols, want_rows).ok()?;
+        let pixels = decoder.decode().ok()?;
+        let format = decoder.info()?.pixel_format;
+        Some((pixels, rows, cols, format))
+    })
+    .ok()??;
+    let (pixels, rows, cols, format) = decoded;
+    if format != jpeg_decoder::PixelFormat::L8
+        || (rows, cols) != (want_rows, want_cols)
+        || pixels.len() != usize::from(rows) * usize::from(cols)
+    {
+        return None;
+    }
+    let unpack = stored_value(header);
+    let values = pixels.iter().map(|b| unpack(u32::from(*b))).collect();
+    Some((values, rows, cols))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn j2k_keeps_the_short_side_at_or_above_the_target() {
+        // RG1: 1841 on the short side, 5 decomposition levels.
+        assert_eq!(j2k_reduce(1841, 512, 5), 1);
+        assert_eq!(j2k_reduce(1841, 128, 5), 3);
+        assert_eq!(j2k_reduce(1841, 224, 5), 3);
+        // Never more than the codestream has levels.
+        assert_eq!(j2k_reduce(4096, 16, 2), 2);
+        // A film already at or under the target is not reduced.
+        assert_eq!(j2k_reduce(500, 512, 5), 0);
+        assert_eq!(j2k_reduce(512, 512, 5), 0);
+        assert_eq!(j2k_reduce(1024, 512, 5), 1);
+    }
+
+    #[test]
+    fn jpeg_scale_keeps_the_short_side_at_or_above_the_target() {
+        assert_eq!(jpeg_eighths(1024, 512), 4);
+        assert_eq!(jpeg_eighths(1024, 128), 1);
+        assert_eq!(jpeg_eighths(1024, 129), 2);
+        assert_eq!(jpeg_eighths(1000, 512), 8);
+    }
+}
