@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Whole studies, from DICOM bytes to decision: `cxr-appliance classify` against
 # the Python stack (pydicom + pylibjpeg-openjpeg, numpy, then ONNX Runtime f32
-# and OpenVINO f32 / bf16) on the same random-weight ViT-B/16 ONNX files, five
-# TTA views, 1 and 2 threads, one after the other in one session. The
-# appliance's reduced-precision engine (OpenVINO bf16 through cxr-engine, the
-# library from the same wheel) is timed per view after its golden self-test
-# (benches/examples/reduced_precision_views.rs).
+# and OpenVINO f32 / bf16) on the same random-weight ViT-B/16 (seed 1), five
+# TTA views, 1 and 2 threads, one after the other in one session.
+#
+# The appliance runs a signed benchmark bundle of that model
+# (benches/examples/bench_bundle.rs) on each CPU engine a board can choose:
+# tract in f32 (the default), OpenVINO in f32 and OpenVINO in bf16 (the
+# library from the same OpenVINO wheel as the Python side; bf16 only where
+# the CPU has it). Each engine passes the bundle's golden self-test first.
 #
 # Usage: bash benches/compare_study.sh [SIZES] (default 224,512; REPEATS=3)
 # Prints one markdown table, then two lines, last, each ending in a ratio.
@@ -21,7 +24,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cargo build --release -q -p cxr-appliance
-cargo build --release -q -p cxr-benches --example reduced_precision_views
+cargo build --release -q -p cxr-benches --example bench_bundle
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet pydicom pylibjpeg pylibjpeg-openjpeg numpy onnxruntime openvino
 if [ ! -f "$film" ]; then
@@ -40,75 +43,92 @@ for size in ${sizes//,/ }; do
   [ -f "$models/vit_b16_$size.onnx" ] || target/release/cxr-appliance dev-random-model \
     --preset vit-b16 --size "$size" --model "$models/vit_b16_$size.onnx" --params "$models/vit_b16_$size.toml"
 done
+target/release/examples/bench_bundle "$models" "$sizes"
+openvino_c=$(ls "$PWD"/"$venv"/lib/python3*/site-packages/openvino/libs/libopenvino_c.so* | head -1)
 
-# The appliance: one classify process per (size, threads), the film given
+# A development board profile per (engine, threads), trusting the benchmark key.
+board() { # ENGINE THREADS -> path
+  local path="$work/board-$1-$2.toml" extra=""
+  case "$1" in
+    openvino-f32) extra="openvino_library = \"$openvino_c\"" ;;
+    openvino-bf16) extra="openvino_library = \"$openvino_c\"
+cpu_precision = \"bf16\"" ;;
+  esac
+  "$venv/bin/python" - "$path" "$PWD/$models/trust" "$2" "$extra" <<'PY'
+import re, sys
+path, trust, threads, extra = sys.argv[1:]
+text = open("board-config/boards/dev-x86.toml").read()
+text = text.replace('trust_dir = "trust"', f'trust_dir = "{trust}"')
+engine = f'[engine]\npreference = "auto"\nthreads = {threads}\n{extra}\n\n'
+open(path, "w").write(re.sub(r"\[engine\]\n(?:[^\[\n][^\n]*\n)*\n?", engine, text, count=1))
+PY
+  echo "$path"
+}
+engines="tract openvino-f32"
+grep -q -E 'avx512_bf16|amx_bf16' /proc/cpuinfo && engines="$engines openvino-bf16"
+
+# One classify process per (engine, size, threads), the film given
 # REPEATS + 1 times; the first study warms up and is dropped.
-for size in ${sizes//,/ }; do
-  for threads in 1 2; do
-    files=()
-    for _ in $(seq 0 "$repeats"); do files+=("$film"); done
-    target/release/cxr-appliance classify --model "$models/vit_b16_$size.onnx" \
-      --params "$models/vit_b16_$size.toml" --threads "$threads" --state-dir "$work/state" \
-      "${files[@]}" >"$work/appliance_${size}_${threads}.jsonl" 2>"$work/appliance.log" || true
+for engine in $engines; do
+  for size in ${sizes//,/ }; do
+    for threads in 1 2; do
+      files=()
+      for _ in $(seq 0 "$repeats"); do files+=("$film"); done
+      target/release/cxr-appliance classify --bundle "$models/vit_b16_$size.cxrb" \
+        --board-file "$(board "$engine" "$threads")" --state-dir "$work/state-$engine-$size-$threads" \
+        "${files[@]}" >"$work/appliance_${engine}_${size}_${threads}.jsonl" 2>>"$work/appliance.log" || true
+    done
   done
 done
 "$venv/bin/python" benches/python_study.py "$film" "$models" "$sizes" "$repeats" >"$work/python.json"
-openvino_c=$(ls "$venv"/lib/python3*/site-packages/openvino/libs/libopenvino_c.so* | head -1)
-if grep -q -E 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
-  target/release/examples/reduced_precision_views "$openvino_c" "$sizes" "$repeats" >"$work/reduced.json"
-else
-  echo '{}' >"$work/reduced.json"
-fi
 
-"$venv/bin/python" - "$sizes" "$work" <<'PY'
+"$venv/bin/python" - "$sizes" "$work" "$engines" <<'PY'
 import json, statistics, sys
 sizes = [int(s) for s in sys.argv[1].split(",")]
-work = sys.argv[2]
+work, engines = sys.argv[2], sys.argv[3].split()
 py = json.load(open(f"{work}/python.json"))
-reduced = json.load(open(f"{work}/reduced.json"))
 runtimes = [r for r in ("onnxruntime-f32", "openvino-f32", "openvino-bf16") if f"view/{r}/{sizes[0]}px/1thread" in py]
 
-def appliance(size, threads):
-    lines = [json.loads(l) for l in open(f"{work}/appliance_{size}_{threads}.jsonl")][1:]
+def appliance(engine, size, threads):
+    lines = [json.loads(l) for l in open(f"{work}/appliance_{engine}_{size}_{threads}.jsonl")][1:]
     assert lines and all(l["outcome"] in ("decision", "undecided") for l in lines), lines[:1]
+    ran = {l["engine"]["name"] for l in lines}
+    assert ran == {engine}, f"asked for {engine}, ran {ran}: {lines[0]['engine']['reasons']}"
     t = [l["timings_ms"] for l in lines]
     study = [x["decode"] + x["content_gate"] + x["preprocess"] + 5 * x["inference_per_view"] + x["decision"] for x in t]
     return {
         "study": statistics.median(study) / 1e3,
         "view": statistics.median(x["inference_per_view"] for x in t) / 1e3,
         "to_input": statistics.median(x["decode"] + x["preprocess"] for x in t) / 1e3,
+        "self_test": next(r for r in lines[0]["engine"]["reasons"] if r.startswith("self-test")),
     }
 
-print(f"| size | threads | what | appliance (tract f32) | " + " | ".join(f"Python + {r}" for r in runtimes) + " | appliance / Python+onnxruntime |")
-print("|---|---|---|---|" + "---|" * len(runtimes) + "---|")
-results = {}
+a = {(e, s, t): appliance(e, s, t) for e in engines for s in sizes for t in (1, 2)}
+print("| size | threads | what | " + " | ".join(f"appliance {e}" for e in engines) + " | "
+      + " | ".join(f"Python + {r}" for r in runtimes) + " | appliance tract / Python + onnxruntime |")
+print("|---|---|---|" + "---|" * (len(engines) + len(runtimes) + 1))
 for size in sizes:
     for threads in (1, 2):
-        a = appliance(size, threads)
-        results[(size, threads)] = a
         for what in ("study", "view"):
-            row = [py[f"{what}/{r}/{size}px/{threads}thread"] for r in runtimes]
-            print(f"| {size} | {threads} | {'whole study' if what == 'study' else 'one view, inference'} | {a[what]*1e3:.0f} ms | "
-                  + " | ".join(f"{v*1e3:.0f} ms" for v in row) + f" | {a[what]/row[0]:.2f} |")
+            mine = [a[(e, size, threads)][what] for e in engines]
+            theirs = [py[f"{what}/{r}/{size}px/{threads}thread"] for r in runtimes]
+            print(f"| {size} | {threads} | {'whole study' if what == 'study' else 'one view (inference)'} | "
+                  + " | ".join(f"{v*1e3:.0f} ms" for v in mine + theirs) + f" | {mine[0]/theirs[0]:.2f} |")
+for e in engines:
+    for size in sizes:
+        print(f"{e} @{size}: {a[(e, size, 2)]['self_test']}")
 for size in sizes:
-    for threads in (1, 2):
-        key = f"{size}px/{threads}thread"
-        if f"view/{key}" in reduced:
-            v, p = reduced[f"view/{key}"], py[f"view/openvino-bf16/{key}"]
-            print(f"| {size} | {threads} | one view, appliance openvino-bf16 engine | {v*1e3:.0f} ms | | | {p*1e3:.0f} ms | {v/p:.2f} (vs Python + openvino-bf16) |")
-for key, summary in sorted(reduced.items()):
-    if key.startswith("self_test/"):
-        print(f"{key}: {summary}")
-for size in sizes:
-    a = results[(size, 2)]
-    print(f"RG1 J2K lossless to model input @{size} 2threads: appliance {a['to_input']*1e3:.0f} ms, "
-          f"pydicom full decode alone {py['decode/pydicom']*1e3:.0f} ms, ratio {a['to_input']/py['decode/pydicom']:.2f}")
+    x = a[("tract", size, 2)]["to_input"]
+    print(f"RG1 J2K lossless to model input @{size} 2threads: appliance {x*1e3:.0f} ms, "
+          f"pydicom full decode alone {py['decode/pydicom']*1e3:.0f} ms, ratio {x/py['decode/pydicom']:.2f}")
 print(f"onnxruntime {py['onnxruntime_version']}, openvino {py.get('openvino_version', 'absent')}, pydicom {py['pydicom_version']}")
 top = max(sizes)
-bf16 = f"view/openvino-bf16/{top}px/2thread"
-if f"view/{top}px/2thread" in reduced:
-    print(f"reduced precision per view appliance/openvino-bf16 @{top} 2threads: {reduced[f'view/{top}px/2thread'] / py[bf16]:.2f}")
+base = py[f"study/onnxruntime-f32/{top}px/2thread"]
+print(f"study time appliance-openvino-f32/python @{top} 2threads: {a[('openvino-f32', top, 2)]['study'] / base:.2f}")
+if "openvino-bf16" in engines:
+    y = a[("openvino-bf16", top, 2)]["view"] / py[f"view/openvino-bf16/{top}px/2thread"]
+    print(f"reduced precision per view appliance/openvino-bf16 @{top} 2threads: {y:.2f}")
 else:
     print("this CPU has no bf16 arithmetic: no reduced-precision figure")
-print(f"study time appliance/python @{top} 2threads: {results[(top, 2)]['study'] / py[f'study/onnxruntime-f32/{top}px/2thread']:.2f}")
+print(f"study time appliance/python @{top} 2threads: {a[('tract', top, 2)]['study'] / base:.2f}")
 PY

@@ -1,6 +1,6 @@
 //! The accelerators this build carries, configured from the board profile:
 //! the CUDA engine with the `cuda` feature, then the OpenVINO CPU engine
-//! when the board asks for a reduced `cpu_precision`. Engine selection
+//! when the board names its library (in the board's `cpu_precision`). Engine selection
 //! tries them in that order and records why it fell back to tract.
 
 use cxr_board::BoardProfile;
@@ -21,7 +21,7 @@ impl Accelerators {
     /// device secret).
     pub fn for_board(board: &BoardProfile, cache_key: [u8; 32]) -> Self {
         let mut found = Self::gpu(board, cache_key);
-        if let Some(cpu) = reduced_precision_cpu(board) {
+        if let Some(cpu) = openvino_cpu(board) {
             found.push(cpu);
         }
         Accelerators(found)
@@ -58,32 +58,31 @@ impl Accelerators {
     }
 }
 
-/// The OpenVINO engine the board asks for with a reduced `cpu_precision`
-/// (`None` for f32: tract is the CPU engine then).
-fn reduced_precision_cpu(board: &BoardProfile) -> Option<Box<dyn Accelerator>> {
-    use cxr_board::CpuPrecision;
-    let precision = match board.engine.cpu_precision {
-        CpuPrecision::F32 => return None,
-        CpuPrecision::Bf16 => "bf16",
-        CpuPrecision::F16 => "f16",
-    };
+/// The OpenVINO engine a board asks for by naming its library (`None`
+/// without one: tract is the CPU engine then).
+fn openvino_cpu(board: &BoardProfile) -> Option<Box<dyn Accelerator>> {
     let library = board.engine.openvino_library.clone()?;
-    Some(openvino_engine(precision, library, board.engine.threads))
+    Some(openvino_engine(
+        board.engine.cpu_precision,
+        library,
+        board.engine.threads,
+    ))
 }
 
 #[cfg(feature = "openvino")]
 fn openvino_engine(
-    precision: &'static str,
+    precision: cxr_board::CpuPrecision,
     library: std::path::PathBuf,
     threads: usize,
 ) -> Box<dyn Accelerator> {
+    use cxr_board::CpuPrecision as Board;
     use cxr_engine::CpuPrecision;
     Box::new(cxr_engine::OpenVinoCpu {
         library,
-        precision: if precision == "bf16" {
-            CpuPrecision::Bf16
-        } else {
-            CpuPrecision::F16
+        precision: match precision {
+            Board::Bf16 => CpuPrecision::Bf16,
+            Board::F16 => CpuPrecision::F16,
+            Board::F32 => CpuPrecision::F32,
         },
         threads,
     })
@@ -93,7 +92,7 @@ fn openvino_engine(
 /// listed, and its reason for not loading says what the build lacks.
 #[cfg(not(feature = "openvino"))]
 fn openvino_engine(
-    precision: &'static str,
+    precision: cxr_board::CpuPrecision,
     _library: std::path::PathBuf,
     _threads: usize,
 ) -> Box<dyn Accelerator> {
@@ -110,9 +109,9 @@ fn openvino_engine(
             Err("this build has no OpenVINO engine (cargo feature `openvino`)".to_owned())
         }
     }
-    Box::new(Absent(if precision == "bf16" {
-        "openvino-bf16"
-    } else {
-        "openvino-f16"
+    Box::new(Absent(match precision {
+        cxr_board::CpuPrecision::Bf16 => "openvino-bf16",
+        cxr_board::CpuPrecision::F16 => "openvino-f16",
+        cxr_board::CpuPrecision::F32 => "openvino-f32",
     }))
 }

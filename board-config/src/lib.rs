@@ -221,14 +221,16 @@ pub struct EngineSettings {
     /// go as one batch when they fit).
     #[serde(default = "default_gpu_batch")]
     pub gpu_max_batch: usize,
-    /// The CPU engine's arithmetic: `f32` (tract, the default) or a reduced
-    /// precision through OpenVINO: `bf16` (x86 with AVX512-BF16 or AMX) or
-    /// `f16` (ARMv8.2). Tried under `auto` after any GPU engine, through the
-    /// bundle's golden self-test at its reduced-precision tolerance.
+    /// The CPU engine's arithmetic: `f32` (the default) or a reduced
+    /// precision, `bf16` (x86 with AVX512-BF16 or AMX) or `f16` (ARMv8.2).
+    /// A reduced precision runs on OpenVINO; f32 runs on tract, or on
+    /// OpenVINO when `openvino_library` is set.
     #[serde(default)]
     pub cpu_precision: CpuPrecision,
     /// The OpenVINO C library file (`libopenvino_c.so…`, its plugins beside
-    /// it) that a reduced `cpu_precision` loads. Never searched for.
+    /// it). Never searched for. When set, OpenVINO is tried under `auto`
+    /// after any GPU engine, through the bundle's golden self-test (at the
+    /// reduced-precision tolerance for bf16 and f16); tract is the fallback.
     #[serde(default)]
     pub openvino_library: Option<PathBuf>,
 }
@@ -480,24 +482,16 @@ fn validate_engine(id: &str, kind: BoardKind, e: &EngineSettings) -> Result<(), 
         ));
     }
     match (e.cpu_precision, &e.openvino_library) {
-        (CpuPrecision::F32, Some(_)) => Err(invalid(
-            id,
-            "engine.openvino_library is set but engine.cpu_precision is f32 (tract)".into(),
-            "set cpu_precision to bf16 or f16, or remove openvino_library",
-        )),
         (CpuPrecision::Bf16 | CpuPrecision::F16, None) => Err(invalid(
             id,
             "a reduced engine.cpu_precision needs engine.openvino_library".into(),
             "name the libopenvino_c file, or set cpu_precision = \"f32\"",
         )),
-        (CpuPrecision::Bf16 | CpuPrecision::F16, Some(_)) if e.preference != EngineChoice::Auto => {
-            Err(invalid(
-                id,
-                "a reduced engine.cpu_precision with preference = \"tract\" would never be tried"
-                    .into(),
-                "set preference = \"auto\", or cpu_precision = \"f32\"",
-            ))
-        }
+        (_, Some(_)) if e.preference != EngineChoice::Auto => Err(invalid(
+            id,
+            "engine.openvino_library with preference = \"tract\" would never be tried".into(),
+            "set preference = \"auto\", or remove openvino_library and use f32",
+        )),
         (_, Some(path)) if kind == BoardKind::Release && path.is_relative() => Err(invalid(
             id,
             "engine.openvino_library is a relative path on a release board".into(),
@@ -676,6 +670,10 @@ mod tests {
         let ok = with("preference = \"auto\"\ncpu_precision = \"bf16\"\nopenvino_library = \"/opt/openvino/libopenvino_c.so\"\n");
         let p = BoardProfile::parse(&ok, "t").unwrap();
         assert_eq!(p.engine.cpu_precision, CpuPrecision::Bf16);
+        let f32_on_openvino =
+            with("preference = \"auto\"\nopenvino_library = \"/opt/libopenvino_c.so\"\n");
+        let p = BoardProfile::parse(&f32_on_openvino, "t").unwrap();
+        assert_eq!(p.engine.cpu_precision, CpuPrecision::F32);
         for (bad, says) in [
             (
                 "preference = \"auto\"\ncpu_precision = \"bf16\"\n",
@@ -684,10 +682,6 @@ mod tests {
             (
                 "preference = \"tract\"\ncpu_precision = \"f16\"\nopenvino_library = \"/l.so\"\n",
                 "never be tried",
-            ),
-            (
-                "preference = \"auto\"\nopenvino_library = \"/l.so\"\n",
-                "cpu_precision is f32",
             ),
             (
                 "preference = \"auto\"\ncpu_precision = \"bf16\"\nopenvino_library = \"l.so\"\n",

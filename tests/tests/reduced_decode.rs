@@ -9,6 +9,7 @@ use cxr_dicom::{read_radiograph, read_radiograph_for, DecodeTarget, Radiograph, 
 use cxr_preprocess::{prepare, InputSpec};
 use cxr_radiograph::Step;
 use cxr_tests::data::{pydicom_file, shared_file};
+use cxr_tests::hostile::{variants, Base};
 
 /// The tolerance of one codec's reduced decode: the largest difference in
 /// one model-input element (in standard deviations of the input
@@ -176,4 +177,39 @@ fn reduced_pixel_spacing_covers_the_same_film() {
         (fa.0 - fb.0).abs() < 1e-6 && (fa.1 - fb.1).abs() < 1e-6,
         "{fa:?} vs {fb:?}"
     );
+}
+
+/// The hostile variants of the two codecs that reduce: a reduced read must
+/// refuse exactly what a full read refuses, with the same code (a reduced
+/// decode that fails falls back to the full one), and never panic.
+#[test]
+fn hostile_variants_are_refused_the_same_way_reduced_or_full() {
+    let (Some(j2k), Some(jpeg)) = (pydicom_file("RG1_J2KR.dcm"), shared_file(CHEST_JPEG)) else {
+        return;
+    };
+    let base = |name: &str, path: PathBuf| Base {
+        name: name.to_owned(),
+        bytes: std::fs::read(path).unwrap(),
+        big_endian: false,
+    };
+    let variants = variants(&[base("RG1_J2KR", j2k), base("chest-jpeg", jpeg)]);
+    assert!(variants.len() >= 20, "only {} variants", variants.len());
+    let limits = ReadLimits::default();
+    let mut reduced_ok = 0;
+    for v in &variants {
+        let full = read_radiograph(&v.bytes, &limits);
+        let reduced = read_radiograph_for(&v.bytes, &limits, DecodeTarget::ShortSideAtLeast(128));
+        match (&full, &reduced) {
+            (Ok(_), Ok(r)) => reduced_ok += usize::from(reduction(r).is_some()),
+            (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "{}", v.name),
+            _ => panic!(
+                "{}: full {:?} but reduced {:?}",
+                v.name,
+                full.as_ref().map(|_| ()).map_err(|e| e.code()),
+                reduced.as_ref().map(|_| ()).map_err(|e| e.code())
+            ),
+        }
+    }
+    // Some damaged films still decode, and then through the reduced path.
+    assert!(reduced_ok > 0, "no variant was read at reduced resolution");
 }
