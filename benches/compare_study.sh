@@ -26,7 +26,8 @@ trap 'rm -rf "$work"' EXIT
 cargo build --release -q -p cxr-appliance
 cargo build --release -q -p cxr-benches --example bench_bundle
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet pydicom pylibjpeg pylibjpeg-openjpeg numpy onnxruntime openvino
+"$venv/bin/pip" install --quiet pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0 \
+  numpy==2.4.6 onnxruntime==1.32.0 openvino==2026.4.1
 if [ ! -f "$film" ]; then
   "$venv/bin/pip" download --quiet --no-deps -d "$work/wheel" pydicom-data==1.0.0
   mkdir -p "$data"
@@ -58,9 +59,12 @@ cpu_precision = \"bf16\"" ;;
 import re, sys
 path, trust, threads, extra = sys.argv[1:]
 text = open("board-config/boards/dev-x86.toml").read()
+assert 'trust_dir = "trust"' in text, "dev-x86.toml no longer keeps its trust store at trust/"
 text = text.replace('trust_dir = "trust"', f'trust_dir = "{trust}"')
 engine = f'[engine]\npreference = "auto"\nthreads = {threads}\n{extra}\n\n'
-open(path, "w").write(re.sub(r"\[engine\]\n(?:[^\[\n][^\n]*\n)*\n?", engine, text, count=1))
+text, n = re.subn(r"\[engine\]\n(?:[^\[\n][^\n]*\n)*\n?", engine, text, count=1)
+assert n == 1, "dev-x86.toml has no [engine] section"
+open(path, "w").write(text)
 PY
   echo "$path"
 }
@@ -74,9 +78,16 @@ for engine in $engines; do
     for threads in 1 2; do
       files=()
       for _ in $(seq 0 "$repeats"); do files+=("$film"); done
+      rc=0
       target/release/cxr-appliance classify --bundle "$models/vit_b16_$size.cxrb" \
         --board-file "$(board "$engine" "$threads")" --state-dir "$work/state-$engine-$size-$threads" \
-        "${files[@]}" >"$work/appliance_${engine}_${size}_${threads}.jsonl" 2>>"$work/appliance.log" || true
+        "${files[@]}" >"$work/appliance_${engine}_${size}_${threads}.jsonl" 2>"$work/appliance.log" || rc=$?
+      # 0: all decided; 3: some abstained (random weights may be uncertain).
+      if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
+        echo "classify failed on $engine @$size/$threads threads (exit $rc):" >&2
+        cat "$work/appliance.log" >&2
+        exit 1
+      fi
     done
   done
 done

@@ -238,6 +238,31 @@ pub(crate) fn failed(file: &Path, code: &str, message: String) -> StudyResult {
     without_decision(file, Outcome::Failed, code, message)
 }
 
+/// How far a compressed film was decoded below its stored size for the
+/// model (`null` when it was decoded in full).
+fn reduced_resolution_json(radiograph: &Radiograph) -> Value {
+    radiograph
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            cxr_radiograph::Step::ReducedResolution {
+                method,
+                divisor,
+                stored_rows,
+                stored_cols,
+                rows,
+                cols,
+            } => Some(json!({
+                "method": method,
+                "divisor": divisor,
+                "stored": [stored_rows, stored_cols],
+                "decoded": [rows, cols],
+            })),
+            _ => None,
+        })
+        .unwrap_or(Value::Null)
+}
+
 fn micros(ms: f64) -> u64 {
     (ms * 1e3) as u64
 }
@@ -327,6 +352,7 @@ impl Study<'_> {
             "outcome": name,
             "decision": decision_json(d, self.path.params, &out.facts),
             "timings_ms": timings_json,
+            "reduced_resolution": reduced_resolution_json(radiograph),
         });
         StudyResult {
             outcome,
@@ -453,7 +479,10 @@ pub(crate) fn select_for_source(
     let threads = threads.unwrap_or(board_engine.threads);
     let selection = match source {
         Source::Verified(b) => {
-            let accelerators = Accelerators::for_board(&device.board, device.kernel_cache_key()?);
+            // `--threads` sets every CPU engine's threads, OpenVINO's too.
+            let mut board = device.board.clone();
+            board.engine.threads = threads;
+            let accelerators = Accelerators::for_board(&board, device.kernel_cache_key()?);
             select_for_bundle(b, preference, threads, &accelerators.refs()).map(|(s, _)| s)
         }
         Source::Developer(d) => select_engine(&d.onnx, d.params.model, preference, threads),

@@ -75,6 +75,12 @@ fn reduced_decoding_keeps_the_demo_bundles_decisions_and_probabilities() {
         let name = compressed.display();
         assert_eq!(full["outcome"], "decision", "{name}: {full}");
         assert_eq!(full["outcome"], reduced["outcome"], "{name}");
+        // The line says how the film was decoded.
+        assert_eq!(full["reduced_resolution"], Value::Null, "{name}");
+        assert!(
+            reduced["reduced_resolution"]["divisor"].as_u64() >= Some(2),
+            "{name}: {reduced}"
+        );
         let labels = |v: &Value| v["decision"]["labels"].as_array().unwrap().clone();
         let (a, b) = (labels(full), labels(reduced));
         assert_eq!(a.len(), 14, "{name}");

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cxr_tests::data::{openvino_library, scratch_dir};
+use cxr_tests::data::{cpu_has_bf16, openvino_library, scratch_dir};
 use serde_json::Value;
 
 /// Calibrated probabilities of the bf16 engine against tract's f32 ones.
@@ -58,11 +58,6 @@ fn classify(board: Option<&Path>, state: &Path) -> (Value, String) {
         serde_json::from_str(stdout.lines().next().unwrap()).unwrap(),
         stderr,
     )
-}
-
-fn cpu_has_bf16() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .is_ok_and(|c| c.contains("avx512_bf16") || c.contains("amx_bf16"))
 }
 
 #[test]

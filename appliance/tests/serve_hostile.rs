@@ -186,8 +186,10 @@ fn stored_and_answered_without_a_model(port: u16, state: &Path, storescu: &Path,
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(journal_lines(state), 1);
+    // The study's folder appears before its first version is renamed into it.
     let answered = wait_until(Duration::from_secs(30), || {
-        std::fs::read_dir(state.join("results/studies")).is_ok_and(|mut d| d.next().is_some())
+        std::fs::read_dir(state.join("results/studies"))
+            .is_ok_and(|d| d.flatten().any(|e| e.path().join("v1.json").is_file()))
     });
     assert!(answered);
     let study = std::fs::read_dir(state.join("results/studies"))

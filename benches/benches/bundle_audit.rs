@@ -10,38 +10,16 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion};
 use cxr_audit::{AuditConfig, AuditLog, BundleRef, Event, Inference, Mode, Outcome};
 use cxr_board::{BoardProfile, KeyRole};
-use cxr_bundle::{
-    compute_golden, verify, BundleDraft, BundleSigner, GoldenTolerance, ModelParams, Provenance,
-    TrustStore, VersionFloors,
-};
-use cxr_model::{onnx, VitSpec, Weights};
+use cxr_bundle::{verify, BundleDraft, BundleSigner, TrustStore, VersionFloors};
+use cxr_model::VitSpec;
 use sha2::{Digest, Sha256};
 
 fn vit_b16_bundle(signer: &BundleSigner) -> Vec<u8> {
     let spec = VitSpec::vit_b16(224, 14);
-    let weights = Weights::random(&spec, 1).unwrap();
-    let mut params = ModelParams::neutral(spec, (0..14).map(|i| format!("L{i}")).collect());
-    let (gate, content_gate) = cxr_tests::bundles::permissive_content_gate(1);
-    params.content_gate = Some(gate);
+    let labels = (0..14).map(|i| format!("L{i}")).collect();
     BundleDraft {
         model_id: "bench".into(),
-        version: 1,
-        boards: vec!["dev-x86".into()],
-        params,
-        golden_tolerance: GoldenTolerance::default(),
-        provenance: Provenance {
-            created_unix_s: 0,
-            tool: "bench".into(),
-            source_revision: "bench".into(),
-            seed: None,
-            config: String::new(),
-            data: vec![],
-            intended_use: "benchmark".into(),
-        },
-        onnx: onnx::write(&weights).unwrap(),
-        golden: compute_golden(&weights, 1, 1).unwrap(),
-        model_card: "# bench\n".into(),
-        content_gate,
+        ..cxr_tests::bundles::vit_draft(spec, labels, 1, 1, 1)
     }
     .lock(signer)
     .unwrap()

@@ -12,10 +12,10 @@
 use std::path::PathBuf;
 
 use cxr_board::KeyRole;
-use cxr_bundle::{compute_golden, BundleDraft, GoldenTolerance, ModelParams, Provenance};
+use cxr_bundle::{BundleDraft, Provenance};
 use cxr_model::labels::NIH_FINDINGS;
-use cxr_model::{onnx, VitSpec, Weights};
-use cxr_tests::bundles::{permissive_content_gate, signer, write_trust_dir};
+use cxr_model::VitSpec;
+use cxr_tests::bundles::{signer, vit_draft, write_trust_dir};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -28,30 +28,17 @@ fn main() {
             continue;
         }
         let spec = VitSpec::vit_b16(size, NIH_FINDINGS.len());
-        let weights = Weights::random(&spec, 1).unwrap();
         let labels = NIH_FINDINGS.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = ModelParams::neutral(spec, labels);
-        let (gate, content_gate) = permissive_content_gate(1);
-        params.content_gate = Some(gate);
+        let draft = vit_draft(spec, labels, 1, 1, 1);
         let bundle = BundleDraft {
             model_id: format!("bench-vit-b16-{size}"),
-            version: 1,
-            boards: vec!["dev-x86".into()],
-            params,
-            golden_tolerance: GoldenTolerance::default(),
             provenance: Provenance {
-                created_unix_s: 0,
                 tool: "benches/examples/bench_bundle.rs".into(),
-                source_revision: "bench".into(),
-                seed: Some(1),
-                config: String::new(),
-                data: vec![],
                 intended_use: "benchmark only: random weights, never for patients".into(),
+                ..draft.provenance.clone()
             },
-            onnx: onnx::write(&weights).unwrap(),
-            golden: compute_golden(&weights, 1, 1).unwrap(),
             model_card: "# benchmark\n\nRandom weights: never for patients.\n".into(),
-            content_gate,
+            ..draft
         }
         .lock(&signer)
         .unwrap();

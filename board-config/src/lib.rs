@@ -427,7 +427,7 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
             ));
         }
     }
-    validate_engine(id, raw.kind, &raw.engine)?;
+    validate_engine(id, &raw.engine)?;
     let a = raw.audit;
     if !(64 * 1024..=256 * 1024 * 1024).contains(&a.segment_bytes) {
         return Err(invalid(
@@ -466,7 +466,7 @@ fn validate(raw: RawProfile) -> Result<BoardProfile, BoardError> {
     })
 }
 
-fn validate_engine(id: &str, kind: BoardKind, e: &EngineSettings) -> Result<(), BoardError> {
+fn validate_engine(id: &str, e: &EngineSettings) -> Result<(), BoardError> {
     if !(1..=64).contains(&e.gpu_max_batch) {
         return Err(invalid(
             id,
@@ -492,10 +492,11 @@ fn validate_engine(id: &str, kind: BoardKind, e: &EngineSettings) -> Result<(), 
             "engine.openvino_library with preference = \"tract\" would never be tried".into(),
             "set preference = \"auto\", or remove openvino_library and use f32",
         )),
-        (_, Some(path)) if kind == BoardKind::Release && path.is_relative() => Err(invalid(
+        // A relative name would be searched for by the dynamic loader.
+        (_, Some(path)) if path.is_relative() => Err(invalid(
             id,
-            "engine.openvino_library is a relative path on a release board".into(),
-            "use the library's absolute path on the firmware partition",
+            "engine.openvino_library is a relative path".into(),
+            "use the library's absolute path (on the firmware partition for a release board)",
         )),
         _ => Ok(()),
     }

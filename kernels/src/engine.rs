@@ -391,6 +391,10 @@ impl Engine for CudaVit {
         true
     }
 
+    fn precision(&self) -> &'static str {
+        self.precision.suffix()
+    }
+
     fn notes(&self) -> Vec<String> {
         self.gpu.notes.clone()
     }

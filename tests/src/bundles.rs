@@ -46,24 +46,28 @@ pub fn permissive_content_gate(seed: u64) -> (ContentGateData, ContentGateDraft)
     (data, draft)
 }
 
-/// A tiny ViT (64 px, 5 labels) with neutral parameters and a permissive
-/// content gate, ready to lock.
-pub fn draft(model_id: &str, version: u64, boards: &[&str], weight_seed: u64) -> BundleDraft {
-    let spec = VitSpec {
-        image_size: 64,
-        labels: 5,
-        ..VitSpec::tiny()
-    };
+/// A random-weight ViT of `spec` (seed `weight_seed`) with neutral
+/// parameters, a permissive content gate and `golden_cases` golden vectors
+/// (seed `golden_seed`) from the f32 reference forward, ready to lock.
+/// Model id, version, boards and provenance are placeholders for the caller.
+pub fn vit_draft(
+    spec: VitSpec,
+    labels: Vec<String>,
+    weight_seed: u64,
+    golden_cases: usize,
+    golden_seed: u64,
+) -> BundleDraft {
     let weights = Weights::random(&spec, weight_seed).unwrap_or_else(|e| panic!("weights: {e}"));
     let onnx = onnx::write(&weights).unwrap_or_else(|e| panic!("onnx: {e}"));
-    let golden = compute_golden(&weights, 2, version).unwrap_or_else(|e| panic!("golden: {e}"));
-    let mut params = ModelParams::neutral(spec, (0..5).map(|i| format!("Finding{i}")).collect());
+    let golden = compute_golden(&weights, golden_cases, golden_seed)
+        .unwrap_or_else(|e| panic!("golden: {e}"));
+    let mut params = ModelParams::neutral(spec, labels);
     let (gate, content_gate) = permissive_content_gate(weight_seed);
     params.content_gate = Some(gate);
     BundleDraft {
-        model_id: model_id.to_owned(),
-        version,
-        boards: boards.iter().map(|b| (*b).to_owned()).collect(),
+        model_id: "test".to_owned(),
+        version: 1,
+        boards: vec!["dev-x86".to_owned()],
         params,
         golden_tolerance: GoldenTolerance::default(),
         provenance: Provenance {
@@ -77,8 +81,26 @@ pub fn draft(model_id: &str, version: u64, boards: &[&str], weight_seed: u64) ->
         },
         onnx,
         golden,
-        model_card: format!("# {model_id} v{version}\n\ntests only\n"),
+        model_card: "# test\n\ntests only\n".to_owned(),
         content_gate,
+    }
+}
+
+/// A tiny ViT (64 px, 5 labels) with neutral parameters and a permissive
+/// content gate, ready to lock.
+pub fn draft(model_id: &str, version: u64, boards: &[&str], weight_seed: u64) -> BundleDraft {
+    let spec = VitSpec {
+        image_size: 64,
+        labels: 5,
+        ..VitSpec::tiny()
+    };
+    let labels = (0..5).map(|i| format!("Finding{i}")).collect();
+    BundleDraft {
+        model_id: model_id.to_owned(),
+        version,
+        boards: boards.iter().map(|b| (*b).to_owned()).collect(),
+        model_card: format!("# {model_id} v{version}\n\ntests only\n"),
+        ..vit_draft(spec, labels, weight_seed, 2, version)
     }
 }
 

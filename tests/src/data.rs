@@ -140,6 +140,13 @@ pub fn openvino_library() -> Option<PathBuf> {
     }
 }
 
+/// Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), as
+/// OpenVINO's bf16 path needs.
+pub fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.contains("avx512_bf16") || c.contains("amx_bf16"))
+}
+
 fn find_openvino_c(dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(dir.join("openvino/libs"))
         .ok()?

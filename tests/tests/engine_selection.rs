@@ -48,6 +48,9 @@ impl Engine for Wrapped {
     fn reduced_precision(&self) -> bool {
         true
     }
+    fn precision(&self) -> &'static str {
+        "bf16"
+    }
     fn infer(&self, images: &[f32], batch: usize) -> Result<EngineOutput, EngineError> {
         let mut out = self.inner.infer(images, batch)?;
         out.logits.iter_mut().for_each(|l| *l += self.offset);

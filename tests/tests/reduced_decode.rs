@@ -9,7 +9,7 @@ use cxr_dicom::{read_radiograph, read_radiograph_for, DecodeTarget, Radiograph, 
 use cxr_preprocess::{prepare, InputSpec};
 use cxr_radiograph::Step;
 use cxr_tests::data::{pydicom_file, shared_file};
-use cxr_tests::hostile::{variants, Base};
+use cxr_tests::hostile::{first_fragment, set_us, variants, Base};
 
 /// The tolerance of one codec's reduced decode: the largest difference in
 /// one model-input element (in standard deviations of the input
@@ -212,4 +212,76 @@ fn hostile_variants_are_refused_the_same_way_reduced_or_full() {
     }
     // Some damaged films still decode, and then through the reduced path.
     assert!(reduced_ok > 0, "no variant was read at reduced resolution");
+}
+
+/// Regression: a codestream whose precision is not the header's BitsStored
+/// is not reduced (a full decode masks to BitsStored; a wavelet overshoot in
+/// a reduced decode would have wrapped there), so both reads agree exactly.
+#[test]
+fn a_codestream_wider_than_bits_stored_is_decoded_in_full() {
+    let Some(path) = pydicom_file("RG1_J2KR.dcm") else {
+        return;
+    };
+    let bytes = std::fs::read(path).unwrap();
+    let narrowed = set_us(&bytes, 0x0028, 0x0101, 12)
+        .and_then(|b| set_us(&b, 0x0028, 0x0102, 11))
+        .unwrap();
+    let limits = ReadLimits::default();
+    let full = read_radiograph(&narrowed, &limits).unwrap();
+    let target =
+        read_radiograph_for(&narrowed, &limits, DecodeTarget::ShortSideAtLeast(128)).unwrap();
+    assert_eq!(reduction(&target), None, "{:?}", target.steps);
+    assert_eq!(target.pixel_sha256(), full.pixel_sha256());
+}
+
+/// RG1 with its first fragment split in two, and with a Basic Offset Table
+/// holding `first_offset` when given (RG1's own is empty).
+fn split_first_fragment(bytes: &[u8], first_offset: Option<u32>) -> Vec<u8> {
+    let (item, data) = first_fragment(bytes).unwrap();
+    let half = (data.len() / 2) & !1;
+    // RG1's offset table is empty: its item header sits right before `item`.
+    let mut out = bytes[..item - 8].to_vec();
+    out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+    match first_offset {
+        Some(offset) => {
+            out.extend_from_slice(&4u32.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+        None => out.extend_from_slice(&0u32.to_le_bytes()),
+    }
+    for part in [data.start..data.start + half, data.start + half..data.end] {
+        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes[part]);
+    }
+    out.extend_from_slice(&bytes[data.end..]);
+    out
+}
+
+/// Frame 0 is taken from the fragments as the full decoder takes it: all of
+/// them when the offset table is empty (reduced, same pixels within
+/// tolerance), and an offset table that starts frame 0 past the first
+/// fragment is refused by both reads alike (regression).
+#[test]
+fn frame_zero_comes_from_the_fragments_the_full_decoder_uses() {
+    let Some(path) = pydicom_file("RG1_J2KR.dcm") else {
+        return;
+    };
+    let bytes = std::fs::read(path).unwrap();
+    let limits = ReadLimits::default();
+    let target = DecodeTarget::ShortSideAtLeast(512);
+    let original = read_radiograph(&bytes, &limits).unwrap();
+    let split = split_first_fragment(&bytes, None);
+    let full = read_radiograph(&split, &limits).unwrap();
+    assert_eq!(full.pixel_sha256(), original.pixel_sha256());
+    let reduced = read_radiograph_for(&split, &limits, target).unwrap();
+    assert_eq!(reduction(&reduced), Some(2));
+    let skewed = split_first_fragment(&bytes, Some(8 + 4));
+    let full = read_radiograph(&skewed, &limits)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    let reduced = read_radiograph_for(&skewed, &limits, target)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    assert_eq!(full, reduced);
 }

@@ -333,9 +333,14 @@ fn is_dicom_file(path: &Path) -> bool {
         .is_ok_and(|()| cxr_dicom::has_part10_prefix(&prefix))
 }
 
-/// The study's radiograph: DICOM through the appliance's reader, images
-/// through `cxr-preprocess`, tagged as `mode` says.
-fn radiograph(s: &Sample, mode: TagMode) -> Result<Radiograph, (String, String)> {
+/// The study's radiograph: DICOM through the appliance's reader, decoded as
+/// far as the study path needs exactly as `classify` does, images through
+/// `cxr-preprocess`, tagged as `mode` says.
+fn radiograph(
+    s: &Sample,
+    mode: TagMode,
+    target: cxr_dicom::DecodeTarget,
+) -> Result<Radiograph, (String, String)> {
     // A `.dcm` name without the prefix still goes to the DICOM reader, whose
     // refusal then says what is wrong with it.
     let named_dicom = s
@@ -344,7 +349,7 @@ fn radiograph(s: &Sample, mode: TagMode) -> Result<Radiograph, (String, String)>
         .is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
     let is_dicom = named_dicom || is_dicom_file(&s.image);
     let mut r = if is_dicom {
-        cxr_dicom::read_radiograph_file(&s.image, &cxr_dicom::ReadLimits::default())
+        cxr_dicom::read_radiograph_file_for(&s.image, &cxr_dicom::ReadLimits::default(), target)
             .map_err(|e| (e.code().to_owned(), e.to_string()))?
     } else {
         cxr_preprocess::load_image_file(&s.image)
@@ -417,7 +422,8 @@ fn run_studies(
             .collect();
         let mut row = StudyRow::new(s, truth);
         let received = now();
-        let r = match radiograph(s, args.tags) {
+        let target = cxr_dicom::DecodeTarget::ShortSideAtLeast(path.decode_short_side());
+        let r = match radiograph(s, args.tags, target) {
             Ok(r) => r,
             Err((code, message)) => {
                 row.code = Some(code);

@@ -133,6 +133,14 @@ fn j2k_siz(s: &[u8]) -> Result<Declared, DicomError> {
     if xosiz >= xsiz || yosiz >= ysiz {
         return Err(bad("image offset outside the image"));
     }
+    // A grey radiograph has one full-resolution component: a subsampled
+    // one would not fill Rows x Columns.
+    for c in 0..usize::from(components) {
+        let (xrsiz, yrsiz) = (s.get(siz + 41 + 3 * c), s.get(siz + 42 + 3 * c));
+        if xrsiz != Some(&1) || yrsiz != Some(&1) {
+            return Err(bad("a component is subsampled (XRsiz or YRsiz is not 1)"));
+        }
+    }
     // OpenJPEG allocates per-tile state up front, so a tiny tile size on a
     // large image is a memory bomb. Real radiographs use one or a few tiles.
     let (xtsiz, ytsiz, xtosiz, ytosiz) = (get32(22)?, get32(26)?, get32(30)?, get32(34)?);
@@ -163,22 +171,52 @@ fn j2k_siz(s: &[u8]) -> Result<Declared, DicomError> {
     })
 }
 
-/// The number of wavelet decomposition levels in the main header's COD
-/// segment (a JPEG 2000 decoder can drop up to that many resolution levels).
-/// `None` when the main header has no readable COD before the first tile,
-/// or when a COC may override it for some component.
-pub(crate) fn j2k_decomposition_levels(s: &[u8]) -> Option<u8> {
+/// What a reduced JPEG 2000 decode needs from the main header: the image
+/// area on the reference grid and the wavelet decomposition levels of the
+/// COD segment (a decoder can drop up to that many resolution levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct J2kLevels {
+    pub levels: u8,
+    /// XOsiz, Xsiz, YOsiz, Ysiz.
+    pub x0: u32,
+    pub x1: u32,
+    pub y0: u32,
+    pub y1: u32,
+}
+
+impl J2kLevels {
+    /// Rows and columns after dropping `reduce` resolution levels (ISO
+    /// 15444-1 B.5: ceil(x1 / 2^r) - ceil(x0 / 2^r)).
+    pub fn reduced_size(&self, reduce: u32) -> (u32, u32) {
+        let at = |a: u32, b: u32| b.div_ceil(1 << reduce) - a.div_ceil(1 << reduce);
+        (at(self.y0, self.y1), at(self.x0, self.x1))
+    }
+}
+
+/// The main header's [`J2kLevels`]. `None` when the main header has no
+/// readable COD before the first tile, or when a COC may override it for
+/// some component.
+pub(crate) fn j2k_levels(s: &[u8]) -> Option<J2kLevels> {
     let start = s
         .windows(4)
         .take(4096)
         .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
-    let mut pos = start + 2;
+    let siz = start + 2;
+    let area = |off: usize| be32(s, siz + off);
+    let (x1, y1, x0, y0) = (area(6)?, area(10)?, area(14)?, area(18)?);
+    let mut pos = siz;
     let mut levels = None;
     // The main header is a chain of length-prefixed segments up to SOT.
     for _ in 0..256 {
         let marker = be16(s, pos)?;
         if marker == 0xFF90 {
-            return levels;
+            return levels.map(|levels| J2kLevels {
+                levels,
+                x0,
+                x1,
+                y0,
+                y1,
+            });
         }
         let len = usize::from(be16(s, pos + 2)?);
         if marker >> 8 != 0xFF || len < 2 {
@@ -271,6 +309,10 @@ mod tests {
         }
         s.extend_from_slice(&[0, 1, 11, 1, 1]);
         assert!(check(Codec::Jpeg2000, &s, &header(10, 20)).is_ok());
+        let mut subsampled = s.clone();
+        subsampled[43] = 2;
+        let err = check(Codec::Jpeg2000, &subsampled, &header(10, 20)).unwrap_err();
+        assert!(err.to_string().contains("subsampled"), "{err}");
         // One-pixel tiles: 200 tiles is fine, but the same on 8192 x 8192 is not.
         let mut tiny_tiles = s.clone();
         tiny_tiles[24..32].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
@@ -294,15 +336,16 @@ mod tests {
         let cod = [0xFF, 0x52, 0, 12, 0, 0, 0, 1, 0, 5, 4, 4, 0, 1];
         let sot = [0xFF, 0x90, 0, 10];
         let with_cod: Vec<u8> = [&s[..], &cod, &sot].concat();
-        assert_eq!(j2k_decomposition_levels(&with_cod), Some(5));
+        let levels = j2k_levels(&with_cod).unwrap();
+        assert_eq!((levels.levels, levels.x1, levels.y1), (5, 20, 10));
+        // 20 x 10 one level down: 10 x 5; two levels: 5 x 3 (ceil).
+        assert_eq!(levels.reduced_size(1), (5, 10));
+        assert_eq!(levels.reduced_size(2), (3, 5));
         let coc = [0xFF, 0x53, 0, 9, 0, 0, 2, 4, 4, 0, 1];
         let with_coc: Vec<u8> = [&s[..], &cod, &coc, &sot].concat();
-        assert_eq!(j2k_decomposition_levels(&with_coc), None);
-        assert_eq!(j2k_decomposition_levels(&[&s[..], &sot].concat()), None);
-        assert_eq!(
-            j2k_decomposition_levels(&with_cod[..with_cod.len() - 8]),
-            None
-        );
+        assert_eq!(j2k_levels(&with_coc), None);
+        assert_eq!(j2k_levels(&[&s[..], &sot].concat()), None);
+        assert_eq!(j2k_levels(&with_cod[..with_cod.len() - 8]), None);
     }
 
     #[test]

@@ -191,37 +191,13 @@ fn read_image(
         }
     }
     let header = header::read(&file, limits)?;
-    match (&layout.pixel, syntax.codec) {
-        (None, _) => return Err(DicomError::MissingPixelData),
-        (Some(PixelLayout::Native { len, .. }), Codec::Native) => {
-            if *len < header.frame_bytes() {
-                return Err(DicomError::header(format!(
-                    "pixel data has {len} bytes but one {}x{} frame needs {}",
-                    header.rows,
-                    header.cols,
-                    header.frame_bytes()
-                )));
-            }
-        }
-        (Some(PixelLayout::Encapsulated { fragments }), codec) if codec != Codec::Native => {
-            let first = fragments.first().ok_or_else(|| {
-                DicomError::malformed(0, "encapsulated pixel data has no fragments")
-            })?;
-            codestream::check(codec, &bytes[first.clone()], &header)?;
-        }
-        (Some(_), _) => {
-            return Err(DicomError::malformed(
-                0,
-                format!(
-                    "pixel data encoding does not match transfer syntax {}",
-                    syntax.uid
-                ),
-            ));
-        }
-    }
+    check_pixel_data(&layout, bytes, &header)?;
     let reduced = match &layout.pixel {
-        Some(PixelLayout::Encapsulated { fragments }) if target != DecodeTarget::Full => {
-            first_frame_bytes(bytes, fragments, header.frames)
+        Some(PixelLayout::Encapsulated {
+            fragments,
+            offset_table,
+        }) if target != DecodeTarget::Full => {
+            first_frame_bytes(bytes, fragments, offset_table, header.frames)
                 .and_then(|frame| reduced::decode(target, &syntax, &header, &frame))
         }
         _ => None,
@@ -234,32 +210,85 @@ fn read_image(
     normalise::build(&file, &header, samples, acquisition)
 }
 
-/// The codestream of frame 0: every fragment of a single-frame image, or the
-/// first of one fragment per frame. Other layouts (a frame split across
-/// fragments of a multi-frame image) are left to the full decoder.
+/// The pixel data against the header and transfer syntax, before any
+/// decoder sees it: a native frame must be all there, a codestream must
+/// declare the header's geometry.
+fn check_pixel_data(
+    layout: &scan::Layout,
+    bytes: &[u8],
+    header: &header::PixelHeader,
+) -> Result<(), DicomError> {
+    match (&layout.pixel, layout.syntax.codec) {
+        (None, _) => Err(DicomError::MissingPixelData),
+        (Some(PixelLayout::Native { len, .. }), Codec::Native) => {
+            if *len < header.frame_bytes() {
+                return Err(DicomError::header(format!(
+                    "pixel data has {len} bytes but one {}x{} frame needs {}",
+                    header.rows,
+                    header.cols,
+                    header.frame_bytes()
+                )));
+            }
+            Ok(())
+        }
+        (Some(PixelLayout::Encapsulated { fragments, .. }), codec) if codec != Codec::Native => {
+            let first = fragments.first().ok_or_else(|| {
+                DicomError::malformed(0, "encapsulated pixel data has no fragments")
+            })?;
+            codestream::check(codec, &bytes[first.clone()], header)
+        }
+        (Some(_), _) => Err(DicomError::malformed(
+            0,
+            format!(
+                "pixel data encoding does not match transfer syntax {}",
+                layout.syntax.uid
+            ),
+        )),
+    }
+}
+
+/// The codestream of frame 0, taken as dicom-rs takes it for a full decode:
+/// one fragment (or one per frame), or every fragment of a single-frame
+/// image whose Basic Offset Table is empty or starts at 0. Any other layout
+/// is left to the full decoder.
 fn first_frame_bytes<'a>(
     bytes: &'a [u8],
     fragments: &[std::ops::Range<usize>],
+    offset_table: &std::ops::Range<usize>,
     frames: u32,
 ) -> Option<std::borrow::Cow<'a, [u8]>> {
     use std::borrow::Cow;
+    let first_offset = bytes
+        .get(offset_table.start..offset_table.start + 4)
+        .filter(|_| offset_table.len() >= 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     match fragments {
-        [only] => Some(Cow::Borrowed(&bytes[only.clone()])),
-        [first, ..] if fragments.len() == frames as usize => {
-            Some(Cow::Borrowed(&bytes[first.clone()]))
+        [first, ..] if fragments.len() == 1 || fragments.len() == frames as usize => {
+            bytes.get(first.clone()).map(Cow::Borrowed)
         }
-        _ if frames == 1 => Some(Cow::Owned(
-            fragments
-                .iter()
-                .flat_map(|f| bytes[f.clone()].iter().copied())
-                .collect(),
-        )),
+        [_, _, ..] if frames == 1 && matches!(first_offset, None | Some(0)) => {
+            let mut frame = Vec::with_capacity(fragments.iter().map(|f| f.len()).sum());
+            for f in fragments {
+                frame.extend_from_slice(bytes.get(f.clone())?);
+            }
+            Some(Cow::Owned(frame))
+        }
         _ => None,
     }
 }
 
 /// Read a file from disk, refusing it before reading if it is over the size limit.
 pub fn read_radiograph_file(path: &Path, limits: &ReadLimits) -> Result<Radiograph, DicomError> {
+    read_radiograph_file_for(path, limits, DecodeTarget::Full)
+}
+
+/// [`read_radiograph_file`] decoding no more than `target` asks for (see
+/// [`read_radiograph_for`]).
+pub fn read_radiograph_file_for(
+    path: &Path,
+    limits: &ReadLimits,
+    target: DecodeTarget,
+) -> Result<Radiograph, DicomError> {
     let io = |e: std::io::Error| DicomError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -276,5 +305,5 @@ pub fn read_radiograph_file(path: &Path, limits: &ReadLimits) -> Result<Radiogra
     file.take(limits.max_input_bytes as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
-    read_radiograph(&bytes, limits)
+    read_radiograph_for(&bytes, limits, target)
 }

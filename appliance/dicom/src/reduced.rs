@@ -12,7 +12,7 @@
 
 use cxr_radiograph::Step;
 
-use crate::codestream::j2k_decomposition_levels;
+use crate::codestream::{j2k_levels, J2kLevels};
 use crate::header::PixelHeader;
 use crate::pixels::{guarded, stored_value, Samples};
 use crate::syntax::{Codec, Syntax};
@@ -32,8 +32,20 @@ pub enum DecodeTarget {
 /// The most JPEG 2000 resolution levels dropped (a divisor of 256).
 const MAX_J2K_REDUCE: u32 = 8;
 
+/// dicom-rs refuses to allocate a decoded frame of this size or more when
+/// the compressed frame is under 1/[`MAX_COMPRESSION_RATIO`] of it; the
+/// reduced path keeps the same refusal (by falling back to the full path).
+const LARGE_FRAME_BYTES: usize = 16 * 1024 * 1024;
+const MAX_COMPRESSION_RATIO: usize = 64;
+
 /// DCT JPEG transfer syntaxes whose 8-bit frames jpeg-decoder can scale.
 const SCALABLE_JPEG: &[&str] = &["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
+
+/// Whether dicom-rs would allocate the full frame for this codestream: the
+/// reduced path decodes only what a full decode would have agreed to.
+pub(crate) fn within_compression_limit(full_bytes: usize, compressed: usize) -> bool {
+    full_bytes < LARGE_FRAME_BYTES || compressed >= full_bytes / MAX_COMPRESSION_RATIO
+}
 
 /// JPEG 2000 resolution levels to drop: the most that still leave `min`
 /// pixels on the short side, within the codestream's decomposition levels.
@@ -63,17 +75,19 @@ pub(crate) fn decode(
     let DecodeTarget::ShortSideAtLeast(min) = target else {
         return None;
     };
-    if header.samples_per_pixel != 1 || min == 0 {
+    let plausible = within_compression_limit(header.frame_bytes(), frame.len());
+    if header.samples_per_pixel != 1 || min == 0 || !plausible {
         return None;
     }
     let short = u32::from(header.rows.min(header.cols));
     let (values, rows, cols, method, divisor) = match syntax.codec {
         Codec::Jpeg2000 => {
-            let reduce = j2k_reduce(short, min, j2k_decomposition_levels(frame)?);
+            let layout = j2k_levels(frame)?;
+            let reduce = j2k_reduce(short, min, layout.levels);
             if reduce == 0 {
                 return None;
             }
-            let (values, rows, cols) = jpeg2000(frame, header, reduce)?;
+            let (values, rows, cols) = jpeg2000(frame, header, &layout, reduce)?;
             (values, rows, cols, "jpeg2000-resolution-level", 1 << reduce)
         }
         Codec::Jpeg if header.bits_allocated == 8 && SCALABLE_JPEG.contains(&syntax.uid) => {
@@ -110,11 +124,21 @@ pub(crate) fn decode(
     })
 }
 
-/// OpenJPEG with `reduce` resolution levels dropped. Its samples go through
-/// the same truncation to the allocated word and the same unpacking as a
-/// full decode through dicom-pixeldata.
-fn jpeg2000(frame: &[u8], header: &PixelHeader, reduce: u32) -> Option<(Vec<i32>, u16, u16)> {
-    let params = jpeg2k::DecodeParameters::new().reduce(reduce).strict(true);
+/// OpenJPEG with `reduce` resolution levels dropped. Only a codestream whose
+/// one component has exactly the header's bits and sign (and HighBit one
+/// below BitsStored) is reduced: then its samples are the stored values a
+/// full decode unpacks, with no truncation to wrap a filter overshoot. The
+/// size must be the standard's reduced size of the image area.
+fn jpeg2000(
+    frame: &[u8],
+    header: &PixelHeader,
+    layout: &J2kLevels,
+    reduce: u32,
+) -> Option<(Vec<i32>, u16, u16)> {
+    if header.high_bit + 1 != header.bits_stored {
+        return None;
+    }
+    let params = jpeg2k::DecodeParameters::new().reduce(reduce);
     let image = guarded(|| jpeg2k::Image::from_bytes_with(frame, params))
         .ok()?
         .ok()?;
@@ -123,16 +147,26 @@ fn jpeg2000(frame: &[u8], header: &PixelHeader, reduce: u32) -> Option<(Vec<i32>
     };
     let (cols, rows) = (component.width(), component.height());
     let data = component.data();
-    if data.len() != rows as usize * cols as usize || rows == 0 || cols == 0 {
+    let same_samples = component.precision() == u32::from(header.bits_stored)
+        && component.is_signed() == header.signed;
+    if !same_samples
+        || (rows, cols) != layout.reduced_size(reduce)
+        || data.len() != rows as usize * cols as usize
+        || rows == 0
+        || cols == 0
+    {
         return None;
     }
-    let word = if header.bits_allocated == 8 {
-        0xFF
+    let bits = u32::from(header.bits_stored);
+    let (lo, hi) = if header.signed {
+        (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
     } else {
-        0xFFFF
+        (0, (1i64 << bits) - 1)
     };
-    let unpack = stored_value(header);
-    let values = data.iter().map(|v| unpack(*v as u32 & word)).collect();
+    let values = data
+        .iter()
+        .map(|v| i64::from(*v).clamp(lo, hi) as i32)
+        .collect();
     Some((values, u16::try_from(rows).ok()?, u16::try_from(cols).ok()?))
 }
 
@@ -176,6 +210,16 @@ mod tests {
         assert_eq!(j2k_reduce(500, 512, 5), 0);
         assert_eq!(j2k_reduce(512, 512, 5), 0);
         assert_eq!(j2k_reduce(1024, 512, 5), 1);
+    }
+
+    #[test]
+    fn a_tiny_codestream_for_a_huge_frame_is_not_decoded() {
+        // 4096 x 4096 x 16 bits from 125 kB: dicom-rs refuses it, so must we.
+        assert!(!within_compression_limit(4096 * 4096 * 2, 125_000));
+        // RG1: 7.2 MB from 4.6 MB.
+        assert!(within_compression_limit(1955 * 1841 * 2, 4_600_000));
+        // Small frames are never refused by ratio.
+        assert!(within_compression_limit(1024 * 1024, 100));
     }
 
     #[test]

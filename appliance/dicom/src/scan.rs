@@ -29,8 +29,12 @@ pub(crate) enum PixelLayout {
     /// Native pixel data: `len` bytes from `offset` of the scanned buffer
     /// (the inflated copy for the deflate syntax).
     Native { offset: usize, len: usize },
-    /// Encapsulated fragments (the offset table excluded), as ranges into the input.
-    Encapsulated { fragments: Vec<Range<usize>> },
+    /// Encapsulated fragments (the offset table excluded), as ranges into
+    /// the input, and the Basic Offset Table's value (empty when absent).
+    Encapsulated {
+        fragments: Vec<Range<usize>>,
+        offset_table: Range<usize>,
+    },
 }
 
 /// What the scan learned.
@@ -385,9 +389,9 @@ impl Walker<'_> {
 
         if len == UNDEFINED {
             if (group, elem) == PIXEL_DATA {
-                let (fragments, after) = self.walk_fragments(buf, start, limit)?;
+                let (pixel, after) = self.walk_fragments(buf, start, limit)?;
                 if top {
-                    self.pixel = Some(PixelLayout::Encapsulated { fragments });
+                    self.pixel = Some(pixel);
                 }
                 return Ok(after);
             }
@@ -495,8 +499,9 @@ impl Walker<'_> {
         buf: &[u8],
         mut pos: usize,
         limit: usize,
-    ) -> Result<(Vec<Range<usize>>, usize), DicomError> {
+    ) -> Result<(PixelLayout, usize), DicomError> {
         let mut fragments = Vec::new();
+        let mut offset_table = pos..pos;
         let mut first = true;
         loop {
             if limit.saturating_sub(pos) < 8 {
@@ -513,7 +518,13 @@ impl Walker<'_> {
             let len = u32_at(buf, pos + 4, self.big).unwrap_or(0);
             pos += 8;
             match tag {
-                SEQUENCE_END => return Ok((fragments, pos)),
+                SEQUENCE_END => {
+                    let pixel = PixelLayout::Encapsulated {
+                        fragments,
+                        offset_table,
+                    };
+                    return Ok((pixel, pos));
+                }
                 ITEM if len != UNDEFINED => {
                     let Some(end) = pos.checked_add(len as usize).filter(|e| *e <= limit) else {
                         return Err(DicomError::malformed(
@@ -524,7 +535,9 @@ impl Walker<'_> {
                             ),
                         ));
                     };
-                    if !first {
+                    if first {
+                        offset_table = pos..end;
+                    } else {
                         fragments.push(pos..end);
                     }
                     first = false;
@@ -652,11 +665,16 @@ mod tests {
         body.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         let f = file("1.2.840.10008.1.2.4.50", &body);
         let layout = scan(&f, &ReadLimits::default()).unwrap();
-        let Some(PixelLayout::Encapsulated { fragments }) = layout.pixel else {
+        let Some(PixelLayout::Encapsulated {
+            fragments,
+            offset_table,
+        }) = layout.pixel
+        else {
             panic!("no fragments")
         };
         assert_eq!(fragments.len(), 1);
         assert_eq!(&f[fragments[0].clone()], &[0xAA, 0xBB]);
+        assert!(offset_table.is_empty());
         // Truncate before the delimiter: refused.
         let cut = &f[..f.len() - 8];
         assert_eq!(

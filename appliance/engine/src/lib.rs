@@ -65,10 +65,9 @@ pub trait Engine: Send + Sync {
     }
 
     /// The arithmetic the engine runs in (`f32`, `bf16`, `f16`), for every
-    /// output line and audit record.
-    fn precision(&self) -> &'static str {
-        "f32"
-    }
+    /// output line (reduced-precision engines also carry it in their name,
+    /// which the audit record keeps). No default: an engine must say.
+    fn precision(&self) -> &'static str;
 
     /// What happened while the engine started that belongs in the log and
     /// the audit record (e.g. a kernel cache entry that failed its

@@ -10,7 +10,7 @@
 //! after the bundle's golden self-test passes at the reduced-precision
 //! tolerance.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use cxr_model::VitSpec;
@@ -85,6 +85,29 @@ impl Accelerator for OpenVinoCpu {
     }
 }
 
+/// The library this process loaded: the bindings keep one for the life of
+/// the process and make a second load a silent no-op, so a request for
+/// another file is refused here rather than served by the first.
+static LOADED_FROM: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn load_library(path: &Path) -> Result<(), String> {
+    let mut loaded = LOADED_FROM.lock().unwrap_or_else(|p| p.into_inner());
+    match loaded.as_deref() {
+        Some(first) if first == path => Ok(()),
+        Some(first) => Err(format!(
+            "OpenVINO is already loaded from {} in this process, so {} cannot be (restart to change the library)",
+            first.display(),
+            path.display()
+        )),
+        None => {
+            openvino_sys::library::load_from(path)
+                .map_err(|e| format!("OpenVINO library {}: {e}", path.display()))?;
+            *loaded = Some(path.to_owned());
+            Ok(())
+        }
+    }
+}
+
 /// The compiled model and its one request, dropped in this order.
 struct Session {
     request: InferRequest,
@@ -119,51 +142,59 @@ fn ov_error<'a>(
     }
 }
 
+fn load_error(engine: &'static str, reason: String) -> EngineError {
+    EngineError::Load { engine, reason }
+}
+
+/// A core for the CPU with the board's threads and precision, after
+/// checking that the CPU does the precision natively (OpenVINO would
+/// otherwise fall back to f32 and still pass the self-test, running
+/// something the board did not ask for).
+fn configured_core(settings: &OpenVinoCpu) -> Result<Core, EngineError> {
+    let name = settings.precision.engine_name();
+    let mut core = Core::new().map_err(|e| load_error(name, format!("OpenVINO core: {e}")))?;
+    let cpu = DeviceType::CPU;
+    let capabilities = core
+        .get_property(
+            &cpu,
+            &PropertyKey::Other("OPTIMIZATION_CAPABILITIES".into()),
+        )
+        .map_err(ov_error(name, "reading the CPU's capabilities"))?;
+    if let Some(needed) = settings.precision.capability() {
+        if !capabilities
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .any(|c| c == needed)
+        {
+            return Err(load_error(
+                name,
+                format!(
+                    "this CPU has no native {needed} arithmetic (OpenVINO reports: {capabilities})"
+                ),
+            ));
+        }
+    }
+    let threads = settings.threads.max(1).to_string();
+    core.set_property(&cpu, &RwPropertyKey::InferenceNumThreads, &threads)
+        .map_err(ov_error(name, "setting the thread count"))?;
+    for (key, value) in [
+        ("INFERENCE_PRECISION_HINT", settings.precision.hint()),
+        ("PERFORMANCE_HINT", "LATENCY"),
+    ] {
+        core.set_property(&cpu, &RwPropertyKey::Other(key.into()), value)
+            .map_err(ov_error(name, key))?;
+    }
+    Ok(core)
+}
+
 impl OpenVinoVit {
     /// Load the library, check the CPU can do the precision natively, and
     /// compile the model for one `[1, C, S, S]` image at a time.
     pub fn load(settings: &OpenVinoCpu, onnx: &[u8], spec: VitSpec) -> Result<Self, EngineError> {
         let name = settings.precision.engine_name();
-        let load = |reason: String| EngineError::Load {
-            engine: name,
-            reason,
-        };
-        spec.validate().map_err(|e| load(e.to_string()))?;
-        openvino_sys::library::load_from(&settings.library).map_err(|e| {
-            load(format!(
-                "OpenVINO library {}: {e}",
-                settings.library.display()
-            ))
-        })?;
-        let mut core = Core::new().map_err(|e| load(format!("OpenVINO core: {e}")))?;
-        let cpu = DeviceType::CPU;
-        let capabilities = core
-            .get_property(
-                &cpu,
-                &PropertyKey::Other("OPTIMIZATION_CAPABILITIES".into()),
-            )
-            .map_err(ov_error(name, "reading the CPU's capabilities"))?;
-        if let Some(needed) = settings.precision.capability() {
-            if !capabilities
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .any(|c| c == needed)
-            {
-                return Err(load(format!(
-                    "this CPU has no native {needed} arithmetic (OpenVINO reports: {capabilities})"
-                )));
-            }
-        }
-        let threads = settings.threads.max(1).to_string();
-        core.set_property(&cpu, &RwPropertyKey::InferenceNumThreads, &threads)
-            .map_err(ov_error(name, "setting the thread count"))?;
-        let hint = settings.precision.hint();
-        for (key, value) in [
-            ("INFERENCE_PRECISION_HINT", hint),
-            ("PERFORMANCE_HINT", "LATENCY"),
-        ] {
-            core.set_property(&cpu, &RwPropertyKey::Other(key.into()), value)
-                .map_err(ov_error(name, key))?;
-        }
+        spec.validate()
+            .map_err(|e| load_error(name, e.to_string()))?;
+        load_library(&settings.library).map_err(|e| load_error(name, e))?;
+        let mut core = configured_core(settings)?;
         let mut model = core
             .read_model_from_buffer(onnx, None)
             .map_err(ov_error(name, "reading the ONNX graph"))?;
@@ -174,16 +205,18 @@ impl OpenVinoVit {
             .reshape_single_input(&one_image)
             .map_err(ov_error(name, "fixing the input shape"))?;
         let mut compiled = core
-            .compile_model(&model, cpu)
+            .compile_model(&model, DeviceType::CPU)
             .map_err(ov_error(name, "compiling for the CPU"))?;
+        let hint = settings.precision.hint();
         let ran = compiled
             .get_property(&PropertyKey::Other("INFERENCE_PRECISION_HINT".into()))
             .map_err(ov_error(name, "reading the compiled precision"))?
             .into_owned();
         if ran != hint {
-            return Err(load(format!(
-                "OpenVINO compiled the model for {ran}, not the {hint} the board asks for"
-            )));
+            return Err(load_error(
+                name,
+                format!("OpenVINO compiled the model for {ran}, not the {hint} the board asks for"),
+            ));
         }
         let request = compiled
             .create_infer_request()

@@ -116,6 +116,9 @@ mod tests {
         fn name(&self) -> &'static str {
             "fake"
         }
+        fn precision(&self) -> &'static str {
+            "f32"
+        }
         fn shape(&self) -> EngineShape {
             EngineShape {
                 channels: 1,

@@ -60,6 +60,10 @@ impl Engine for TractGate {
         NAME
     }
 
+    fn precision(&self) -> &'static str {
+        "f32"
+    }
+
     fn shape(&self) -> EngineShape {
         EngineShape {
             channels: 1,

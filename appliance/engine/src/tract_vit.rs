@@ -112,6 +112,10 @@ impl Engine for TractVit {
         NAME
     }
 
+    fn precision(&self) -> &'static str {
+        "f32"
+    }
+
     fn shape(&self) -> EngineShape {
         EngineShape::of(&self.spec)
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use cxr_bundle::{compute_golden, GoldenTolerance};
 use cxr_engine::{self_test, Accelerator, CpuPrecision, OpenVinoCpu};
 use cxr_model::{onnx, VitSpec, Weights};
-use cxr_tests::data::openvino_library;
+use cxr_tests::data::{cpu_has_bf16, openvino_library};
 
 /// A ViT-Ti/16 at 224 (197 tokens, head dimension 64), 14 labels.
 fn model() -> (Vec<u8>, cxr_bundle::GoldenSet, VitSpec) {
@@ -30,11 +30,6 @@ fn settings(library: PathBuf, precision: CpuPrecision) -> OpenVinoCpu {
         precision,
         threads: 2,
     }
-}
-
-fn cpu_has_bf16() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .is_ok_and(|c| c.contains("avx512_bf16") || c.contains("amx_bf16"))
 }
 
 #[test]
