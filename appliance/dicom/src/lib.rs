@@ -197,7 +197,7 @@ fn read_image(
             fragments,
             offset_table,
         }) if target != DecodeTarget::Full => {
-            first_frame_bytes(bytes, fragments, offset_table, header.frames)
+            first_frame_bytes(bytes, fragments, offset_table, header.frames, syntax.codec)
                 .and_then(|frame| reduced::decode(target, &syntax, &header, &frame))
         }
         _ => None,
@@ -247,34 +247,42 @@ fn check_pixel_data(
     }
 }
 
-/// The codestream of frame 0, taken as dicom-rs takes it for a full decode:
-/// one fragment (or one per frame), or every fragment of a single-frame
-/// image whose Basic Offset Table is empty or starts at 0. Any other layout
-/// is left to the full decoder.
+/// The codestream of frame 0, taken exactly as dicom-rs takes it for a full
+/// decode: the first fragment when there is one per frame (or, for JPEG,
+/// only one), else the fragments from the Basic Offset Table's first entry
+/// up to its second.
 fn first_frame_bytes<'a>(
     bytes: &'a [u8],
     fragments: &[std::ops::Range<usize>],
     offset_table: &std::ops::Range<usize>,
     frames: u32,
+    codec: Codec,
 ) -> Option<std::borrow::Cow<'a, [u8]>> {
     use std::borrow::Cow;
-    let first_offset = bytes
-        .get(offset_table.start..offset_table.start + 4)
-        .filter(|_| offset_table.len() >= 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    match fragments {
-        [first, ..] if fragments.len() == 1 || fragments.len() == frames as usize => {
-            bytes.get(first.clone()).map(Cow::Borrowed)
-        }
-        [_, _, ..] if frames == 1 && matches!(first_offset, None | Some(0)) => {
-            let mut frame = Vec::with_capacity(fragments.iter().map(|f| f.len()).sum());
-            for f in fragments {
-                frame.extend_from_slice(bytes.get(f.clone())?);
-            }
-            Some(Cow::Owned(frame))
-        }
-        _ => None,
+    let n = fragments.len();
+    if n == frames as usize || (codec == Codec::Jpeg && n == 1) {
+        return bytes.get(fragments.first()?.clone()).map(Cow::Borrowed);
     }
+    let entry = |k: usize| {
+        let at = offset_table.start + 4 * k;
+        (at + 4 <= offset_table.end)
+            .then(|| bytes.get(at..at + 4))
+            .flatten()
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let (start, end) = (entry(0).unwrap_or(0), entry(1));
+    let mut frame = Vec::new();
+    let mut offset = 0usize;
+    for f in fragments {
+        if offset >= start {
+            frame.extend_from_slice(bytes.get(f.clone())?);
+        }
+        offset += f.len() + 8;
+        if end.is_some_and(|end| offset >= end) {
+            break;
+        }
+    }
+    Some(Cow::Owned(frame))
 }
 
 /// Read a file from disk, refusing it before reading if it is over the size limit.
