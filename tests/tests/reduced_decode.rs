@@ -179,9 +179,9 @@ fn reduced_pixel_spacing_covers_the_same_film() {
     );
 }
 
-/// The hostile variants of the two codecs that reduce: a reduced read must
-/// refuse exactly what a full read refuses, with the same code (a reduced
-/// decode that fails falls back to the full one), and never panic.
+/// The hostile variants of the two codecs that reduce: on these, a reduced
+/// read refuses exactly what a full read refuses, with the same code (a
+/// reduced decode that fails falls back to the full one), and never panics.
 #[test]
 fn hostile_variants_are_refused_the_same_way_reduced_or_full() {
     let (Some(j2k), Some(jpeg)) = (pydicom_file("RG1_J2KR.dcm"), shared_file(CHEST_JPEG)) else {

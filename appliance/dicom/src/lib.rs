@@ -131,8 +131,9 @@ pub fn read_radiograph(bytes: &[u8], limits: &ReadLimits) -> Result<Radiograph, 
 /// [`read_radiograph`] that decodes no more than `target` asks for: a JPEG
 /// 2000 or DCT JPEG film may come back with fewer rows and columns than
 /// stored (recorded as a [`cxr_radiograph::Step::ReducedResolution`], with
-/// the pixel spacing scaled to match). What it refuses is exactly what
-/// [`read_radiograph`] refuses.
+/// the pixel spacing scaled to match). It accepts whatever
+/// [`read_radiograph`] accepts, and refuses the same files but one kind: a
+/// JPEG 2000 codestream damaged only in the levels it does not decode.
 pub fn read_radiograph_for(
     bytes: &[u8],
     limits: &ReadLimits,

@@ -7,8 +7,10 @@
 //! other codec, colour images and unusual frame layouts decode in full.
 //!
 //! A reduced decode that fails for any reason is not an error here: the
-//! caller decodes in full, so what is refused is exactly what a full decode
-//! refuses.
+//! caller decodes in full, so whatever a full decode accepts is accepted.
+//! The converse has one exception: a JPEG 2000 codestream damaged only in
+//! the resolution levels a reduced decode skips is read from its intact
+//! levels, where a full decode refuses it.
 
 use cxr_radiograph::Step;
 
