@@ -225,7 +225,7 @@ pub(crate) fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> any
             slot,
         },
     )?;
-    let engine = device.board.engine.clone();
+    let engine = &device.board.engine;
     let accelerators = Accelerators::for_board(&device.board, device.kernel_cache_key()?);
     let self_test = |b: &VerifiedBundle| -> Result<String, BundleError> {
         select_for_bundle(

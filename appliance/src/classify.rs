@@ -470,7 +470,7 @@ pub(crate) fn select_for_source(
     engine: Option<EngineChoice>,
     threads: Option<usize>,
 ) -> anyhow::Result<Result<Selection, (String, String)>> {
-    let board_engine = device.board.engine.clone();
+    let board_engine = &device.board.engine;
     let preference = match engine {
         Some(EngineChoice::Auto) => EnginePreference::Auto,
         Some(EngineChoice::Tract) => EnginePreference::Tract,
