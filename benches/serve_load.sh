@@ -42,7 +42,7 @@ pacs=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 # --fork: one process per association, as a PACS takes several at once.
 storescp --fork -od "$work/pacs" -aet PACS "$pacs" &
 "$bin" serve --bundle trainer/demo/demo-nih.cxrb --state-dir "$work/state" \
-  --listen "127.0.0.1:$port" --stable-s 0 --forward "PACS@127.0.0.1:$pacs" \
+  --listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 --stable-s 0 --forward "PACS@127.0.0.1:$pacs" \
   >"$work/ready" 2>"$work/serve.err" &
 serve_pid=$!
 for _ in $(seq 1 600); do [ -s "$work/ready" ] && break; sleep 0.2; done

@@ -5,6 +5,7 @@
 compile_error!("a firmware image carries neither `dev` nor `testing`: build it with `--no-default-features --features firmware`");
 
 mod accel;
+mod access_cmd;
 mod admin_client;
 mod audit_cmd;
 mod bundle_cmd;
@@ -64,6 +65,12 @@ enum Command {
     /// The audit log: verify, export.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Local users of the HTTP side (argon2id): add, passwd, remove, list.
+    #[command(subcommand)]
+    User(access_cmd::UserCommand),
+    /// API tokens for machines (kept as digests): create, revoke, list.
+    #[command(subcommand)]
+    Token(access_cmd::TokenCommand),
     /// Write a random-weight model and neutral parameters, to try `classify`
     /// end to end. The output is noise: never use it on patients.
     #[cfg(feature = "testing")]
@@ -104,6 +111,8 @@ fn main() -> ExitCode {
         Command::Dicom(cmd) => dicom_cmd::run(&cmd),
         Command::Bundle(cmd) => bundle_cmd::run(&cmd),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
+        Command::User(cmd) => access_cmd::run_user(&cmd),
+        Command::Token(cmd) => access_cmd::run_token(&cmd),
         #[cfg(feature = "testing")]
         Command::DevRandomModel(args) => dev_model::run(&args).map(|()| ExitCode::SUCCESS),
     };

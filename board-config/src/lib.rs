@@ -150,6 +150,20 @@ pub struct ServeSettings {
     /// An input is deleted this long after its study's results reached
     /// every destination; undelivered input is never deleted.
     pub retain_hours: f64,
+    /// The HTTP side (STOW-RS, results API, login, health) as plain HTTP on
+    /// this address; absent, there is none. Development boards only: a
+    /// release board serves HTTPS only, which this build does not have yet.
+    #[serde(default)]
+    pub http_listen: Option<String>,
+    /// The largest STOW-RS request body (bytes).
+    pub http_max_body_bytes: u64,
+    /// HTTP connections open at once at most.
+    pub http_max_connections: usize,
+    /// A request's headers must arrive within this (seconds): a client
+    /// that trickles them is cut off.
+    pub http_header_timeout_s: u64,
+    /// A STOW-RS body may pause at most this long (seconds).
+    pub http_body_timeout_s: u64,
 }
 
 impl Default for ServeSettings {
@@ -179,6 +193,11 @@ impl Default for ServeSettings {
             retry_max_s: 3600.0,
             retention_days: 14.0,
             retain_hours: 24.0,
+            http_listen: None,
+            http_max_body_bytes: 1 << 30,
+            http_max_connections: 64,
+            http_header_timeout_s: 10,
+            http_body_timeout_s: 30,
         }
     }
 }
@@ -502,6 +521,38 @@ fn validate_engine(id: &str, e: &EngineSettings) -> Result<(), BoardError> {
     }
 }
 
+fn validate_http(id: &str, kind: BoardKind, s: &ServeSettings) -> Result<(), BoardError> {
+    if let Some(listen) = &s.http_listen {
+        if kind == BoardKind::Release {
+            return Err(invalid(
+                id,
+                format!("serve.http_listen = {listen:?} on a release board"),
+                "release boards serve HTTPS only, which this build does not have: remove http_listen",
+            ));
+        }
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                id,
+                format!("serve.http_listen = {listen:?} is not an address:port"),
+                "write it as 127.0.0.1:8080",
+            ));
+        }
+    }
+    if !(1 << 20..=1 << 40).contains(&s.http_max_body_bytes)
+        || !(1..=4096).contains(&s.http_max_connections)
+        || !(1..=600).contains(&s.http_header_timeout_s)
+        || !(1..=600).contains(&s.http_body_timeout_s)
+    {
+        return Err(invalid(
+            id,
+            "serve.http_max_body_bytes, http_max_connections or an http timeout out of range"
+                .into(),
+            "use 1 MiB to 1 TiB, 1 to 4096 connections, and 1 to 600 seconds",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_serve(
     id: &str,
     kind: BoardKind,
@@ -586,6 +637,7 @@ fn validate_serve(
             return Err(invalid(id, problem, fix));
         }
     }
+    validate_http(id, kind, &s)?;
     for peer in &s.allow {
         let from_ok = matches!(peer.from.as_str(), "loopback" | "any")
             || peer.from.parse::<std::net::IpAddr>().is_ok();
@@ -640,6 +692,27 @@ mod tests {
         let dev = include_str!("../boards/dev-x86.toml");
         let dev = BoardProfile::parse(&dev[..dev.find("[serve]").unwrap()], "t").unwrap();
         assert_eq!(dev.serve, ServeSettings::default());
+    }
+
+    #[test]
+    fn plain_http_is_for_development_boards_only() {
+        let dev = BoardProfile::builtin("dev-x86").unwrap();
+        assert_eq!(dev.serve.http_listen.as_deref(), Some("127.0.0.1:8080"));
+        for release in ["x86-release", "orin-release"] {
+            assert_eq!(
+                BoardProfile::builtin(release).unwrap().serve.http_listen,
+                None
+            );
+        }
+        let release = include_str!("../boards/x86-release.toml")
+            .replace("[serve]\n", "[serve]\nhttp_listen = \"0.0.0.0:8080\"\n");
+        let e = BoardProfile::parse(&release, "t").unwrap_err();
+        assert!(e.to_string().contains("HTTPS"), "{e}");
+        let bad = include_str!("../boards/dev-x86.toml").replace("127.0.0.1:8080", "localhost");
+        assert_eq!(
+            BoardProfile::parse(&bad, "t").unwrap_err().code(),
+            "BOARD_INVALID"
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 pub struct Service {
     pub child: Child,
     pub port: u16,
+    /// The HTTP side's port, when it listens.
+    pub http_port: Option<u16>,
     pub ready: serde_json::Value,
     pub stderr: PathBuf,
 }
@@ -62,11 +64,14 @@ impl Service {
     pub fn start(bin: &Path, args: &[&str], env: &[(&str, &str)], stderr: &Path) -> Service {
         let err = std::fs::File::create(stderr).unwrap_or_else(|e| panic!("{e}"));
         let mut command = Command::new(bin);
-        command
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(err);
+        command.arg("serve").args(args);
+        // Suites run side by side: the HTTP side takes a free port unless
+        // the suite chose one (a release board refuses the override).
+        let release = args.iter().any(|a| a.contains("release"));
+        if !release && !args.contains(&"--http-listen") {
+            command.args(["--http-listen", "127.0.0.1:0"]);
+        }
+        command.stdout(Stdio::piped()).stderr(err);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -95,9 +100,14 @@ impl Service {
             .and_then(|a| a.rsplit(':').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {ready}"));
+        let http_port = ready["http"]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
         Service {
             child,
             port,
+            http_port,
             ready,
             stderr: stderr.to_owned(),
         }

@@ -12,4 +12,5 @@ pub mod data;
 pub mod deflate;
 pub mod dicom_net;
 pub mod hostile;
+pub mod http;
 pub mod wrap;

@@ -99,6 +99,22 @@ pub fn record_json(r: &Record) -> Value {
             "type": "outbox_changed", "entry": entry, "destination": destination,
             "sop_instance_uid": sop_instance_uid, "state": state, "detail": detail,
         }),
+        Event::Login {
+            user,
+            peer,
+            granted,
+            detail,
+        } => json!({
+            "type": "login", "user": user, "peer": peer, "granted": granted, "detail": detail,
+        }),
+        Event::AccessChanged {
+            actor,
+            action,
+            subject,
+            role,
+        } => json!({
+            "type": "access_changed", "actor": actor, "action": action, "subject": subject, "role": role,
+        }),
     };
     json!({ "seq": r.seq, "time_unix_ms": r.time_unix_ms, "prev": hex(&r.prev), "event": event })
 }

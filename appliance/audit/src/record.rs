@@ -125,6 +125,24 @@ pub enum Event {
         state: String,
         detail: String,
     },
+    /// A password login to the HTTP side, granted or refused.
+    Login {
+        user: String,
+        peer: String,
+        granted: bool,
+        detail: String,
+    },
+    /// A local user or an API token was added, changed or removed.
+    AccessChanged {
+        /// Who made the change (`device console`, or the admin's name).
+        actor: String,
+        /// `user_add`, `user_passwd`, `user_remove`, `token_create`, `token_revoke`.
+        action: String,
+        /// The user name or token id.
+        subject: String,
+        /// The role given, for an addition.
+        role: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,9 @@ pub mod status {
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
     /// Failure: processing failure (the spool could not write).
     pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// STOW-RS (PS3.18 Table 10.5.3-1 uses 0xA900 for a data set that does
+    /// not match): the instance is not of the study the URL names.
+    pub const STUDY_MISMATCH: u16 = 0xA900;
 }
 
 const GROUP_LENGTH: u16 = 0x0000;

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use cxr_dicom::{read_identity, ReadLimits};
+use cxr_dicom::{read_identity, InstanceIdentity, ReadLimits};
 
 use crate::assembly::StudyBoard;
 use crate::clock::Clock;
@@ -35,16 +35,34 @@ pub struct StoreReply {
     pub comment: Option<String>,
     /// Set on success only: the proof that the instance is durable.
     pub durable: Option<Durable>,
+    /// The data set's SOP Class and Instance UIDs, once it was read.
+    pub instance: Option<(String, String)>,
 }
 
 impl StoreReply {
-    fn refused(status: u16, code: &str, message: impl std::fmt::Display) -> Self {
+    pub fn refused(status: u16, code: &str, message: impl std::fmt::Display) -> Self {
         StoreReply {
             status,
             comment: Some(format!("{code}: {message}")),
             durable: None,
+            instance: None,
         }
     }
+
+    fn about(mut self, identity: &InstanceIdentity) -> Self {
+        self.instance = Some((
+            identity.sop_class_uid.clone(),
+            identity.sop_instance_uid.clone(),
+        ));
+        self
+    }
+}
+
+/// Where a STOW-RS instance must belong: any study, or the one its URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudyScope<'a> {
+    Any,
+    Only(&'a str),
 }
 
 /// The spool, behind its lock, with the checks every received instance passes.
@@ -111,7 +129,63 @@ impl Intake {
 
     /// Check and commit a completely received instance. Blocking: call it
     /// off the network task.
-    pub fn finish(&self, mut incoming: Incoming, request: &StoreRequest) -> StoreReply {
+    pub fn finish(&self, incoming: Incoming, request: &StoreRequest) -> StoreReply {
+        let said = (&request.sop_class_uid, &request.sop_instance_uid);
+        let check = |identity: &InstanceIdentity| {
+            (identity.sop_instance_uid != *said.1 || identity.sop_class_uid != *said.0).then(|| {
+                StoreReply::refused(
+                    status::CANNOT_UNDERSTAND,
+                    "DIMSE_DATA_SET_MISMATCH",
+                    "the data set's SOP Class or Instance UID differs from the command's",
+                )
+            })
+        };
+        self.check_and_commit(incoming, &request.source, Some(request.association), check)
+    }
+
+    /// Start receiving a whole Part 10 file (a STOW-RS part): nothing is
+    /// written ahead of it.
+    pub fn begin_file(&self) -> Result<Incoming, StoreReply> {
+        self.spool().begin(None).map_err(spool_refusal)
+    }
+
+    /// Check and commit a Part 10 file received whole, from `source`, that
+    /// must be a storage class we take and belong to `scope`. Blocking.
+    pub fn finish_file(
+        &self,
+        incoming: Incoming,
+        source: &str,
+        scope: StudyScope<'_>,
+    ) -> StoreReply {
+        let check = |identity: &InstanceIdentity| {
+            if !crate::scp::STORAGE_CLASSES.contains(&identity.sop_class_uid.as_str()) {
+                return Some(StoreReply::refused(
+                    status::SOP_CLASS_NOT_SUPPORTED,
+                    "STOW_SOP_CLASS_NOT_SUPPORTED",
+                    "this appliance takes image storage classes only",
+                ));
+            }
+            match scope {
+                StudyScope::Only(study) if identity.study_instance_uid != study => {
+                    Some(StoreReply::refused(
+                        status::STUDY_MISMATCH,
+                        "STOW_STUDY_MISMATCH",
+                        "the instance's Study Instance UID differs from the one in the URL",
+                    ))
+                }
+                _ => None,
+            }
+        };
+        self.check_and_commit(incoming, source, None, check)
+    }
+
+    fn check_and_commit(
+        &self,
+        mut incoming: Incoming,
+        source: &str,
+        association: Option<u64>,
+        refuse: impl Fn(&InstanceIdentity) -> Option<StoreReply>,
+    ) -> StoreReply {
         // The expensive fsync happens here, outside the spool's lock.
         if let Err(e) = incoming.sync() {
             return spool_refusal(e);
@@ -128,21 +202,19 @@ impl Intake {
             Ok(i) => i,
             Err(e) => return StoreReply::refused(status::CANNOT_UNDERSTAND, e.code(), e),
         };
-        if identity.sop_instance_uid != request.sop_instance_uid
-            || identity.sop_class_uid != request.sop_class_uid
-        {
-            return StoreReply::refused(
-                status::CANNOT_UNDERSTAND,
-                "DIMSE_DATA_SET_MISMATCH",
-                "the data set's SOP Class or Instance UID differs from the command's",
-            );
+        if let Some(refusal) = refuse(&identity) {
+            return refusal.about(&identity);
         }
+        let instance = (
+            identity.sop_class_uid.clone(),
+            identity.sop_instance_uid.clone(),
+        );
         let a = identity.study;
         let meta = InstanceMeta {
             sop_class_uid: identity.sop_class_uid,
             sop_instance_uid: identity.sop_instance_uid,
             study_instance_uid: identity.study_instance_uid.clone(),
-            source: request.source.clone(),
+            source: source.to_owned(),
             series_instance_uid: identity.series_instance_uid,
             header: StudyHeader {
                 patient_name: a.patient_name,
@@ -163,7 +235,7 @@ impl Intake {
                     self.board.arrived(
                         id,
                         &identity.study_instance_uid,
-                        Some(request.association),
+                        association,
                         self.clock.monotonic_ms(),
                     );
                 }
@@ -171,9 +243,14 @@ impl Intake {
                     status: status::SUCCESS,
                     comment: None,
                     durable: Some(durable),
+                    instance: Some(instance),
                 }
             }
-            Err(e) => spool_refusal(e),
+            Err(e) => {
+                let mut refusal = spool_refusal(e);
+                refusal.instance = Some(instance);
+                refusal
+            }
         }
     }
 }

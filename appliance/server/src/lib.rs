@@ -15,6 +15,8 @@
 //!   results and versioned study results with their SR.
 //! - [`outbox`], [`forward`] and [`scu`]: store-and-forward of each SR to
 //!   every destination, with retries and a dead-letter state.
+//! - [`http`] and [`multipart`]: STOW-RS into the same intake, the results
+//!   API, login and sessions, health; the bounded `multipart/related` reader.
 //!
 //! It must not know how a decision is computed, burn or CUDA: the worker
 //! calls a [`worker::Processor`] that the binary implements with the same
@@ -25,8 +27,10 @@ pub mod clock;
 pub mod dimse;
 mod error;
 pub mod forward;
+pub mod http;
 pub mod intake;
 mod jsonl;
+pub mod multipart;
 pub mod outbox;
 pub mod part10;
 pub mod pdu_io;

@@ -707,11 +707,11 @@ impl Session {
                     association: self.association,
                 };
                 let (incoming, refusal) = if request.sop_class_uid != context.abstract_syntax {
-                    let reply = StoreReply {
-                        status: status::SOP_CLASS_NOT_SUPPORTED,
-                        comment: Some("DIMSE_CONTEXT_MISMATCH: SOP class differs from its presentation context".into()),
-                        durable: None,
-                    };
+                    let reply = StoreReply::refused(
+                        status::SOP_CLASS_NOT_SUPPORTED,
+                        "DIMSE_CONTEXT_MISMATCH",
+                        "SOP class differs from its presentation context",
+                    );
                     (None, Some(reply))
                 } else {
                     match self.shared.intake.begin(&request) {
@@ -755,17 +755,19 @@ impl Session {
                 let request = t.request.clone();
                 tokio::task::spawn_blocking(move || intake.finish(incoming, &request))
                     .await
-                    .unwrap_or_else(|_| StoreReply {
-                        status: status::PROCESSING_FAILURE,
-                        comment: Some("STORE_PANICKED: internal fault while storing".into()),
-                        durable: None,
+                    .unwrap_or_else(|_| {
+                        StoreReply::refused(
+                            status::PROCESSING_FAILURE,
+                            "STORE_PANICKED",
+                            "internal fault while storing",
+                        )
                     })
             }
-            (None, None) => StoreReply {
-                status: status::PROCESSING_FAILURE,
-                comment: Some("STORE_LOST: no transfer in progress".into()),
-                durable: None,
-            },
+            (None, None) => StoreReply::refused(
+                status::PROCESSING_FAILURE,
+                "STORE_LOST",
+                "no transfer in progress",
+            ),
         };
         let rsp = store_response(
             t.message_id,

@@ -43,6 +43,10 @@ impl Admin {
                 let status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 json!({ "ok": true, "model": status })
             }
+            Some(op) if op.starts_with("access_") => {
+                let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+                crate::access_cmd::apply(request, &self.device.board.state_dir, &mut audit)
+            }
             Some("bundle_install" | "bundle_rollback") => self.bundle(request).unwrap_or_else(|e| {
                 json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } })
             }),

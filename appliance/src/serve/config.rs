@@ -16,6 +16,7 @@ use super::ServeArgs;
 pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result<ServeSettings> {
     let mut s = board.serve.clone();
     let overridden = args.listen.is_some()
+        || args.http_listen.is_some()
         || args.ae_title.is_some()
         || !args.allow.is_empty()
         || !args.forward.is_empty()
@@ -24,12 +25,15 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
         || args.retain_hours.is_some();
     if overridden && board.kind == BoardKind::Release {
         anyhow::bail!(
-            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --ae-title, --allow, --forward, --stable-s, --retry-initial-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
+            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --http-listen, --ae-title, --allow, --forward, --stable-s, --retry-initial-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
             board.id
         );
     }
     if let Some(l) = args.listen {
         s.dicom_listen = l.to_string();
+    }
+    if let Some(l) = args.http_listen {
+        s.http_listen = Some(l.to_string());
     }
     if let Some(ae) = &args.ae_title {
         s.ae_title = ae.clone();

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// (development boards only).
     #[arg(long)]
     retain_hours: Option<f64>,
+    /// The HTTP side's address, plain HTTP (default: the board profile's;
+    /// development boards only). Port 0 picks a free port, printed at start.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
     /// Engine (default: the board profile's).
     #[arg(long, value_enum)]
     engine: Option<EngineChoice>,
@@ -215,6 +219,8 @@ pub(super) fn model_json(model: &Result<Model, Reason>) -> Value {
 /// Everything the network side runs with.
 struct Network {
     listen: SocketAddr,
+    /// The HTTP side, when the board (or `--http-listen`) names an address.
+    http: Option<(SocketAddr, cxr_server::http::HttpService)>,
     scp: ScpConfig,
     watermarks: Watermarks,
     intake: Arc<Intake>,
@@ -321,8 +327,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let worker = std::thread::Builder::new()
         .name("cxr-worker".into())
         .spawn(move || worker.run())?;
+    let http = http_side(&settings, &state, &intake, &model, &notes)?;
     let network = Network {
         listen: settings.dicom_listen.parse()?,
+        http,
         watermarks: Watermarks {
             spool_headroom: settings.min_headroom_bytes,
             free_disk: settings.min_free_disk_bytes,
@@ -351,8 +359,70 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         notes,
         state_dir: state,
     };
-    let ready = json!({ "serve": "ready", "dicom": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
+    let ready = json!({ "serve": "ready", "dicom": null, "http": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
     run_until_stopped(network, ready, &board, (worker, liveness))
+}
+
+/// The HTTP side over the same intake, results and model as the receiver;
+/// logins are audited through the notes queue.
+fn http_side(
+    settings: &cxr_board::ServeSettings,
+    state: &std::path::Path,
+    intake: &Arc<Intake>,
+    model: &Arc<Mutex<Result<Model, Reason>>>,
+    notes: &notes::Notes,
+) -> anyhow::Result<Option<(SocketAddr, cxr_server::http::HttpService)>> {
+    use cxr_server::http::{
+        credentials::CredentialStore, HttpConfig, HttpEvent, HttpService, Sessions,
+    };
+    let Some(listen) = &settings.http_listen else {
+        return Ok(None);
+    };
+    let address: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("serve.http_listen {listen:?}"))?;
+    let model = Arc::clone(model);
+    let ready: cxr_server::http::Readiness =
+        Arc::new(
+            move || match &*model.lock().unwrap_or_else(|p| p.into_inner()) {
+                Ok(_) => Ok(()),
+                Err(r) => Err((r.code.clone(), r.message.clone())),
+            },
+        );
+    let notes = notes.clone();
+    let observer: cxr_server::http::HttpObserver = Arc::new(move |event| match event {
+        HttpEvent::Login {
+            user,
+            peer,
+            granted,
+            detail,
+        } => notes.record(Event::Login {
+            user,
+            peer,
+            granted,
+            detail,
+        }),
+    });
+    let service = HttpService {
+        config: HttpConfig {
+            max_body_bytes: settings.http_max_body_bytes,
+            max_connections: settings.http_max_connections,
+            header_timeout: Duration::from_secs(settings.http_header_timeout_s),
+            body_idle_timeout: Duration::from_secs(settings.http_body_timeout_s),
+            ..HttpConfig::default()
+        },
+        intake: Arc::clone(intake),
+        results: ResultStore::open(state)?,
+        credentials: CredentialStore::new(state),
+        sessions: Sessions::new(),
+        ready,
+        watermarks: Watermarks {
+            spool_headroom: settings.min_headroom_bytes,
+            free_disk: settings.min_free_disk_bytes,
+        },
+        observer,
+    };
+    Ok(Some((address, service)))
 }
 
 /// What the watchdog looks at: the worker's heartbeat on its clock.
@@ -386,6 +456,17 @@ async fn until_stopped(
     let admin_listener = admin::bind(&n.state_dir)?;
     ready["dicom"] = json!(listener.local_addr()?.to_string());
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some((address, service)) = n.http {
+        let http = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the HTTP side to {address}"))?;
+        ready["http"] = json!(http.local_addr()?.to_string());
+        tokio::spawn(cxr_server::http::serve(
+            http,
+            Arc::new(service),
+            stop_rx.clone(),
+        ));
+    }
     let scp = Scp::new(listener, n.scp, n.intake, observer(n.notes), n.watermarks);
     let scp = tokio::spawn(scp.run(stop_rx.clone()));
     let forwarder = tokio::spawn(n.forwarder.run(stop_rx.clone()));

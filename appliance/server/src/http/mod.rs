@@ -1,0 +1,271 @@
+//! The HTTP side of the service: STOW-RS into the same [`Intake`] as
+//! C-STORE, the results API, login and health. axum routes over hyper's
+//! HTTP/1 connections, accepted here so that the header timeout, the
+//! connection cap and the peer address are ours.
+//!
+//! Every route but `/healthz` and `/readyz` needs a principal: a bearer
+//! token, or a session cookie with its CSRF token on every state change.
+
+pub mod credentials;
+
+mod api;
+mod auth;
+mod stow;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::intake::Intake;
+use crate::multipart;
+use crate::results::ResultStore;
+use crate::scp::Watermarks;
+use credentials::CredentialStore;
+
+pub use auth::{Principal, Sessions};
+
+/// The HTTP side's limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The largest STOW-RS body (bytes); a larger one is answered 413.
+    pub max_body_bytes: u64,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A STOW-RS body may pause at most this long between two pieces.
+    pub body_idle_timeout: Duration,
+    /// Any other request must be answered within this.
+    pub request_timeout: Duration,
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Session cookies carry `Secure` (the listener speaks TLS).
+    pub secure_cookies: bool,
+    pub session_idle: Duration,
+    pub session_lifetime: Duration,
+    pub multipart: multipart::Limits,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1 << 30,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 64,
+            secure_cookies: false,
+            session_idle: Duration::from_secs(30 * 60),
+            session_lifetime: Duration::from_secs(12 * 3600),
+            multipart: multipart::Limits::default(),
+        }
+    }
+}
+
+/// Why the service is not ready: a stable code and a message.
+pub type NotReady = (String, String);
+
+/// Whether a verified model is serving (the binary knows; this crate does not).
+pub type Readiness = Arc<dyn Fn() -> Result<(), NotReady> + Send + Sync>;
+
+/// What the audit log hears from the HTTP side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpEvent {
+    /// A password login, granted or refused.
+    Login {
+        user: String,
+        peer: String,
+        granted: bool,
+        detail: String,
+    },
+}
+
+pub type HttpObserver = Arc<dyn Fn(HttpEvent) + Send + Sync>;
+
+/// Everything the routes reach.
+pub struct HttpService {
+    pub config: HttpConfig,
+    pub intake: Arc<Intake>,
+    pub results: ResultStore,
+    pub credentials: CredentialStore,
+    pub sessions: Sessions,
+    pub ready: Readiness,
+    pub watermarks: Watermarks,
+    pub observer: HttpObserver,
+}
+
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpService {
+    /// Whether the spool is above both watermarks (as the DICOM receiver
+    /// checks before it admits an association); unknown free space is not.
+    pub fn below_watermark(&self) -> bool {
+        let spool = self.intake.spool();
+        spool.headroom() < self.watermarks.spool_headroom
+            || spool
+                .free_disk_bytes()
+                .is_none_or(|free| free < self.watermarks.free_disk)
+    }
+}
+
+/// The peer a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// A refusal as the API says it: a status, a stable code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"cxr-appliance\""),
+            );
+        }
+        response
+    }
+}
+
+/// The routes. STOW-RS reads its own body (bounded, with an idle timeout);
+/// every other request has a small body limit and an overall deadline.
+pub fn router(service: Arc<HttpService>) -> Router {
+    let deadline = service.config.request_timeout;
+    let bounded = Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/api/v1/studies", get(api::studies))
+        .route("/api/v1/studies/{study}", get(api::study))
+        .route("/api/v1/changes", get(api::changes))
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/logout", post(auth::logout))
+        .route("/api/v1/session", get(auth::session))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(deadline, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "HTTP_REQUEST_TIMEOUT",
+                        "the request took too long (fix: send the whole request promptly)",
+                    )
+                    .into_response(),
+                }
+            },
+        ));
+    let stow = Router::new()
+        .route("/dicomweb/studies", post(stow::store_any))
+        .route("/dicomweb/studies/{study}", post(stow::store_in_study))
+        .layer(DefaultBodyLimit::disable());
+    bounded
+        .merge(stow)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "HTTP_NOT_FOUND", "no such resource")
+        })
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(service)
+}
+
+/// No framing, no sniffing, no caching of patient data, no referrer; and
+/// no CORS header at all, so that browsers keep other origins out.
+async fn security_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Accept connections until `stop`; each is served on its own task with
+/// the header timeout, and connections over the cap are answered 503.
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<HttpService>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(service.config.max_connections));
+    let header_timeout = service.config.header_timeout;
+    let app = router(service);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((stream, peer)) = accepted else {
+            // Out of descriptors and the like: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request| {
+                request.extensions_mut().insert(Peer(peer));
+                tower::ServiceExt::oneshot(app.clone(), request)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024)
+                // A client may shut its side after the body and wait for
+                // the answer (curl --data-binary @- does); that is not an abort.
+                .half_close(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(slot);
+        });
+    }
+}
+
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body =
+        r#"{"error":{"code":"HTTP_BUSY","message":"too many connections (fix: retry later)"}}"#;
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(reply.as_bytes())).await;
+}

@@ -1,0 +1,725 @@
+//! `serve`'s HTTP side from outside, over real sockets: STOW-RS conformance
+//! (every status it promises), the auth matrix (tokens, sessions, CSRF,
+//! roles, revocation), the results API after a stored study is classified,
+//! health, and clients that trickle headers or bodies. One service serves
+//! the whole scenario (its start self-tests the demo bundle).
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cxr_tests::data::scratch_dir;
+use cxr_tests::dicom_net::{wait_until, Service};
+use cxr_tests::http::{exchange, head, related, request, Reply};
+use serde_json::Value;
+
+mod serve_common;
+use serve_common::{appliance, demo};
+
+const RG1_STUDY: &str = "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457";
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("samples")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The development board with the HTTP timeouts at 2 s, so that the slow
+/// clients are cut off within the test.
+fn board_file(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-config/boards/dev-x86.toml"),
+    )
+    .unwrap();
+    let text = text.replace(
+        "http_listen = \"127.0.0.1:8080\"",
+        "http_listen = \"127.0.0.1:0\"\nhttp_header_timeout_s = 2\nhttp_body_timeout_s = 2",
+    );
+    assert!(text.contains("http_body_timeout_s = 2"));
+    let path = dir.join("board.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Run `cxr-appliance ARGS` with `stdin`; (exit code, stdout).
+fn cli(args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(appliance())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{text}{err}"))
+}
+
+/// A new token with `role`: the last line of `token create`.
+fn token(state: &str, board: &str, role: &str) -> String {
+    let (code, out) = cli(
+        &[
+            "token",
+            "create",
+            "--role",
+            role,
+            "--label",
+            "test",
+            "--state-dir",
+            state,
+            "--board-file",
+            board,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let token = out.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("cxr_"), "{out}");
+    token
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn stow(port: u16, auth: &str, parts: &[&[u8]]) -> Reply {
+    let (content_type, body) = related(parts);
+    request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[("authorization", auth), ("content-type", &content_type)],
+        &body,
+    )
+}
+
+/// The FailedSOPSequence's reasons (our codes) of a STOW-RS answer.
+fn failure_codes(reply: &Reply) -> Vec<String> {
+    let body = reply.json();
+    body["00081198"]["Value"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| i["00091001"]["Value"][0].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_http_side_stores_answers_and_refuses_as_promised() {
+    let dir = scratch_dir("serve-http");
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    let board = board_file(&dir);
+    let board_arg = board.to_str().unwrap().to_owned();
+    let service = Service::start(
+        &appliance(),
+        &[
+            "--bundle",
+            &demo(),
+            "--state-dir",
+            &state_arg,
+            "--board-file",
+            &board_arg,
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-s",
+            "1",
+        ],
+        &[],
+        &dir.join("serve.err"),
+    );
+    let port = service.http_port.expect("the HTTP side listens");
+    let operator = token(&state_arg, &board_arg, "operator");
+    let viewer = token(&state_arg, &board_arg, "viewer");
+
+    health_needs_no_credentials(port);
+    stow_statuses(port, &bearer(&operator));
+    auth_matrix(port, &state_arg, &board_arg, &operator, &viewer);
+    results_api(port, &bearer(&viewer), &service);
+    slow_clients_are_cut_off(port, &bearer(&operator));
+    assert_eq!(service.terminate(), Some(0));
+}
+
+fn health_needs_no_credentials(port: u16) {
+    let live = request(port, "GET", "/healthz", &[], b"");
+    assert_eq!(live.status, 200);
+    let ready = request(port, "GET", "/readyz", &[], b"");
+    assert_eq!(
+        ready.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    assert_eq!(ready.json()["ready"], true);
+    assert_eq!(live.header("access-control-allow-origin"), None, "no CORS");
+    assert_eq!(live.header("x-frame-options"), Some("DENY"));
+}
+
+fn stow_statuses(port: u16, auth: &str) {
+    let chest = sample("RG1_J2KI.dcm");
+    let all = stow(port, auth, &[&chest]);
+    assert_eq!(all.status, 200, "{}", String::from_utf8_lossy(&all.body));
+    assert_eq!(all.header("content-type"), Some("application/dicom+json"));
+    let referenced = &all.json()["00081199"]["Value"];
+    assert_eq!(referenced.as_array().unwrap().len(), 1);
+    assert!(referenced[0]["00081155"]["Value"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("1.3.6.1.4.1.5962"));
+
+    let mixed = stow(
+        port,
+        auth,
+        &[&sample("RG3_J2KI.dcm"), b"not a DICOM file at all"],
+    );
+    assert_eq!(
+        mixed.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&mixed.body)
+    );
+    assert_eq!(failure_codes(&mixed).len(), 1);
+    assert_eq!(
+        mixed.json()["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xC000
+    );
+
+    let none = stow(port, auth, &[b"garbage one", b"garbage two"]);
+    assert_eq!(none.status, 409);
+    assert_eq!(failure_codes(&none).len(), 2);
+    assert!(
+        failure_codes(&none).iter().all(|c| c.starts_with("DICOM_")),
+        "{:?}",
+        failure_codes(&none)
+    );
+
+    // The study in the URL must be the instance's.
+    let (content_type, body) = related(&[&chest]);
+    let elsewhere = request(
+        port,
+        "POST",
+        "/dicomweb/studies/1.2.3.4",
+        &[("authorization", auth), ("content-type", &content_type)],
+        &body,
+    );
+    assert_eq!(elsewhere.status, 409);
+    assert!(failure_codes(&elsewhere)[0].starts_with("STOW_STUDY_MISMATCH"));
+    let here = request(
+        port,
+        "POST",
+        &format!("/dicomweb/studies/{RG1_STUDY}"),
+        &[("authorization", auth), ("content-type", &content_type)],
+        &body,
+    );
+    assert_eq!(
+        here.status,
+        200,
+        "a duplicate is acknowledged: {}",
+        String::from_utf8_lossy(&here.body)
+    );
+
+    syntax_and_size_refusals(port, auth, &body, &content_type);
+}
+
+fn syntax_and_size_refusals(port: u16, auth: &str, body: &[u8], content_type: &str) {
+    let code = |r: &Reply| r.json()["error"]["code"].as_str().unwrap().to_owned();
+    let form = request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[
+            ("authorization", auth),
+            ("content-type", "multipart/form-data; boundary=x"),
+        ],
+        body,
+    );
+    assert_eq!(
+        (form.status, code(&form).as_str()),
+        (415, "STOW_NOT_MULTIPART_RELATED")
+    );
+    let xml = request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[
+            ("authorization", auth),
+            (
+                "content-type",
+                "multipart/related; type=\"application/dicom+xml\"; boundary=x",
+            ),
+        ],
+        body,
+    );
+    assert_eq!(xml.status, 415);
+    let no_boundary = request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[
+            ("authorization", auth),
+            (
+                "content-type",
+                "multipart/related; type=\"application/dicom\"",
+            ),
+        ],
+        body,
+    );
+    assert_eq!(
+        (no_boundary.status, code(&no_boundary).as_str()),
+        (400, "STOW_BAD_BOUNDARY")
+    );
+    let truncated = request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[("authorization", auth), ("content-type", content_type)],
+        &body[..body.len() / 2],
+    );
+    assert_eq!(
+        (truncated.status, code(&truncated).as_str()),
+        (400, "STOW_TRUNCATED_BODY")
+    );
+    // Content-Length says more than is sent, and the client stops sending.
+    let lying = exchange(
+        port,
+        &head(
+            "POST",
+            "/dicomweb/studies",
+            &[("authorization", auth), ("content-type", content_type)],
+            Some(body.len() + 1000),
+        ),
+        body,
+    );
+    assert_eq!(
+        (lying.status, code(&lying).as_str()),
+        (400, "STOW_BODY_BROKEN")
+    );
+    let huge = exchange(
+        port,
+        &head(
+            "POST",
+            "/dicomweb/studies",
+            &[("authorization", auth), ("content-type", content_type)],
+            Some(4 << 30),
+        ),
+        b"",
+    );
+    assert_eq!(
+        (huge.status, code(&huge).as_str()),
+        (413, "STOW_BODY_TOO_LARGE")
+    );
+}
+
+fn auth_matrix(port: u16, state: &str, board: &str, operator: &str, viewer: &str) {
+    let chest = sample("RG1_J2KI.dcm");
+    let code = |r: &Reply| r.json()["error"]["code"].as_str().unwrap_or("").to_owned();
+    let anonymous = request(port, "GET", "/api/v1/studies", &[], b"");
+    assert_eq!(
+        (anonymous.status, code(&anonymous).as_str()),
+        (401, "AUTH_REQUIRED")
+    );
+    assert!(anonymous.header("www-authenticate").is_some());
+    let viewer_stores = stow(port, &bearer(viewer), &[&chest]);
+    assert_eq!(
+        (viewer_stores.status, code(&viewer_stores).as_str()),
+        (403, "AUTH_ROLE")
+    );
+    let forged = stow(port, &bearer(&format!("{operator}x")), &[&chest]);
+    assert_eq!(forged.status, 401);
+
+    // A revoked token is refused from the next request on.
+    let doomed = token(state, board, "operator");
+    let id = doomed.split('_').nth(1).unwrap().to_owned();
+    assert_eq!(
+        request(
+            port,
+            "GET",
+            "/api/v1/studies",
+            &[("authorization", &bearer(&doomed))],
+            b""
+        )
+        .status,
+        200
+    );
+    let (revoked, out) = cli(
+        &[
+            "token",
+            "revoke",
+            &id,
+            "--state-dir",
+            state,
+            "--board-file",
+            board,
+        ],
+        "",
+    );
+    assert_eq!(revoked, 0, "{out}");
+    assert_eq!(
+        request(
+            port,
+            "GET",
+            "/api/v1/studies",
+            &[("authorization", &bearer(&doomed))],
+            b""
+        )
+        .status,
+        401
+    );
+
+    sessions_and_csrf(port, state, board);
+}
+
+fn sessions_and_csrf(port: u16, state: &str, board: &str) {
+    let (added, out) = cli(
+        &[
+            "user",
+            "add",
+            "ada",
+            "--role",
+            "operator",
+            "--state-dir",
+            state,
+            "--board-file",
+            board,
+        ],
+        "a long enough password\n",
+    );
+    assert_eq!(added, 0, "{out}");
+    let json = [("content-type", "application/json")];
+    let wrong = request(
+        port,
+        "POST",
+        "/api/v1/login",
+        &json,
+        br#"{"user":"ada","password":"wrong password!!"}"#,
+    );
+    assert_eq!(wrong.status, 401);
+    let login = request(
+        port,
+        "POST",
+        "/api/v1/login",
+        &json,
+        br#"{"user":"ada","password":"a long enough password"}"#,
+    );
+    assert_eq!(
+        login.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&login.body)
+    );
+    let set_cookie = login.header("set-cookie").unwrap().to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let csrf = login.json()["csrf"].as_str().unwrap().to_owned();
+    let (content_type, body) = related(&[&sample("RG1_J2KI.dcm")]);
+    let without = request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[("cookie", &cookie), ("content-type", &content_type)],
+        &body,
+    );
+    assert_eq!(without.status, 403, "a cookie without its CSRF token");
+    assert_eq!(without.json()["error"]["code"], "AUTH_CSRF");
+    let with = request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[
+            ("cookie", &cookie),
+            ("x-csrf-token", &csrf),
+            ("content-type", &content_type),
+        ],
+        &body,
+    );
+    assert_eq!(with.status, 200, "{}", String::from_utf8_lossy(&with.body));
+    assert_eq!(
+        request(port, "GET", "/api/v1/session", &[("cookie", &cookie)], b"").json()["user"],
+        "ada"
+    );
+
+    // Five failures from one address, then it must wait.
+    for _ in 0..5 {
+        request(
+            port,
+            "POST",
+            "/api/v1/login",
+            &json,
+            br#"{"user":"ada","password":"not the password"}"#,
+        );
+    }
+    let limited = request(
+        port,
+        "POST",
+        "/api/v1/login",
+        &json,
+        br#"{"user":"ada","password":"a long enough password"}"#,
+    );
+    assert_eq!(limited.status, 429);
+    assert!(limited.header("retry-after").is_some());
+
+    // Removing the user ends the session.
+    let (removed, out) = cli(
+        &[
+            "user",
+            "remove",
+            "ada",
+            "--state-dir",
+            state,
+            "--board-file",
+            board,
+        ],
+        "",
+    );
+    assert_eq!(removed, 0, "{out}");
+    assert_eq!(
+        request(port, "GET", "/api/v1/session", &[("cookie", &cookie)], b"").status,
+        401
+    );
+}
+
+fn results_api(port: u16, auth: &str, service: &Service) {
+    let headers = [("authorization", auth)];
+    let listed = wait_until(Duration::from_secs(180), || {
+        let r = request(port, "GET", "/api/v1/studies?limit=10", &headers, b"");
+        r.status == 200
+            && r.json()["studies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["study_instance_uid"] == RG1_STUDY)
+    });
+    assert!(
+        listed,
+        "the chest study was not published: {}",
+        service.stderr_text()
+    );
+    let study = request(
+        port,
+        "GET",
+        &format!("/api/v1/studies/{RG1_STUDY}"),
+        &headers,
+        b"",
+    );
+    assert_eq!(study.status, 200);
+    let result: Value = study.json();
+    assert_eq!(result["study_instance_uid"], RG1_STUDY);
+    assert!(["decision", "abstention"].contains(&result["outcome"].as_str().unwrap()));
+    let missing = request(port, "GET", "/api/v1/studies/1.2.3", &headers, b"");
+    assert_eq!(missing.status, 404);
+    let changes = request(port, "GET", "/api/v1/changes?since=0", &headers, b"").json();
+    let next = changes["next"].as_u64().unwrap();
+    assert!(changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["study_instance_uid"] == RG1_STUDY));
+    let after = request(
+        port,
+        "GET",
+        &format!("/api/v1/changes?since={next}"),
+        &headers,
+        b"",
+    )
+    .json();
+    assert!(after["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["completed_unix_ms"].as_u64().unwrap() > next));
+    let bad = request(port, "GET", "/api/v1/studies?limit=many", &headers, b"");
+    assert_eq!(bad.status, 400);
+}
+
+/// A client that sends its headers a byte a second, or stops in the middle
+/// of a body, is cut off by the 2 s timeouts, not held forever.
+fn slow_clients_are_cut_off(port: u16, auth: &str) {
+    let mut trickle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let start = Instant::now();
+    let mut cut = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nhost: x\r\n" {
+        if trickle.write_all(&[*byte]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if start.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+    }
+    let reply = cxr_tests::http::read_reply_or_closed(&mut trickle);
+    assert!(
+        cut || reply.is_none_or(|r| r.status == 408),
+        "a trickled header was not cut off"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+
+    let (content_type, body) = related(&[&sample("RG1_J2KI.dcm")]);
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let start = Instant::now();
+    stalled
+        .write_all(&head(
+            "POST",
+            "/dicomweb/studies",
+            &[("authorization", auth), ("content-type", &content_type)],
+            Some(body.len()),
+        ))
+        .unwrap();
+    stalled.write_all(&body[..100]).unwrap();
+    let reply = cxr_tests::http::read_reply_or_closed(&mut stalled).expect("an answer");
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.json()["error"]["code"], "STOW_BODY_STALLED");
+}
+
+/// RG1 with its SOP Instance UID's last four digits replaced by 1000 + `n`
+/// (same length, so every element length stays right).
+fn rg1_variant(n: usize) -> (String, Vec<u8>) {
+    let original = "1.3.6.1.4.1.5962.1.1.9.1.3.20040826185059.5457";
+    // A UID component has no leading zero.
+    let uid = format!("{}{}", &original[..original.len() - 4], 1000 + n);
+    let bytes = sample("RG1_J2KI.dcm");
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = &bytes[..];
+    while let Some(at) = rest
+        .windows(original.len())
+        .position(|w| w == original.as_bytes())
+    {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(uid.as_bytes());
+        rest = &rest[at + original.len()..];
+    }
+    out.extend_from_slice(rest);
+    (uid, out)
+}
+
+/// The SOP Instance UIDs the spool journal holds.
+fn journalled(state: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(state.join("spool/journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["sop_instance_uid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_acknowledged_stow_instance_survives_a_sigkill() {
+    let dir = scratch_dir("serve-http-kill");
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    let board = board_file(&dir);
+    let board_arg = board.to_str().unwrap().to_owned();
+    let args = [
+        "--state-dir",
+        &state_arg,
+        "--board-file",
+        &board_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--stable-s",
+        "3600",
+    ];
+    let service = Service::start(&appliance(), &args, &[], &dir.join("serve-1.err"));
+    let port = service.http_port.unwrap();
+    let auth = bearer(&token(&state_arg, &board_arg, "operator"));
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|k| {
+            let (auth, acknowledged) = (auth.clone(), std::sync::Arc::clone(&acknowledged));
+            std::thread::spawn(move || {
+                for n in (k..400).step_by(4) {
+                    let (uid, bytes) = rg1_variant(n);
+                    let (content_type, body) = related(&[&bytes]);
+                    let head = head(
+                        "POST",
+                        "/dicomweb/studies",
+                        &[("authorization", &auth), ("content-type", &content_type)],
+                        Some(body.len()),
+                    );
+                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                        return;
+                    };
+                    if stream
+                        .write_all(&head)
+                        .and_then(|()| stream.write_all(&body))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    match cxr_tests::http::read_reply_or_closed(&mut stream) {
+                        Some(r) if r.status == 200 || r.status == 202 => {
+                            acknowledged.lock().unwrap().push(uid)
+                        }
+                        other => {
+                            eprintln!(
+                                "client {k} stops at {n}: {:?}",
+                                other.map(|r| (
+                                    r.status,
+                                    String::from_utf8_lossy(&r.body).into_owned()
+                                ))
+                            );
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let enough = wait_until(Duration::from_secs(60), || {
+        acknowledged.lock().unwrap().len() >= 12
+    });
+    service.kill();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        enough,
+        "only {} uploads were acknowledged",
+        acknowledged.len()
+    );
+    // The spool recovers at start: what it holds then is what survived.
+    let again = Service::start(&appliance(), &args, &[], &dir.join("serve-2.err"));
+    let held = journalled(&state);
+    let lost: Vec<&String> = acknowledged.iter().filter(|u| !held.contains(*u)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost after SIGKILL: {lost:?}"
+    );
+    eprintln!(
+        "{} uploads acknowledged before the SIGKILL, {} instances held after restart",
+        acknowledged.len(),
+        held.len()
+    );
+    assert_eq!(again.terminate(), Some(0));
+}
