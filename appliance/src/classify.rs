@@ -142,7 +142,8 @@ fn decision_json(d: &Decision, params: &ModelParams, facts: &StudyFacts) -> Valu
         .labels
         .iter()
         .zip(&params.labels)
-        .map(|(l, name)| json!({ "label": name, "probability": l.probability, "spread": l.spread, "call": l.call.map(call_name) }))
+        .zip(&params.thresholds)
+        .map(|((l, name), threshold)| json!({ "label": name, "probability": l.probability, "spread": l.spread, "threshold": threshold, "call": l.call.map(call_name) }))
         .collect();
     json!({
         "labels": labels,
@@ -197,11 +198,16 @@ pub(crate) struct StudyResult {
     pub(crate) audit_outcome: cxr_audit::Outcome,
     pub(crate) study_uid: Option<String>,
     pub(crate) record: Option<DecisionRecord>,
+    /// The classifier's input as the engine saw it (prepared for the
+    /// picture when a gate stopped the study first), when asked for.
+    pub(crate) input: Option<cxr_preprocess::ModelInput>,
 }
 
 pub(crate) struct Study<'a> {
     pub(crate) path: StudyPath<'a>,
     pub(crate) clock: &'a Clock,
+    /// Keep the model input in the result (the service draws it).
+    pub(crate) keep_input: bool,
 }
 
 /// A study that got no decision and no abstention: refused at ingest, or
@@ -227,6 +233,7 @@ fn without_decision(file: &Path, outcome: Outcome, code: &str, message: String) 
         audit_outcome,
         study_uid: None,
         record: None,
+        input: None,
     }
 }
 
@@ -295,7 +302,19 @@ impl Study<'_> {
         };
         let decode_ms = ms(t);
         match self.path.run(&radiograph, received, &|| self.clock.now()) {
-            Ok(out) => self.finish(file, &radiograph, &out, decode_ms),
+            Ok(mut out) => {
+                let input = if self.keep_input {
+                    out.input.take().or_else(|| {
+                        cxr_preprocess::prepare(&radiograph, &self.path.params.input).ok()
+                    })
+                } else {
+                    None
+                };
+                StudyResult {
+                    input,
+                    ..self.finish(file, &radiograph, &out, decode_ms)
+                }
+            }
             Err(e) => failed(file, e.code, e.message),
         }
     }
@@ -360,6 +379,7 @@ impl Study<'_> {
             audit_outcome,
             study_uid: radiograph.acquisition.uids.study.clone(),
             record: Some(record(radiograph, out, timings)),
+            input: None,
         }
     }
 }
@@ -610,6 +630,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
             gate_required: source.mode() == Mode::Verified,
         },
         clock: &clock,
+        keep_input: false,
     };
     let mut auditor = Auditor {
         log: &mut log,

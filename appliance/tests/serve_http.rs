@@ -39,7 +39,7 @@ fn board_file(dir: &Path) -> std::path::PathBuf {
     .unwrap();
     let text = text.replace(
         "http_listen = \"127.0.0.1:8080\"",
-        "http_listen = \"127.0.0.1:0\"\nhttp_header_timeout_s = 2\nhttp_body_timeout_s = 2",
+        "http_listen = \"127.0.0.1:0\"\nhttp_header_timeout_s = 2\nhttp_body_timeout_s = 2\nsend_secondary_capture = true",
     );
     assert!(text.contains("http_body_timeout_s = 2"));
     let path = dir.join("board.toml");
@@ -151,7 +151,7 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     health_needs_no_credentials(port);
     stow_statuses(port, &bearer(&operator));
     auth_matrix(port, &state_arg, &board_arg, &operator, &viewer);
-    results_api(port, &bearer(&viewer), &service);
+    results_api(port, &bearer(&viewer), &service, &dir);
     slow_clients_are_cut_off(port, &bearer(&operator));
     assert_eq!(service.terminate(), Some(0));
 }
@@ -497,7 +497,7 @@ fn sessions_and_csrf(port: u16, state: &str, board: &str) {
     );
 }
 
-fn results_api(port: u16, auth: &str, service: &Service) {
+fn results_api(port: u16, auth: &str, service: &Service, dir: &Path) {
     let headers = [("authorization", auth)];
     let listed = wait_until(Duration::from_secs(180), || {
         let r = request(port, "GET", "/api/v1/studies?limit=10", &headers, b"");
@@ -548,6 +548,142 @@ fn results_api(port: u16, auth: &str, service: &Service) {
         .all(|c| c["completed_unix_ms"].as_u64().unwrap() > next));
     let bad = request(port, "GET", "/api/v1/studies?limit=many", &headers, b"");
     assert_eq!(bad.status, 400);
+    qido_and_wado(port, auth, dir);
+}
+
+/// QIDO-RS finds the received study and our SR; WADO-RS returns the SR
+/// whole and the received image only rendered.
+fn qido_and_wado(port: u16, auth: &str, dir: &Path) {
+    let headers = [("authorization", auth)];
+    let get = |path: &str| request(port, "GET", path, &headers, b"");
+    let studies = get("/dicomweb/studies?PatientName=*&unknownKey=1");
+    assert_eq!(studies.status, 200);
+    assert_eq!(
+        studies.header("content-type"),
+        Some("application/dicom+json")
+    );
+    assert!(studies
+        .header("warning")
+        .is_some_and(|w| w.contains("unknownKey")));
+    let list = studies.json();
+    let rg1 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["0020000D"]["Value"][0] == RG1_STUDY)
+        .expect("the chest study is listed");
+    assert!(
+        rg1["00201208"]["Value"][0].as_u64().unwrap() >= 2,
+        "input and SR: {rg1}"
+    );
+    assert_eq!(
+        get("/dicomweb/studies?PatientID=nobody").json(),
+        serde_json::json!([])
+    );
+    let instances = get(&format!("/dicomweb/studies/{RG1_STUDY}/instances")).json();
+    let url_of = |modality: Option<&str>| -> String {
+        instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["00080060"]["Value"][0].as_str() == modality)
+            .map(|i| i["00081190"]["Value"][0].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {modality:?} instance in {instances}"))
+    };
+    let sr = get(&url_of(Some("SR")));
+    assert_eq!(sr.status, 200);
+    assert!(sr
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/related"));
+    assert!(sr.body.windows(4).any(|w| w == b"DICM"));
+    let input = url_of(None);
+    let whole = get(&input);
+    assert_eq!(
+        (whole.status, whole.json()["error"]["code"].as_str()),
+        (404, Some("WADO_NOT_SERVED"))
+    );
+    let rendered = get(&format!("{input}/rendered"));
+    assert_eq!(rendered.status, 200);
+    assert_eq!(rendered.header("content-type"), Some("image/png"));
+    assert!(rendered.body.starts_with(b"\x89PNG"));
+    let study = get(&format!("/dicomweb/studies/{RG1_STUDY}"));
+    assert_eq!(study.status, 200, "WADO-RS of the study: its SRs");
+    result_picture_and_secondary_capture(&get, &url_of(Some("OT")), &url_of(Some("SR")), dir);
+    abstention_picture(&get, &list, dir);
+}
+
+/// The extremity film's study abstains: its picture shows the reason and
+/// no probability (kept to be looked at).
+fn abstention_picture(get: &dyn Fn(&str) -> Reply, studies: &Value, dir: &Path) {
+    let other = studies
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["0020000D"]["Value"][0].as_str())
+        .find(|uid| *uid != RG1_STUDY)
+        .expect("the extremity study is listed");
+    let result = get(&format!("/api/v1/studies/{other}")).json();
+    assert_eq!(result["outcome"], "abstention", "{result}");
+    assert!(result["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["probability"].is_null()));
+    let instances = get(&format!("/dicomweb/studies/{other}/instances")).json();
+    let sr = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["00080060"]["Value"][0] == "SR")
+        .map(|i| i["00081190"]["Value"][0].as_str().unwrap().to_owned())
+        .unwrap();
+    let picture = get(&format!("{sr}/rendered"));
+    assert_eq!(picture.status, 200);
+    std::fs::write(dir.join("result-picture-abstention.png"), &picture.body).unwrap();
+}
+
+/// The part of a one-part `multipart/related` body.
+fn only_part(body: &[u8]) -> &[u8] {
+    let start = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let end = body.windows(4).rposition(|w| w == b"\r\n--").unwrap();
+    &body[start..end]
+}
+
+/// The result picture is served for the SR and the SC, and the SC passes
+/// dicom3tools' `dciodvfy` as a Secondary Capture Image. The picture is
+/// kept in the scratch folder to be looked at.
+fn result_picture_and_secondary_capture(
+    get: &dyn Fn(&str) -> Reply,
+    sc_url: &str,
+    sr_url: &str,
+    dir: &Path,
+) {
+    let picture = get(&format!("{sr_url}/rendered"));
+    assert_eq!(picture.status, 200);
+    assert!(picture.body.starts_with(b"\x89PNG"));
+    std::fs::write(dir.join("result-picture.png"), &picture.body).unwrap();
+    eprintln!(
+        "result picture: {}",
+        dir.join("result-picture.png").display()
+    );
+    assert_eq!(get(&format!("{sc_url}/rendered")).body, picture.body);
+    let sc = get(sc_url);
+    assert_eq!(sc.status, 200);
+    let file = dir.join("result-sc.dcm");
+    std::fs::write(&file, only_part(&sc.body)).unwrap();
+    let Some(dciodvfy) = cxr_tests::dicom_net::tool("dciodvfy") else {
+        return;
+    };
+    let out = Command::new(dciodvfy).arg(&file).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+    assert!(errors.is_empty(), "dciodvfy:\n{text}");
+    assert!(text.contains("SCImage"), "{text}");
 }
 
 /// A client that sends its headers a byte a second, or stops in the middle

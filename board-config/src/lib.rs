@@ -164,6 +164,9 @@ pub struct ServeSettings {
     pub http_header_timeout_s: u64,
     /// A STOW-RS body may pause at most this long (seconds).
     pub http_body_timeout_s: u64,
+    /// Send each result picture as a DICOM Secondary Capture to the
+    /// destinations too, for PACS viewers that cannot display an SR.
+    pub send_secondary_capture: bool,
 }
 
 impl Default for ServeSettings {
@@ -198,6 +201,7 @@ impl Default for ServeSettings {
             http_max_connections: 64,
             http_header_timeout_s: 10,
             http_body_timeout_s: 30,
+            send_secondary_capture: false,
         }
     }
 }

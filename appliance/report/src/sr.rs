@@ -46,18 +46,18 @@ pub struct SrDocument {
 
 type Obj = InMemDicomObject;
 
-fn text(tag: Tag, vr: VR, value: &str) -> DataElement<Obj> {
+pub(crate) fn text(tag: Tag, vr: VR, value: &str) -> DataElement<Obj> {
     DataElement::new(tag, vr, PrimitiveValue::from(value.to_owned()))
 }
 
-fn optional(tag: Tag, vr: VR, value: Option<&String>) -> DataElement<Obj> {
+pub(crate) fn optional(tag: Tag, vr: VR, value: Option<&String>) -> DataElement<Obj> {
     match value {
         Some(v) => text(tag, vr, v),
         None => DataElement::new(tag, vr, PrimitiveValue::Empty),
     }
 }
 
-fn sequence(tag: Tag, items: Vec<Obj>) -> DataElement<Obj> {
+pub(crate) fn sequence(tag: Tag, items: Vec<Obj>) -> DataElement<Obj> {
     DataElement::new(tag, VR::SQ, DataSetSequence::new(items, Length::UNDEFINED))
 }
 

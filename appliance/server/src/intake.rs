@@ -209,24 +209,13 @@ impl Intake {
             identity.sop_class_uid.clone(),
             identity.sop_instance_uid.clone(),
         );
-        let a = identity.study;
         let meta = InstanceMeta {
             sop_class_uid: identity.sop_class_uid,
             sop_instance_uid: identity.sop_instance_uid,
             study_instance_uid: identity.study_instance_uid.clone(),
             source: source.to_owned(),
             series_instance_uid: identity.series_instance_uid,
-            header: StudyHeader {
-                patient_name: a.patient_name,
-                patient_id: a.patient_id,
-                patient_birth_date: a.patient_birth_date,
-                patient_sex: a.patient_sex,
-                study_date: a.study_date,
-                study_time: a.study_time,
-                accession_number: a.accession_number,
-                study_id: a.study_id,
-                referring_physician_name: a.referring_physician_name,
-            },
+            header: header_of(identity.study),
         };
         let durable = self.spool().commit(incoming, &meta, self.clock.unix_ms());
         match durable {
@@ -252,6 +241,21 @@ impl Intake {
                 refusal
             }
         }
+    }
+}
+
+/// The study attributes as results and queries keep them.
+pub fn header_of(a: cxr_dicom::StudyAttributes) -> StudyHeader {
+    StudyHeader {
+        patient_name: a.patient_name,
+        patient_id: a.patient_id,
+        patient_birth_date: a.patient_birth_date,
+        patient_sex: a.patient_sex,
+        study_date: a.study_date,
+        study_time: a.study_time,
+        accession_number: a.accession_number,
+        study_id: a.study_id,
+        referring_physician_name: a.referring_physician_name,
     }
 }
 

@@ -34,6 +34,7 @@ pub mod multipart;
 pub mod outbox;
 pub mod part10;
 pub mod pdu_io;
+mod picture_facts;
 pub mod results;
 pub mod scp;
 pub mod scu;

@@ -52,6 +52,10 @@ pub struct InstanceResult {
     pub audit_seq: Option<u64>,
     /// The study path's full line (as `classify` prints it).
     pub detail: serde_json::Value,
+    /// A PNG of the model input exactly as the engine saw it, written
+    /// beside the result (`instances/ID.png`), not inside it.
+    #[serde(skip)]
+    pub preview_png: Option<Vec<u8>>,
 }
 
 impl InstanceResult {
@@ -75,6 +79,7 @@ impl InstanceResult {
             model: None,
             audit_seq: None,
             detail: serde_json::Value::Null,
+            preview_png: None,
         }
     }
 }
@@ -255,6 +260,15 @@ impl ResultStore {
         self.instances.join(format!("{id}.json"))
     }
 
+    fn instance_preview_path(&self, id: u64) -> PathBuf {
+        self.instances.join(format!("{id}.png"))
+    }
+
+    /// The model input's PNG of instance `id`, once it was processed.
+    pub fn instance_preview(&self, id: u64) -> Option<Vec<u8>> {
+        std::fs::read(self.instance_preview_path(id)).ok()
+    }
+
     pub fn study_dir(&self, study_instance_uid: &str) -> PathBuf {
         self.studies.join(study_key(study_instance_uid))
     }
@@ -265,6 +279,9 @@ impl ResultStore {
     }
 
     pub fn write_instance(&self, result: &InstanceResult) -> Result<(), SpoolError> {
+        if let Some(png) = &result.preview_png {
+            write_whole(&self.instance_preview_path(result.instance), png)?;
+        }
         let path = self.instance_path(result.instance);
         let bytes =
             serde_json::to_vec_pretty(result).map_err(|e| SpoolError::io("encoding", &path, e))?;
@@ -310,6 +327,59 @@ impl ResultStore {
         Ok(PathBuf::from("results/studies")
             .join(study_key(study_instance_uid))
             .join(name))
+    }
+
+    /// Write a study version's result picture (`vN.png`) beside its JSON.
+    pub fn write_study_picture(
+        &self,
+        study_instance_uid: &str,
+        version: u32,
+        png: &[u8],
+    ) -> Result<(), SpoolError> {
+        let dir = self.study_dir(study_instance_uid);
+        create_dir(&dir)?;
+        write_whole(&dir.join(format!("v{version}.png")), png)
+    }
+
+    /// Write a study version's Secondary Capture (`vN-sc.dcm`); returns its
+    /// path relative to the state directory (what the outbox records).
+    pub fn write_study_sc(
+        &self,
+        study_instance_uid: &str,
+        version: u32,
+        bytes: &[u8],
+    ) -> Result<PathBuf, SpoolError> {
+        let dir = self.study_dir(study_instance_uid);
+        create_dir(&dir)?;
+        let name = format!("v{version}-sc.dcm");
+        write_whole(&dir.join(&name), bytes)?;
+        Ok(PathBuf::from("results/studies")
+            .join(study_key(study_instance_uid))
+            .join(name))
+    }
+
+    /// Every DICOM object the appliance wrote (each study version's SR, and
+    /// its Secondary Capture when one is made).
+    pub fn derived_files(&self) -> Vec<PathBuf> {
+        let Ok(dirs) = std::fs::read_dir(&self.studies) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = dirs
+            .flatten()
+            .filter_map(|d| std::fs::read_dir(d.path()).ok())
+            .flat_map(|files| files.flatten().map(|f| f.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The result picture (`vN.png`) of the study version that wrote
+    /// `object` (`vN.dcm` or `vN-sc.dcm`), if it was drawn.
+    pub fn picture_for(&self, object: &Path) -> Option<Vec<u8>> {
+        let stem = object.file_stem()?.to_str()?;
+        let version = stem.strip_suffix("-sc").unwrap_or(stem);
+        std::fs::read(object.with_file_name(format!("{version}.png"))).ok()
     }
 
     /// The latest version of every study on disk.
@@ -408,6 +478,7 @@ mod tests {
             model: None,
             audit_seq: None,
             detail: serde_json::Value::Null,
+            preview_png: None,
         }
     }
 

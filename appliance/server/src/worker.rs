@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cxr_report::{encode_sr, SrDevice};
+use cxr_report::{encode_sc, encode_sr, PictureFacts, SrDevice};
 use tokio::sync::Notify;
 
 use crate::assembly::Work;
@@ -51,6 +51,8 @@ pub struct Delivery {
     /// How long an input is kept after its study's results reached every
     /// destination (or, with none, after its result was published).
     pub retain: Duration,
+    /// Send the result picture as a Secondary Capture too, beside the SR.
+    pub secondary_capture: bool,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -324,35 +326,58 @@ impl Worker {
         // bytes and SR UIDs, and the outbox queues nothing twice.
         let file = serde_json::to_vec_pretty(&result).map_err(|e| e.to_string())?;
         self.processor.published(&result, &file)?;
-        self.deliver(&result)?;
+        let instances: Vec<&InstanceResult> = pairs.iter().map(|(r, _)| r).collect();
+        let facts = crate::picture_facts::picture_facts(&result, &instances, |id| {
+            self.store.instance_preview(id)
+        });
+        self.deliver(&result, &facts)?;
         self.store.write_study(&result).map_err(|e| e.to_string())?;
         self.intake.board().published(uid, version, ids);
         self.remember(uid, ids.to_vec(), completed);
         Ok(())
     }
 
-    /// Encode the SR, write it beside the result, queue it for every destination.
-    fn deliver(&mut self, result: &StudyResult) -> Result<(), String> {
+    /// Encode the SR and draw the picture (and its Secondary Capture when
+    /// the board asks for it), write them beside the result, and queue the
+    /// DICOM objects for every destination.
+    fn deliver(&mut self, result: &StudyResult, facts: &PictureFacts) -> Result<(), String> {
         let d = &self.delivery;
+        let uid = &result.study_instance_uid;
         let sr = encode_sr(result, &d.device).map_err(|e| e.to_string())?;
-        let path = self
+        let sr_path = self
             .store
-            .write_study_sr(&result.study_instance_uid, result.version, &sr.bytes)
+            .write_study_sr(uid, result.version, &sr.bytes)
             .map_err(|e| e.to_string())?;
-        let mut outbox = d.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        let key = study_key(&result.study_instance_uid);
-        for destination in &d.destinations {
-            outbox
-                .ensure(
-                    &key,
-                    result.version,
-                    &path,
-                    &sr.sop_class_uid,
-                    &sr.sop_instance_uid,
-                    destination,
-                    self.clock.unix_ms(),
-                )
+        let picture = cxr_report::picture::draw(result, facts);
+        let png = cxr_report::picture::encode_png(&picture).map_err(|e| e.to_string())?;
+        self.store
+            .write_study_picture(uid, result.version, &png)
+            .map_err(|e| e.to_string())?;
+        let mut objects = vec![(sr_path, sr.sop_class_uid, sr.sop_instance_uid)];
+        if d.secondary_capture {
+            let sc = encode_sc(result, &picture, &d.device).map_err(|e| e.to_string())?;
+            let sc_path = self
+                .store
+                .write_study_sc(uid, result.version, &sc.bytes)
                 .map_err(|e| e.to_string())?;
+            objects.push((sc_path, sc.sop_class_uid, sc.sop_instance_uid));
+        }
+        let mut outbox = d.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let key = study_key(uid);
+        for destination in &d.destinations {
+            for (path, class, instance) in &objects {
+                outbox
+                    .ensure(
+                        &key,
+                        result.version,
+                        path,
+                        class,
+                        instance,
+                        destination,
+                        self.clock.unix_ms(),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
         }
         drop(outbox);
         d.wake.notify_one();

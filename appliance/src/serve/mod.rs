@@ -303,6 +303,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         destinations,
         wake: Arc::clone(&wake),
         retain: Duration::from_secs_f64(settings.retain_hours * 3600.0),
+        secondary_capture: settings.send_secondary_capture,
     };
     let processor = processor::ServeProcessor {
         model: Arc::clone(&model),

@@ -120,6 +120,7 @@ impl Processor for ServeProcessor {
                 gate_required: model.source.mode() == Mode::Verified,
             },
             clock: &self.clock,
+            keep_input: true,
         };
         let bundle = model.source.bundle_ref();
         let model_ref = Some(ModelRef {
@@ -148,6 +149,10 @@ impl Processor for ServeProcessor {
             .unwrap_or_else(|p| {
                 failed(&file, "STUDY_PANICKED", format!("internal fault while processing this study: {} (fix: report this study to service)", panic_text(p.as_ref())))
             });
+        let preview = run
+            .input
+            .as_ref()
+            .and_then(|input| cxr_preprocess::preview_png(input).ok());
         let (run, decision) = encode_record(&file, run);
         let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let mut auditor = Auditor {
@@ -159,7 +164,7 @@ impl Processor for ServeProcessor {
             engine_reasons: model.selection.reasons.clone(),
         };
         let latency_us = started.elapsed().as_micros() as u64;
-        match auditor.record(bytes, &run, decision, latency_us) {
+        let result = match auditor.record(bytes, &run, decision, latency_us) {
             Ok(seq) => instance_result(record, &run, &params.labels, model_ref, Some(seq)),
             // No result is published without its audit record.
             Err(e) => instance_result(
@@ -173,6 +178,10 @@ impl Processor for ServeProcessor {
                 model_ref,
                 None,
             ),
+        };
+        InstanceResult {
+            preview_png: preview,
+            ..result
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Instant as StdInstant;
 use cxr_bundle::ModelParams;
 use cxr_core::{decide, gate_input, ContentVerdict, Decision, DecisionParams, StudyFacts};
 use cxr_engine::{Engine, Selection};
-use cxr_preprocess::{prepare, tta_view};
+use cxr_preprocess::{prepare, tta_view, ModelInput};
 use cxr_radiograph::Radiograph;
 use embassy_time::Instant;
 
@@ -44,6 +44,9 @@ pub struct StudyOutput {
     /// Views run through the engine (0 when a gate stopped the study first).
     pub views: usize,
     pub ms: StageMs,
+    /// The classifier's input, exactly as the engine saw it (the identity
+    /// view); `None` when a gate stopped the study before it was prepared.
+    pub input: Option<ModelInput>,
 }
 
 /// The model, its parameters and gates, ready for studies.
@@ -108,6 +111,7 @@ impl StudyPath<'_> {
                 decision,
                 views: 0,
                 ms: stage,
+                input: None,
             });
         }
         let t = StdInstant::now();
@@ -144,6 +148,7 @@ impl StudyPath<'_> {
             decision,
             views,
             ms: stage,
+            input: Some(input),
         })
     }
 

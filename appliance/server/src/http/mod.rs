@@ -10,6 +10,7 @@ pub mod credentials;
 
 mod api;
 mod auth;
+mod dicomweb;
 mod stow;
 
 use std::net::SocketAddr;
@@ -170,6 +171,28 @@ pub fn router(service: Arc<HttpService>) -> Router {
         .route("/api/v1/login", post(auth::login))
         .route("/api/v1/logout", post(auth::logout))
         .route("/api/v1/session", get(auth::session))
+        .route("/dicomweb/studies", get(dicomweb::studies))
+        .route("/dicomweb/studies/{study}", get(dicomweb::retrieve_study))
+        .route(
+            "/dicomweb/studies/{study}/series",
+            get(dicomweb::study_series),
+        )
+        .route(
+            "/dicomweb/studies/{study}/instances",
+            get(dicomweb::study_instances),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances",
+            get(dicomweb::series_instances),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
+            get(dicomweb::retrieve_instance),
+        )
+        .route(
+            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(dicomweb::rendered_instance),
+        )
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| async move {

@@ -1,0 +1,160 @@
+//! The result picture as a DICOM Secondary Capture Image (PS3.3 A.8.1),
+//! for PACS viewers that cannot display an SR: in the source study, in its
+//! own series, 8-bit MONOCHROME2, Burned In Annotation YES, with UIDs
+//! derived like the SR's (the same result gives the same UIDs).
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use image::GrayImage;
+
+use crate::result::StudyResult;
+use crate::sr::{date_time, optional, text, SrDevice, EXPLICIT_VR_LE};
+use crate::uid::derived_uid;
+use crate::ReportError;
+
+/// Secondary Capture Image Storage.
+pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+/// An encoded Secondary Capture and the UIDs it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScDocument {
+    pub bytes: Vec<u8>,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+}
+
+/// The SC's series and instance UIDs, from the same parts as the SR's.
+pub fn sc_uids(result: &StudyResult) -> (String, String) {
+    let version = result.version.to_string();
+    let model = result.model.as_ref().map_or("none", |m| m.digest.as_str());
+    let mut inputs: Vec<&str> = result.instances.iter().map(|i| i.sha256.as_str()).collect();
+    inputs.sort_unstable();
+    let mut parts = vec![result.study_instance_uid.as_str(), version.as_str(), model];
+    parts.extend(inputs);
+    (
+        derived_uid("sc-series", &parts),
+        derived_uid("sc-instance", &parts),
+    )
+}
+
+type Obj = InMemDicomObject;
+
+fn elements(
+    result: &StudyResult,
+    device: &SrDevice,
+    uids: (&str, &str),
+    picture: &GrayImage,
+) -> Vec<DataElement<Obj>> {
+    let h = &result.header;
+    let (date, time) = date_time(result.completed_unix_ms);
+    let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+    vec![
+        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+        text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY"),
+        text(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE),
+        text(tags::SOP_INSTANCE_UID, VR::UI, uids.1),
+        text(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
+        text(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
+        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
+        optional(tags::STUDY_DATE, VR::DA, h.study_date.as_ref()),
+        text(tags::CONTENT_DATE, VR::DA, &date),
+        optional(tags::STUDY_TIME, VR::TM, h.study_time.as_ref()),
+        text(tags::CONTENT_TIME, VR::TM, &time),
+        optional(tags::ACCESSION_NUMBER, VR::SH, h.accession_number.as_ref()),
+        text(tags::MODALITY, VR::CS, "OT"),
+        text(tags::CONVERSION_TYPE, VR::CS, "WSD"),
+        text(tags::MANUFACTURER, VR::LO, &device.manufacturer),
+        optional(
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            h.referring_physician_name.as_ref(),
+        ),
+        text(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            "AI result picture (unverified)",
+        ),
+        text(tags::MANUFACTURER_MODEL_NAME, VR::LO, &device.model_name),
+        optional(tags::PATIENT_NAME, VR::PN, h.patient_name.as_ref()),
+        optional(tags::PATIENT_ID, VR::LO, h.patient_id.as_ref()),
+        optional(
+            tags::PATIENT_BIRTH_DATE,
+            VR::DA,
+            h.patient_birth_date.as_ref(),
+        ),
+        optional(tags::PATIENT_SEX, VR::CS, h.patient_sex.as_ref()),
+        text(tags::DEVICE_SERIAL_NUMBER, VR::LO, &device.serial_number),
+        text(tags::SOFTWARE_VERSIONS, VR::LO, &device.software_version),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, &result.study_instance_uid),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, uids.0),
+        optional(tags::STUDY_ID, VR::SH, h.study_id.as_ref()),
+        text(tags::SERIES_NUMBER, VR::IS, "991"),
+        text(tags::INSTANCE_NUMBER, VR::IS, &result.version.to_string()),
+        DataElement::new(tags::PATIENT_ORIENTATION, VR::CS, PrimitiveValue::Empty),
+        // Type 2C in General Series; empty: the picture has no side.
+        DataElement::new(tags::LATERALITY, VR::CS, PrimitiveValue::Empty),
+        text(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"),
+        us(tags::SAMPLES_PER_PIXEL, 1),
+        text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us(tags::ROWS, picture.height() as u16),
+        us(tags::COLUMNS, picture.width() as u16),
+        us(tags::BITS_ALLOCATED, 8),
+        us(tags::BITS_STORED, 8),
+        us(tags::HIGH_BIT, 7),
+        us(tags::PIXEL_REPRESENTATION, 0),
+        text(tags::DATE_OF_SECONDARY_CAPTURE, VR::DA, &date),
+        text(tags::TIME_OF_SECONDARY_CAPTURE, VR::TM, &time),
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PrimitiveValue::from(picture.as_raw().clone()),
+        ),
+    ]
+}
+
+/// Encode `picture` (the result picture of `result`) as a Part 10 file.
+pub fn encode_sc(
+    result: &StudyResult,
+    picture: &GrayImage,
+    device: &SrDevice,
+) -> Result<ScDocument, ReportError> {
+    if picture.width() > u16::MAX as u32 || picture.height() > u16::MAX as u32 {
+        return Err(ReportError::Encode {
+            what: "the Secondary Capture",
+            reason: "the picture is larger than 65535 pixels".into(),
+        });
+    }
+    let (series_uid, instance_uid) = sc_uids(result);
+    let obj = Obj::from_element_iter(elements(
+        result,
+        device,
+        (&series_uid, &instance_uid),
+        picture,
+    ));
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(SECONDARY_CAPTURE)
+        .media_storage_sop_instance_uid(instance_uid.as_str())
+        .transfer_syntax(EXPLICIT_VR_LE)
+        .implementation_class_uid(device.implementation_class_uid.as_str())
+        .implementation_version_name(device.implementation_version_name.as_str())
+        .build()
+        .map_err(|e| ReportError::Encode {
+            what: "the Secondary Capture's file meta",
+            reason: e.to_string(),
+        })?;
+    let mut bytes = Vec::new();
+    obj.with_exact_meta(meta)
+        .write_all(&mut bytes)
+        .map_err(|e| ReportError::Encode {
+            what: "the Secondary Capture",
+            reason: e.to_string(),
+        })?;
+    Ok(ScDocument {
+        bytes,
+        sop_class_uid: SECONDARY_CAPTURE.into(),
+        sop_instance_uid: instance_uid,
+        series_instance_uid: series_uid,
+    })
+}
