@@ -611,6 +611,64 @@ fn qido_and_wado(port: u16, auth: &str, dir: &Path) {
     assert_eq!(study.status, 200, "WADO-RS of the study: its SRs");
     result_picture_and_secondary_capture(&get, &url_of(Some("OT")), &url_of(Some("SR")), dir);
     abstention_picture(&get, &list, dir);
+    fhir_resources(&get, &list, dir);
+}
+
+/// FHIR R4: search by the study's identifier and by date, read by id, and
+/// every resource valid against FHIR R4 (the `fhir.resources` 4.0.1 models
+/// and the R4 JSON schema). The abstained study carries no probability.
+fn fhir_resources(get: &dyn Fn(&str) -> Reply, studies: &Value, dir: &Path) {
+    let mut files = Vec::new();
+    for study in studies.as_array().unwrap() {
+        let uid = study["0020000D"]["Value"][0].as_str().unwrap();
+        let found = get(&format!("/fhir/DiagnosticReport?identifier={uid}"));
+        assert_eq!(found.status, 200);
+        assert_eq!(found.header("content-type"), Some("application/fhir+json"));
+        let bundle = found.json();
+        assert_eq!(bundle["total"], 1, "{bundle}");
+        let report = &bundle["entry"][0]["resource"];
+        assert_eq!(report["status"], "preliminary");
+        let id = report["id"].as_str().unwrap();
+        assert_eq!(get(&format!("/fhir/DiagnosticReport/{id}")).json(), *report);
+        let text = bundle.to_string();
+        if uid != RG1_STUDY {
+            assert!(
+                !text.contains("valueQuantity"),
+                "an abstention publishes no probability"
+            );
+            assert!(report["conclusion"]
+                .as_str()
+                .unwrap()
+                .contains("ABSTAIN_NOT_CHEST"));
+        } else {
+            assert!(text.contains("valueQuantity"));
+        }
+        let file = dir.join(format!("fhir-{}.json", files.len()));
+        std::fs::write(&file, text).unwrap();
+        files.push(file);
+    }
+    let ranged = get("/fhir/DiagnosticReport?date=ge2004-01-01&date=le2004-12-31").json();
+    assert_eq!(ranged["total"].as_u64(), Some(files.len() as u64));
+    assert_eq!(
+        get("/fhir/DiagnosticReport?date=lt2004-01-01").json()["total"],
+        0
+    );
+    assert_eq!(get("/fhir/DiagnosticReport?subject=x").status, 400);
+    let Some(validator) = cxr_tests::data::fhir_validator() else {
+        return;
+    };
+    let paths: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let (valid, report) = validator.check(&paths);
+    assert!(valid, "FHIR R4 validation:\n{report}");
+    // The validator catches a broken resource (so its pass means something).
+    let broken =
+        std::fs::read_to_string(&files[0])
+            .unwrap()
+            .replacen("\"preliminary\"", "\"bogus\"", 1);
+    let broken_file = dir.join("fhir-broken.json");
+    std::fs::write(&broken_file, broken).unwrap();
+    let (valid, report) = validator.check(&[&broken_file]);
+    assert!(!valid && report.contains("bogus"), "{report}");
 }
 
 /// The extremity film's study abstains: its picture shows the reason and

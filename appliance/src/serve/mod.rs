@@ -283,6 +283,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let destinations = config::destinations(&settings)?;
     let mut log = device.open_audit()?;
     let secret = device.secret()?;
+    let report_device = sr_device(&secret);
     let engine = (args.engine, args.threads);
     let model = load_model(args.bundle.as_deref(), engine, &device, &mut log)?;
     let status = model_json(&model);
@@ -328,7 +329,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let worker = std::thread::Builder::new()
         .name("cxr-worker".into())
         .spawn(move || worker.run())?;
-    let http = http_side(&settings, &state, &intake, &model, &notes)?;
+    let http = http_side(&settings, &state, &intake, &model, &notes, report_device)?;
     let network = Network {
         listen: settings.dicom_listen.parse()?,
         http,
@@ -372,6 +373,7 @@ fn http_side(
     intake: &Arc<Intake>,
     model: &Arc<Mutex<Result<Model, Reason>>>,
     notes: &notes::Notes,
+    device: SrDevice,
 ) -> anyhow::Result<Option<(SocketAddr, cxr_server::http::HttpService)>> {
     use cxr_server::http::{
         credentials::CredentialStore, HttpConfig, HttpEvent, HttpService, Sessions,
@@ -422,6 +424,7 @@ fn http_side(
             free_disk: settings.min_free_disk_bytes,
         },
         observer,
+        device,
     };
     Ok(Some((address, service)))
 }

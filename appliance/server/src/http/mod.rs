@@ -11,6 +11,7 @@ pub mod credentials;
 mod api;
 mod auth;
 mod dicomweb;
+mod fhir;
 mod stow;
 
 use std::net::SocketAddr;
@@ -100,6 +101,8 @@ pub struct HttpService {
     pub ready: Readiness,
     pub watermarks: Watermarks,
     pub observer: HttpObserver,
+    /// This appliance as its results name it (FHIR Device, SR equipment).
+    pub device: cxr_report::SrDevice,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -171,6 +174,8 @@ pub fn router(service: Arc<HttpService>) -> Router {
         .route("/api/v1/login", post(auth::login))
         .route("/api/v1/logout", post(auth::logout))
         .route("/api/v1/session", get(auth::session))
+        .route("/fhir/DiagnosticReport", get(fhir::search_reports))
+        .route("/fhir/{kind}/{id}", get(fhir::read))
         .route("/dicomweb/studies", get(dicomweb::studies))
         .route("/dicomweb/studies/{study}", get(dicomweb::retrieve_study))
         .route(
