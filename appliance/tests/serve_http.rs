@@ -32,7 +32,7 @@ fn sample(name: &str) -> Vec<u8> {
 
 /// The development board with the HTTP timeouts at 2 s, so that the slow
 /// clients are cut off within the test.
-fn board_file(dir: &Path) -> std::path::PathBuf {
+fn board_file(dir: &Path, metrics_open: bool) -> std::path::PathBuf {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-config/boards/dev-x86.toml"),
     )
@@ -41,7 +41,13 @@ fn board_file(dir: &Path) -> std::path::PathBuf {
         "http_listen = \"127.0.0.1:8080\"",
         "http_listen = \"127.0.0.1:0\"\nhttp_header_timeout_s = 2\nhttp_body_timeout_s = 2\nsend_secondary_capture = true",
     );
-    assert!(text.contains("http_body_timeout_s = 2"));
+    let text = text.replace(
+        "http_metrics_open_to_loopback = true",
+        &format!("http_metrics_open_to_loopback = {metrics_open}"),
+    );
+    assert!(
+        text.contains("http_body_timeout_s = 2") && text.contains("http_metrics_open_to_loopback")
+    );
     let path = dir.join("board.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -125,7 +131,7 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     let dir = scratch_dir("serve-http");
     let state = dir.join("state");
     let state_arg = state.to_str().unwrap().to_owned();
-    let board = board_file(&dir);
+    let board = board_file(&dir, true);
     let board_arg = board.to_str().unwrap().to_owned();
     let service = Service::start(
         &appliance(),
@@ -152,6 +158,7 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     stow_statuses(port, &bearer(&operator));
     auth_matrix(port, &state_arg, &board_arg, &operator, &viewer);
     results_api(port, &bearer(&viewer), &service, &dir);
+    metrics_for_a_local_scraper(port);
     slow_clients_are_cut_off(port, &bearer(&operator));
     assert_eq!(service.terminate(), Some(0));
 }
@@ -744,6 +751,29 @@ fn result_picture_and_secondary_capture(
     assert!(text.contains("SCImage"), "{text}");
 }
 
+/// `/metrics` in the Prometheus text format, open to a loopback scraper on
+/// this board.
+fn metrics_for_a_local_scraper(port: u16) {
+    let m = request(port, "GET", "/metrics", &[], b"");
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8_lossy(&m.body);
+    for needle in [
+        "cxr_instances_processed_total{outcome=\"decision\"}",
+        "cxr_studies_published_total{outcome=\"abstention\"}",
+        "cxr_stow_instances_total{result=\"stored\"}",
+        "cxr_stage_seconds_bucket{stage=\"inference_per_view\",le=\"+Inf\"}",
+        "cxr_queue_instances ",
+        "cxr_dicom_associations_open 0",
+        "cxr_spool_used_bytes ",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
 /// A client that sends its headers a byte a second, or stops in the middle
 /// of a body, is cut off by the 2 s timeouts, not held forever.
 fn slow_clients_are_cut_off(port: u16, auth: &str) {
@@ -831,7 +861,7 @@ fn every_acknowledged_stow_instance_survives_a_sigkill() {
     let dir = scratch_dir("serve-http-kill");
     let state = dir.join("state");
     let state_arg = state.to_str().unwrap().to_owned();
-    let board = board_file(&dir);
+    let board = board_file(&dir, false);
     let board_arg = board.to_str().unwrap().to_owned();
     let args = [
         "--state-dir",
@@ -846,6 +876,12 @@ fn every_acknowledged_stow_instance_survives_a_sigkill() {
     let service = Service::start(&appliance(), &args, &[], &dir.join("serve-1.err"));
     let port = service.http_port.unwrap();
     let auth = bearer(&token(&state_arg, &board_arg, "operator"));
+    // This board keeps /metrics behind credentials, loopback or not.
+    assert_eq!(request(port, "GET", "/metrics", &[], b"").status, 401);
+    assert_eq!(
+        request(port, "GET", "/metrics", &[("authorization", &auth)], b"").status,
+        200
+    );
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let clients: Vec<_> = (0..4)
         .map(|k| {

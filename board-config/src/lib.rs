@@ -167,6 +167,9 @@ pub struct ServeSettings {
     /// Send each result picture as a DICOM Secondary Capture to the
     /// destinations too, for PACS viewers that cannot display an SR.
     pub send_secondary_capture: bool,
+    /// `/metrics` answers loopback peers without credentials (a local
+    /// scraper); otherwise it needs a viewer's.
+    pub http_metrics_open_to_loopback: bool,
 }
 
 impl Default for ServeSettings {
@@ -202,6 +205,7 @@ impl Default for ServeSettings {
             http_header_timeout_s: 10,
             http_body_timeout_s: 30,
             send_secondary_capture: false,
+            http_metrics_open_to_loopback: false,
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod forward;
 pub mod http;
 pub mod intake;
 mod jsonl;
+pub mod metrics;
 pub mod multipart;
 pub mod outbox;
 pub mod part10;

@@ -370,7 +370,35 @@ impl std::fmt::Debug for Scp {
     }
 }
 
+/// A handle that counts the receiver's open associations.
+#[derive(Clone)]
+pub struct Associations(Arc<Shared>);
+
+impl std::fmt::Debug for Associations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Associations")
+            .field("open", &self.open())
+            .finish()
+    }
+}
+
+impl Associations {
+    /// Associations admitted and not yet ended.
+    pub fn open(&self) -> usize {
+        self.0
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .total
+    }
+}
+
 impl Scp {
+    /// The count of open associations, readable while the receiver runs.
+    pub fn associations(&self) -> Associations {
+        Associations(Arc::clone(&self.shared))
+    }
+
     pub fn new(
         listener: TcpListener,
         config: ScpConfig,

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use crate::assembly::Work;
 use crate::clock::Clock;
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::results::{
     sha256_hex, study_key, study_result, InstanceResult, ResultStore, StudyResult,
@@ -88,6 +89,7 @@ pub struct Worker {
     unsaved: Option<InstanceResult>,
     /// Monotonic ms of the loop's last turn: a watchdog feeds on it.
     heartbeat: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -114,7 +116,14 @@ impl Worker {
             published: HashMap::new(),
             unsaved: None,
             heartbeat: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// Count into `metrics` (shared with the HTTP side's `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// When the work loop last turned (monotonic ms on the worker's clock):
@@ -286,6 +295,11 @@ impl Worker {
         let id = result.instance;
         match self.store.write_instance(&result) {
             Ok(()) => {
+                let outcome = serde_json::to_value(result.outcome).unwrap_or_default();
+                self.metrics.instance_processed(
+                    outcome.as_str().unwrap_or("unknown"),
+                    &result.detail["timings_ms"],
+                );
                 self.intake.board().processed(id);
                 Ok(())
             }
@@ -333,6 +347,7 @@ impl Worker {
         self.deliver(&result, &facts)?;
         self.store.write_study(&result).map_err(|e| e.to_string())?;
         self.intake.board().published(uid, version, ids);
+        self.metrics.study_published(&result.outcome);
         self.remember(uid, ids.to_vec(), completed);
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 mod admin;
 mod config;
+mod http;
 mod notes;
 mod processor;
 
@@ -221,6 +222,8 @@ struct Network {
     listen: SocketAddr,
     /// The HTTP side, when the board (or `--http-listen`) names an address.
     http: Option<(SocketAddr, cxr_server::http::HttpService)>,
+    /// Where the receiver's association count goes once it exists.
+    associations: Arc<std::sync::OnceLock<cxr_server::scp::Associations>>,
     scp: ScpConfig,
     watermarks: Watermarks,
     intake: Arc<Intake>,
@@ -313,13 +316,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         audit: Arc::clone(&audit),
         secret,
     };
+    let metrics = Arc::new(cxr_server::metrics::Metrics::default());
     let mut worker = Worker::new(
         Arc::clone(&intake),
         store,
         Box::new(processor),
         Arc::clone(&clock),
         delivery,
-    );
+    )
+    .with_metrics(Arc::clone(&metrics));
     worker.restore()?;
     let (pending, studies) = board.backlog();
     let liveness = Liveness {
@@ -329,10 +334,22 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let worker = std::thread::Builder::new()
         .name("cxr-worker".into())
         .spawn(move || worker.run())?;
-    let http = http_side(&settings, &state, &intake, &model, &notes, report_device)?;
+    let associations = Arc::new(std::sync::OnceLock::new());
+    let http_service = http::http_side(http::HttpWiring {
+        settings: &settings,
+        state: &state,
+        intake: &intake,
+        model: &model,
+        notes: &notes,
+        device: report_device,
+        outbox: &outbox,
+        board: &board,
+        metrics: &metrics,
+        associations: &associations,
+    })?;
     let network = Network {
         listen: settings.dicom_listen.parse()?,
-        http,
+        http: http_service,
         watermarks: Watermarks {
             spool_headroom: settings.min_headroom_bytes,
             free_disk: settings.min_free_disk_bytes,
@@ -360,73 +377,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         intake,
         notes,
         state_dir: state,
+        associations,
     };
     let ready = json!({ "serve": "ready", "dicom": null, "http": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
     run_until_stopped(network, ready, &board, (worker, liveness))
-}
-
-/// The HTTP side over the same intake, results and model as the receiver;
-/// logins are audited through the notes queue.
-fn http_side(
-    settings: &cxr_board::ServeSettings,
-    state: &std::path::Path,
-    intake: &Arc<Intake>,
-    model: &Arc<Mutex<Result<Model, Reason>>>,
-    notes: &notes::Notes,
-    device: SrDevice,
-) -> anyhow::Result<Option<(SocketAddr, cxr_server::http::HttpService)>> {
-    use cxr_server::http::{
-        credentials::CredentialStore, HttpConfig, HttpEvent, HttpService, Sessions,
-    };
-    let Some(listen) = &settings.http_listen else {
-        return Ok(None);
-    };
-    let address: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("serve.http_listen {listen:?}"))?;
-    let model = Arc::clone(model);
-    let ready: cxr_server::http::Readiness =
-        Arc::new(
-            move || match &*model.lock().unwrap_or_else(|p| p.into_inner()) {
-                Ok(_) => Ok(()),
-                Err(r) => Err((r.code.clone(), r.message.clone())),
-            },
-        );
-    let notes = notes.clone();
-    let observer: cxr_server::http::HttpObserver = Arc::new(move |event| match event {
-        HttpEvent::Login {
-            user,
-            peer,
-            granted,
-            detail,
-        } => notes.record(Event::Login {
-            user,
-            peer,
-            granted,
-            detail,
-        }),
-    });
-    let service = HttpService {
-        config: HttpConfig {
-            max_body_bytes: settings.http_max_body_bytes,
-            max_connections: settings.http_max_connections,
-            header_timeout: Duration::from_secs(settings.http_header_timeout_s),
-            body_idle_timeout: Duration::from_secs(settings.http_body_timeout_s),
-            ..HttpConfig::default()
-        },
-        intake: Arc::clone(intake),
-        results: ResultStore::open(state)?,
-        credentials: CredentialStore::new(state),
-        sessions: Sessions::new(),
-        ready,
-        watermarks: Watermarks {
-            spool_headroom: settings.min_headroom_bytes,
-            free_disk: settings.min_free_disk_bytes,
-        },
-        observer,
-        device,
-    };
-    Ok(Some((address, service)))
 }
 
 /// What the watchdog looks at: the worker's heartbeat on its clock.
@@ -472,6 +426,7 @@ async fn until_stopped(
         ));
     }
     let scp = Scp::new(listener, n.scp, n.intake, observer(n.notes), n.watermarks);
+    let _ = n.associations.set(scp.associations());
     let scp = tokio::spawn(scp.run(stop_rx.clone()));
     let forwarder = tokio::spawn(n.forwarder.run(stop_rx.clone()));
     tokio::spawn(admin::run(admin_listener, Arc::new(n.admin), stop_rx));

@@ -43,6 +43,37 @@ pub(super) async fn readyz(State(service): State<Arc<HttpService>>) -> Response 
     }
 }
 
+/// The Prometheus text exposition: a viewer's, or a loopback scraper's
+/// when the board allows it.
+pub(super) async fn metrics(
+    State(service): State<Arc<HttpService>>,
+    axum::extract::Extension(super::Peer(peer)): axum::extract::Extension<super::Peer>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let local = service.config.metrics_open_to_loopback && peer.ip().is_loopback();
+    if !local {
+        authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    }
+    let text = {
+        let service = Arc::clone(&service);
+        tokio::task::spawn_blocking(move || service.metrics.render(&(service.gauges)()))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "HTTP_INTERNAL",
+                    e.to_string(),
+                )
+            })?
+    };
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
 /// The largest page of studies or changes.
 const MAX_PAGE: usize = 500;
 

@@ -53,6 +53,9 @@ pub struct HttpConfig {
     pub session_idle: Duration,
     pub session_lifetime: Duration,
     pub multipart: multipart::Limits,
+    /// `/metrics` answers a loopback peer without credentials (a local
+    /// scraper); everyone else needs the viewer role.
+    pub metrics_open_to_loopback: bool,
 }
 
 impl Default for HttpConfig {
@@ -67,6 +70,7 @@ impl Default for HttpConfig {
             session_idle: Duration::from_secs(30 * 60),
             session_lifetime: Duration::from_secs(12 * 3600),
             multipart: multipart::Limits::default(),
+            metrics_open_to_loopback: false,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct HttpService {
     pub observer: HttpObserver,
     /// This appliance as its results name it (FHIR Device, SR equipment).
     pub device: cxr_report::SrDevice,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The gauges, read at each scrape.
+    pub gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync>,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -168,6 +175,7 @@ pub fn router(service: Arc<HttpService>) -> Router {
     let bounded = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
         .route("/api/v1/studies", get(api::studies))
         .route("/api/v1/studies/{study}", get(api::study))
         .route("/api/v1/changes", get(api::changes))

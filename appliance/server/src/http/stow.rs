@@ -70,7 +70,11 @@ async fn store(
     let source = format!("{}@{}", principal.name, peer.ip());
     let scope = study.as_deref().map_or(StudyScope::Any, StudyScope::Only);
     match receive(&service, body, &boundary, &source, scope).await {
-        Ok(replies) => answer(&replies),
+        Ok(replies) => {
+            let stored = replies.iter().filter(|r| r.durable.is_some()).count();
+            service.metrics.stow(stored, replies.len() - stored);
+            answer(&replies)
+        }
         Err(e) => e.into_response(),
     }
 }

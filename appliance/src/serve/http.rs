@@ -1,0 +1,134 @@
+//! The HTTP side's wiring: the same intake, results, model, outbox and
+//! study board as the DICOM receiver; logins audited through the notes
+//! queue; the gauges `/metrics` reads at each scrape.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use cxr_audit::Event;
+use cxr_report::SrDevice;
+use cxr_server::assembly::StudyBoard;
+use cxr_server::http::credentials::CredentialStore;
+use cxr_server::http::{HttpConfig, HttpEvent, HttpObserver, HttpService, Readiness, Sessions};
+use cxr_server::intake::Intake;
+use cxr_server::metrics::{Gauges, Metrics};
+use cxr_server::outbox::{EntryState, Outbox};
+use cxr_server::results::{Reason, ResultStore};
+use cxr_server::scp::{Associations, Watermarks};
+
+use super::{notes, Model};
+
+/// What the HTTP side shares with the rest of the service.
+pub(super) struct HttpWiring<'a> {
+    pub settings: &'a cxr_board::ServeSettings,
+    pub state: &'a Path,
+    pub intake: &'a Arc<Intake>,
+    pub model: &'a Arc<Mutex<Result<Model, Reason>>>,
+    pub notes: &'a notes::Notes,
+    pub device: SrDevice,
+    pub outbox: &'a Arc<Mutex<Outbox>>,
+    pub board: &'a Arc<StudyBoard>,
+    pub metrics: &'a Arc<Metrics>,
+    /// Set once the DICOM receiver exists (it binds after this is built).
+    pub associations: &'a Arc<OnceLock<Associations>>,
+}
+
+fn readiness(model: &Arc<Mutex<Result<Model, Reason>>>) -> Readiness {
+    let model = Arc::clone(model);
+    Arc::new(
+        move || match &*model.lock().unwrap_or_else(|p| p.into_inner()) {
+            Ok(_) => Ok(()),
+            Err(r) => Err((r.code.clone(), r.message.clone())),
+        },
+    )
+}
+
+fn login_observer(notes: &notes::Notes) -> HttpObserver {
+    let notes = notes.clone();
+    Arc::new(move |event| match event {
+        HttpEvent::Login {
+            user,
+            peer,
+            granted,
+            detail,
+        } => notes.record(Event::Login {
+            user,
+            peer,
+            granted,
+            detail,
+        }),
+    })
+}
+
+fn gauges(w: &HttpWiring<'_>) -> Arc<dyn Fn() -> Gauges + Send + Sync> {
+    let (intake, outbox, board) = (
+        Arc::clone(w.intake),
+        Arc::clone(w.outbox),
+        Arc::clone(w.board),
+    );
+    let associations = Arc::clone(w.associations);
+    Arc::new(move || {
+        let (queued_instances, queued_studies) = board.backlog();
+        let (used, headroom, free) = {
+            let spool = intake.spool();
+            (
+                spool.used_bytes(),
+                spool.headroom(),
+                spool.free_disk_bytes(),
+            )
+        };
+        let (pending, dead) = {
+            let outbox = outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let count = |s: EntryState| outbox.entries().filter(|e| e.state == s).count() as u64;
+            (count(EntryState::Pending), count(EntryState::Dead))
+        };
+        Gauges {
+            queued_instances: queued_instances as u64,
+            queued_studies: queued_studies as u64,
+            open_associations: associations.get().map_or(0, |a| a.open() as u64),
+            spool_used_bytes: used,
+            spool_headroom_bytes: headroom,
+            disk_free_bytes: free,
+            outbox_pending: pending,
+            outbox_dead: dead,
+        }
+    })
+}
+
+/// The HTTP side, when the board (or `--http-listen`) names an address.
+pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<(SocketAddr, HttpService)>> {
+    let settings = w.settings;
+    let Some(listen) = &settings.http_listen else {
+        return Ok(None);
+    };
+    let address: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("serve.http_listen {listen:?}"))?;
+    let service = HttpService {
+        config: HttpConfig {
+            max_body_bytes: settings.http_max_body_bytes,
+            max_connections: settings.http_max_connections,
+            header_timeout: Duration::from_secs(settings.http_header_timeout_s),
+            body_idle_timeout: Duration::from_secs(settings.http_body_timeout_s),
+            metrics_open_to_loopback: settings.http_metrics_open_to_loopback,
+            ..HttpConfig::default()
+        },
+        intake: Arc::clone(w.intake),
+        results: ResultStore::open(w.state)?,
+        credentials: CredentialStore::new(w.state),
+        sessions: Sessions::new(),
+        ready: readiness(w.model),
+        watermarks: Watermarks {
+            spool_headroom: settings.min_headroom_bytes,
+            free_disk: settings.min_free_disk_bytes,
+        },
+        observer: login_observer(w.notes),
+        gauges: gauges(&w),
+        metrics: Arc::clone(w.metrics),
+        device: w.device,
+    };
+    Ok(Some((address, service)))
+}
