@@ -19,6 +19,7 @@ mod outbox_cmd;
 mod serve;
 #[cfg(feature = "testing")]
 mod testing;
+mod tls_cmd;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,9 @@ enum Command {
     /// API tokens for machines (kept as digests): create, revoke, list.
     #[command(subcommand)]
     Token(access_cmd::TokenCommand),
+    /// The HTTPS certificate: `tls fingerprint`.
+    #[command(subcommand)]
+    Tls(tls_cmd::TlsCommand),
     /// Write a random-weight model and neutral parameters, to try `classify`
     /// end to end. The output is noise: never use it on patients.
     #[cfg(feature = "testing")]
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit_cmd::run(&cmd),
         Command::User(cmd) => access_cmd::run_user(&cmd),
         Command::Token(cmd) => access_cmd::run_token(&cmd),
+        Command::Tls(cmd) => tls_cmd::run(&cmd),
         #[cfg(feature = "testing")]
         Command::DevRandomModel(args) => dev_model::run(&args).map(|()| ExitCode::SUCCESS),
     };

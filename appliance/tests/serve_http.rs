@@ -953,3 +953,112 @@ fn every_acknowledged_stow_instance_survives_a_sigkill() {
     );
     assert_eq!(again.terminate(), Some(0));
 }
+
+/// Run a program; (exit code, stdout and stderr).
+fn run_tool(program: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// With `http_tls`, the port speaks HTTPS only, TLS 1.2 and 1.3 but not
+/// 1.1, with the certificate whose fingerprint `tls fingerprint` prints,
+/// and session cookies carry `Secure`.
+#[test]
+fn https_serves_tls_1_2_and_1_3_only_with_the_printed_certificate() {
+    let (Some(curl), Some(openssl)) = (
+        cxr_tests::dicom_net::tool("curl"),
+        cxr_tests::dicom_net::tool("openssl"),
+    ) else {
+        return;
+    };
+    let dir = scratch_dir("serve-https");
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    let board = board_file(&dir, false);
+    let text = std::fs::read_to_string(&board)
+        .unwrap()
+        .replace("http_listen = ", "http_tls = true\nhttp_listen = ");
+    std::fs::write(&board, text).unwrap();
+    let board_arg = board.to_str().unwrap().to_owned();
+    let (code, out) = cli(
+        &[
+            "tls",
+            "fingerprint",
+            "--state-dir",
+            &state_arg,
+            "--board-file",
+            &board_arg,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let printed: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let fingerprint = printed["fingerprint_sha256"].as_str().unwrap().to_owned();
+    let args = [
+        "--state-dir",
+        &state_arg,
+        "--board-file",
+        &board_arg,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let service = Service::start(&appliance(), &args, &[], &dir.join("serve.err"));
+    assert_eq!(service.ready["https"], true);
+    assert_eq!(
+        service.ready["tls_fingerprint_sha256"],
+        fingerprint.as_str(),
+        "the certificate made before start is the one served"
+    );
+    let port = service.http_port.unwrap();
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let (code, out) = run_tool(&curl, &["-sk", "--tlsv1.2", &url]);
+    assert_eq!(code, 0, "TLS 1.2 and up: {out}");
+    assert!(out.contains("alive"), "{out}");
+    let (code, _) = run_tool(&curl, &["-sk", "--tlsv1.3", &url]);
+    assert_eq!(code, 0, "TLS 1.3");
+    let (code, out) = run_tool(&curl, &["-sk", "--tlsv1.1", "--tls-max", "1.1", &url]);
+    assert_ne!(code, 0, "TLS 1.1 must be refused: {out}");
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .write_all(&head("GET", "/healthz", &[], None))
+        .unwrap();
+    let answer = cxr_tests::http::read_reply_or_closed(&mut plain);
+    assert!(
+        answer.is_none(),
+        "no plain HTTP on an HTTPS port: {answer:?}"
+    );
+    let connect = format!("127.0.0.1:{port}");
+    let (_, chain) = run_tool(&openssl, &["s_client", "-connect", &connect, "-showcerts"]);
+    let pem_start = chain
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let pem_end =
+        chain.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let served = dir.join("served.pem");
+    std::fs::write(&served, &chain[pem_start..pem_end]).unwrap();
+    let (_, fp) = run_tool(
+        &openssl,
+        &[
+            "x509",
+            "-in",
+            served.to_str().unwrap(),
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ],
+    );
+    assert!(
+        fp.contains(&fingerprint),
+        "served {fp}, printed {fingerprint}"
+    );
+    assert_eq!(service.terminate(), Some(0));
+}

@@ -150,11 +150,13 @@ pub struct ServeSettings {
     /// An input is deleted this long after its study's results reached
     /// every destination; undelivered input is never deleted.
     pub retain_hours: f64,
-    /// The HTTP side (STOW-RS, results API, login, health) as plain HTTP on
-    /// this address; absent, there is none. Development boards only: a
-    /// release board serves HTTPS only, which this build does not have yet.
+    /// The HTTP side (STOW-RS, results API, login, health, the operator's
+    /// page) on this address; absent, there is none.
     #[serde(default)]
     pub http_listen: Option<String>,
+    /// Serve HTTPS only (TLS 1.2 and 1.3; a self-signed certificate is made
+    /// on first start). Required on release boards.
+    pub http_tls: bool,
     /// The largest STOW-RS request body (bytes).
     pub http_max_body_bytes: u64,
     /// HTTP connections open at once at most.
@@ -200,6 +202,7 @@ impl Default for ServeSettings {
             retention_days: 14.0,
             retain_hours: 24.0,
             http_listen: None,
+            http_tls: false,
             http_max_body_bytes: 1 << 30,
             http_max_connections: 64,
             http_header_timeout_s: 10,
@@ -531,11 +534,11 @@ fn validate_engine(id: &str, e: &EngineSettings) -> Result<(), BoardError> {
 
 fn validate_http(id: &str, kind: BoardKind, s: &ServeSettings) -> Result<(), BoardError> {
     if let Some(listen) = &s.http_listen {
-        if kind == BoardKind::Release {
+        if kind == BoardKind::Release && !s.http_tls {
             return Err(invalid(
                 id,
-                format!("serve.http_listen = {listen:?} on a release board"),
-                "release boards serve HTTPS only, which this build does not have: remove http_listen",
+                format!("serve.http_listen = {listen:?} without http_tls on a release board"),
+                "release boards serve HTTPS only: set http_tls = true",
             ));
         }
         if listen.parse::<std::net::SocketAddr>().is_err() {
@@ -716,6 +719,8 @@ mod tests {
             .replace("[serve]\n", "[serve]\nhttp_listen = \"0.0.0.0:8080\"\n");
         let e = BoardProfile::parse(&release, "t").unwrap_err();
         assert!(e.to_string().contains("HTTPS"), "{e}");
+        let tls = release.replace("[serve]\n", "[serve]\nhttp_tls = true\n");
+        assert!(BoardProfile::parse(&tls, "t").is_ok());
         let bad = include_str!("../boards/dev-x86.toml").replace("127.0.0.1:8080", "localhost");
         assert_eq!(
             BoardProfile::parse(&bad, "t").unwrap_err().code(),

@@ -98,8 +98,55 @@ fn gauges(w: &HttpWiring<'_>) -> Arc<dyn Fn() -> Gauges + Send + Sync> {
     })
 }
 
+/// The HTTP side as the network task starts it.
+pub(super) struct HttpSide {
+    pub address: SocketAddr,
+    pub service: HttpService,
+    /// HTTPS only, with this configuration (and certificate fingerprint).
+    pub tls: Option<(Arc<rustls::ServerConfig>, String)>,
+}
+
+/// The names a self-signed certificate covers: localhost, the listening
+/// address (unless it is a wildcard) and this machine's host name.
+pub(crate) fn certificate_names(address: &SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if !address.ip().is_unspecified() && !address.ip().is_loopback() {
+        names.push(address.ip().to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        let host = host.trim();
+        if !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            names.push(host.to_owned());
+        }
+    }
+    names
+}
+
+/// Make the certificate on first start, then load it.
+pub(crate) fn tls_config(
+    state: &Path,
+    address: &SocketAddr,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+    use cxr_server::http::tls;
+    let (date, _) = cxr_report::sr::date_time(crate::device::now_unix_ms());
+    let today = (
+        date[..4].parse().unwrap_or(2026),
+        date[4..6].parse().unwrap_or(1),
+        date[6..8].parse().unwrap_or(1),
+    );
+    let tls_error = |e: tls::TlsError| anyhow::anyhow!("{}: {e}", e.code());
+    tls::ensure_certificate(state, &certificate_names(address), today).map_err(tls_error)?;
+    let config = tls::server_config(state).map_err(tls_error)?;
+    let info = tls::certificate_info(state).map_err(tls_error)?;
+    Ok((config, info.fingerprint_sha256))
+}
+
 /// The HTTP side, when the board (or `--http-listen`) names an address.
-pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<(SocketAddr, HttpService)>> {
+pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
     let settings = w.settings;
     let Some(listen) = &settings.http_listen else {
         return Ok(None);
@@ -114,6 +161,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<(SocketAddr,
             header_timeout: Duration::from_secs(settings.http_header_timeout_s),
             body_idle_timeout: Duration::from_secs(settings.http_body_timeout_s),
             metrics_open_to_loopback: settings.http_metrics_open_to_loopback,
+            secure_cookies: settings.http_tls,
             ..HttpConfig::default()
         },
         intake: Arc::clone(w.intake),
@@ -130,5 +178,14 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<(SocketAddr,
         metrics: Arc::clone(w.metrics),
         device: w.device,
     };
-    Ok(Some((address, service)))
+    let tls = if settings.http_tls {
+        Some(tls_config(w.state, &address)?)
+    } else {
+        None
+    };
+    Ok(Some(HttpSide {
+        address,
+        service,
+        tls,
+    }))
 }

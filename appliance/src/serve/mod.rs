@@ -6,7 +6,7 @@
 
 mod admin;
 mod config;
-mod http;
+pub(crate) mod http;
 mod notes;
 mod processor;
 
@@ -221,7 +221,7 @@ pub(super) fn model_json(model: &Result<Model, Reason>) -> Value {
 struct Network {
     listen: SocketAddr,
     /// The HTTP side, when the board (or `--http-listen`) names an address.
-    http: Option<(SocketAddr, cxr_server::http::HttpService)>,
+    http: Option<http::HttpSide>,
     /// Where the receiver's association count goes once it exists.
     associations: Arc<std::sync::OnceLock<cxr_server::scp::Associations>>,
     scp: ScpConfig,
@@ -414,16 +414,18 @@ async fn until_stopped(
     let admin_listener = admin::bind(&n.state_dir)?;
     ready["dicom"] = json!(listener.local_addr()?.to_string());
     let (stop_tx, stop_rx) = watch::channel(false);
-    if let Some((address, service)) = n.http {
-        let http = tokio::net::TcpListener::bind(address)
+    if let Some(side) = n.http {
+        let http = tokio::net::TcpListener::bind(side.address)
             .await
-            .with_context(|| format!("binding the HTTP side to {address}"))?;
+            .with_context(|| format!("binding the HTTP side to {}", side.address))?;
         ready["http"] = json!(http.local_addr()?.to_string());
-        tokio::spawn(cxr_server::http::serve(
-            http,
-            Arc::new(service),
-            stop_rx.clone(),
-        ));
+        ready["https"] = json!(side.tls.is_some());
+        let tls = side.tls.map(|(config, fingerprint)| {
+            ready["tls_fingerprint_sha256"] = json!(fingerprint);
+            config
+        });
+        let service = Arc::new(side.service);
+        tokio::spawn(cxr_server::http::serve(http, service, tls, stop_rx.clone()));
     }
     let scp = Scp::new(listener, n.scp, n.intake, observer(n.notes), n.watermarks);
     let _ = n.associations.set(scp.associations());

@@ -7,6 +7,7 @@
 //! token, or a session cookie with its CSRF token on every state change.
 
 pub mod credentials;
+pub mod tls;
 
 mod api;
 mod auth;
@@ -251,16 +252,40 @@ async fn security_headers(
     response
 }
 
+/// Serve one connection (plain or TLS) with the header timeout.
+async fn serve_connection<IO>(io: IO, app: Router, peer: SocketAddr, header_timeout: Duration)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request| {
+        request.extensions_mut().insert(Peer(peer));
+        tower::ServiceExt::oneshot(app.clone(), request)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024)
+        // A client may shut its side after the body and wait for the
+        // answer (curl --data-binary @- does); that is not an abort.
+        .half_close(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
 /// Accept connections until `stop`; each is served on its own task with
-/// the header timeout, and connections over the cap are answered 503.
+/// the header timeout (the TLS handshake included), and connections over
+/// the cap are answered 503 (closed, under TLS). With `tls`, only HTTPS is
+/// spoken on the port.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<HttpService>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(service.config.max_connections));
     let header_timeout = service.config.header_timeout;
     let app = router(service);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -272,24 +297,23 @@ pub async fn serve(
             continue;
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tokio::spawn(refuse_busy(stream));
+            if acceptor.is_none() {
+                tokio::spawn(refuse_busy(stream));
+            }
             continue;
         };
         let app = app.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut request| {
-                request.extensions_mut().insert(Peer(peer));
-                tower::ServiceExt::oneshot(app.clone(), request)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024)
-                // A client may shut its side after the body and wait for
-                // the answer (curl --data-binary @- does); that is not an abort.
-                .half_close(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match acceptor {
+                None => serve_connection(stream, app, peer, header_timeout).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        serve_connection(tls, app, peer, header_timeout).await;
+                    }
+                }
+            }
             drop(slot);
         });
     }
