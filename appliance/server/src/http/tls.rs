@@ -83,8 +83,9 @@ fn generate(names: &[String], today: (i32, u8, u8)) -> Result<(String, String), 
     let mut params = rcgen::CertificateParams::new(names.to_vec())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
     let (y, m, d) = today;
-    params.not_before = rcgen::date_time_ymd(y, m, d.min(28));
-    params.not_after = rcgen::date_time_ymd(y + 5, m, d.min(28));
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    // Five years on; 29 February becomes the 28th.
+    params.not_after = rcgen::date_time_ymd(y + 5, m, if (m, d) == (2, 29) { 28 } else { d });
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
         "CXR classifier appliance (self-signed)",
