@@ -411,6 +411,14 @@ impl Source {
         }
     }
 
+    /// The signing key's id, for a verified bundle.
+    pub(crate) fn key_id(&self) -> Option<String> {
+        match self {
+            Source::Verified(b) => Some(b.key_id_hex()),
+            Source::Developer(_) => None,
+        }
+    }
+
     pub(crate) fn bundle_ref(&self) -> BundleRef {
         match self {
             Source::Verified(b) => bundle_ref(b),

@@ -59,6 +59,57 @@ pub fn exchange(port: u16, head: &[u8], body: &[u8]) -> Reply {
     read_reply(&mut stream)
 }
 
+/// A request whose write side stays open until the reply (some servers,
+/// chromedriver among them, drop a connection the client half-closed).
+pub fn request_open(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let has_body = !body.is_empty() || method == "POST";
+    let head = head(method, path, headers, has_body.then_some(body.len()));
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(&head).unwrap_or_else(|e| panic!("{e}"));
+    stream.write_all(body).unwrap_or_else(|e| panic!("{e}"));
+    let raw = read_framed(&mut stream);
+    parse_reply(&raw)
+        .unwrap_or_else(|| panic!("no HTTP reply: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// One response's bytes, framed by its Content-Length (or chunked
+/// encoding), not by the server closing: a server may keep the connection.
+fn read_framed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let chunked = head.contains("transfer-encoding: chunked");
+            let complete = match length {
+                Some(n) => raw.len() >= end + 4 + n,
+                None if chunked => raw.ends_with(b"0\r\n\r\n"),
+                None => false,
+            };
+            if complete {
+                return raw;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// A well-formed request with its body.
 pub fn request(
     port: u16,

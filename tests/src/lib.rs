@@ -13,4 +13,5 @@ pub mod deflate;
 pub mod dicom_net;
 pub mod hostile;
 pub mod http;
+pub mod webdriver;
 pub mod wrap;

@@ -115,6 +115,13 @@ pub fn record_json(r: &Record) -> Value {
         } => json!({
             "type": "access_changed", "actor": actor, "action": action, "subject": subject, "role": role,
         }),
+        Event::OperatorAction {
+            actor,
+            action,
+            detail,
+        } => {
+            json!({ "type": "operator_action", "actor": actor, "action": action, "detail": detail })
+        }
     };
     json!({ "seq": r.seq, "time_unix_ms": r.time_unix_ms, "prev": hex(&r.prev), "event": event })
 }

@@ -337,6 +337,12 @@ impl AuditLog {
         self.crash_hook = Some(hook);
     }
 
+    /// SHA-256 of the last record written (zeros before the first): the
+    /// head that `verify` reports and the next record chains to.
+    pub fn head(&self) -> [u8; 32] {
+        self.last_hash
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }

@@ -143,6 +143,13 @@ pub enum Event {
         /// The role given, for an addition.
         role: Option<String>,
     },
+    /// Something a person did through the operator's page: retry a
+    /// delivery, verify the audit log, install or roll back a bundle.
+    OperatorAction {
+        actor: String,
+        action: String,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

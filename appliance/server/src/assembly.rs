@@ -105,6 +105,11 @@ impl StudyBoard {
         self.wake.notify_all();
     }
 
+    /// The instances waiting for the engine.
+    pub fn pending_ids(&self) -> std::collections::HashSet<u64> {
+        self.lock().pending.iter().copied().collect()
+    }
+
     /// Put an instance back at the head of the queue (its result could not
     /// be written).
     pub fn requeue(&self, id: u64) {

@@ -37,7 +37,7 @@ pub(super) struct Admin {
 }
 
 impl Admin {
-    fn handle(&self, request: &Value) -> Value {
+    pub(super) fn handle(&self, request: &Value) -> Value {
         match request["op"].as_str() {
             Some("status") => {
                 let status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -64,6 +64,12 @@ impl Admin {
     /// command does), then load the active bundle again and swap it in:
     /// the next study runs on it, without a restart.
     fn bundle(&self, request: &Value) -> anyhow::Result<Value> {
+        self.bundle_with(request, &|| {})
+    }
+
+    /// `bundle`, telling `loading` when the slot is switched and the
+    /// service's engine is being loaded and self-tested.
+    fn bundle_with(&self, request: &Value, loading: &dyn Fn()) -> anyhow::Result<Value> {
         let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         audit.ensure_room()?;
         let mut reply = match request["file"].as_str() {
@@ -75,6 +81,7 @@ impl Admin {
         if reply["ok"] != true {
             return Ok(reply);
         }
+        loading();
         let model = super::load_model(None, self.engine, &self.device, &mut audit)?;
         drop(audit);
         let status = super::model_json(&model);
@@ -128,5 +135,115 @@ pub(super) async fn run(
             };
             let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
         });
+    }
+}
+
+impl Admin {
+    /// Record what a person did through the page (before it is done: an
+    /// action that cannot be audited is not taken).
+    fn audit_action(&self, actor: &str, action: &str, detail: String) -> Result<(), Value> {
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let event = cxr_audit::Event::OperatorAction {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            detail,
+        };
+        audit
+            .append(crate::device::now_unix_ms(), event)
+            .map(|_| ())
+            .map_err(|e| json!({ "ok": false, "error": { "code": e.code(), "message": format!("not done: the audit log cannot take the record: {e}") } }))
+    }
+
+    fn slots(&self) -> Value {
+        match self.device.store.state() {
+            Ok(s) => {
+                json!({ "active": s.active, "previous": s.previous, "generation": s.generation })
+            }
+            Err(e) => json!({ "error": { "code": e.code(), "message": e.to_string() } }),
+        }
+    }
+}
+
+impl cxr_server::http::operator::Operations for Admin {
+    fn system(&self) -> Value {
+        let board = &self.device.board;
+        let serving = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let slots = self.slots();
+        let (next_seq, head) = {
+            let audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+            (audit.next_seq(), cxr_bundle::hex::encode(&audit.head()))
+        };
+        let certificate = cxr_server::http::tls::certificate_info(&board.state_dir)
+            .ok()
+            .map(|c| json!({ "fingerprint_sha256": c.fingerprint_sha256, "not_after": c.not_after, "self_signed_here": c.self_signed_here }));
+        json!({
+            "board": { "id": board.id, "kind": board.kind },
+            "serving": serving,
+            "active": slots["active"], "previous": slots["previous"],
+            "audit": { "records": next_seq, "head": head },
+            "certificate": certificate,
+        })
+    }
+
+    fn verify_audit(&self, actor: &str) -> Value {
+        // Held across the walk, so that no record is half-written meanwhile.
+        let audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.device.board.state_dir.join("audit");
+        let reply = match cxr_audit::verify(&dir) {
+            Ok(r) => {
+                json!({ "ok": true, "segments": r.segments, "records": r.records, "last_seq": r.last_seq, "head": cxr_bundle::hex::encode(&r.head) })
+            }
+            Err(e) => {
+                json!({ "ok": false, "error": { "code": e.code(), "message": e.to_string() } })
+            }
+        };
+        drop(audit);
+        let detail = if reply["ok"] == true {
+            format!("intact, head {}", reply["head"])
+        } else {
+            format!("damaged: {}", reply["error"]["code"])
+        };
+        match self.audit_action(actor, "audit_verify", detail) {
+            Ok(()) => reply,
+            Err(refusal) => refusal,
+        }
+    }
+
+    fn retry_delivery(&self, entry: u64, actor: &str) -> Value {
+        if let Err(refusal) =
+            self.audit_action(actor, "delivery_retry", format!("outbox entry {entry}"))
+        {
+            return refusal;
+        }
+        self.handle(&json!({ "op": "outbox_retry", "id": entry }))
+    }
+
+    fn install_bundle(&self, file: &Path, actor: &str, progress: &dyn Fn(&str)) -> Value {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(refusal) = self.audit_action(actor, "bundle_install", format!("uploaded {name}"))
+        {
+            return refusal;
+        }
+        progress("verifying, unpacking and self-testing");
+        let request = json!({ "op": "bundle_install", "file": file.display().to_string() });
+        let reply = self.bundle_with(&request, &|| {
+            progress("loading into the service and self-testing again")
+        });
+        reply.unwrap_or_else(|e| json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } }))
+    }
+
+    fn rollback_bundle(&self, actor: &str) -> Value {
+        if let Err(refusal) = self.audit_action(actor, "bundle_rollback", String::new()) {
+            return refusal;
+        }
+        self.bundle_with(&json!({ "op": "bundle_rollback" }), &|| {})
+            .unwrap_or_else(|e| json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } }))
     }
 }

@@ -34,6 +34,7 @@ pub(super) struct HttpWiring<'a> {
     pub metrics: &'a Arc<Metrics>,
     /// Set once the DICOM receiver exists (it binds after this is built).
     pub associations: &'a Arc<OnceLock<Associations>>,
+    pub operations: Arc<dyn cxr_server::http::operator::Operations>,
 }
 
 fn readiness(model: &Arc<Mutex<Result<Model, Reason>>>) -> Readiness {
@@ -177,6 +178,10 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         gauges: gauges(&w),
         metrics: Arc::clone(w.metrics),
         device: w.device,
+        outbox: Arc::clone(w.outbox),
+        operations: w.operations,
+        jobs: cxr_server::http::operator::Jobs::default(),
+        upload_dir: cxr_server::http::operator::upload_dir(w.state),
     };
     let tls = if settings.http_tls {
         Some(tls_config(w.state, &address)?)

@@ -211,7 +211,7 @@ pub(super) fn model_json(model: &Result<Model, Reason>) -> Value {
     match model {
         Ok(m) => {
             let b = m.source.bundle_ref();
-            json!({ "ready": true, "bundle": { "model_id": b.model_id, "version": b.version, "digest": cxr_bundle::hex::encode(&b.digest) }, "engine": m.selection.engine.name(), "precision": m.selection.engine.precision() })
+            json!({ "ready": true, "bundle": { "model_id": b.model_id, "version": b.version, "digest": cxr_bundle::hex::encode(&b.digest), "key_id": m.source.key_id() }, "engine": m.selection.engine.name(), "precision": m.selection.engine.precision(), "reasons": m.selection.reasons })
         }
         Err(r) => json!({ "ready": false, "code": r.code, "message": r.message }),
     }
@@ -229,7 +229,7 @@ struct Network {
     intake: Arc<Intake>,
     notes: notes::Notes,
     forwarder: Forwarder,
-    admin: admin::Admin,
+    admin: Arc<admin::Admin>,
     state_dir: PathBuf,
 }
 
@@ -334,6 +334,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let worker = std::thread::Builder::new()
         .name("cxr-worker".into())
         .spawn(move || worker.run())?;
+    let admin = Arc::new(admin::Admin {
+        outbox: Arc::clone(&outbox),
+        audit: Arc::clone(&audit),
+        wake: Arc::clone(&wake),
+        status: Mutex::new(status.clone()),
+        model: Arc::clone(&model),
+        device: Device::open(&args.device)?,
+        engine,
+    });
     let associations = Arc::new(std::sync::OnceLock::new());
     let http_service = http::http_side(http::HttpWiring {
         settings: &settings,
@@ -346,6 +355,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         board: &board,
         metrics: &metrics,
         associations: &associations,
+        operations: Arc::clone(&admin) as Arc<dyn cxr_server::http::operator::Operations>,
     })?;
     let network = Network {
         listen: settings.dicom_listen.parse()?,
@@ -364,15 +374,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             observer: outbox_observer(notes.clone()),
             wake: Arc::clone(&wake),
         },
-        admin: admin::Admin {
-            outbox,
-            audit: Arc::clone(&audit),
-            wake,
-            status: Mutex::new(status.clone()),
-            model,
-            device: Device::open(&args.device)?,
-            engine,
-        },
+        admin,
         scp,
         intake,
         notes,
@@ -431,7 +433,7 @@ async fn until_stopped(
     let _ = n.associations.set(scp.associations());
     let scp = tokio::spawn(scp.run(stop_rx.clone()));
     let forwarder = tokio::spawn(n.forwarder.run(stop_rx.clone()));
-    tokio::spawn(admin::run(admin_listener, Arc::new(n.admin), stop_rx));
+    tokio::spawn(admin::run(admin_listener, n.admin, stop_rx));
     println!("{ready}");
     sd_notify("READY=1");
     let mut term = signal(SignalKind::terminate())?;

@@ -13,6 +13,8 @@ mod api;
 mod auth;
 mod dicomweb;
 mod fhir;
+pub mod operator;
+mod page;
 mod stow;
 
 use std::net::SocketAddr;
@@ -57,6 +59,8 @@ pub struct HttpConfig {
     /// `/metrics` answers a loopback peer without credentials (a local
     /// scraper); everyone else needs the viewer role.
     pub metrics_open_to_loopback: bool,
+    /// The largest bundle file the page may upload (bytes).
+    pub max_bundle_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -72,6 +76,7 @@ impl Default for HttpConfig {
             session_lifetime: Duration::from_secs(12 * 3600),
             multipart: multipart::Limits::default(),
             metrics_open_to_loopback: false,
+            max_bundle_bytes: 4 << 30,
         }
     }
 }
@@ -111,6 +116,12 @@ pub struct HttpService {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The gauges, read at each scrape.
     pub gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync>,
+    pub outbox: Arc<std::sync::Mutex<crate::outbox::Outbox>>,
+    /// The binary's side of the page's actions.
+    pub operations: Arc<dyn operator::Operations>,
+    pub jobs: operator::Jobs,
+    /// Where uploaded bundles wait for their install.
+    pub upload_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -183,6 +194,25 @@ pub fn router(service: Arc<HttpService>) -> Router {
         .route("/api/v1/login", post(auth::login))
         .route("/api/v1/logout", post(auth::logout))
         .route("/api/v1/session", get(auth::session))
+        .route("/api/v1/worklist", get(operator::worklist))
+        .route(
+            "/api/v1/studies/{study}/detail",
+            get(operator::study_detail),
+        )
+        .route(
+            "/api/v1/studies/{study}/picture",
+            get(operator::study_picture),
+        )
+        .route(
+            "/api/v1/deliveries/{entry}/retry",
+            post(operator::retry_delivery),
+        )
+        .route("/api/v1/system", get(operator::system))
+        .route("/api/v1/audit/verify", post(operator::verify_audit))
+        .route("/api/v1/bundles/rollback", post(operator::rollback_bundle))
+        .route("/api/v1/jobs/{id}", get(operator::job))
+        .route("/", get(page::index))
+        .route("/assets/{name}", get(page::asset))
         .route("/fhir/DiagnosticReport", get(fhir::search_reports))
         .route("/fhir/{kind}/{id}", get(fhir::read))
         .route("/dicomweb/studies", get(dicomweb::studies))
@@ -224,6 +254,7 @@ pub fn router(service: Arc<HttpService>) -> Router {
     let stow = Router::new()
         .route("/dicomweb/studies", post(stow::store_any))
         .route("/dicomweb/studies/{study}", post(stow::store_in_study))
+        .route("/api/v1/bundles", post(operator::upload_bundle))
         .layer(DefaultBodyLimit::disable());
     bounded
         .merge(stow)
