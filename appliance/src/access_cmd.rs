@@ -217,14 +217,26 @@ pub(crate) fn apply(request: &Value, state_dir: &Path, audit: &mut AuditLog) -> 
     if let Err(e) = audit.ensure_room() {
         return json!({ "ok": false, "code": e.code(), "message": format!("not changed: the audit log cannot take the record: {e}") });
     }
+    let path = credentials::credentials_path(state_dir);
+    let before = match credentials::load(&path) {
+        Ok(c) => c,
+        Err(e) => return json!({ "ok": false, "code": e.code(), "message": e.to_string() }),
+    };
     match change(request, state_dir) {
-        Ok((mut reply, event)) => {
-            match audit.append(now_unix_ms(), event) {
-                Ok(seq) => reply["audit_seq"] = json!(seq),
-                Err(e) => reply["audit_error"] = json!(e.to_string()),
+        Ok((mut reply, event)) => match audit.append(now_unix_ms(), event) {
+            Ok(seq) => {
+                reply["audit_seq"] = json!(seq);
+                reply
             }
-            reply
-        }
+            // Not audited, so not made: the previous file is put back.
+            Err(e) => {
+                let restored = credentials::update(state_dir, |c| {
+                    *c = before;
+                    Ok(())
+                });
+                json!({ "ok": false, "code": e.code(), "message": format!("not changed: the audit log could not take the record: {e}"), "restored": restored.is_ok() })
+            }
+        },
         Err(e) => json!({ "ok": false, "code": e.code(), "message": e.to_string() }),
     }
 }

@@ -86,24 +86,27 @@ fn subject(result: &StudyResult) -> Option<Value> {
     let id = h.patient_id.as_ref()?;
     let mut reference = json!({ "type": "Patient", "identifier": { "value": id } });
     if let Some(name) = &h.patient_name {
-        reference["display"] = json!(name.replace('^', " ").trim());
+        let display = name.replace('^', " ");
+        if !display.trim().is_empty() {
+            reference["display"] = json!(display.trim());
+        }
     }
     Some(reference)
 }
 
-/// `YYYYMMDD` (and `HHMMSS`) as a FHIR dateTime, if well formed.
-fn date_time(date: Option<&String>, time: Option<&String>) -> Option<String> {
+/// `YYYYMMDD` as a FHIR date, if well formed. The study's time is left
+/// out: DICOM gives it in the site's local time, with no offset a FHIR
+/// dateTime could carry honestly.
+fn date_time(date: Option<&String>, _time: Option<&String>) -> Option<String> {
     let d = date?;
     if d.len() != 8 || !d.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let day = format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]);
-    match time.map(|t| t.split('.').next().unwrap_or_default()) {
-        Some(t) if t.len() == 6 && t.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(format!("{day}T{}:{}:{}Z", &t[..2], &t[2..4], &t[4..6]))
-        }
-        _ => Some(day),
+    let (month, day) = (d[4..6].parse::<u8>().ok()?, d[6..8].parse::<u8>().ok()?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
     }
+    Some(format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]))
 }
 
 /// Unix milliseconds as a FHIR instant (UTC).
@@ -331,7 +334,7 @@ mod tests {
         assert_eq!(decided[0]["component"][0]["valueQuantity"]["value"], 0.75);
         assert_eq!(decided[0]["code"]["coding"][0]["code"], "60046008");
         let abstained = result("abstention");
-        let text = serde_json::to_string(&resources(&abstained, &device())).unwrap_or_default();
+        let text = serde_json::to_string(&resources(&abstained, &device())).expect("JSON");
         assert!(
             !text.contains("0.75") && !text.contains("valueQuantity"),
             "{text}"
@@ -343,9 +346,10 @@ mod tests {
     fn the_same_result_gives_the_same_ids_and_dates_are_fhir_dates() {
         let a = diagnostic_report(&result("decision"));
         assert_eq!(a, diagnostic_report(&result("decision")));
-        assert_eq!(a["effectiveDateTime"], "2004-08-26T12:00:00Z");
+        assert_eq!(a["effectiveDateTime"], "2004-08-26");
         assert_eq!(a["issued"], "2024-02-29T13:45:07Z");
         assert_eq!(a["status"], "preliminary");
         assert_eq!(date_time(Some(&"2004".into()), None), None);
+        assert_eq!(date_time(Some(&"20041399".into()), None), None);
     }
 }

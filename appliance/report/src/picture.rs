@@ -112,7 +112,8 @@ fn draw_image(img: &mut GrayImage, facts: &PictureFacts, top: u32) {
         return;
     };
     let (w, h) = (*w, *h);
-    if w == 0 || h == 0 || pixels.len() != (w * h) as usize {
+    let expected = (w as usize).checked_mul(h as usize);
+    if w == 0 || h == 0 || expected != Some(pixels.len()) {
         return;
     }
     let scale = (IMAGE_BOX as f32 / w as f32).min(IMAGE_BOX as f32 / h as f32);
@@ -121,7 +122,7 @@ fn draw_image(img: &mut GrayImage, facts: &PictureFacts, top: u32) {
         for x in 0..sw {
             let sx = ((x as f32 / scale) as u32).min(w - 1);
             let sy = ((y as f32 / scale) as u32).min(h - 1);
-            let v = pixels[(sy * w + sx) as usize];
+            let v = pixels[sy as usize * w as usize + sx as usize];
             img.put_pixel(MARGIN + x, top + y, image::Luma([v]));
         }
     }

@@ -84,6 +84,10 @@ pub fn picture_facts(
         thresholds,
         gates: gate_lines(line),
         engine,
-        model_ran: labels.is_some(),
+        // The engine ran when inference was timed (an OOD or deadline
+        // abstention comes after it; a gate's, before).
+        model_ran: line["timings_ms"]["inference_per_view"]
+            .as_f64()
+            .is_some_and(|t| t > 0.0),
     }
 }

@@ -222,7 +222,10 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     let dir = path
         .parent()
         .ok_or_else(|| SpoolError::io("writing", path, "no parent folder"))?;
-    let tmp = path.with_extension("tmp");
+    // `v1.json.tmp`, `v1.png.tmp`: one temporary name per final name.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -262,6 +265,12 @@ impl ResultStore {
 
     fn instance_preview_path(&self, id: u64) -> PathBuf {
         self.instances.join(format!("{id}.png"))
+    }
+
+    /// Delete the model input's PNG of a retired instance (it is the
+    /// patient's image: it goes with the input).
+    pub fn remove_instance_preview(&self, id: u64) {
+        let _ = std::fs::remove_file(self.instance_preview_path(id));
     }
 
     /// The model input's PNG of instance `id`, once it was processed.
@@ -369,6 +378,12 @@ impl ResultStore {
             .filter_map(|d| std::fs::read_dir(d.path()).ok())
             .flat_map(|files| files.flatten().map(|f| f.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+            // Only a published version's objects: its JSON is written last.
+            .filter(|p| {
+                let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                let version = stem.strip_suffix("-sc").unwrap_or(stem);
+                p.with_file_name(format!("{version}.json")).is_file()
+            })
             .collect();
         files.sort();
         files
@@ -558,7 +573,7 @@ mod tests {
         }
         let latest = store.latest_studies().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(latest["1.2"].version, 2);
-        assert!(!store.study_dir("1.2").join("v2.tmp").exists());
+        assert!(!store.study_dir("1.2").join("v2.json.tmp").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -64,6 +64,13 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
+/// A study version's objects, encoded before anything is audited or written.
+struct Encoded {
+    sr: cxr_report::SrDocument,
+    png: Vec<u8>,
+    sc: Option<cxr_report::ScDocument>,
+}
+
 /// What the worker remembers of a published study: enough for retention
 /// without reading every result file again.
 #[derive(Debug, Clone)]
@@ -244,6 +251,7 @@ impl Worker {
             for id in &study.instances {
                 let mut spool = self.intake.spool();
                 if spool.retire(*id, now).map_err(|e| e.to_string())? {
+                    self.store.remove_instance_preview(*id);
                     retired += 1;
                 }
             }
@@ -335,16 +343,19 @@ impl Worker {
             .unwrap_or(0);
         let refs: Vec<_> = pairs.iter().map(|(r, j)| (r, j)).collect();
         let result = study_result(uid, version, previous, completed, &refs);
-        // Audited first, then the SR queued, then the version's JSON: a
-        // crash in between publishes the same version again, with the same
-        // bytes and SR UIDs, and the outbox queues nothing twice.
+        // Everything is encoded first (a failure there leaves no audit
+        // record behind to be repeated on the retry); then audited, then the
+        // objects written and queued, then the version's JSON: a crash in
+        // between publishes the same version again, with the same bytes and
+        // UIDs, and the outbox queues nothing twice.
         let file = serde_json::to_vec_pretty(&result).map_err(|e| e.to_string())?;
-        self.processor.published(&result, &file)?;
         let instances: Vec<&InstanceResult> = pairs.iter().map(|(r, _)| r).collect();
         let facts = crate::picture_facts::picture_facts(&result, &instances, |id| {
             self.store.instance_preview(id)
         });
-        self.deliver(&result, &facts)?;
+        let objects = self.encode(&result, &facts)?;
+        self.processor.published(&result, &file)?;
+        self.deliver(&result, objects)?;
         self.store.write_study(&result).map_err(|e| e.to_string())?;
         self.intake.board().published(uid, version, ids);
         self.metrics.study_published(&result.outcome);
@@ -353,24 +364,43 @@ impl Worker {
     }
 
     /// Encode the SR and draw the picture (and its Secondary Capture when
-    /// the board asks for it), write them beside the result, and queue the
-    /// DICOM objects for every destination.
-    fn deliver(&mut self, result: &StudyResult, facts: &PictureFacts) -> Result<(), String> {
+    /// the board asks for it). A Secondary Capture that cannot be made is
+    /// said on stderr and left out: it never holds the result back.
+    fn encode(&self, result: &StudyResult, facts: &PictureFacts) -> Result<Encoded, String> {
         let d = &self.delivery;
-        let uid = &result.study_instance_uid;
         let sr = encode_sr(result, &d.device).map_err(|e| e.to_string())?;
-        let sr_path = self
-            .store
-            .write_study_sr(uid, result.version, &sr.bytes)
-            .map_err(|e| e.to_string())?;
         let picture = cxr_report::picture::draw(result, facts);
         let png = cxr_report::picture::encode_png(&picture).map_err(|e| e.to_string())?;
-        self.store
-            .write_study_picture(uid, result.version, &png)
+        let sc = if d.secondary_capture {
+            encode_sc(result, &picture, &d.device)
+                .map_err(|e| {
+                    eprintln!(
+                        "cxr-server: study version {}: no Secondary Capture: {e}",
+                        result.version
+                    )
+                })
+                .ok()
+        } else {
+            None
+        };
+        Ok(Encoded { sr, png, sc })
+    }
+
+    /// Write the encoded objects beside the result and queue the DICOM ones
+    /// for every destination.
+    fn deliver(&mut self, result: &StudyResult, encoded: Encoded) -> Result<(), String> {
+        let d = &self.delivery;
+        let uid = &result.study_instance_uid;
+        let sr_path = self
+            .store
+            .write_study_sr(uid, result.version, &encoded.sr.bytes)
             .map_err(|e| e.to_string())?;
+        self.store
+            .write_study_picture(uid, result.version, &encoded.png)
+            .map_err(|e| e.to_string())?;
+        let sr = encoded.sr;
         let mut objects = vec![(sr_path, sr.sop_class_uid, sr.sop_instance_uid)];
-        if d.secondary_capture {
-            let sc = encode_sc(result, &picture, &d.device).map_err(|e| e.to_string())?;
+        if let Some(sc) = encoded.sc {
             let sc_path = self
                 .store
                 .write_study_sc(uid, result.version, &sc.bytes)

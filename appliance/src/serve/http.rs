@@ -155,6 +155,8 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
     let address: SocketAddr = listen
         .parse()
         .with_context(|| format!("serve.http_listen {listen:?}"))?;
+    // Uploads a crash left behind were never installed.
+    let _ = std::fs::remove_dir_all(cxr_server::http::operator::upload_dir(w.state));
     let service = HttpService {
         config: HttpConfig {
             max_body_bytes: settings.http_max_body_bytes,
@@ -182,6 +184,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         operations: w.operations,
         jobs: cxr_server::http::operator::Jobs::default(),
         upload_dir: cxr_server::http::operator::upload_dir(w.state),
+        identities: Default::default(),
     };
     let tls = if settings.http_tls {
         Some(tls_config(w.state, &address)?)

@@ -59,10 +59,16 @@ impl Notes {
         })
     }
 
-    /// Queue a record; a full queue drops it and says so on stderr.
-    pub(super) fn record(&self, event: Event) {
-        if let Err(TrySendError::Full(e)) = self.tx.try_send(event) {
-            eprintln!("cxr-appliance serve: audit queue full, not recorded: {e:?}");
+    /// Queue a record; a full queue drops it, says so on stderr and
+    /// answers `false`.
+    pub(super) fn record(&self, event: Event) -> bool {
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(e)) => {
+                eprintln!("cxr-appliance serve: audit queue full, not recorded: {e:?}");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 

@@ -209,7 +209,9 @@ pub(super) fn authorize(
         }
         let safe = matches!(*method, Method::GET | Method::HEAD);
         let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if !safe && csrf.is_none_or(|c| c.as_bytes() != session.csrf.as_bytes()) {
+        let matches =
+            |c: &str| super::credentials::same_bytes(c.as_bytes(), session.csrf.as_bytes());
+        if !safe && !csrf.is_some_and(matches) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "AUTH_CSRF",
@@ -283,11 +285,25 @@ pub(super) async fn login(
         .acquire_owned()
         .await
         .map_err(internal)?;
+    // Checked again with the permit held, and a failure counted before it
+    // is given back: waiting attempts cannot slip past the limit together.
+    if service.sessions.blocked(peer.ip()).is_some() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "AUTH_RATE_LIMITED",
+            "too many failed logins from this address (fix: wait, then try again)",
+        ));
+    }
     let credentials = service.credentials.current();
     let (user, password) = (form.user.clone(), form.password);
+    let checker = Arc::clone(&service);
     let role = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        credentials.check_password(&user, &password)
+        let role = credentials.check_password(&user, &password);
+        if role.is_none() {
+            checker.sessions.failed(peer.ip());
+        }
+        role
     })
     .await
     .map_err(internal)?;
@@ -298,12 +314,18 @@ pub(super) async fn login(
         detail: detail.to_owned(),
     };
     let Some(role) = role else {
-        service.sessions.failed(peer.ip());
         (service.observer)(event(false, "wrong user or password"));
         return Err(unauthorized("wrong user or password"));
     };
+    // A login that cannot be audited is not granted.
+    if !(service.observer)(event(true, role.name())) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "AUTH_AUDIT_UNAVAILABLE",
+            "the login could not be recorded in the audit log (fix: retry in a moment)",
+        ));
+    }
     let (cookie, csrf) = service.sessions.start(&form.user, role)?;
-    (service.observer)(event(true, role.name()));
     let lifetime = service.config.session_lifetime.as_secs();
     let mut response =
         Json(serde_json::json!({ "user": form.user, "role": role.name(), "csrf": csrf }))

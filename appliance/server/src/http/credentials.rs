@@ -184,7 +184,7 @@ fn check_hash(hash: &str) -> Result<(), CredentialError> {
 }
 
 /// Equality that takes the same time wherever the first difference is.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -376,8 +376,12 @@ pub fn update<T>(
     Ok(out)
 }
 
-/// The file's modification time and length when it was read, and what it held.
-type Cached = (Option<SystemTime>, u64, std::sync::Arc<Credentials>);
+/// The file's identity when it was read (inode, change time, modification
+/// time, length: a rename always changes the inode), and what it held.
+type Cached = (
+    (u64, i64, i64, Option<SystemTime>, u64),
+    std::sync::Arc<Credentials>,
+);
 
 /// The service's view of the file, read again when it changes.
 #[derive(Debug)]
@@ -396,12 +400,21 @@ impl CredentialStore {
 
     /// The current credentials; an unreadable file admits no one.
     pub fn current(&self) -> std::sync::Arc<Credentials> {
+        use std::os::unix::fs::MetadataExt;
         let stamp = std::fs::metadata(&self.path)
-            .map(|m| (m.modified().ok(), m.len()))
-            .unwrap_or((None, 0));
+            .map(|m| {
+                (
+                    m.ino(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                    m.modified().ok(),
+                    m.len(),
+                )
+            })
+            .unwrap_or((0, 0, 0, None, 0));
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((modified, len, creds)) = cached.as_ref() {
-            if (*modified, *len) == stamp && stamp.0.is_some() {
+        if let Some((seen, creds)) = cached.as_ref() {
+            if *seen == stamp && stamp.3.is_some() {
                 return std::sync::Arc::clone(creds);
             }
         }
@@ -409,7 +422,7 @@ impl CredentialStore {
             eprintln!("cxr-server http: {}: {e}; no one is admitted", e.code());
             Credentials::default()
         }));
-        *cached = Some((stamp.0, stamp.1, std::sync::Arc::clone(&creds)));
+        *cached = Some((stamp, std::sync::Arc::clone(&creds)));
         creds
     }
 }

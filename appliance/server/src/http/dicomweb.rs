@@ -45,6 +45,40 @@ struct Entry {
 
 const SR_STORAGE_PREFIX: &str = "1.2.840.10008.5.1.4.1.1.88.";
 
+/// The identities of the objects the appliance wrote, read once per file
+/// (by path, length and modification time) rather than on every query.
+#[derive(Debug, Default)]
+pub struct IdentityCache {
+    known: std::sync::Mutex<std::collections::HashMap<PathBuf, Known>>,
+}
+
+/// A file's length and modification time when read, and its identity.
+type Known = (
+    u64,
+    Option<std::time::SystemTime>,
+    cxr_dicom::InstanceIdentity,
+);
+
+impl IdentityCache {
+    fn get(&self, path: &std::path::Path) -> Option<cxr_dicom::InstanceIdentity> {
+        let meta = std::fs::metadata(path).ok()?;
+        let stamp = (meta.len(), meta.modified().ok());
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((len, modified, id)) = known.get(path) {
+            if (*len, *modified) == stamp {
+                return Some(id.clone());
+            }
+        }
+        let bytes = std::fs::read(path).ok()?;
+        let id = cxr_dicom::read_identity(&bytes, &cxr_dicom::ReadLimits::default()).ok()?;
+        if known.len() >= 100_000 {
+            known.clear();
+        }
+        known.insert(path.to_owned(), (stamp.0, stamp.1, id.clone()));
+        Some(id)
+    }
+}
+
 /// Everything held now: received instances not yet retired, and every
 /// object written. Blocking (reads the written objects' headers).
 fn catalogue(service: &HttpService) -> Vec<Entry> {
@@ -65,14 +99,12 @@ fn catalogue(service: &HttpService) -> Vec<Entry> {
             })
             .collect()
     };
-    let limits = cxr_dicom::ReadLimits::default();
     let written = service
         .results
         .derived_files()
         .into_iter()
         .filter_map(|path| {
-            let bytes = std::fs::read(&path).ok()?;
-            let id = cxr_dicom::read_identity(&bytes, &limits).ok()?;
+            let id = service.identities.get(&path)?;
             let modality = id
                 .sop_class_uid
                 .starts_with(SR_STORAGE_PREFIX)
@@ -228,14 +260,18 @@ fn instance_attributes(e: &Entry) -> Value {
         "/dicomweb/studies/{}/series/{}/instances/{}",
         e.study, e.series, e.sop_instance
     );
-    json!({
+    let mut item = json!({
         "0020000D": text("UI", Some(&e.study)),
         "0020000E": text("UI", Some(&e.series)),
         "00080016": text("UI", Some(&e.sop_class)),
         "00080018": text("UI", Some(&e.sop_instance)),
         "00080060": text("CS", e.modality.as_deref()),
-        "00081190": text("UR", Some(&url)),
-    })
+    });
+    // Only the appliance's own objects are retrievable whole.
+    if matches!(e.held, Held::Written(_)) {
+        item["00081190"] = text("UR", Some(&url));
+    }
+    item
 }
 
 /// The level a query lists.
@@ -291,6 +327,7 @@ async fn query(
         };
         groups.entry(key).or_default().push(e);
     }
+    let more = groups.len() > offset.saturating_add(limit);
     let items: Vec<Value> = groups
         .values()
         .skip(offset)
@@ -307,12 +344,20 @@ async fn query(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/dicom+json"),
     );
+    let mut warnings = Vec::new();
     if !ignored.is_empty() {
-        let text = format!(
+        warnings.push(format!(
             "299 cxr-appliance \"The following query parameters were ignored: {}\"",
             ignored.join(", ")
+        ));
+    }
+    if more {
+        warnings.push(
+            "299 cxr-appliance \"There are additional results that can be requested\"".to_owned(),
         );
-        if let Ok(v) = HeaderValue::from_str(&text) {
+    }
+    if !warnings.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&warnings.join(", ")) {
             h.insert(header::WARNING, v);
         }
     }

@@ -63,7 +63,12 @@ fn token_matches(token: &str, identifiers: &[&Value]) -> bool {
     identifiers.iter().any(|i| {
         let have = i["value"].as_str().unwrap_or_default();
         let value_ok = have == value || have.strip_prefix("urn:oid:") == Some(value);
-        let system_ok = system.is_none_or(|s| s.is_empty() || i["system"].as_str() == Some(s));
+        // `|value` names an identifier without a system.
+        let system_ok = match system {
+            None => true,
+            Some("") => i["system"].is_null(),
+            Some(s) => i["system"].as_str() == Some(s),
+        };
         value_ok && system_ok
     })
 }
@@ -111,8 +116,15 @@ pub(super) async fn search_reports(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    // Unknown parameters are ignored (FHIR's lenient handling) unless the
+    // client asks for strict handling.
+    let strict = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("handling=strict"));
     let known = ["identifier", "date", "_count", "_format"];
-    if let Some((k, _)) = params.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+    let unknown = params.iter().find(|(k, _)| !known.contains(&k.as_str()));
+    if let (true, Some((k, _))) = (strict, unknown) {
         return Ok(outcome(
             StatusCode::BAD_REQUEST,
             "not-supported",
@@ -125,6 +137,21 @@ pub(super) async fn search_reports(
         .and_then(|(_, v)| v.parse::<usize>().ok())
         .unwrap_or(50)
         .min(500);
+    let scheme = if service.config.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let base = format!("{scheme}://{host}/fhir");
+    let mut seen = std::collections::HashSet::new();
     let mut entries = Vec::new();
     let mut total = 0;
     for result in latest(&service).await? {
@@ -139,10 +166,14 @@ pub(super) async fn search_reports(
         for (i, r) in resources.into_iter().enumerate() {
             let mode = if i == 0 { "match" } else { "include" };
             let url = format!(
-                "{}/{}",
+                "{base}/{}/{}",
                 r["resourceType"].as_str().unwrap_or_default(),
                 r["id"].as_str().unwrap_or_default()
             );
+            // One entry per resource: reports of one model share its Device.
+            if !seen.insert(url.clone()) {
+                continue;
+            }
             entries.push(json!({ "fullUrl": url, "resource": r, "search": { "mode": mode } }));
         }
     }
@@ -194,6 +225,10 @@ mod tests {
         assert!(token_matches("1.2.3", &refs));
         assert!(token_matches("urn:dicom:uid|urn:oid:1.2.3", &refs));
         assert!(token_matches("|ACC1", &refs));
+        assert!(
+            !token_matches("|urn:oid:1.2.3", &refs),
+            "that one has a system"
+        );
         assert!(!token_matches("other|ACC1", &refs));
         assert!(!token_matches("1.2.4", &refs));
     }

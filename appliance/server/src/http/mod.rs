@@ -11,7 +11,7 @@ pub mod tls;
 
 mod api;
 mod auth;
-mod dicomweb;
+pub mod dicomweb;
 mod fhir;
 pub mod operator;
 mod page;
@@ -99,7 +99,8 @@ pub enum HttpEvent {
     },
 }
 
-pub type HttpObserver = Arc<dyn Fn(HttpEvent) + Send + Sync>;
+/// Records an event; `false` when it could not be queued for the audit log.
+pub type HttpObserver = Arc<dyn Fn(HttpEvent) -> bool + Send + Sync>;
 
 /// Everything the routes reach.
 pub struct HttpService {
@@ -122,6 +123,8 @@ pub struct HttpService {
     pub jobs: operator::Jobs,
     /// Where uploaded bundles wait for their install.
     pub upload_dir: std::path::PathBuf,
+    /// The written objects' identities, for QIDO-RS and WADO-RS.
+    pub identities: dicomweb::IdentityCache,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -184,6 +187,7 @@ impl IntoResponse for ApiError {
 /// every other request has a small body limit and an overall deadline.
 pub fn router(service: Arc<HttpService>) -> Router {
     let deadline = service.config.request_timeout;
+    let https = service.config.secure_cookies;
     let bounded = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -262,6 +266,19 @@ pub fn router(service: Arc<HttpService>) -> Router {
             ApiError::new(StatusCode::NOT_FOUND, "HTTP_NOT_FOUND", "no such resource")
         })
         .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                let mut response = next.run(request).await;
+                // Under TLS, browsers are told to come back over HTTPS only.
+                if https {
+                    response.headers_mut().insert(
+                        header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static("max-age=31536000"),
+                    );
+                }
+                response
+            },
+        ))
         .with_state(service)
 }
 

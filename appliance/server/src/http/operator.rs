@@ -49,11 +49,12 @@ pub struct Job {
     pub result: Option<Value>,
 }
 
-/// Jobs by id (only the latest few are kept).
+/// Jobs by id (only the latest few are kept); one install at a time.
 #[derive(Debug, Default)]
 pub struct Jobs {
     next: Mutex<u64>,
     jobs: Mutex<BTreeMap<u64, Job>>,
+    busy: std::sync::atomic::AtomicBool,
 }
 
 impl Jobs {
@@ -426,6 +427,25 @@ pub(super) async fn upload_bundle(
     body: Body,
 ) -> Result<Response, ApiError> {
     let principal = authorize(&service, &headers, &Method::POST, Role::Admin)?;
+    if service.below_watermark() {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "SPOOL_WATERMARK",
+            "the disk is at its watermark: no room for a bundle (fix: let the backlog drain first)",
+        ));
+    }
+    if service
+        .jobs
+        .busy
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "UPLOAD_BUSY",
+            "another bundle is being installed (fix: wait for it to finish)",
+        ));
+    }
+    let installing = Installing(Arc::clone(&service));
     let dir = service.upload_dir.clone();
     std::fs::create_dir_all(&dir).map_err(internal)?;
     let id = service.jobs.start();
@@ -444,6 +464,7 @@ pub(super) async fn upload_bundle(
     std::thread::Builder::new()
         .name("cxr-bundle-install".into())
         .spawn(move || {
+            let _installing = installing;
             let progress = |stage: &str| s.jobs.update(id, |j| j.stage = stage.to_owned());
             let reply = s
                 .operations
@@ -463,14 +484,33 @@ pub(super) async fn upload_bundle(
     Ok((StatusCode::ACCEPTED, Json(json!({ "job": id }))).into_response())
 }
 
+/// Marks the one install in progress; cleared when dropped (also on a panic).
+struct Installing(Arc<HttpService>);
+
+impl Drop for Installing {
+    fn drop(&mut self) {
+        self.0
+            .jobs
+            .busy
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn receive_file(
     service: &HttpService,
     mut body: Body,
     file: &std::path::Path,
 ) -> Result<(), ApiError> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let limit = service.config.max_bundle_bytes;
-    let mut out = std::fs::File::create(file).map_err(internal)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(internal)?;
     let mut received: u64 = 0;
     loop {
         let frame = tokio::time::timeout(service.config.body_idle_timeout, body.frame())

@@ -134,14 +134,44 @@ enum Sink {
 /// Read the body, part by part, into the spool; every part's reply.
 async fn receive(
     service: &Arc<HttpService>,
-    mut body: Body,
+    body: Body,
     boundary: &str,
     source: &str,
     scope: StudyScope<'_>,
 ) -> Result<Vec<StoreReply>, ApiError> {
+    let mut replies = Vec::new();
+    match read_parts(service, body, boundary, source, scope, &mut replies).await {
+        Ok(()) if replies.is_empty() => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "STOW_NO_PARTS",
+            "the body has no instances (fix: one part per DICOM instance)",
+        )),
+        Ok(()) => Ok(replies),
+        // Parts committed before the body failed are durable and will be
+        // processed: the answer says so (202), with the failure beside them.
+        Err(e) if replies.iter().any(|r| r.durable.is_some()) => {
+            replies.push(StoreReply::refused(
+                status::CANNOT_UNDERSTAND,
+                &e.code,
+                e.message,
+            ));
+            Ok(replies)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Read the body part by part into the spool, each part's reply into `replies`.
+async fn read_parts(
+    service: &Arc<HttpService>,
+    mut body: Body,
+    boundary: &str,
+    source: &str,
+    scope: StudyScope<'_>,
+    replies: &mut Vec<StoreReply>,
+) -> Result<(), ApiError> {
     let config = &service.config;
     let mut reader = RelatedReader::new(boundary, config.multipart);
-    let mut replies = Vec::new();
     let mut sink: Option<Sink> = None;
     let mut received: u64 = 0;
     loop {
@@ -178,15 +208,7 @@ async fn receive(
             }
         }
     }
-    reader.finish().map_err(multipart_error)?;
-    if replies.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "STOW_NO_PARTS",
-            "the body has no instances (fix: one part per DICOM instance)",
-        ));
-    }
-    Ok(replies)
+    reader.finish().map_err(multipart_error)
 }
 
 /// One reader event; a part's reply when it ends.

@@ -156,6 +156,24 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn server_config(state_dir: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (cert_path, key_path) = tls_paths(state_dir);
     let certs = certificates(&cert_path)?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_path)
+            .map_err(|source| TlsError::Io {
+                action: "reading",
+                path: key_path.clone(),
+                source,
+            })?
+            .permissions(),
+    );
+    if mode & 0o077 != 0 {
+        return Err(TlsError::BadFiles {
+            path: key_path,
+            detail: format!(
+                "the private key is readable by others (mode {:o}); chmod 600 it",
+                mode & 0o777
+            ),
+        });
+    }
     let key = PrivateKeyDer::from_pem_slice(&read(&key_path)?).map_err(|e| TlsError::BadFiles {
         path: key_path.clone(),
         detail: e.to_string(),
@@ -240,6 +258,7 @@ fn not_after(der: &[u8]) -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_self_signed_pair_is_made_once_read_back_and_dated() {
@@ -259,6 +278,14 @@ mod tests {
         );
         assert!(server_config(&dir).is_ok());
         let (cert, key) = tls_paths(&dir);
+        let open = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(&key, open).unwrap();
+        assert_eq!(
+            server_config(&dir).unwrap_err().code(),
+            "TLS_BAD_FILES",
+            "a world-readable key is refused"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&key).unwrap().permissions(),
         );
