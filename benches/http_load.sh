@@ -82,7 +82,7 @@ done
 wait $(jobs -p | grep -v "^$serve_pid$") 2>/dev/null || true
 # Every study's result.
 for _ in $(seq 1 3000); do
-  results=$(ls "$work"/state/results/studies/*/v1.json 2>/dev/null | wc -l)
+  results=$( (ls "$work"/state/results/studies/*/v1.json 2>/dev/null || true) | wc -l)
   [ "$results" -ge $((2 * N)) ] && break
   sleep 0.2
 done
