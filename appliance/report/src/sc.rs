@@ -9,7 +9,7 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use image::GrayImage;
 
 use crate::result::StudyResult;
-use crate::sr::{date_time, optional, text, SrDevice, EXPLICIT_VR_LE};
+use crate::sr::{date_time, source_study_elements, text, SrDevice, EXPLICIT_VR_LE};
 use crate::uid::derived_uid;
 use crate::ReportError;
 
@@ -47,51 +47,19 @@ fn elements(
     uids: (&str, &str),
     picture: &GrayImage,
 ) -> Vec<DataElement<Obj>> {
-    let h = &result.header;
     let (date, time) = date_time(result.completed_unix_ms);
     let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
-    vec![
-        text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+    let mut elements = source_study_elements(result, device, (uids.0, uids.1, "991"));
+    elements.extend([
         text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY"),
         text(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE),
-        text(tags::SOP_INSTANCE_UID, VR::UI, uids.1),
-        text(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
-        text(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
-        text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
-        optional(tags::STUDY_DATE, VR::DA, h.study_date.as_ref()),
-        text(tags::CONTENT_DATE, VR::DA, &date),
-        optional(tags::STUDY_TIME, VR::TM, h.study_time.as_ref()),
-        text(tags::CONTENT_TIME, VR::TM, &time),
-        optional(tags::ACCESSION_NUMBER, VR::SH, h.accession_number.as_ref()),
         text(tags::MODALITY, VR::CS, "OT"),
         text(tags::CONVERSION_TYPE, VR::CS, "WSD"),
-        text(tags::MANUFACTURER, VR::LO, &device.manufacturer),
-        optional(
-            tags::REFERRING_PHYSICIAN_NAME,
-            VR::PN,
-            h.referring_physician_name.as_ref(),
-        ),
         text(
             tags::SERIES_DESCRIPTION,
             VR::LO,
             "AI result picture (unverified)",
         ),
-        text(tags::MANUFACTURER_MODEL_NAME, VR::LO, &device.model_name),
-        optional(tags::PATIENT_NAME, VR::PN, h.patient_name.as_ref()),
-        optional(tags::PATIENT_ID, VR::LO, h.patient_id.as_ref()),
-        optional(
-            tags::PATIENT_BIRTH_DATE,
-            VR::DA,
-            h.patient_birth_date.as_ref(),
-        ),
-        optional(tags::PATIENT_SEX, VR::CS, h.patient_sex.as_ref()),
-        text(tags::DEVICE_SERIAL_NUMBER, VR::LO, &device.serial_number),
-        text(tags::SOFTWARE_VERSIONS, VR::LO, &device.software_version),
-        text(tags::STUDY_INSTANCE_UID, VR::UI, &result.study_instance_uid),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, uids.0),
-        optional(tags::STUDY_ID, VR::SH, h.study_id.as_ref()),
-        text(tags::SERIES_NUMBER, VR::IS, "991"),
-        text(tags::INSTANCE_NUMBER, VR::IS, &result.version.to_string()),
         DataElement::new(tags::PATIENT_ORIENTATION, VR::CS, PrimitiveValue::Empty),
         // Type 2C in General Series; empty: the picture has no side.
         DataElement::new(tags::LATERALITY, VR::CS, PrimitiveValue::Empty),
@@ -111,7 +79,8 @@ fn elements(
             VR::OB,
             PrimitiveValue::from(picture.as_raw().clone()),
         ),
-    ]
+    ]);
+    elements
 }
 
 /// Encode `picture` (the result picture of `result`) as a Part 10 file.

@@ -357,8 +357,6 @@ fn header_elements(
     device: &SrDevice,
     uids: (&str, &str),
 ) -> Vec<DataElement<Obj>> {
-    let h = &result.header;
-    let (date, time) = date_time(result.completed_unix_ms);
     let contributing = Obj::from_element_iter([
         text(tags::MANUFACTURER, VR::LO, &device.manufacturer),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, &device.model_name),
@@ -374,36 +372,54 @@ fn header_elements(
             "Chest X-ray classifier result",
         ),
     ]);
+    let mut elements = source_study_elements(result, device, (uids.0, uids.1, "990"));
+    elements.extend([
+        text(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR),
+        text(tags::MODALITY, VR::CS, "SR"),
+        text(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            "AI result (preliminary, unverified)",
+        ),
+        sequence(
+            tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+            Vec::new(),
+        ),
+        sequence(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE, vec![contributing]),
+    ]);
+    elements
+}
+
+/// What every object the appliance writes for a study carries: the source
+/// study's patient and study attributes, this appliance as equipment, the
+/// instance's creation time (UTC), its series (`ids`: series UID, instance
+/// UID, series number) and its instance number (the result's version).
+pub(crate) fn source_study_elements(
+    result: &StudyResult,
+    device: &SrDevice,
+    ids: (&str, &str, &str),
+) -> Vec<DataElement<Obj>> {
+    let h = &result.header;
+    let (date, time) = date_time(result.completed_unix_ms);
     vec![
         text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-        text(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR),
-        text(tags::SOP_INSTANCE_UID, VR::UI, uids.1),
+        text(tags::SOP_INSTANCE_UID, VR::UI, ids.1),
         text(tags::INSTANCE_CREATION_DATE, VR::DA, &date),
         text(tags::INSTANCE_CREATION_TIME, VR::TM, &time),
-        // The dates and times this SR writes are UTC.
+        // The dates and times the appliance writes are UTC.
         text(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, "+0000"),
         optional(tags::STUDY_DATE, VR::DA, h.study_date.as_ref()),
         text(tags::CONTENT_DATE, VR::DA, &date),
         optional(tags::STUDY_TIME, VR::TM, h.study_time.as_ref()),
         text(tags::CONTENT_TIME, VR::TM, &time),
         optional(tags::ACCESSION_NUMBER, VR::SH, h.accession_number.as_ref()),
-        text(tags::MODALITY, VR::CS, "SR"),
         text(tags::MANUFACTURER, VR::LO, &device.manufacturer),
         optional(
             tags::REFERRING_PHYSICIAN_NAME,
             VR::PN,
             h.referring_physician_name.as_ref(),
         ),
-        text(
-            tags::SERIES_DESCRIPTION,
-            VR::LO,
-            "AI result (preliminary, unverified)",
-        ),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, &device.model_name),
-        sequence(
-            tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
-            Vec::new(),
-        ),
         optional(tags::PATIENT_NAME, VR::PN, h.patient_name.as_ref()),
         optional(tags::PATIENT_ID, VR::LO, h.patient_id.as_ref()),
         optional(
@@ -414,11 +430,10 @@ fn header_elements(
         optional(tags::PATIENT_SEX, VR::CS, h.patient_sex.as_ref()),
         text(tags::DEVICE_SERIAL_NUMBER, VR::LO, &device.serial_number),
         text(tags::SOFTWARE_VERSIONS, VR::LO, &device.software_version),
-        sequence(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE, vec![contributing]),
         text(tags::STUDY_INSTANCE_UID, VR::UI, &result.study_instance_uid),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, uids.0),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, ids.0),
         optional(tags::STUDY_ID, VR::SH, h.study_id.as_ref()),
-        text(tags::SERIES_NUMBER, VR::IS, "990"),
+        text(tags::SERIES_NUMBER, VR::IS, ids.2),
         text(tags::INSTANCE_NUMBER, VR::IS, &result.version.to_string()),
     ]
 }

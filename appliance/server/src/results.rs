@@ -321,50 +321,52 @@ impl ResultStore {
         Ok(bytes)
     }
 
-    /// Write a study version's SR beside its JSON; returns its path
-    /// relative to the state directory (what the outbox records).
+    /// Write `name` (one of a study version's files) beside its JSON;
+    /// returns its path relative to the state directory (what the outbox
+    /// records).
+    fn write_study_file(
+        &self,
+        study_instance_uid: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, SpoolError> {
+        let dir = self.study_dir(study_instance_uid);
+        create_dir(&dir)?;
+        write_whole(&dir.join(name), bytes)?;
+        Ok(PathBuf::from("results/studies")
+            .join(study_key(study_instance_uid))
+            .join(name))
+    }
+
+    /// Write a study version's SR (`vN.dcm`).
     pub fn write_study_sr(
         &self,
         study_instance_uid: &str,
         version: u32,
         bytes: &[u8],
     ) -> Result<PathBuf, SpoolError> {
-        let dir = self.study_dir(study_instance_uid);
-        create_dir(&dir)?;
-        let name = format!("v{version}.dcm");
-        write_whole(&dir.join(&name), bytes)?;
-        Ok(PathBuf::from("results/studies")
-            .join(study_key(study_instance_uid))
-            .join(name))
+        self.write_study_file(study_instance_uid, &format!("v{version}.dcm"), bytes)
     }
 
-    /// Write a study version's result picture (`vN.png`) beside its JSON.
+    /// Write a study version's result picture (`vN.png`).
     pub fn write_study_picture(
         &self,
         study_instance_uid: &str,
         version: u32,
         png: &[u8],
     ) -> Result<(), SpoolError> {
-        let dir = self.study_dir(study_instance_uid);
-        create_dir(&dir)?;
-        write_whole(&dir.join(format!("v{version}.png")), png)
+        self.write_study_file(study_instance_uid, &format!("v{version}.png"), png)
+            .map(|_| ())
     }
 
-    /// Write a study version's Secondary Capture (`vN-sc.dcm`); returns its
-    /// path relative to the state directory (what the outbox records).
+    /// Write a study version's Secondary Capture (`vN-sc.dcm`).
     pub fn write_study_sc(
         &self,
         study_instance_uid: &str,
         version: u32,
         bytes: &[u8],
     ) -> Result<PathBuf, SpoolError> {
-        let dir = self.study_dir(study_instance_uid);
-        create_dir(&dir)?;
-        let name = format!("v{version}-sc.dcm");
-        write_whole(&dir.join(&name), bytes)?;
-        Ok(PathBuf::from("results/studies")
-            .join(study_key(study_instance_uid))
-            .join(name))
+        self.write_study_file(study_instance_uid, &format!("v{version}-sc.dcm"), bytes)
     }
 
     /// Every DICOM object the appliance wrote (each study version's SR, and
