@@ -113,102 +113,128 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let inner = self.inner();
         let mut out = String::new();
-        let mut counter =
-            |name: &str,
-             help: &str,
-             label: &str,
-             values: &mut dyn Iterator<Item = (String, u64)>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (v, n) in values {
-                    let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(&v));
-                }
-            };
-        counter(
-            "cxr_instances_processed_total",
-            "Instances processed, by outcome.",
-            "outcome",
-            &mut inner.instances.iter().map(|(k, v)| (k.clone(), *v)),
+        let owned =
+            |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>();
+        let stow: Vec<(String, u64)> = inner
+            .stow
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
+        write_counter(
+            &mut out,
+            (
+                "cxr_instances_processed_total",
+                "Instances processed, by outcome.",
+                "outcome",
+            ),
+            &owned(&inner.instances),
         );
-        counter(
-            "cxr_studies_published_total",
-            "Study result versions published, by outcome.",
-            "outcome",
-            &mut inner.studies.iter().map(|(k, v)| (k.clone(), *v)),
+        write_counter(
+            &mut out,
+            (
+                "cxr_studies_published_total",
+                "Study result versions published, by outcome.",
+                "outcome",
+            ),
+            &owned(&inner.studies),
         );
-        counter(
-            "cxr_stow_instances_total",
-            "STOW-RS instances, by result.",
-            "result",
-            &mut inner.stow.iter().map(|(k, v)| ((*k).to_owned(), *v)),
+        write_counter(
+            &mut out,
+            (
+                "cxr_stow_instances_total",
+                "STOW-RS instances, by result.",
+                "result",
+            ),
+            &stow,
         );
-        let name = "cxr_stage_seconds";
+        write_histograms(&mut out, &inner.stages);
+        write_gauges(&mut out, g);
+        out
+    }
+}
+
+/// One counter family: (name, help, label) and its values by label value.
+fn write_counter(
+    out: &mut String,
+    (name, help, label): (&str, &str, &str),
+    values: &[(String, u64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (v, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(v));
+    }
+}
+
+fn write_histograms(out: &mut String, stages: &BTreeMap<&'static str, Histogram>) {
+    let name = "cxr_stage_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Study path stage latency (inference per view).\n# TYPE {name} histogram"
+    );
+    for (stage, h) in stages {
+        for (bound, n) in BUCKETS.iter().zip(h.counts) {
+            let _ = writeln!(out, "{name}_bucket{{stage=\"{stage}\",le=\"{bound}\"}} {n}");
+        }
         let _ = writeln!(
             out,
-            "# HELP {name} Study path stage latency (inference per view).\n# TYPE {name} histogram"
+            "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
+            h.count
         );
-        for (stage, h) in &inner.stages {
-            for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(out, "{name}_bucket{{stage=\"{stage}\",le=\"{bound}\"}} {n}");
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "{name}_sum{{stage=\"{stage}\"}} {}\n{name}_count{{stage=\"{stage}\"}} {}",
-                h.sum, h.count
-            );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{stage=\"{stage}\"}} {}\n{name}_count{{stage=\"{stage}\"}} {}",
+            h.sum, h.count
+        );
+    }
+}
+
+fn write_gauges(out: &mut String, g: &Gauges) {
+    let gauges: [(&str, &str, Option<u64>); 8] = [
+        (
+            "cxr_queue_instances",
+            "Instances waiting for the engine.",
+            Some(g.queued_instances),
+        ),
+        (
+            "cxr_queue_studies",
+            "Studies waiting to complete or be processed.",
+            Some(g.queued_studies),
+        ),
+        (
+            "cxr_dicom_associations_open",
+            "Open DICOM associations.",
+            Some(g.open_associations),
+        ),
+        (
+            "cxr_spool_used_bytes",
+            "Bytes held in the spool.",
+            Some(g.spool_used_bytes),
+        ),
+        (
+            "cxr_spool_headroom_bytes",
+            "Bytes the spool may still take before its quota.",
+            Some(g.spool_headroom_bytes),
+        ),
+        (
+            "cxr_disk_free_bytes",
+            "Free bytes on the spool's file system.",
+            g.disk_free_bytes,
+        ),
+        (
+            "cxr_outbox_pending",
+            "Outbox entries waiting for delivery.",
+            Some(g.outbox_pending),
+        ),
+        (
+            "cxr_outbox_dead",
+            "Outbox entries given up on (dead letters).",
+            Some(g.outbox_dead),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(v) = value {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
-        let gauges: [(&str, &str, Option<u64>); 8] = [
-            (
-                "cxr_queue_instances",
-                "Instances waiting for the engine.",
-                Some(g.queued_instances),
-            ),
-            (
-                "cxr_queue_studies",
-                "Studies waiting to complete or be processed.",
-                Some(g.queued_studies),
-            ),
-            (
-                "cxr_dicom_associations_open",
-                "Open DICOM associations.",
-                Some(g.open_associations),
-            ),
-            (
-                "cxr_spool_used_bytes",
-                "Bytes held in the spool.",
-                Some(g.spool_used_bytes),
-            ),
-            (
-                "cxr_spool_headroom_bytes",
-                "Bytes the spool may still take before its quota.",
-                Some(g.spool_headroom_bytes),
-            ),
-            (
-                "cxr_disk_free_bytes",
-                "Free bytes on the spool's file system.",
-                g.disk_free_bytes,
-            ),
-            (
-                "cxr_outbox_pending",
-                "Outbox entries waiting for delivery.",
-                Some(g.outbox_pending),
-            ),
-            (
-                "cxr_outbox_dead",
-                "Outbox entries given up on (dead letters).",
-                Some(g.outbox_dead),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            if let Some(v) = value {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-            }
-        }
-        out
     }
 }
 

@@ -317,26 +317,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         secret,
     };
     let metrics = Arc::new(cxr_server::metrics::Metrics::default());
-    let mut worker = Worker::new(
-        Arc::clone(&intake),
-        store,
-        Box::new(processor),
-        Arc::clone(&clock),
+    let parts = (
+        Box::new(processor) as Box<dyn cxr_server::worker::Processor>,
         delivery,
-    )
-    .with_metrics(Arc::clone(&metrics));
-    worker.restore()?;
+    );
+    let (worker, liveness) = start_worker(&intake, store, parts, &clock, &metrics)?;
     let (pending, studies) = board.backlog();
-    let liveness = Liveness {
-        heartbeat: worker.heartbeat(),
-        clock: Arc::clone(&clock),
-    };
-    let worker = std::thread::Builder::new()
-        .name("cxr-worker".into())
-        .spawn(move || worker.run())?;
     let admin = Arc::new(admin::Admin {
         outbox: Arc::clone(&outbox),
-        audit: Arc::clone(&audit),
+        audit,
         wake: Arc::clone(&wake),
         status: Mutex::new(status.clone()),
         model: Arc::clone(&model),
@@ -365,14 +354,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             free_disk: settings.min_free_disk_bytes,
         },
         forwarder: Forwarder {
-            outbox: Arc::clone(&outbox),
+            outbox,
             root: state.clone(),
             calling_ae: scp.ae_title.clone(),
             policy: config::retry_policy(&settings),
             limits: SendLimits::default(),
             clock,
             observer: outbox_observer(notes.clone()),
-            wake: Arc::clone(&wake),
+            wake,
         },
         admin,
         scp,
@@ -383,6 +372,34 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let ready = json!({ "serve": "ready", "dicom": null, "http": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
     run_until_stopped(network, ready, &board, (worker, liveness))
+}
+
+/// The one inference worker: study assembly filled from disk, then run
+/// on its own thread.
+fn start_worker(
+    intake: &Arc<Intake>,
+    store: ResultStore,
+    (processor, delivery): (Box<dyn cxr_server::worker::Processor>, Delivery),
+    clock: &Arc<dyn ServiceClock>,
+    metrics: &Arc<cxr_server::metrics::Metrics>,
+) -> anyhow::Result<(std::thread::JoinHandle<()>, Liveness)> {
+    let mut worker = Worker::new(
+        Arc::clone(intake),
+        store,
+        processor,
+        Arc::clone(clock),
+        delivery,
+    )
+    .with_metrics(Arc::clone(metrics));
+    worker.restore()?;
+    let liveness = Liveness {
+        heartbeat: worker.heartbeat(),
+        clock: Arc::clone(clock),
+    };
+    let worker = std::thread::Builder::new()
+        .name("cxr-worker".into())
+        .spawn(move || worker.run())?;
+    Ok((worker, liveness))
 }
 
 /// What the watchdog looks at: the worker's heartbeat on its clock.

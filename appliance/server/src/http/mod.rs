@@ -183,12 +183,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The routes. STOW-RS reads its own body (bounded, with an idle timeout);
-/// every other request has a small body limit and an overall deadline.
-pub fn router(service: Arc<HttpService>) -> Router {
-    let deadline = service.config.request_timeout;
-    let https = service.config.secure_cookies;
-    let bounded = Router::new()
+type Routes = Router<Arc<HttpService>>;
+
+/// Health, the results API, login, the operator's page and its actions.
+fn api_routes() -> Routes {
+    Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
@@ -217,6 +216,12 @@ pub fn router(service: Arc<HttpService>) -> Router {
         .route("/api/v1/jobs/{id}", get(operator::job))
         .route("/", get(page::index))
         .route("/assets/{name}", get(page::asset))
+}
+
+/// The read side of DICOMweb (QIDO-RS, WADO-RS) and FHIR.
+fn read_routes() -> Routes {
+    let instance = "/dicomweb/studies/{study}/series/{series}/instances/{instance}";
+    Router::new()
         .route("/fhir/DiagnosticReport", get(fhir::search_reports))
         .route("/fhir/{kind}/{id}", get(fhir::read))
         .route("/dicomweb/studies", get(dicomweb::studies))
@@ -233,53 +238,73 @@ pub fn router(service: Arc<HttpService>) -> Router {
             "/dicomweb/studies/{study}/series/{series}/instances",
             get(dicomweb::series_instances),
         )
+        .route(instance, get(dicomweb::retrieve_instance))
         .route(
-            "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
-            get(dicomweb::retrieve_instance),
-        )
-        .route(
-            "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered",
+            &format!("{instance}/rendered"),
             get(dicomweb::rendered_instance),
         )
+}
+
+/// A 408 for a request not answered within `deadline`.
+async fn within(
+    deadline: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "HTTP_REQUEST_TIMEOUT",
+            "the request took too long (fix: send the whole request promptly)",
+        )
+        .into_response(),
+    }
+}
+
+/// The routes. STOW-RS and the bundle upload read their own bodies
+/// (bounded, with an idle timeout); every other request has a small body
+/// limit and an overall deadline.
+pub fn router(service: Arc<HttpService>) -> Router {
+    let deadline = service.config.request_timeout;
+    let https = service.config.secure_cookies;
+    let bounded = api_routes()
+        .merge(read_routes())
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
-                match tokio::time::timeout(deadline, next.run(request)).await {
-                    Ok(response) => response,
-                    Err(_) => ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "HTTP_REQUEST_TIMEOUT",
-                        "the request took too long (fix: send the whole request promptly)",
-                    )
-                    .into_response(),
-                }
-            },
-        ));
-    let stow = Router::new()
+        .layer(axum::middleware::from_fn(move |request, next| {
+            within(deadline, request, next)
+        }));
+    let uploads = Router::new()
         .route("/dicomweb/studies", post(stow::store_any))
         .route("/dicomweb/studies/{study}", post(stow::store_in_study))
         .route("/api/v1/bundles", post(operator::upload_bundle))
         .layer(DefaultBodyLimit::disable());
     bounded
-        .merge(stow)
+        .merge(uploads)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "HTTP_NOT_FOUND", "no such resource")
         })
         .layer(axum::middleware::from_fn(security_headers))
-        .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
-                let mut response = next.run(request).await;
-                // Under TLS, browsers are told to come back over HTTPS only.
-                if https {
-                    response.headers_mut().insert(
-                        header::STRICT_TRANSPORT_SECURITY,
-                        HeaderValue::from_static("max-age=31536000"),
-                    );
-                }
-                response
-            },
-        ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            transport_security(https, request, next)
+        }))
         .with_state(service)
+}
+
+/// Under TLS, browsers are told to come back over HTTPS only.
+async fn transport_security(
+    https: bool,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if https {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// No framing, no sniffing, no caching of patient data, no referrer; and
