@@ -160,7 +160,20 @@ fn find_openvino_c(dir: &Path) -> Option<PathBuf> {
 }
 
 fn fetch_openvino(cache: &Path, dir: &Path) -> Result<(), String> {
-    let staging = cache.join(format!("staging-openvino-{}", std::process::id()));
+    let wheel = format!("openvino=={OPENVINO_VERSION}");
+    pip_install_into(cache, dir, &[&wheel], |d| find_openvino_c(d).is_some())
+}
+
+/// `pip install --no-deps --target` of pinned `wheels` into `dir`, through
+/// a staging folder unique per process (test binaries fetch concurrently;
+/// the rename is atomic and a loser whose `installed(dir)` holds is fine).
+fn pip_install_into(
+    cache: &Path,
+    dir: &Path,
+    wheels: &[&str],
+    installed: impl Fn(&Path) -> bool,
+) -> Result<(), String> {
+    let staging = cache.join(format!("staging-pip-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let status = Command::new("python3")
         .args([
@@ -172,16 +185,17 @@ fn fetch_openvino(cache: &Path, dir: &Path) -> Result<(), String> {
         ])
         .args(["--no-deps", "--target"])
         .arg(&staging)
-        .arg(format!("openvino=={OPENVINO_VERSION}"))
+        .args(wheels)
         .status()
         .map_err(|e| format!("running python3 -m pip: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "pip install openvino=={OPENVINO_VERSION} failed ({status})"
+            "pip install {} failed ({status})",
+            wheels.join(" ")
         ));
     }
-    if std::fs::rename(&staging, dir).is_err() && find_openvino_c(dir).is_none() {
-        return Err(format!("could not move the wheel into {}", dir.display()));
+    if std::fs::rename(&staging, dir).is_err() && !installed(dir) {
+        return Err(format!("could not move the wheels into {}", dir.display()));
     }
     let _ = std::fs::remove_dir_all(&staging);
     Ok(())
@@ -265,36 +279,12 @@ pub fn fhir_validator() -> Option<FhirValidator> {
 }
 
 fn fetch_fhir_wheels(cache: &Path, dir: &Path) -> Result<(), String> {
-    if dir.join("fhir/resources/__init__.py").is_file() && dir.join("jsonschema").is_dir() {
+    let installed =
+        |d: &Path| d.join("fhir/resources/__init__.py").is_file() && d.join("jsonschema").is_dir();
+    if installed(dir) {
         return Ok(());
     }
-    let staging = cache.join(format!("staging-fhir-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let status = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-        ])
-        .arg(&staging)
-        .args(FHIR_WHEELS)
-        .status()
-        .map_err(|e| format!("running python3 -m pip: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "pip install {} failed ({status})",
-            FHIR_WHEELS.join(" ")
-        ));
-    }
-    if std::fs::rename(&staging, dir).is_err() && !dir.join("jsonschema").is_dir() {
-        return Err(format!("could not move the wheels into {}", dir.display()));
-    }
-    let _ = std::fs::remove_dir_all(&staging);
-    Ok(())
+    pip_install_into(cache, dir, FHIR_WHEELS, installed)
 }
 
 fn fetch_fhir_schema(cache: &Path, schema: &Path) -> Result<(), String> {

@@ -19,6 +19,34 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(|e| SpoolError::io("syncing", dir, e))
 }
 
+/// Write `bytes` to `path` whole: a temporary file beside it (created with
+/// `mode`), fsync, rename, folder fsync. After a power loss the file holds
+/// the old bytes or the new ones. On failure, what was being done.
+pub(crate) fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), (&'static str, std::io::Error)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| ("creating", e))?;
+    file.write_all(bytes).map_err(|e| ("writing", e))?;
+    file.sync_all().map_err(|e| ("syncing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ("renaming", e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ("syncing the folder of", e))
+}
+
 /// Create `dir` (and fsync its parent's entry) unless it exists.
 pub(crate) fn create_dir(dir: &Path) -> Result<(), SpoolError> {
     if !dir.is_dir() {

@@ -56,15 +56,7 @@ pub(super) async fn metrics(
     }
     let text = {
         let service = Arc::clone(&service);
-        tokio::task::spawn_blocking(move || service.metrics.render(&(service.gauges)()))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "HTTP_INTERNAL",
-                    e.to_string(),
-                )
-            })?
+        super::off_task(move || service.metrics.render(&(service.gauges)())).await?
     };
     let mut response = text.into_response();
     response.headers_mut().insert(
@@ -128,15 +120,7 @@ pub(super) async fn studies(
     let offset = q.offset.unwrap_or(0);
     let all = {
         let service = Arc::clone(&service);
-        tokio::task::spawn_blocking(move || read_all(&service))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "HTTP_INTERNAL",
-                    e.to_string(),
-                )
-            })??
+        super::off_task(move || read_all(&service)).await??
     };
     let mut matching: Vec<&StudyResult> = all
         .iter()
@@ -172,15 +156,7 @@ pub(super) async fn study(
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
     let found = {
         let service = Arc::clone(&service);
-        tokio::task::spawn_blocking(move || service.results.latest_study_file(&study))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "HTTP_INTERNAL",
-                    e.to_string(),
-                )
-            })?
+        super::off_task(move || service.results.latest_study_file(&study)).await?
     };
     let (_, bytes) = found.ok_or_else(|| {
         ApiError::new(
@@ -217,15 +193,7 @@ pub(super) async fn changes(
     let since = q.since.unwrap_or(0);
     let all = {
         let service = Arc::clone(&service);
-        tokio::task::spawn_blocking(move || read_all(&service))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "HTTP_INTERNAL",
-                    e.to_string(),
-                )
-            })??
+        super::off_task(move || read_all(&service)).await??
     };
     let mut newer: Vec<&StudyResult> = all.iter().filter(|r| r.completed_unix_ms > since).collect();
     newer.sort_by_key(|r| (r.completed_unix_ms, r.study_instance_uid.clone()));

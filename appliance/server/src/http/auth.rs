@@ -297,7 +297,7 @@ pub(super) async fn login(
     let credentials = service.credentials.current();
     let (user, password) = (form.user.clone(), form.password);
     let checker = Arc::clone(&service);
-    let role = tokio::task::spawn_blocking(move || {
+    let role = super::off_task(move || {
         let _permit = permit;
         let role = credentials.check_password(&user, &password);
         if role.is_none() {
@@ -305,8 +305,7 @@ pub(super) async fn login(
         }
         role
     })
-    .await
-    .map_err(internal)?;
+    .await?;
     let event = |granted: bool, detail: &str| HttpEvent::Login {
         user: form.user.chars().take(64).collect(),
         peer: peer.to_string(),

@@ -7,7 +7,6 @@
 //! A file that cannot be read or parsed admits no one: the service answers
 //! 401 and says why on stderr, never falling back to an open door.
 
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,7 +17,7 @@ use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::jsonl::{create_dir, hex, sync_dir};
+use crate::jsonl::{create_dir, hex, write_atomically};
 
 /// What a principal may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -320,25 +319,11 @@ pub fn save(path: &Path, credentials: &Credentials) -> Result<(), CredentialErro
     })?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| io("protecting", e))?;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("creating", e))?;
     let text = serde_json::to_vec_pretty(credentials).map_err(|e| CredentialError::Corrupt {
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
-    file.write_all(&text).map_err(|e| io("writing", e))?;
-    file.sync_all().map_err(|e| io("syncing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))?;
-    sync_dir(dir).map_err(|e| CredentialError::Corrupt {
-        path: dir.to_owned(),
-        detail: e.to_string(),
-    })
+    write_atomically(path, &text, 0o600).map_err(|(action, e)| io(action, e))
 }
 
 /// Change the file under an exclusive lock (`credentials.lock` beside it),

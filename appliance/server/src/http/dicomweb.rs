@@ -308,15 +308,7 @@ async fn query(
     let (offset, limit) = page(&raw)?;
     raw.retain(|_, v| !v.is_empty());
     let (keys, ignored) = parse_query(&raw);
-    let all = tokio::task::spawn_blocking(move || catalogue(&service))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "HTTP_INTERNAL",
-                e.to_string(),
-            )
-        })?;
+    let all = super::off_task(move || catalogue(&service)).await?;
     let matching: Vec<&Entry> = all.iter().filter(|e| entry_matches(e, &keys)).collect();
     let mut groups: BTreeMap<(String, String), Vec<&Entry>> = BTreeMap::new();
     for e in &matching {
@@ -413,15 +405,7 @@ async fn find(
     instance: String,
 ) -> Result<Entry, ApiError> {
     let service = Arc::clone(service);
-    let all = tokio::task::spawn_blocking(move || catalogue(&service))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "HTTP_INTERNAL",
-                e.to_string(),
-            )
-        })?;
+    let all = super::off_task(move || catalogue(&service)).await?;
     all.into_iter()
         .find(|e| e.study == study && e.series == series && e.sop_instance == instance)
         .ok_or_else(|| {
@@ -481,7 +465,7 @@ pub(super) async fn retrieve_study(
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
     let s = Arc::clone(&service);
-    let files: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || {
+    let files: Vec<Vec<u8>> = super::off_task(move || {
         catalogue(&s)
             .into_iter()
             .filter(|e| e.study == study)
@@ -491,14 +475,7 @@ pub(super) async fn retrieve_study(
             })
             .collect()
     })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "HTTP_INTERNAL",
-            e.to_string(),
-        )
-    })?;
+    .await?;
     if files.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -41,15 +41,8 @@ fn outcome(status: StatusCode, code: &str, text: &str) -> Response {
 
 async fn latest(service: &Arc<HttpService>) -> Result<Vec<StudyResult>, ApiError> {
     let s = Arc::clone(service);
-    tokio::task::spawn_blocking(move || s.results.latest_studies())
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "HTTP_INTERNAL",
-                e.to_string(),
-            )
-        })?
+    super::off_task(move || s.results.latest_studies())
+        .await?
         .map(|m| m.into_values().collect())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()))
 }

@@ -147,6 +147,20 @@ impl HttpService {
     }
 }
 
+/// Run blocking work (file reads, fsyncs, password hashing) off the
+/// network task; a panic in it is answered 500.
+pub(crate) async fn off_task<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "HTTP_INTERNAL",
+            e.to_string(),
+        )
+    })
+}
+
 /// The peer a request came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);

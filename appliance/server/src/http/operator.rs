@@ -254,9 +254,7 @@ pub(super) async fn worklist(
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "API_BAD_QUERY", e.to_string()))?;
     let s = Arc::clone(&service);
-    let all = tokio::task::spawn_blocking(move || snapshot(&s).map(|snap| rows(&snap)))
-        .await
-        .map_err(internal)??;
+    let all = super::off_task(move || snapshot(&s).map(|snap| rows(&snap))).await??;
     let needle = q.q.as_deref().map(str::to_lowercase);
     let matching: Vec<Value> = all
         .into_iter()
@@ -286,7 +284,7 @@ pub(super) async fn study_detail(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
     let s = Arc::clone(&service);
-    let detail = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let detail = super::off_task(move || -> Result<Value, ApiError> {
         let snap = snapshot(&s)?;
         let records: Vec<&JournalRecord> = snap.records.iter().filter(|r| r.study_instance_uid == study).collect();
         if records.is_empty() && !snap.studies.contains_key(&study) {
@@ -311,9 +309,7 @@ pub(super) async fn study_detail(
             .map(|e| json!({ "id": e.id, "destination": e.destination, "state": e.state, "attempts": e.attempts, "version": e.version, "sop_class_uid": e.sop_class_uid, "last_error": e.last_error }))
             .collect();
         Ok(json!({ "study_instance_uid": study, "result": snap.studies.get(&study), "instances": instances, "delivery": delivery }))
-    })
-    .await
-    .map_err(internal)??;
+    }).await??;
     Ok(Json(detail))
 }
 
@@ -358,9 +354,7 @@ async fn act(
 ) -> Result<Json<Value>, ApiError> {
     let principal = authorize(service, headers, &Method::POST, need)?;
     let ops = Arc::clone(&service.operations);
-    let reply = tokio::task::spawn_blocking(move || f(ops.as_ref(), &principal.name))
-        .await
-        .map_err(internal)?;
+    let reply = super::off_task(move || f(ops.as_ref(), &principal.name)).await?;
     Ok(Json(reply))
 }
 
@@ -381,7 +375,7 @@ pub(super) async fn system(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
     let s = Arc::clone(&service);
-    let value = tokio::task::spawn_blocking(move || {
+    let value = super::off_task(move || {
         let mut value = s.operations.system();
         let g = (s.gauges)();
         value["spool"] = json!({
@@ -394,9 +388,7 @@ pub(super) async fn system(
         value["associations_open"] = json!(g.open_associations);
         value["outbox"] = json!({ "pending": g.outbox_pending, "dead": g.outbox_dead });
         value
-    })
-    .await
-    .map_err(internal)?;
+    }).await?;
     Ok(Json(value))
 }
 

@@ -5,8 +5,6 @@
 //! and expiry are what `cxr-appliance tls fingerprint` prints, so that a
 //! browser's warning can be checked against the device.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,22 +57,11 @@ pub struct CertificateInfo {
 }
 
 fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let io = |action, source| TlsError::Io {
+    crate::jsonl::write_atomically(path, bytes, mode).map_err(|(action, source)| TlsError::Io {
         action,
         path: path.to_owned(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| io("creating", e))?;
-    f.write_all(bytes).map_err(|e| io("writing", e))?;
-    f.sync_all().map_err(|e| io("syncing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))
+    })
 }
 
 /// Make a self-signed pair for `names` (DNS names or IP addresses), valid
