@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cxr_tests::data::{pydicom_file, scratch_dir, shared_file};
 use cxr_tests::dicom_net::{free_port, tool, wait_until, Pacs, Service};
+use cxr_tests::web_peers::{Fault, FhirPeer, Orthanc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -468,4 +469,138 @@ fn a_bundle_installed_while_serving_takes_effect_without_a_restart() {
         export.contains("\"type\":\"installed\""),
         "the install is audited by the service"
     );
+}
+
+/// The outbox's state per destination, from `outbox list`.
+fn outbox_states(state: &Path) -> Vec<(String, String)> {
+    let list = Command::new(appliance())
+        .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap_or(Value::Null);
+    list["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (field("destination"), field("state"))
+        })
+        .collect()
+}
+
+/// A result goes to a DICOMweb server (Debian's Orthanc) by STOW-RS and to
+/// a FHIR server as a transaction of conditional creates. The FHIR server
+/// is down for the first attempt and loses its answer to the second, which
+/// it committed: the retry finds every resource, and the server ends with
+/// one report, one Device and one Observation per label.
+#[test]
+fn results_reach_a_dicomweb_server_and_a_fhir_server_once_each() {
+    let (Some(storescu), Some(_)) = (tool("storescu"), tool("dcmdump")) else {
+        return;
+    };
+    let Some(rg1) = pydicom_file("RG1_UNCR.dcm") else {
+        return;
+    };
+    let dir = scratch_dir("serve-web-destinations");
+    let Some(orthanc) = Orthanc::start(&dir.join("orthanc")) else {
+        return;
+    };
+    let fhir = FhirPeer::start(&[Fault::Unavailable, Fault::LoseAnswer]);
+    let state = dir.join("state");
+    let stow = format!("dicomweb:http://127.0.0.1:{}/dicom-web/", orthanc.http_port);
+    let fhir_destination = format!("fhir:{}", fhir.url());
+    let service = Service::start(
+        &appliance(),
+        &[
+            "--bundle",
+            &demo(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-s",
+            "1",
+            "--forward",
+            &stow,
+            "--forward",
+            &fhir_destination,
+            "--retry-initial-s",
+            "1",
+        ],
+        &[],
+        &dir.join("serve.err"),
+    );
+    let port = service.port.to_string();
+    let (code, text) = run(
+        &storescu,
+        &[
+            "-aec",
+            "CXR_APPLIANCE",
+            "127.0.0.1",
+            &port,
+            rg1.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "storescu: {text}");
+    let delivered = wait_until(Duration::from_secs(90), || {
+        let states = outbox_states(&state);
+        states.len() == 2 && states.iter().all(|(_, s)| s == "delivered")
+    });
+    assert!(
+        delivered,
+        "{:?}\n{}",
+        outbox_states(&state),
+        service.stderr_text()
+    );
+    let names: Vec<String> = outbox_states(&state).into_iter().map(|(d, _)| d).collect();
+    let stow_name = stow.trim_end_matches('/');
+    assert!(
+        names.iter().any(|n| n == stow_name) && names.contains(&fhir_destination),
+        "{names:?}"
+    );
+    // DICOMweb: Orthanc holds the SR, under the UID the service made.
+    assert_eq!(orthanc.instances_of(RG1_STUDY), published_srs(&state));
+    // FHIR: three transactions (refused, answer lost, retried), one of each.
+    assert_eq!(fhir.received().len(), 3, "{}", service.stderr_text());
+    let result = latest(&study_results(&state), RG1_STUDY).unwrap();
+    let reports = fhir.resources("DiagnosticReport");
+    assert_eq!(
+        reports.len(),
+        1,
+        "one DiagnosticReport, whatever the retries"
+    );
+    assert_eq!(fhir.resources("Device").len(), 1);
+    let observations = fhir.resources("Observation");
+    assert_eq!(
+        observations.len(),
+        result["labels"].as_array().unwrap().len()
+    );
+    let report = &reports[0];
+    assert_eq!(
+        report["identifier"][0]["value"],
+        format!("urn:oid:{}", published_srs(&state)[0]).as_str()
+    );
+    // The report's results point at the Observations the server stored.
+    let stored: Vec<String> = observations
+        .iter()
+        .map(|o| format!("Observation/{}", o["id"].as_str().unwrap()))
+        .collect();
+    let mut referenced: Vec<String> = report["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reference"].as_str().unwrap().to_owned())
+        .collect();
+    referenced.sort();
+    let mut stored_sorted = stored.clone();
+    stored_sorted.sort();
+    assert_eq!(referenced, stored_sorted);
+    let Some(validator) = cxr_tests::data::fhir_validator() else {
+        return;
+    };
+    let sent = fhir.save_received(&dir.join("fhir-received"));
+    let paths: Vec<&Path> = sent.iter().map(|p| p.as_path()).collect();
+    let (valid, report) = validator.check(&paths);
+    assert!(valid, "FHIR R4 validation of the transactions:\n{report}");
 }

@@ -181,6 +181,7 @@ pub fn observations(result: &StudyResult, device: &SrDevice) -> Vec<Value> {
             let mut o = json!({
                 "resourceType": "Observation",
                 "id": observation_id(result, &l.label),
+                "identifier": [uid_identifier(&observation_id(result, &l.label))],
                 "status": "preliminary",
                 "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging" }] }],
                 "code": code,
@@ -253,6 +254,7 @@ pub fn device_resource(result: &StudyResult, device: &SrDevice) -> Value {
         "resourceType": "Device",
         "id": device_id(result, device),
         "identifier": [
+            uid_identifier(&device_id(result, device)),
             { "system": "urn:cxr-appliance:bundle-digest", "value": digest },
             { "system": "urn:cxr-appliance:device-serial", "value": device.serial_number },
         ],
@@ -276,6 +278,86 @@ pub fn resources(result: &StudyResult, device: &SrDevice) -> Vec<Value> {
     all.extend(observations(result, device));
     all.push(device_resource(result, device));
     all
+}
+
+/// The `urn:uuid:` a transaction entry goes by: our ids are `2.25.N`
+/// UIDs, and N is a 128-bit number, which is what a UUID is.
+fn entry_url(id: &str) -> String {
+    let n = id
+        .strip_prefix("2.25.")
+        .and_then(|n| n.parse::<u128>().ok())
+        .unwrap_or(0);
+    let h = format!("{n:032x}");
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// The result as one FHIR transaction Bundle, for a FHIR server destination.
+/// Every entry is a conditional create (`ifNoneExist`, the transaction form
+/// of `If-None-Exist`) on the resource's first identifier, so a retry after
+/// a lost answer creates nothing twice; the report's is the result
+/// identifier, the others' their derived UIDs.
+/// References between the entries go by their `urn:uuid:` full URLs, which
+/// the server replaces with the ids it assigns.
+pub fn transaction_bundle(result: &StudyResult, device: &SrDevice) -> Value {
+    let all = resources(result, device);
+    let urls: Vec<(String, String)> = all
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap_or_default();
+            let kind = r["resourceType"].as_str().unwrap_or_default();
+            (format!("{kind}/{id}"), entry_url(id))
+        })
+        .collect();
+    let entries: Vec<Value> = all
+        .into_iter()
+        .map(|mut r| {
+            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            let kind = r["resourceType"].as_str().unwrap_or_default().to_owned();
+            if let Some(o) = r.as_object_mut() {
+                o.remove("id");
+            }
+            rewrite_references(&mut r, &urls);
+            let own = &r["identifier"][0];
+            let condition = format!(
+                "identifier={}|{}",
+                own["system"].as_str().unwrap_or_default(),
+                own["value"].as_str().unwrap_or_default()
+            );
+            json!({
+                "fullUrl": entry_url(&id),
+                "resource": r,
+                "request": {
+                    "method": "POST",
+                    "url": kind,
+                    "ifNoneExist": condition,
+                },
+            })
+        })
+        .collect();
+    json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
+}
+
+fn rewrite_references(value: &mut Value, urls: &[(String, String)]) {
+    match value {
+        Value::Object(o) => {
+            for (key, v) in o.iter_mut() {
+                let local = urls.iter().find(|(r, _)| Some(r.as_str()) == v.as_str());
+                match (key.as_str(), local) {
+                    ("reference", Some((_, url))) => *v = json!(url),
+                    _ => rewrite_references(v, urls),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| rewrite_references(v, urls)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -351,5 +433,51 @@ mod tests {
         assert_eq!(a["status"], "preliminary");
         assert_eq!(date_time(Some(&"2004".into()), None), None);
         assert_eq!(date_time(Some(&"20041399".into()), None), None);
+    }
+
+    #[test]
+    fn the_transaction_creates_each_resource_once_and_links_them_by_full_url() {
+        let r = result("decision");
+        let bundle = transaction_bundle(&r, &device());
+        assert_eq!(
+            bundle,
+            transaction_bundle(&r, &device()),
+            "retries send the same"
+        );
+        let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+        assert_eq!(entries.len(), resources(&r, &device()).len());
+        let urls: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e["fullUrl"].as_str())
+            .collect();
+        let text = bundle.to_string();
+        for e in &entries {
+            let kind = e["resource"]["resourceType"].as_str().unwrap_or_default();
+            assert_eq!(e["request"]["method"], "POST");
+            assert_eq!(e["request"]["url"], kind);
+            assert!(e["resource"].get("id").is_none(), "a create carries no id");
+            // The condition names the resource's own identifier.
+            let own = &e["resource"]["identifier"][0];
+            let want = format!(
+                "identifier={}|{}",
+                own["system"].as_str().unwrap_or_default(),
+                own["value"].as_str().unwrap_or_default()
+            );
+            assert_eq!(e["request"]["ifNoneExist"], want.as_str());
+            let url = e["fullUrl"].as_str().unwrap_or_default();
+            assert!(url.starts_with("urn:uuid:") && url.len() == 45, "{url}");
+        }
+        let report = &entries[0]["resource"];
+        assert_eq!(report["identifier"][0], result_identifier(&r));
+        // Every reference is to an entry of the bundle: none is left local.
+        assert!(!text.contains("\"Observation/") && !text.contains("\"Device/"));
+        for reference in report["result"].as_array().into_iter().flatten() {
+            assert!(urls.contains(&reference["reference"].as_str().unwrap_or_default()));
+        }
+        let device_url = entries.last().and_then(|e| e["fullUrl"].as_str());
+        assert_eq!(
+            entries[1]["resource"]["device"]["reference"].as_str(),
+            device_url
+        );
     }
 }

@@ -8,8 +8,12 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::clock::Clock;
-use crate::outbox::{Change, Entry, Outbox, RetryPolicy};
-use crate::scu::{self, Destination, SendLimits};
+use crate::destination::{Destination, HttpEndpoint};
+use crate::outbox::{Change, Entry, Outbox, Payload, RetryPolicy};
+use crate::results::StudyResult;
+use crate::scu::{self, SendLimits};
+use crate::web_send;
+use cxr_report::sr::SrDevice;
 
 /// What the sender reports (the binary audits it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,8 @@ pub struct Forwarder {
     pub policy: RetryPolicy,
     pub limits: SendLimits,
     pub clock: Arc<dyn Clock>,
+    /// The algorithm Device of the FHIR resources.
+    pub device: SrDevice,
     pub observer: OutboxObserver,
     pub wake: Arc<Notify>,
 }
@@ -105,7 +111,10 @@ impl Forwarder {
 
     async fn attempt(&self, entry: &Entry) {
         let outcome = self.send(entry).await;
+        let over_http =
+            entry.destination.starts_with("dicomweb:") || entry.payload == Payload::FhirResult;
         let detail = match &outcome {
+            Ok(s) if over_http => format!("HTTP {s}"),
             Ok(s) => format!("status {s:#06x}"),
             Err(e) => e.clone(),
         };
@@ -124,30 +133,62 @@ impl Forwarder {
         }
     }
 
-    /// One C-STORE of the entry's file: Ok(status) when the destination
-    /// stored it, Err otherwise (a refusal status is an error too).
+    /// One send of the entry: Ok(status) when the destination stored it,
+    /// Err otherwise (a refusal is an error too).
     async fn send(&self, entry: &Entry) -> Result<u16, String> {
         let destination = Destination::parse(&entry.destination)?;
         let path = self.root.join(&entry.file);
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        match (&destination, entry.payload) {
+            (Destination::Dicom(peer), Payload::Dicom) => self.c_store(peer, entry, &bytes).await,
+            (Destination::DicomWeb(server), Payload::Dicom) => {
+                web_send::stow(server, &entry.sop_instance_uid, bytes, self.limits).await
+            }
+            (Destination::Fhir(server), Payload::FhirResult) => {
+                self.fhir(server, &path, &bytes).await
+            }
+            (d, p) => Err(format!(
+                "a {p:?} entry cannot go to {} (fix: `outbox drop {}`)",
+                d.name(),
+                entry.id
+            )),
+        }
+    }
+
+    async fn c_store(
+        &self,
+        peer: &scu::Destination,
+        entry: &Entry,
+        bytes: &[u8],
+    ) -> Result<u16, String> {
         let status = scu::store(
-            &destination,
+            peer,
             &self.calling_ae,
             &entry.sop_class_uid,
             &entry.sop_instance_uid,
-            &bytes,
+            bytes,
             self.limits,
         )
         .await?;
         if scu::stored(status) {
             Ok(status)
         } else {
-            Err(format!(
-                "{} answered status {status:#06x}",
-                destination.name()
-            ))
+            Err(format!("{} answered status {status:#06x}", peer.name()))
         }
+    }
+
+    /// The result version in `bytes` (its JSON) as one FHIR transaction.
+    async fn fhir(
+        &self,
+        server: &HttpEndpoint,
+        path: &std::path::Path,
+        bytes: &[u8],
+    ) -> Result<u16, String> {
+        let result: StudyResult = serde_json::from_slice(bytes)
+            .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+        let bundle = cxr_report::fhir::transaction_bundle(&result, &self.device);
+        web_send::fhir_transaction(server, &bundle, self.limits).await
     }
 }

@@ -13,8 +13,9 @@
 //! - [`assembly`]: instances grouped into studies, and the completion rule.
 //! - [`worker`] and [`results`]: the one inference worker, instance
 //!   results and versioned study results with their SR.
-//! - [`outbox`], [`forward`] and [`scu`]: store-and-forward of each SR to
-//!   every destination, with retries and a dead-letter state.
+//! - [`outbox`], [`forward`], [`destination`], [`scu`] and [`web_send`]:
+//!   store-and-forward of each result to every destination (C-STORE,
+//!   STOW-RS, FHIR), with retries and a dead-letter state.
 //! - [`http`] and [`multipart`]: STOW-RS into the same intake, the results
 //!   API, login and sessions, health; the bounded `multipart/related` reader.
 //!
@@ -24,6 +25,7 @@
 
 pub mod assembly;
 pub mod clock;
+pub mod destination;
 pub mod dimse;
 mod error;
 pub mod forward;
@@ -41,6 +43,7 @@ pub mod scp;
 pub mod scu;
 pub mod spool;
 pub mod uid;
+pub mod web_send;
 pub mod worker;
 
 pub use error::{DimseError, SpoolError};

@@ -29,6 +29,28 @@ pub enum EntryState {
     Dropped,
 }
 
+/// What an entry sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// The DICOM file (an SR or a Secondary Capture), by C-STORE or STOW-RS.
+    #[default]
+    Dicom,
+    /// The study result version (its JSON), as a FHIR transaction Bundle.
+    FhirResult,
+}
+
+/// One object to queue: a file of a study version and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Relative to the state directory.
+    pub file: PathBuf,
+    pub sop_class_uid: String,
+    /// For a FHIR result, the result identifier (the SR's instance UID).
+    pub sop_instance_uid: String,
+    pub payload: Payload,
+}
+
 /// One (result, destination) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -41,6 +63,8 @@ pub struct Entry {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub destination: String,
+    #[serde(default)]
+    pub payload: Payload,
     pub created_unix_ms: u64,
     pub state: EntryState,
     pub attempts: u32,
@@ -179,23 +203,21 @@ impl Outbox {
         self.entries.get(&id)
     }
 
-    /// Queue `file` for `destination` unless that pair is already queued
+    /// Queue `object` for `destination` unless that pair is already queued
     /// (in any state): calling it again after a crash adds nothing.
-    #[allow(clippy::too_many_arguments)]
     pub fn ensure(
         &mut self,
         study_key: &str,
         version: u32,
-        file: &Path,
-        sop_class_uid: &str,
-        sop_instance_uid: &str,
+        object: &Outgoing,
         destination: &str,
         now_unix_ms: u64,
     ) -> Result<bool, SpoolError> {
-        let known = self
-            .entries
-            .values()
-            .any(|e| e.sop_instance_uid == sop_instance_uid && e.destination == destination);
+        let known = self.entries.values().any(|e| {
+            e.sop_instance_uid == object.sop_instance_uid
+                && e.payload == object.payload
+                && e.destination == destination
+        });
         if known {
             return Ok(false);
         }
@@ -204,10 +226,11 @@ impl Outbox {
             id,
             study_key: study_key.to_owned(),
             version,
-            file: file.to_owned(),
-            sop_class_uid: sop_class_uid.to_owned(),
-            sop_instance_uid: sop_instance_uid.to_owned(),
+            file: object.file.clone(),
+            sop_class_uid: object.sop_class_uid.clone(),
+            sop_instance_uid: object.sop_instance_uid.clone(),
             destination: destination.to_owned(),
+            payload: object.payload,
             created_unix_ms: now_unix_ms,
             state: EntryState::Pending,
             attempts: 0,
@@ -441,16 +464,21 @@ mod tests {
     #[test]
     fn entries_survive_reopening_retry_then_die_and_are_never_queued_twice() {
         let dir = scratch("life");
-        let file = Path::new("results/studies/k/v1.dcm");
+        let sr = Outgoing {
+            file: PathBuf::from("results/studies/k/v1.dcm"),
+            sop_class_uid: "1.2".into(),
+            sop_instance_uid: "1.2.3".into(),
+            payload: Payload::Dicom,
+        };
         let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
         assert!(o
-            .ensure("k", 1, file, "1.2", "1.2.3", "PACS@h:1", 1000)
+            .ensure("k", 1, &sr, "PACS@h:1", 1000)
             .unwrap_or_else(|e| panic!("{e}")));
         assert!(!o
-            .ensure("k", 1, file, "1.2", "1.2.3", "PACS@h:1", 2000)
+            .ensure("k", 1, &sr, "PACS@h:1", 2000)
             .unwrap_or_else(|e| panic!("{e}")));
         assert!(o
-            .ensure("k", 1, file, "1.2", "1.2.3", "OTHER@h:1", 1000)
+            .ensure("k", 1, &sr, "OTHER@h:1", 1000)
             .unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(o.due(1000).len(), 2);
         let p = policy();

@@ -245,6 +245,13 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SpoolErro
     serde_json::from_slice(&bytes).map_err(|e| SpoolError::io("parsing", path, e))
 }
 
+/// A study's file `name`, relative to the state directory.
+fn relative_study_file(study_instance_uid: &str, name: &str) -> PathBuf {
+    PathBuf::from("results/studies")
+        .join(study_key(study_instance_uid))
+        .join(name)
+}
+
 impl ResultStore {
     /// Open (or create) `root/results`.
     pub fn open(root: &Path) -> Result<ResultStore, SpoolError> {
@@ -333,9 +340,12 @@ impl ResultStore {
         let dir = self.study_dir(study_instance_uid);
         create_dir(&dir)?;
         write_whole(&dir.join(name), bytes)?;
-        Ok(PathBuf::from("results/studies")
-            .join(study_key(study_instance_uid))
-            .join(name))
+        Ok(relative_study_file(study_instance_uid, name))
+    }
+
+    /// A study version's JSON, relative to the state directory.
+    pub fn study_file(&self, study_instance_uid: &str, version: u32) -> PathBuf {
+        relative_study_file(study_instance_uid, &format!("v{version}.json"))
     }
 
     /// Write a study version's SR (`vN.dcm`).

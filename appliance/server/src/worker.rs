@@ -19,9 +19,10 @@ use tokio::sync::Notify;
 
 use crate::assembly::Work;
 use crate::clock::Clock;
+use crate::destination::Destination;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing, Payload};
 use crate::results::{
     sha256_hex, study_key, study_result, InstanceResult, ResultStore, StudyResult,
 };
@@ -399,25 +400,44 @@ impl Worker {
             .write_study_picture(uid, result.version, &encoded.png)
             .map_err(|e| e.to_string())?;
         let sr = encoded.sr;
-        let mut objects = vec![(sr_path, sr.sop_class_uid, sr.sop_instance_uid)];
+        // A FHIR server gets the result itself, identified like the SR.
+        let fhir = Outgoing {
+            file: self.store.study_file(uid, result.version),
+            sop_class_uid: String::new(),
+            sop_instance_uid: sr.sop_instance_uid.clone(),
+            payload: Payload::FhirResult,
+        };
+        let mut dicom = vec![Outgoing {
+            file: sr_path,
+            sop_class_uid: sr.sop_class_uid,
+            sop_instance_uid: sr.sop_instance_uid,
+            payload: Payload::Dicom,
+        }];
         if let Some(sc) = encoded.sc {
             let sc_path = self
                 .store
                 .write_study_sc(uid, result.version, &sc.bytes)
                 .map_err(|e| e.to_string())?;
-            objects.push((sc_path, sc.sop_class_uid, sc.sop_instance_uid));
+            dicom.push(Outgoing {
+                file: sc_path,
+                sop_class_uid: sc.sop_class_uid,
+                sop_instance_uid: sc.sop_instance_uid,
+                payload: Payload::Dicom,
+            });
         }
         let mut outbox = d.outbox.lock().unwrap_or_else(|p| p.into_inner());
         let key = study_key(uid);
         for destination in &d.destinations {
-            for (path, class, instance) in &objects {
+            let objects = match Destination::parse(destination) {
+                Ok(parsed) if !parsed.takes_dicom() => std::slice::from_ref(&fhir),
+                _ => dicom.as_slice(),
+            };
+            for object in objects {
                 outbox
                     .ensure(
                         &key,
                         result.version,
-                        path,
-                        class,
-                        instance,
+                        object,
                         destination,
                         self.clock.unix_ms(),
                     )

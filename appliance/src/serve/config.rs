@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cxr_board::{BoardKind, BoardProfile, ServeSettings};
+use cxr_server::destination::Destination;
 use cxr_server::outbox::RetryPolicy;
 use cxr_server::scp::{AllowRule, PeerFilter, ScpConfig};
-use cxr_server::scu::Destination;
 
 use super::ServeArgs;
 

@@ -1,0 +1,172 @@
+//! Where results go: a board's `forward` list, each entry one of
+//!
+//! - `AE@HOST:PORT`: a C-STORE SCP (a PACS), sent the SR (and the SC);
+//! - `dicomweb:http://HOST:PORT/PATH`: a DICOMweb server, sent the same
+//!   objects by STOW-RS to `PATH/studies`;
+//! - `fhir:http://HOST:PORT/PATH`: a FHIR R4 server, sent each result
+//!   version as one transaction Bundle to `PATH`.
+//!
+//! The text is what the outbox journals and the operator sees, so it is
+//! written back in one normal form.
+
+use crate::scu;
+
+/// A plain-HTTP endpoint: host, port and a base path (no trailing `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl HttpEndpoint {
+    /// `http://HOST[:PORT][/PATH]`, without user, query or fragment.
+    pub fn parse(url: &str) -> Result<HttpEndpoint, String> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(if url.starts_with("https://") {
+                format!("{url:?}: HTTPS destinations are not supported yet (fix: an http:// endpoint on the clinic network)")
+            } else {
+                format!("{url:?}: write http://HOST:PORT/PATH")
+            });
+        };
+        let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+        let path_ok = path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\'));
+        if authority.contains('@') || !path_ok {
+            return Err(format!(
+                "{url:?}: no user, query, fragment or spaces in a destination URL"
+            ));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| format!("{url:?}: the host or port is not valid"))?;
+        Ok(HttpEndpoint {
+            host,
+            port,
+            path: path.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The `Host` header's value.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.authority(), self.path)
+    }
+}
+
+/// `HOST[:PORT]` or `[V6][:PORT]`; port 80 when absent.
+fn split_host_port(authority: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        None => 80,
+        Some(p) => p.parse().ok().filter(|p| *p != 0)?,
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    host_ok.then(|| (host.to_owned(), port))
+}
+
+/// One destination of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Dicom(scu::Destination),
+    DicomWeb(HttpEndpoint),
+    Fhir(HttpEndpoint),
+}
+
+impl Destination {
+    pub fn parse(text: &str) -> Result<Destination, String> {
+        if let Some(url) = text.strip_prefix("dicomweb:") {
+            return HttpEndpoint::parse(url).map(Destination::DicomWeb);
+        }
+        if let Some(url) = text.strip_prefix("fhir:") {
+            return HttpEndpoint::parse(url).map(Destination::Fhir);
+        }
+        if text.contains("://") {
+            return Err(format!(
+                "{text:?}: a web destination starts with dicomweb: or fhir:"
+            ));
+        }
+        scu::Destination::parse(text).map(Destination::Dicom)
+    }
+
+    /// The normal form it is shown and journalled under.
+    pub fn name(&self) -> String {
+        match self {
+            Destination::Dicom(d) => d.name(),
+            Destination::DicomWeb(e) => format!("dicomweb:{}", e.url()),
+            Destination::Fhir(e) => format!("fhir:{}", e.url()),
+        }
+    }
+
+    /// Whether it takes DICOM objects (the SR and the SC) rather than the
+    /// result as FHIR resources.
+    pub fn takes_dicom(&self) -> bool {
+        !matches!(self, Destination::Fhir(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_parses_to_one_normal_form() {
+        let d = Destination::parse("PACS@10.0.0.5:104").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.name(), "PACS@10.0.0.5:104");
+        assert!(d.takes_dicom());
+        let w = Destination::parse("dicomweb:http://pacs.local:8042/dicom-web/")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.name(), "dicomweb:http://pacs.local:8042/dicom-web");
+        assert!(w.takes_dicom());
+        let f = Destination::parse("fhir:http://[::1]/fhir").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.name(), "fhir:http://[::1]:80/fhir");
+        assert!(!f.takes_dicom());
+        assert_eq!(
+            Destination::parse(&f.name()).map(|d| d.name()),
+            Ok(f.name())
+        );
+    }
+
+    #[test]
+    fn bad_destinations_are_refused_with_a_reason() {
+        for bad in [
+            "http://pacs/dicom-web",
+            "dicomweb:https://pacs/dicom-web",
+            "fhir:ftp://x/y",
+            "fhir:http://user:pw@x/fhir",
+            "fhir:http://x/fhir?a=b",
+            "fhir:http://x/fh ir",
+            "fhir:http://x:0/fhir",
+            "fhir:http://x:99999/fhir",
+            "fhir:http:///fhir",
+            "fhir:http://[::1/fhir",
+            "fhir:http://a_b/fhir",
+            "PACS@host",
+        ] {
+            assert!(Destination::parse(bad).is_err(), "{bad} was accepted");
+        }
+        let https = Destination::parse("fhir:https://x/fhir").unwrap_err();
+        assert!(https.contains("HTTPS"), "{https}");
+    }
+}
