@@ -145,6 +145,7 @@ fn text<'a>(request: &'a Value, field: &str) -> &'a str {
 fn change(
     request: &Value,
     state_dir: &Path,
+    actor: &str,
 ) -> Result<(Value, Event), credentials::CredentialError> {
     let op = text(request, "op");
     let role = Role::parse(text(request, "role"));
@@ -180,7 +181,7 @@ fn change(
         }
     })?;
     let event = Event::AccessChanged {
-        actor: "device console".into(),
+        actor: actor.to_owned(),
         action: op.trim_start_matches("access_").to_owned(),
         subject: subject.clone(),
         role: extra["role"].as_str().map(str::to_owned),
@@ -192,8 +193,11 @@ fn change(
     Ok((reply, event))
 }
 
-/// Apply one access request (list, or a change that is audited).
-pub(crate) fn apply(request: &Value, state_dir: &Path, audit: &mut AuditLog) -> Value {
+/// Who changes access from the command line (here or over the admin socket).
+pub(crate) const DEVICE_CONSOLE: &str = "device console";
+
+/// Apply one access request (list, or a change that is audited with `actor`).
+pub(crate) fn apply(request: &Value, state_dir: &Path, audit: &mut AuditLog, actor: &str) -> Value {
     if request["op"] == "access_list" {
         return match credentials::load(&credentials::credentials_path(state_dir)) {
             Ok(c) => json!({
@@ -222,7 +226,7 @@ pub(crate) fn apply(request: &Value, state_dir: &Path, audit: &mut AuditLog) -> 
         Ok(c) => c,
         Err(e) => return json!({ "ok": false, "code": e.code(), "message": e.to_string() }),
     };
-    match change(request, state_dir) {
+    match change(request, state_dir, actor) {
         Ok((mut reply, event)) => match audit.append(now_unix_ms(), event) {
             Ok(seq) => {
                 reply["audit_seq"] = json!(seq);
@@ -248,7 +252,7 @@ fn send(request: &Value, device_args: &DeviceArgs) -> anyhow::Result<ExitCode> {
         Some(reply) => reply,
         None => {
             let mut audit = device.open_audit()?;
-            apply(request, state, &mut audit)
+            apply(request, state, &mut audit, DEVICE_CONSOLE)
         }
     };
     let token = reply["token"].as_str().map(str::to_owned);

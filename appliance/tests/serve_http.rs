@@ -156,11 +156,14 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
 
     health_needs_no_credentials(port);
     stow_statuses(port, &bearer(&operator));
+    // Before the login limit is tripped on purpose (it is per address).
+    let admin = access_from_the_api(port, &state_arg, &board_arg, &operator);
     auth_matrix(port, &state_arg, &board_arg, &operator, &viewer);
     results_api(port, &bearer(&viewer), &service, &dir);
     metrics_for_a_local_scraper(port);
     slow_clients_are_cut_off(port, &bearer(&operator));
     assert_eq!(service.terminate(), Some(0));
+    access_changes_are_audited_under_the_admin(&state_arg, &board_arg, &admin);
 }
 
 fn health_needs_no_credentials(port: u16) {
@@ -532,6 +535,169 @@ fn sessions_and_csrf(port: u16, state: &str, board: &str) {
         request(port, "GET", "/api/v1/session", &[("cookie", &cookie)], b"").status,
         401
     );
+}
+
+/// An admin manages users and tokens over HTTP (the page's Access panel);
+/// no one else may. Returns the admin's token id.
+fn access_from_the_api(port: u16, state: &str, board: &str, operator: &str) -> String {
+    let admin = token(state, board, "admin");
+    let admin_id = admin.split('_').nth(1).unwrap().to_owned();
+    let as_admin = |method: &str, path: &str, body: &str| {
+        let auth = bearer(&admin);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        request(port, method, path, &headers, body.as_bytes())
+    };
+    let by_operator = request(
+        port,
+        "GET",
+        "/api/v1/access",
+        &[("authorization", &bearer(operator))],
+        b"",
+    );
+    assert_eq!(by_operator.status, 403, "only an admin lists access");
+    let weak = as_admin(
+        "POST",
+        "/api/v1/access/users",
+        r#"{"name":"grace","role":"viewer","password":"short"}"#,
+    );
+    assert_eq!(
+        (weak.status, weak.json()["error"]["code"].as_str()),
+        (400, Some("AUTH_WEAK_PASSWORD"))
+    );
+    let user = r#"{"name":"grace","role":"viewer","password":"grace's long password"}"#;
+    assert_eq!(as_admin("POST", "/api/v1/access/users", user).status, 200);
+    assert_eq!(
+        as_admin("POST", "/api/v1/access/users", user).status,
+        409,
+        "no user twice"
+    );
+    let login = request(
+        port,
+        "POST",
+        "/api/v1/login",
+        &[("content-type", "application/json")],
+        br#"{"user":"grace","password":"grace's long password"}"#,
+    );
+    assert_eq!(
+        (login.status, login.json()["role"].as_str()),
+        (200, Some("viewer"))
+    );
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let changed = as_admin(
+        "POST",
+        "/api/v1/access/users/grace/password",
+        r#"{"password":"grace's new long password"}"#,
+    );
+    assert_eq!(changed.status, 200);
+    let relogin = request(
+        port,
+        "POST",
+        "/api/v1/login",
+        &[("content-type", "application/json")],
+        br#"{"user":"grace","password":"grace's new long password"}"#,
+    );
+    assert_eq!(relogin.status, 200, "the password set by the admin works");
+    let created = as_admin(
+        "POST",
+        "/api/v1/access/tokens",
+        r#"{"role":"operator","label":"ward 3 modality"}"#,
+    );
+    assert_eq!(
+        created.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let new_token = created.json()["token"].as_str().unwrap().to_owned();
+    let new_id = created.json()["subject"].as_str().unwrap().to_owned();
+    let with_new = |t: &str| {
+        request(
+            port,
+            "GET",
+            "/api/v1/studies",
+            &[("authorization", &bearer(t))],
+            b"",
+        )
+        .status
+    };
+    assert_eq!(with_new(&new_token), 200);
+    let listed = as_admin("GET", "/api/v1/access", "");
+    let text = String::from_utf8_lossy(&listed.body).into_owned();
+    assert!(
+        text.contains("grace") && text.contains(&new_id) && text.contains("ward 3 modality"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("argon2") && !text.contains("sha256") && !text.contains(&new_token),
+        "no secret is listed: {text}"
+    );
+    assert_eq!(
+        as_admin("DELETE", &format!("/api/v1/access/tokens/{new_id}"), "").status,
+        200
+    );
+    assert_eq!(
+        with_new(&new_token),
+        401,
+        "a token revoked from the page is refused at once"
+    );
+    assert_eq!(
+        as_admin("DELETE", "/api/v1/access/tokens/nosuch", "").status,
+        404
+    );
+    assert_eq!(
+        as_admin("DELETE", "/api/v1/access/users/grace", "").status,
+        200
+    );
+    assert_eq!(
+        request(port, "GET", "/api/v1/session", &[("cookie", &cookie)], b"").status,
+        401
+    );
+    admin_id
+}
+
+/// The audit log names the admin who changed access from the API.
+fn access_changes_are_audited_under_the_admin(state: &str, board: &str, admin_id: &str) {
+    let (code, out) = cli(
+        &[
+            "audit",
+            "export",
+            "--jsonl",
+            "--state-dir",
+            state,
+            "--board-file",
+            board,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let actor = format!("token:{admin_id}");
+    let actions: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|r| r.to_string())
+        .filter(|r| r.contains("access_changed") && r.contains(&actor))
+        .collect();
+    for action in [
+        "user_add",
+        "user_passwd",
+        "token_create",
+        "token_revoke",
+        "user_remove",
+    ] {
+        assert!(
+            actions.iter().any(|a| a.contains(action)),
+            "{action} by {actor} not audited: {actions:?}"
+        );
+    }
 }
 
 fn results_api(port: u16, auth: &str, service: &Service, dir: &Path) {

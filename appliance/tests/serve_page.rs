@@ -3,8 +3,9 @@
 //! studies through the page, waits for their results, opens the chest
 //! film's study page (findings table) and the extremity film's (its
 //! abstention, no probability), verifies the audit log from the system
-//! page, and installs a bundle from the bundles page, taking a screenshot
-//! at each step (`target/page-screenshots/`).
+//! page, installs a bundle from the bundles page, and adds a user and
+//! creates an API token from the access page, taking a screenshot at each
+//! step (`target/page-screenshots/`).
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -104,6 +105,7 @@ fn an_operator_works_the_page_in_a_real_browser() {
     study_pages(&browser, &base, &shots);
     system_page(&browser, &base, &shots);
     install_from_page(&browser, &base, &shots);
+    access_from_page(&browser, &base, &shots, port);
     eprintln!("screenshots in {}", shots.display());
     drop(browser);
     assert_eq!(
@@ -214,4 +216,38 @@ fn install_from_page(browser: &Browser, base: &str, shots: &Path) {
     browser.screenshot(&shots.join("06-bundle-install.png"));
     assert!(done && stage.contains("installed"), "{stage}\n{output}");
     assert!(output.contains("\"ok\": true"), "{output}");
+}
+
+/// The admin adds a viewer and creates a token from the access page; the
+/// token works, and is shown once.
+fn access_from_page(browser: &Browser, base: &str, shots: &Path, port: u16) {
+    browser.goto(&format!("{base}#/access"));
+    browser.find("#users", WAIT).expect("the users table");
+    browser.type_into("#new-user-name", "grace");
+    browser.type_into("#new-user-password", "grace's long password");
+    browser.click("#add-user");
+    let (added, text) = browser.wait_for_text("#users", WAIT, |t| t.contains("grace"));
+    assert!(added, "the new user is listed: {text}");
+    browser.type_into("#new-token-label", "ward 3 modality");
+    browser.click("#create-token");
+    let (created, token) = browser.wait_for_text("#new-token", WAIT, |t| t.starts_with("cxr_"));
+    assert!(created, "the new token is shown: {token}");
+    assert!(browser.text("#tokens").contains("ward 3 modality"));
+    browser.screenshot(&shots.join("07-access.png"));
+    let auth = format!("Bearer {}", token.trim());
+    let reply = cxr_tests::http::request(
+        port,
+        "GET",
+        "/api/v1/studies",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(reply.status, 200, "the token made on the page works");
+    browser.goto(&format!("{base}#/worklist"));
+    browser.goto(&format!("{base}#/access"));
+    browser.find("#users", WAIT).expect("the users table");
+    assert!(
+        browser.text("#new-token").is_empty(),
+        "a token is shown only once"
+    );
 }

@@ -13,6 +13,7 @@ use cxr_server::outbox::Outbox;
 use cxr_server::results::Reason;
 
 use super::Model;
+use crate::access_cmd::DEVICE_CONSOLE;
 use crate::classify::EngineChoice;
 use crate::device::Device;
 use serde_json::{json, Value};
@@ -45,7 +46,8 @@ impl Admin {
             }
             Some(op) if op.starts_with("access_") => {
                 let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-                crate::access_cmd::apply(request, &self.device.board.state_dir, &mut audit)
+                let state = &self.device.board.state_dir;
+                crate::access_cmd::apply(request, state, &mut audit, DEVICE_CONSOLE)
             }
             Some("bundle_install" | "bundle_rollback") => self.bundle(request).unwrap_or_else(|e| {
                 json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } })
@@ -245,5 +247,14 @@ impl cxr_server::http::operator::Operations for Admin {
         }
         self.bundle_with(&json!({ "op": "bundle_rollback" }), &|| {})
             .unwrap_or_else(|e| json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } }))
+    }
+
+    fn access(&self, request: &Value, actor: &str) -> Value {
+        let op = request["op"].as_str().unwrap_or_default();
+        if !op.starts_with("access_") {
+            return json!({ "ok": false, "code": "ADMIN_UNKNOWN_REQUEST", "message": "unknown request" });
+        }
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        crate::access_cmd::apply(request, &self.device.board.state_dir, &mut audit, actor)
     }
 }

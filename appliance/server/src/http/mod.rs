@@ -9,6 +9,7 @@
 pub mod credentials;
 pub mod tls;
 
+mod access;
 mod api;
 mod auth;
 pub mod dicomweb;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -228,6 +229,15 @@ fn api_routes() -> Routes {
         .route("/api/v1/audit/verify", post(operator::verify_audit))
         .route("/api/v1/bundles/rollback", post(operator::rollback_bundle))
         .route("/api/v1/jobs/{id}", get(operator::job))
+        .route("/api/v1/access", get(access::list))
+        .route("/api/v1/access/users", post(access::add_user))
+        .route("/api/v1/access/users/{name}", delete(access::remove_user))
+        .route(
+            "/api/v1/access/users/{name}/password",
+            post(access::set_password),
+        )
+        .route("/api/v1/access/tokens", post(access::create_token))
+        .route("/api/v1/access/tokens/{id}", delete(access::revoke_token))
         .route("/", get(page::index))
         .route("/assets/{name}", get(page::asset))
 }

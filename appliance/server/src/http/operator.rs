@@ -39,6 +39,9 @@ pub trait Operations: Send + Sync {
     fn install_bundle(&self, file: &std::path::Path, actor: &str, progress: &dyn Fn(&str))
         -> Value;
     fn rollback_bundle(&self, actor: &str) -> Value;
+    /// One user or token request (`access_list`, `access_user_add`, ...),
+    /// as `cxr-appliance user|token` makes it, audited with `actor`.
+    fn access(&self, request: &Value, actor: &str) -> Value;
 }
 
 /// A bundle install in progress or done, as the page polls it.

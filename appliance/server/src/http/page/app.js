@@ -1,4 +1,4 @@
-// The operator's page: worklist, study, system, bundles. Served by the
+// The operator's page: worklist, study, system, bundles, access. Served by the
 // appliance, nothing from the network. Every value from a study (patient
 // names, accession numbers) is untrusted and set as text, never as HTML.
 "use strict";
@@ -291,6 +291,74 @@ function showBundles() {
     el("div", { class: "panel" }, file, " ", install, " ", rollback, stage, output));
 }
 
+// ---- access (admins) -----------------------------------------------------------------
+
+function roleSelect(id) {
+  return el("select", { id }, ["viewer", "operator", "admin"].map((r) => el("option", { value: r }, r)));
+}
+
+function passwordSetter(name, say) {
+  const input = el("input", { type: "password", class: "set-password", autocomplete: "new-password", placeholder: "12+ characters" });
+  const set = el("button", { type: "button", onclick: async () => {
+    const r = await api(`/api/v1/access/users/${encodeURIComponent(name)}/password`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ password: input.value }) });
+    input.value = "";
+    say(r.status === 200 ? `Password of ${name} set.` : errorText(r.body), false);
+  } }, "Set");
+  return [input, " ", set];
+}
+
+function usersPanel(users, say) {
+  const rows = users.map((u) => el("tr", {},
+    el("td", {}, u.name), el("td", {}, u.role), el("td", {}, passwordSetter(u.name, say)),
+    el("td", {}, u.name === state.user ? "(you)" : el("button", { type: "button", class: "remove-user", "data-name": u.name, onclick: async () => {
+      if (!confirm(`Remove ${u.name}?`)) return;
+      const r = await api(`/api/v1/access/users/${encodeURIComponent(u.name)}`, { method: "DELETE" });
+      say(r.status === 200 ? `Removed ${u.name}.` : errorText(r.body), r.status === 200);
+    } }, "Remove"))));
+  const name = el("input", { id: "new-user-name", autocomplete: "off", placeholder: "name" });
+  const password = el("input", { id: "new-user-password", type: "password", autocomplete: "new-password", placeholder: "password (12+ characters)" });
+  const role = roleSelect("new-user-role");
+  const add = el("button", { id: "add-user", type: "button", onclick: async () => {
+    const r = await api("/api/v1/access/users", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name: name.value, role: role.value, password: password.value }) });
+    say(r.status === 200 ? `Added ${name.value} (${role.value}).` : errorText(r.body), r.status === 200);
+  } }, "Add user");
+  return el("div", { class: "panel" }, el("h3", {}, "Users"),
+    el("table", { id: "users" }, el("tr", {}, ["Name", "Role", "New password", ""].map((h) => el("th", {}, h))), rows),
+    el("p", {}, name, " ", password, " ", role, " ", add));
+}
+
+function tokensPanel(tokens, say, newToken) {
+  const rows = tokens.map((t) => el("tr", {},
+    el("td", {}, t.id), el("td", {}, t.role), el("td", {}, t.label), el("td", {}, time(t.created_unix_ms)),
+    el("td", {}, el("button", { type: "button", class: "revoke-token", "data-id": t.id, onclick: async () => {
+      if (!confirm(`Revoke token ${t.id}?`)) return;
+      const r = await api(`/api/v1/access/tokens/${encodeURIComponent(t.id)}`, { method: "DELETE" });
+      say(r.status === 200 ? `Revoked ${t.id}.` : errorText(r.body), r.status === 200);
+    } }, "Revoke"))));
+  const label = el("input", { id: "new-token-label", autocomplete: "off", placeholder: "what it is for" });
+  const role = roleSelect("new-token-role");
+  // A new token is shown once: only its digest is kept.
+  const shown = el("pre", { id: "new-token" }, newToken || "");
+  const create = el("button", { id: "create-token", type: "button", onclick: async () => {
+    const r = await api("/api/v1/access/tokens", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ role: role.value, label: label.value }) });
+    if (r.status !== 200) { say(errorText(r.body), false); return; }
+    showAccess(`Token ${r.body.subject} created. Copy it now: it is not shown again.`, r.body.token);
+  } }, "Create token");
+  return el("div", { class: "panel" }, el("h3", {}, "API tokens"),
+    el("table", { id: "tokens" }, el("tr", {}, ["Id", "Role", "Label", "Created", ""].map((h) => el("th", {}, h))), rows),
+    el("p", {}, label, " ", role, " ", create), shown);
+}
+
+async function showAccess(notice, newToken) {
+  const r = await api("/api/v1/access");
+  if (r.status !== 200) { view(el("h2", {}, "Access"), el("p", { class: "error" }, errorText(r.body))); return; }
+  const message = el("p", { id: "access-message" }, notice || "");
+  const say = (text, reload) => { if (reload) showAccess(text); else message.textContent = text; };
+  view(el("h2", {}, "Access"),
+    el("p", {}, "Every change is audited under your name. Passwords are hashed on the appliance; a token is shown once."),
+    message, usersPanel(r.body.users || [], say), tokensPanel(r.body.tokens || [], say, newToken));
+}
+
 // ---- routing ----------------------------------------------------------------------
 
 async function route() {
@@ -300,9 +368,11 @@ async function route() {
   if (!(await ensureSession())) { showLogin(); return; }
   document.getElementById("nav").hidden = false;
   document.getElementById("whoami").textContent = `${state.user} (${state.role})`;
+  document.getElementById("nav-access").hidden = state.role !== "admin";
   if (hash.startsWith("#/study/")) return showStudy(decodeURIComponent(hash.slice(8)));
   if (hash === "#/system") return showSystem();
   if (hash === "#/bundles") return showBundles();
+  if (hash === "#/access") return showAccess();
   return showWorklist();
 }
 
