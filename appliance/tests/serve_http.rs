@@ -163,7 +163,7 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     metrics_for_a_local_scraper(port);
     slow_clients_are_cut_off(port, &bearer(&operator));
     assert_eq!(service.terminate(), Some(0));
-    access_changes_are_audited_under_the_admin(&state_arg, &board_arg, &admin);
+    access_and_exports_are_audited(&state_arg, &board_arg, &admin);
 }
 
 fn health_needs_no_credentials(port: u16) {
@@ -664,8 +664,9 @@ fn access_from_the_api(port: u16, state: &str, board: &str, operator: &str) -> S
     admin_id
 }
 
-/// The audit log names the admin who changed access from the API.
-fn access_changes_are_audited_under_the_admin(state: &str, board: &str, admin_id: &str) {
+/// The audit log names the admin who changed access from the API, and
+/// every reader of study data.
+fn access_and_exports_are_audited(state: &str, board: &str, admin_id: &str) {
     let (code, out) = cli(
         &[
             "audit",
@@ -686,6 +687,44 @@ fn access_changes_are_audited_under_the_admin(state: &str, board: &str, admin_id
         .map(|r| r.to_string())
         .filter(|r| r.contains("access_changed") && r.contains(&actor))
         .collect();
+    // The start recorded the settings it applied (the first start: all).
+    let applied: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["event"]["type"] == "config_applied")
+        .collect();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    let changed = applied[0]["event"]["changed"].to_string();
+    assert!(
+        changed.contains("serve.http_listen") && changed.contains("engine."),
+        "{changed}"
+    );
+    // Every channel that read study data left export records, which name
+    // who read and a study's digest, never its UID.
+    let exports: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["event"]["type"] == "exported")
+        .collect();
+    for channel in ["api", "dicomweb", "fhir"] {
+        assert!(
+            exports.iter().any(|e| e["event"]["channel"] == channel
+                && e["event"]["actor"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("token:"))),
+            "no export through {channel}: {exports:?}"
+        );
+    }
+    let one_study = exports
+        .iter()
+        .find(|e| e["event"]["what"] == "result")
+        .expect("a result read");
+    let key = one_study["event"]["study_key"].as_str().unwrap();
+    assert!(
+        key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert!(!exports.iter().any(|e| e.to_string().contains(RG1_STUDY)));
     for action in [
         "user_add",
         "user_passwd",

@@ -122,6 +122,24 @@ pub fn record_json(r: &Record) -> Value {
         } => {
             json!({ "type": "operator_action", "actor": actor, "action": action, "detail": detail })
         }
+        Event::Exported {
+            actor,
+            peer,
+            channel,
+            study_key,
+            what,
+            repeats,
+        } => json!({
+            "type": "exported", "actor": actor, "peer": peer, "channel": channel,
+            "study_key": study_key, "what": what, "repeats": repeats,
+        }),
+        Event::ConfigApplied {
+            board,
+            settings_sha256,
+            changed,
+        } => json!({
+            "type": "config_applied", "board": board, "settings_sha256": hex(settings_sha256), "changed": changed,
+        }),
     };
     json!({ "seq": r.seq, "time_unix_ms": r.time_unix_ms, "prev": hex(&r.prev), "event": event })
 }

@@ -150,6 +150,27 @@ pub enum Event {
         action: String,
         detail: String,
     },
+    /// Study data left the appliance over HTTP: read by `actor` from `peer`
+    /// through `channel` (`api`, `page`, `dicomweb`, `fhir`). `study_key` is
+    /// the study's digest (empty for a list); `what` the request path's
+    /// kind, never a patient's data. Reads of the same study by the same
+    /// actor and address within a window are one record, with `repeats`.
+    Exported {
+        actor: String,
+        peer: String,
+        channel: String,
+        study_key: String,
+        what: String,
+        repeats: u32,
+    },
+    /// The service started with these settings (the board profile and any
+    /// command-line overrides): their digest, and the names of the settings
+    /// that differ from the previous start's (all of them the first time).
+    ConfigApplied {
+        board: String,
+        settings_sha256: [u8; 32],
+        changed: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -134,3 +134,87 @@ pub(super) fn retry_policy(s: &ServeSettings) -> RetryPolicy {
         retention: Duration::from_secs_f64(s.retention_days * 86_400.0),
     }
 }
+
+/// What this start applies: the board profile with the overrides.
+fn applied(board: &BoardProfile, serve: &ServeSettings) -> serde_json::Value {
+    serde_json::json!({
+        "board": { "id": board.id, "kind": board.kind, "trust_dir": board.trust_dir, "accept_roles": board.accept_roles },
+        "engine": board.engine,
+        "audit": board.audit,
+        "gate": board.gate,
+        "serve": serve,
+    })
+}
+
+/// The settings' names (`section.name`) whose values differ.
+fn changed_settings(before: Option<&serde_json::Value>, now: &serde_json::Value) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (section, values) in now.as_object().into_iter().flatten() {
+        let old = before.map(|b| &b[section]);
+        match values.as_object() {
+            Some(fields) => {
+                for (name, value) in fields {
+                    if old.map(|o| &o[name]) != Some(value) {
+                        changed.push(format!("{section}.{name}"));
+                    }
+                }
+            }
+            None if old != Some(values) => changed.push(section.clone()),
+            None => {}
+        }
+    }
+    changed
+}
+
+/// Audit the settings this start applies (a `ConfigApplied` record with
+/// what changed since the previous start), then keep them in the state
+/// directory for the next comparison. Unaudited, the service does not start.
+pub(super) fn audit_applied(
+    state_dir: &std::path::Path,
+    board: &BoardProfile,
+    serve: &ServeSettings,
+    log: &mut cxr_audit::AuditLog,
+) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let path = state_dir.join("serve-settings.json");
+    let now = applied(board, serve);
+    let before: Option<serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let bytes = serde_json::to_vec_pretty(&now)?;
+    let event = cxr_audit::Event::ConfigApplied {
+        board: board.id.clone(),
+        settings_sha256: Sha256::digest(&bytes).into(),
+        changed: changed_settings(before.as_ref(), &now),
+    };
+    log.append(crate::device::now_unix_ms(), event)
+        .context("SERVE_CONFIG_UNAUDITED: the audit log cannot record the settings, so the service does not start")?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changed_settings_name_each_field_that_differs() {
+        let before =
+            json!({ "board": { "id": "dev" }, "serve": { "forward": [], "stable_s": 20.0 } });
+        let now = json!({ "board": { "id": "dev" }, "serve": { "forward": ["fhir:http://x:80/f"], "stable_s": 20.0, "new": true } });
+        assert_eq!(
+            changed_settings(Some(&before), &now),
+            ["serve.forward", "serve.new"]
+        );
+        assert!(changed_settings(Some(&now), &now).is_empty());
+        assert_eq!(
+            changed_settings(None, &now).len(),
+            4,
+            "everything, the first time"
+        );
+    }
+}

@@ -47,7 +47,8 @@ fn readiness(model: &Arc<Mutex<Result<Model, Reason>>>) -> Readiness {
     )
 }
 
-fn login_observer(notes: &notes::Notes) -> HttpObserver {
+/// Logins and exports, into the audit log.
+fn http_observer(notes: &notes::Notes) -> HttpObserver {
     let notes = notes.clone();
     Arc::new(move |event| match event {
         HttpEvent::Login {
@@ -60,6 +61,21 @@ fn login_observer(notes: &notes::Notes) -> HttpObserver {
             peer,
             granted,
             detail,
+        }),
+        HttpEvent::Export {
+            actor,
+            peer,
+            channel,
+            study_key,
+            what,
+            repeats,
+        } => notes.record(Event::Exported {
+            actor,
+            peer,
+            channel,
+            study_key,
+            what,
+            repeats,
         }),
     })
 }
@@ -176,7 +192,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
             spool_headroom: settings.min_headroom_bytes,
             free_disk: settings.min_free_disk_bytes,
         },
-        observer: login_observer(w.notes),
+        observer: http_observer(w.notes),
         gauges: gauges(&w),
         metrics: Arc::clone(w.metrics),
         device: w.device,
@@ -185,6 +201,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         jobs: cxr_server::http::operator::Jobs::default(),
         upload_dir: cxr_server::http::operator::upload_dir(w.state),
         identities: Default::default(),
+        exports: Default::default(),
     };
     let tls = if settings.http_tls {
         Some(tls_config(w.state, &address)?)

@@ -285,6 +285,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let scp = config::scp_config(&settings)?;
     let destinations = config::destinations(&settings)?;
     let mut log = device.open_audit()?;
+    config::audit_applied(&device.board.state_dir, &device.board, &settings, &mut log)?;
     let secret = device.secret()?;
     let report_device = sr_device(&secret);
     let engine = (args.engine, args.threads);

@@ -13,6 +13,7 @@ mod access;
 mod api;
 mod auth;
 pub mod dicomweb;
+pub mod exports;
 mod fhir;
 pub mod operator;
 mod page;
@@ -98,6 +99,15 @@ pub enum HttpEvent {
         granted: bool,
         detail: String,
     },
+    /// Study data was read (see [`exports`]).
+    Export {
+        actor: String,
+        peer: String,
+        channel: String,
+        study_key: String,
+        what: String,
+        repeats: u32,
+    },
 }
 
 /// Records an event; `false` when it could not be queued for the audit log.
@@ -126,6 +136,8 @@ pub struct HttpService {
     pub upload_dir: std::path::PathBuf,
     /// The written objects' identities, for QIDO-RS and WADO-RS.
     pub identities: dicomweb::IdentityCache,
+    /// Which reads of study data were audited lately.
+    pub exports: exports::ExportLedger,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -294,6 +306,10 @@ pub fn router(service: Arc<HttpService>) -> Router {
     let https = service.config.secure_cookies;
     let bounded = api_routes()
         .merge(read_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&service),
+            exports::audited,
+        ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(move |request, next| {
             within(deadline, request, next)
