@@ -397,6 +397,35 @@ fn a_release_board_binds_only_to_what_its_profile_names() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SERVE_OVERRIDE_REFUSED"), "{err}");
+    // An https destination with nothing to check its certificate against
+    // stops the start, as does a trust file that holds no certificate.
+    let start = |extra: &[&str]| {
+        let out = Command::new(appliance())
+            .args(["serve", "--state-dir"])
+            .arg(dir.join("dev-state"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--forward",
+                "fhir:https://127.0.0.1:1/fhir",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = start(&[]);
+    assert!(
+        code != Some(0) && err.contains("SERVE_BAD_DESTINATION"),
+        "{err}"
+    );
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let (code, err) = start(&["--forward-trust-pem", junk.to_str().unwrap()]);
+    assert!(code != Some(0) && err.contains("SERVE_BAD_TRUST"), "{err}");
 }
 
 #[test]
@@ -490,7 +519,8 @@ fn outbox_states(state: &Path) -> Vec<(String, String)> {
 }
 
 /// A result goes to a DICOMweb server (Debian's Orthanc) by STOW-RS and to
-/// a FHIR server as a transaction of conditional creates. The FHIR server
+/// a FHIR server over HTTPS (its certificate from a CA the service is
+/// told to trust) as a transaction of conditional creates. The FHIR server
 /// is down for the first attempt and loses its answer to the second, which
 /// it committed: the retry finds every resource, and the server ends with
 /// one report, one Device and one Observation per label.
@@ -506,7 +536,9 @@ fn results_reach_a_dicomweb_server_and_a_fhir_server_once_each() {
     let Some(orthanc) = Orthanc::start(&dir.join("orthanc")) else {
         return;
     };
-    let fhir = FhirPeer::start(&[Fault::Unavailable, Fault::LoseAnswer]);
+    let fhir = FhirPeer::start_tls(&[Fault::Unavailable, Fault::LoseAnswer]);
+    let trust = dir.join("fhir-ca.pem");
+    std::fs::write(&trust, fhir.ca_pem.as_deref().unwrap()).unwrap();
     let state = dir.join("state");
     let stow = format!("dicomweb:http://127.0.0.1:{}/dicom-web/", orthanc.http_port);
     let fhir_destination = format!("fhir:{}", fhir.url());
@@ -525,6 +557,8 @@ fn results_reach_a_dicomweb_server_and_a_fhir_server_once_each() {
             &stow,
             "--forward",
             &fhir_destination,
+            "--forward-trust-pem",
+            trust.to_str().unwrap(),
             "--retry-initial-s",
             "1",
         ],

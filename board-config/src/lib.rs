@@ -140,8 +140,14 @@ pub struct ServeSettings {
     pub min_headroom_bytes: u64,
     /// ... or its file system fewer free bytes than this.
     pub min_free_disk_bytes: u64,
-    /// Where result SRs go: `AE@HOST:PORT` C-STORE SCPs (PACS).
+    /// Where results go: `AE@HOST:PORT` C-STORE SCPs (PACS),
+    /// `dicomweb:URL` STOW-RS servers and `fhir:URL` FHIR R4 servers.
     pub forward: Vec<String>,
+    /// The CA certificates (PEM) that an `https://` destination's
+    /// certificate must chain to; required when one is https. A relative
+    /// path is inside the state directory.
+    #[serde(default)]
+    pub forward_trust_pem: Option<PathBuf>,
     /// Outbox retries: the first wait, doubling up to the cap, for the
     /// retention period; then the entry is dead-lettered.
     pub retry_initial_s: f64,
@@ -197,6 +203,7 @@ impl Default for ServeSettings {
             min_headroom_bytes: 256 << 20,
             min_free_disk_bytes: 512 << 20,
             forward: Vec::new(),
+            forward_trust_pem: None,
             retry_initial_s: 30.0,
             retry_max_s: 3600.0,
             retention_days: 14.0,

@@ -6,8 +6,9 @@
 //!   transaction Bundles with conditional creates (`ifNoneExist` on
 //!   `identifier=system|value`), `urn:uuid:` references replaced by the ids
 //!   it assigns, and faults on demand (a 503; a transaction committed whose
-//!   answer is lost). No FHIR server is packaged for Debian or PyPI, and a
-//!   lost answer is the case idempotence is for.
+//!   answer is lost); over HTTP, or HTTPS (rustls) with a certificate from
+//!   a CA made for the test. No FHIR server is packaged for Debian or PyPI,
+//!   and a lost answer is the case idempotence is for.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -156,17 +157,59 @@ struct FhirStore {
     faults: VecDeque<Fault>,
 }
 
-/// A FHIR server at `http://127.0.0.1:PORT/fhir`.
+/// A FHIR server at `http[s]://127.0.0.1:PORT/fhir`.
 #[derive(Debug)]
 pub struct FhirPeer {
     pub port: u16,
+    /// Over HTTPS: the PEM of the CA its certificate chains to.
+    pub ca_pem: Option<String>,
     store: Arc<Mutex<FhirStore>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// A CA, and a server certificate for 127.0.0.1 that it signed.
+fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    let fail = |e: &dyn std::fmt::Display| -> ! { panic!("test PKI: {e}") };
+    let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(&e));
+    let mut ca_params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| fail(&e));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cxr-tests FHIR CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap_or_else(|e| fail(&e));
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(&e));
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap_or_else(|e| fail(&e))
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap_or_else(|e| fail(&e));
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| fail(&e))
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], private)
+        .unwrap_or_else(|e| fail(&e));
+    (ca.pem(), Arc::new(config))
+}
+
 impl FhirPeer {
+    /// Over plain HTTP.
     pub fn start(faults: &[Fault]) -> FhirPeer {
+        FhirPeer::listen(faults, None)
+    }
+
+    /// Over HTTPS, with a certificate from a CA of its own ([`FhirPeer::ca_pem`]).
+    pub fn start_tls(faults: &[Fault]) -> FhirPeer {
+        let (ca_pem, config) = test_pki();
+        let mut peer = FhirPeer::listen(faults, Some(config));
+        peer.ca_pem = Some(ca_pem);
+        peer
+    }
+
+    fn listen(faults: &[Fault], tls: Option<Arc<rustls::ServerConfig>>) -> FhirPeer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         listener
@@ -181,13 +224,14 @@ impl FhirPeer {
         let thread = std::thread::spawn(move || {
             while !halt.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((stream, _)) => serve_one(stream, &s),
+                    Ok((stream, _)) => connection(stream, tls.as_ref(), &s),
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
         });
         FhirPeer {
             port,
+            ca_pem: None,
             store,
             stop,
             thread: Some(thread),
@@ -195,7 +239,12 @@ impl FhirPeer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/fhir", self.port)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}/fhir", self.port)
     }
 
     fn with<T>(&self, f: impl FnOnce(&FhirStore) -> T) -> T {
@@ -242,7 +291,14 @@ impl Drop for FhirPeer {
     }
 }
 
-fn respond(stream: &mut TcpStream, status: &str, body: &Value) {
+/// What the peer does with one request.
+enum Answer {
+    Reply(&'static str, Value),
+    /// Close without an answer.
+    Hang,
+}
+
+fn write_reply(stream: &mut impl Write, status: &str, body: &Value) {
     let body = body.to_string();
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -250,48 +306,72 @@ fn respond(stream: &mut TcpStream, status: &str, body: &Value) {
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(body.as_bytes());
+    let _ = stream.flush();
 }
 
 fn outcome(text: &str) -> Value {
     json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "error", "code": "processing", "diagnostics": text }] })
 }
 
-/// One request on its own connection (`Connection: close`).
-fn serve_one(mut stream: TcpStream, store: &Mutex<FhirStore>) {
+/// One connection, one request (`Connection: close`), over TLS or not.
+fn connection(
+    stream: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    store: &Mutex<FhirStore>,
+) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Some((request_line, body)) = read_request(&stream) else {
-        return;
-    };
-    if !request_line.starts_with("POST /fhir ") {
-        return respond(&mut stream, "404 Not Found", &outcome(&request_line));
+    match tls {
+        None => {
+            let mut plain = stream;
+            serve_one(&mut plain, store);
+            let _ = plain.shutdown(Shutdown::Both);
+        }
+        Some(config) => {
+            let Ok(session) = rustls::ServerConnection::new(Arc::clone(config)) else {
+                return;
+            };
+            let mut secured = rustls::StreamOwned::new(session, stream);
+            serve_one(&mut secured, store);
+            secured.conn.send_close_notify();
+            let _ = secured.flush();
+            let _ = secured.sock.shutdown(Shutdown::Both);
+        }
     }
-    let Ok(bundle) = serde_json::from_slice::<Value>(&body) else {
-        return respond(&mut stream, "400 Bad Request", &outcome("not JSON"));
+}
+
+fn serve_one<S: Read + Write>(stream: &mut S, store: &Mutex<FhirStore>) {
+    let answer = match read_request(&mut *stream) {
+        Some((line, body)) => answer(&line, &body, store),
+        None => return,
+    };
+    match answer {
+        Answer::Reply(status, body) => write_reply(stream, status, &body),
+        Answer::Hang => {}
+    }
+}
+
+fn answer(request_line: &str, body: &[u8], store: &Mutex<FhirStore>) -> Answer {
+    if !request_line.starts_with("POST /fhir ") {
+        return Answer::Reply("404 Not Found", outcome(request_line));
+    }
+    let Ok(bundle) = serde_json::from_slice::<Value>(body) else {
+        return Answer::Reply("400 Bad Request", outcome("not JSON"));
     };
     let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
     s.received.push(bundle.clone());
     let fault = s.faults.pop_front();
     if fault == Some(Fault::Unavailable) {
-        drop(s);
-        return respond(&mut stream, "503 Service Unavailable", &outcome("down"));
+        return Answer::Reply("503 Service Unavailable", outcome("down"));
     }
-    let answer = match transaction(&mut s, &bundle) {
-        Ok(a) => a,
-        Err(e) => {
-            drop(s);
-            return respond(&mut stream, "400 Bad Request", &outcome(&e));
-        }
-    };
-    drop(s);
-    if fault == Some(Fault::LoseAnswer) {
-        let _ = stream.shutdown(Shutdown::Both);
-        return;
+    match transaction(&mut s, &bundle) {
+        Ok(_) if fault == Some(Fault::LoseAnswer) => Answer::Hang,
+        Ok(a) => Answer::Reply("200 OK", a),
+        Err(e) => Answer::Reply("400 Bad Request", outcome(&e)),
     }
-    respond(&mut stream, "200 OK", &answer);
 }
 
-fn read_request(stream: &TcpStream) -> Option<(String, Vec<u8>)> {
+fn read_request(stream: impl Read) -> Option<(String, Vec<u8>)> {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;

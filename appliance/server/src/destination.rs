@@ -1,33 +1,35 @@
 //! Where results go: a board's `forward` list, each entry one of
 //!
 //! - `AE@HOST:PORT`: a C-STORE SCP (a PACS), sent the SR (and the SC);
-//! - `dicomweb:http://HOST:PORT/PATH`: a DICOMweb server, sent the same
+//! - `dicomweb:http[s]://HOST:PORT/PATH`: a DICOMweb server, sent the same
 //!   objects by STOW-RS to `PATH/studies`;
-//! - `fhir:http://HOST:PORT/PATH`: a FHIR R4 server, sent each result
+//! - `fhir:http[s]://HOST:PORT/PATH`: a FHIR R4 server, sent each result
 //!   version as one transaction Bundle to `PATH`.
+//!
+//! An `https://` destination's certificate must chain to the board's
+//! `forward_trust_pem` and name the host.
 //!
 //! The text is what the outbox journals and the operator sees, so it is
 //! written back in one normal form.
 
 use crate::scu;
 
-/// A plain-HTTP endpoint: host, port and a base path (no trailing `/`).
+/// An HTTP or HTTPS endpoint: host, port and a base path (no trailing `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpEndpoint {
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
 }
 
 impl HttpEndpoint {
-    /// `http://HOST[:PORT][/PATH]`, without user, query or fragment.
+    /// `http[s]://HOST[:PORT][/PATH]`, without user, query or fragment.
     pub fn parse(url: &str) -> Result<HttpEndpoint, String> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(if url.starts_with("https://") {
-                format!("{url:?}: HTTPS destinations are not supported yet (fix: an http:// endpoint on the clinic network)")
-            } else {
-                format!("{url:?}: write http://HOST:PORT/PATH")
-            });
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(format!("{url:?}: write http[s]://HOST:PORT/PATH")),
         };
         let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
         let path_ok = path
@@ -38,9 +40,11 @@ impl HttpEndpoint {
                 "{url:?}: no user, query, fragment or spaces in a destination URL"
             ));
         }
-        let (host, port) = split_host_port(authority)
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = split_host_port(authority, default_port)
             .ok_or_else(|| format!("{url:?}: the host or port is not valid"))?;
         Ok(HttpEndpoint {
+            tls,
             host,
             port,
             path: path.trim_end_matches('/').to_owned(),
@@ -57,12 +61,13 @@ impl HttpEndpoint {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.authority(), self.path)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority(), self.path)
     }
 }
 
-/// `HOST[:PORT]` or `[V6][:PORT]`; port 80 when absent.
-fn split_host_port(authority: &str) -> Option<(String, u16)> {
+/// `HOST[:PORT]` or `[V6][:PORT]`; `default_port` when absent.
+fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         match after {
@@ -76,7 +81,7 @@ fn split_host_port(authority: &str) -> Option<(String, u16)> {
         }
     };
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => p.parse().ok().filter(|p| *p != 0)?,
     };
     let host_ok = !host.is_empty()
@@ -119,6 +124,14 @@ impl Destination {
         }
     }
 
+    /// Whether it is reached over TLS.
+    pub fn needs_tls(&self) -> bool {
+        match self {
+            Destination::Dicom(_) => false,
+            Destination::DicomWeb(e) | Destination::Fhir(e) => e.tls,
+        }
+    }
+
     /// Whether it takes DICOM objects (the SR and the SC) rather than the
     /// result as FHIR resources.
     pub fn takes_dicom(&self) -> bool {
@@ -146,13 +159,18 @@ mod tests {
             Destination::parse(&f.name()).map(|d| d.name()),
             Ok(f.name())
         );
+        assert!(!f.needs_tls());
+        let secure =
+            Destination::parse("fhir:https://fhir.local/r4").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(secure.name(), "fhir:https://fhir.local:443/r4");
+        assert!(secure.needs_tls());
     }
 
     #[test]
     fn bad_destinations_are_refused_with_a_reason() {
         for bad in [
             "http://pacs/dicom-web",
-            "dicomweb:https://pacs/dicom-web",
+            "dicomweb:htps://pacs/dicom-web",
             "fhir:ftp://x/y",
             "fhir:http://user:pw@x/fhir",
             "fhir:http://x/fhir?a=b",
@@ -166,7 +184,5 @@ mod tests {
         ] {
             assert!(Destination::parse(bad).is_err(), "{bad} was accepted");
         }
-        let https = Destination::parse("fhir:https://x/fhir").unwrap_err();
-        assert!(https.contains("HTTPS"), "{https}");
     }
 }

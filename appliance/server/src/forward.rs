@@ -60,6 +60,9 @@ pub struct Forwarder {
     pub clock: Arc<dyn Clock>,
     /// The algorithm Device of the FHIR resources.
     pub device: SrDevice,
+    /// The trust anchors of HTTPS destinations (the board's
+    /// `forward_trust_pem`), when any destination is https.
+    pub web_tls: Option<Arc<rustls::ClientConfig>>,
     pub observer: OutboxObserver,
     pub wake: Arc<Notify>,
 }
@@ -144,7 +147,7 @@ impl Forwarder {
         match (&destination, entry.payload) {
             (Destination::Dicom(peer), Payload::Dicom) => self.c_store(peer, entry, &bytes).await,
             (Destination::DicomWeb(server), Payload::Dicom) => {
-                web_send::stow(server, &entry.sop_instance_uid, bytes, self.limits).await
+                web_send::stow(self.route(server), &entry.sop_instance_uid, bytes).await
             }
             (Destination::Fhir(server), Payload::FhirResult) => {
                 self.fhir(server, &path, &bytes).await
@@ -189,6 +192,14 @@ impl Forwarder {
         let result: StudyResult = serde_json::from_slice(bytes)
             .map_err(|e| format!("parsing {}: {e}", path.display()))?;
         let bundle = cxr_report::fhir::transaction_bundle(&result, &self.device);
-        web_send::fhir_transaction(server, &bundle, self.limits).await
+        web_send::fhir_transaction(self.route(server), &bundle).await
+    }
+
+    fn route<'a>(&'a self, endpoint: &'a HttpEndpoint) -> web_send::Route<'a> {
+        web_send::Route {
+            endpoint,
+            tls: self.web_tls.as_ref(),
+            limits: self.limits,
+        }
     }
 }

@@ -1,13 +1,21 @@
 //! The outbox's web senders: STOW-RS of one DICOM object to a DICOMweb
 //! server, and one FHIR transaction Bundle to a FHIR server. One HTTP/1.1
 //! connection per attempt (like one association per C-STORE), every step
-//! under the send's timeouts, the answer read to at most 1 MiB.
+//! under the send's timeouts, the answer read to at most 1 MiB. HTTPS is
+//! rustls, TLS 1.2 and 1.3, the server's certificate checked against the
+//! board's trust anchors only (no system store: an appliance trusts what
+//! its board says).
+
+use std::sync::Arc;
 
 use axum::http::{header, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::destination::HttpEndpoint;
@@ -31,16 +39,56 @@ impl Reply {
     }
 }
 
+/// The client side of HTTPS destinations: the CA certificates in `pem`
+/// are the only trust anchors.
+pub fn client_config(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// How one destination is reached: its endpoint, the TLS trust when it is
+/// https, and the timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    pub endpoint: &'a HttpEndpoint,
+    pub tls: Option<&'a Arc<rustls::ClientConfig>>,
+    pub limits: SendLimits,
+}
+
 /// POST `body` to `endpoint.path + suffix`.
 pub async fn post(
-    endpoint: &HttpEndpoint,
+    route: Route<'_>,
     suffix: &str,
     content_type: &str,
     accept: &str,
     body: Vec<u8>,
-    limits: SendLimits,
 ) -> Result<Reply, String> {
+    let (endpoint, limits) = (route.endpoint, route.limits);
     let url = format!("{}{suffix}", endpoint.url());
+    let trust = match (endpoint.tls, route.tls) {
+        (true, None) => {
+            return Err(format!(
+            "{url}: no trust anchors for HTTPS destinations (fix: the board's forward_trust_pem)"
+        ))
+        }
+        (true, Some(config)) => Some(config),
+        (false, _) => None,
+    };
     let address = (endpoint.host.as_str(), endpoint.port);
     let stream = tokio::time::timeout(limits.connect, TcpStream::connect(address))
         .await
@@ -53,6 +101,30 @@ pub async fn post(
         .header(header::USER_AGENT, "cxr-appliance")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("{url}: {e}"))?;
+    let reply = if let Some(config) = trust {
+        let name =
+            ServerName::try_from(endpoint.host.clone()).map_err(|e| format!("{url}: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+        let secured = tokio::time::timeout(limits.connect, connector.connect(name, stream))
+            .await
+            .map_err(|_| format!("{url}: no TLS handshake within {:?}", limits.connect))?
+            .map_err(|e| format!("{url}: TLS: {e}"))?;
+        exchange(secured, request, limits).await
+    } else {
+        exchange(stream, request, limits).await
+    };
+    reply.map_err(|e| format!("{url}: {e}"))
+}
+
+/// One request and its bounded answer over `stream`.
+async fn exchange<S>(
+    stream: S,
+    request: Request<Full<Bytes>>,
+    limits: SendLimits,
+) -> Result<Reply, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let exchange = async {
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -71,10 +143,10 @@ pub async fn post(
     };
     let (status, body) = tokio::time::timeout(limits.response, exchange)
         .await
-        .map_err(|_| format!("{url}: no answer within {:?}", limits.response))?
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|_| format!("no answer within {:?}", limits.response))?
+        .map_err(|e| e.to_string())?;
     let body = body
-        .map_err(|e| format!("{url}: the answer's body: {e}"))?
+        .map_err(|e| format!("the answer's body: {e}"))?
         .to_bytes()
         .to_vec();
     Ok(Reply { status, body })
@@ -109,23 +181,18 @@ pub fn stow_body(file: &[u8]) -> (String, Vec<u8>) {
 /// STOW-RS one instance to `endpoint/studies`: Ok(HTTP status) when the
 /// server lists it as stored. A 202 or 409 that lists it (a server that
 /// already had it) is a delivery too; one that lists it as failed is not.
-pub async fn stow(
-    endpoint: &HttpEndpoint,
-    sop_instance_uid: &str,
-    file: Vec<u8>,
-    limits: SendLimits,
-) -> Result<u16, String> {
+pub async fn stow(route: Route<'_>, sop_instance_uid: &str, file: Vec<u8>) -> Result<u16, String> {
     let (content_type, body) = stow_body(&file);
     drop(file);
     let reply = post(
-        endpoint,
+        route,
         "/studies",
         &content_type,
         "application/dicom+json",
         body,
-        limits,
     )
     .await?;
+    let endpoint = route.endpoint;
     let listed = serde_json::from_slice::<Value>(&reply.body)
         .map(|v| stored_in_reply(&v, sop_instance_uid))
         .unwrap_or(false);
@@ -152,20 +219,16 @@ fn stored_in_reply(reply: &Value, sop_instance_uid: &str) -> bool {
 
 /// POST one transaction Bundle to the FHIR server's base: Ok(HTTP status)
 /// when every entry was created or found (a conditional create's match).
-pub async fn fhir_transaction(
-    endpoint: &HttpEndpoint,
-    bundle: &Value,
-    limits: SendLimits,
-) -> Result<u16, String> {
+pub async fn fhir_transaction(route: Route<'_>, bundle: &Value) -> Result<u16, String> {
     let reply = post(
-        endpoint,
+        route,
         "",
         "application/fhir+json",
         "application/fhir+json",
         bundle.to_string().into_bytes(),
-        limits,
     )
     .await?;
+    let endpoint = route.endpoint;
     let answer: Option<Value> = serde_json::from_slice(&reply.body).ok();
     if reply.status != 200 {
         let why = answer
@@ -235,6 +298,89 @@ mod tests {
         }
         assert!(reader.finished());
         assert_eq!((parts, data), (1, file));
+    }
+
+    fn self_signed(name: &str) -> (String, rustls::ServerConfig) {
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .and_then(|p| p.self_signed(&key))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], private)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        (cert.pem(), config)
+    }
+
+    #[test]
+    fn trust_files_without_a_usable_certificate_are_refused() {
+        assert!(client_config(b"").is_err());
+        assert!(client_config(b"not pem at all").is_err());
+        let (pem, _) = self_signed("ca.local");
+        assert!(client_config(pem.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_https_server_whose_certificate_is_not_trusted_gets_nothing() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, server) = self_signed("127.0.0.1");
+        let (other_ca, _) = self_signed("someone-else.local");
+        let trust = client_config(other_ca.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let outcome = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            let received = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.ok()?;
+                let mut tls = acceptor.accept(tcp).await.ok()?;
+                let mut request = vec![0u8; 64];
+                tokio::io::AsyncReadExt::read(&mut tls, &mut request)
+                    .await
+                    .ok()
+            });
+            let endpoint = HttpEndpoint::parse(&format!("https://127.0.0.1:{port}/fhir"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let route = Route {
+                endpoint: &endpoint,
+                tls: Some(&trust),
+                limits: SendLimits::default(),
+            };
+            let sent = fhir_transaction(route, &json!({ "resourceType": "Bundle" })).await;
+            (sent, received.await.ok().flatten())
+        });
+        let (sent, received) = outcome;
+        let error = sent.unwrap_err();
+        assert!(
+            error.contains("TLS") && error.contains("certificate"),
+            "{error}"
+        );
+        assert_eq!(received, None, "no request reached the untrusted server");
+        // Without trust anchors an https destination is not even tried.
+        let endpoint =
+            HttpEndpoint::parse("https://127.0.0.1:1/fhir").unwrap_or_else(|e| panic!("{e}"));
+        let route = Route {
+            endpoint: &endpoint,
+            tls: None,
+            limits: SendLimits::default(),
+        };
+        let error = runtime
+            .block_on(fhir_transaction(route, &json!({})))
+            .unwrap_err();
+        assert!(
+            error.contains("connection") || error.contains("trust"),
+            "{error}"
+        );
     }
 
     #[test]

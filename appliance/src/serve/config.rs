@@ -20,12 +20,13 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
         || args.ae_title.is_some()
         || !args.allow.is_empty()
         || !args.forward.is_empty()
+        || args.forward_trust_pem.is_some()
         || args.stable_s.is_some()
         || args.retry_initial_s.is_some()
         || args.retain_hours.is_some();
     if overridden && board.kind == BoardKind::Release {
         anyhow::bail!(
-            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --http-listen, --ae-title, --allow, --forward, --stable-s, --retry-initial-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
+            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --http-listen, --ae-title, --allow, --forward, --forward-trust-pem, --stable-s, --retry-initial-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
             board.id
         );
     }
@@ -47,6 +48,9 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
     }
     if !args.forward.is_empty() {
         s.forward = args.forward.clone();
+    }
+    if let Some(pem) = &args.forward_trust_pem {
+        s.forward_trust_pem = Some(pem.clone());
     }
     if let Some(t) = args.retry_initial_s {
         anyhow::ensure!(
@@ -125,6 +129,34 @@ pub(super) fn destinations(s: &ServeSettings) -> anyhow::Result<Vec<String>> {
                 .map_err(|e| anyhow::anyhow!("SERVE_BAD_DESTINATION: {e}"))
         })
         .collect()
+}
+
+/// The trust anchors of https destinations: `None` when none is https;
+/// an https destination without a readable trust file stops the start.
+pub(super) fn web_tls(
+    s: &ServeSettings,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    let any_https = s
+        .forward
+        .iter()
+        .any(|d| Destination::parse(d).is_ok_and(|d| d.needs_tls()));
+    if !any_https {
+        return Ok(None);
+    }
+    let Some(pem) = &s.forward_trust_pem else {
+        anyhow::bail!("SERVE_BAD_DESTINATION: an https destination needs the CA certificates it chains to (fix: forward_trust_pem in the board's [serve] section)");
+    };
+    let path = state_dir.join(pem);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "SERVE_BAD_TRUST: reading forward_trust_pem {}",
+            path.display()
+        )
+    })?;
+    cxr_server::web_send::client_config(&bytes)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("SERVE_BAD_TRUST: forward_trust_pem {}: {e}", path.display()))
 }
 
 pub(super) fn retry_policy(s: &ServeSettings) -> RetryPolicy {

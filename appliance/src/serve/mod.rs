@@ -58,10 +58,16 @@ pub struct ServeArgs {
     /// (development boards only).
     #[arg(long)]
     stable_s: Option<f64>,
-    /// Send every result SR to this C-STORE SCP, AE@HOST:PORT. Repeatable;
-    /// replaces the profile's list (development boards only).
+    /// Send every result to this destination: a C-STORE SCP
+    /// (AE@HOST:PORT), a STOW-RS server (dicomweb:URL) or a FHIR server
+    /// (fhir:URL). Repeatable; replaces the profile's list (development
+    /// boards only).
     #[arg(long)]
     forward: Vec<String>,
+    /// The CA certificates (PEM) that https destinations must chain to
+    /// (development boards only; the profile's `forward_trust_pem`).
+    #[arg(long)]
+    forward_trust_pem: Option<std::path::PathBuf>,
     /// The outbox's first retry wait in seconds (doubling to the profile's
     /// cap; development boards only).
     #[arg(long)]
@@ -284,6 +290,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = config::settings(args, &device.board)?;
     let scp = config::scp_config(&settings)?;
     let destinations = config::destinations(&settings)?;
+    let web_tls = config::web_tls(&settings, &device.board.state_dir)?;
     let mut log = device.open_audit()?;
     config::audit_applied(&device.board.state_dir, &device.board, &settings, &mut log)?;
     let secret = device.secret()?;
@@ -362,6 +369,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             limits: SendLimits::default(),
             clock,
             device: report_device,
+            web_tls,
             observer: outbox_observer(notes.clone()),
             wake,
         },
