@@ -285,76 +285,122 @@ fn run_until_stopped(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `serve` shares between its worker, its network side and its
+/// admin socket.
+struct Shared {
+    model: Arc<Mutex<Result<Model, Reason>>>,
+    outbox: Arc<Mutex<Outbox>>,
+    clock: Arc<dyn ServiceClock>,
+    board: Arc<StudyBoard>,
+    intake: Arc<Intake>,
+    audit: Arc<Mutex<AuditLog>>,
+    notes: notes::Notes,
+    wake: Arc<Notify>,
+    metrics: Arc<cxr_server::metrics::Metrics>,
+    state: PathBuf,
+}
+
+/// What the settings say about the network side, checked before anything
+/// is opened.
+struct NetworkPlan {
+    scp: ScpConfig,
+    destinations: Vec<String>,
+    web_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let device = Device::open(&args.device)?;
     let settings = config::settings(args, &device.board)?;
-    let scp = config::scp_config(&settings)?;
-    let destinations = config::destinations(&settings)?;
-    let web_tls = config::web_tls(&settings, &device.board.state_dir)?;
+    let plan = NetworkPlan {
+        scp: config::scp_config(&settings)?,
+        destinations: config::destinations(&settings)?,
+        web_tls: config::web_tls(&settings, &device.board.state_dir)?,
+    };
     let mut log = device.open_audit()?;
     config::audit_applied(&device.board.state_dir, &device.board, &settings, &mut log)?;
-    let secret = device.secret()?;
-    let report_device = sr_device(&secret);
     let engine = (args.engine, args.threads);
     let model = load_model(args.bundle.as_deref(), engine, &device, &mut log)?;
     let status = model_json(&model);
-    let model = Arc::new(Mutex::new(model));
     let state = device.board.state_dir.clone();
     let spool = open_spool(&state, &settings)?;
     let store = ResultStore::open(&state)?;
-    let outbox = Arc::new(Mutex::new(Outbox::open(&state)?));
     let clock: Arc<dyn ServiceClock> = Arc::new(SystemClock::new());
     let board = Arc::new(StudyBoard::new(Duration::from_secs_f64(settings.stable_s)));
-    let intake = Arc::new(Intake::new(spool, Arc::clone(&board), Arc::clone(&clock)));
     let audit = Arc::new(Mutex::new(log));
-    let notes = notes::Notes::start(Arc::clone(&audit))?;
-    let wake = Arc::new(Notify::new());
+    let shared = Shared {
+        model: Arc::new(Mutex::new(model)),
+        outbox: Arc::new(Mutex::new(Outbox::open(&state)?)),
+        intake: Arc::new(Intake::new(spool, Arc::clone(&board), Arc::clone(&clock))),
+        notes: notes::Notes::start(Arc::clone(&audit))?,
+        clock,
+        board,
+        audit,
+        wake: Arc::new(Notify::new()),
+        metrics: Arc::new(cxr_server::metrics::Metrics::default()),
+        state,
+    };
+    let secret = device.secret()?;
+    let report_device = sr_device(&secret);
     let delivery = Delivery {
         device: sr_device(&secret),
-        outbox: Arc::clone(&outbox),
-        destinations,
-        wake: Arc::clone(&wake),
+        outbox: Arc::clone(&shared.outbox),
+        destinations: plan.destinations.clone(),
+        wake: Arc::clone(&shared.wake),
         retain: Duration::from_secs_f64(settings.retain_hours * 3600.0),
         secondary_capture: settings.send_secondary_capture,
     };
     let processor = processor::ServeProcessor {
-        model: Arc::clone(&model),
+        model: Arc::clone(&shared.model),
         board: device.board.clone(),
         clock: Clock(StdInstant::now()),
-        audit: Arc::clone(&audit),
+        audit: Arc::clone(&shared.audit),
         secret,
     };
-    let metrics = Arc::new(cxr_server::metrics::Metrics::default());
     let parts = (
         Box::new(processor) as Box<dyn cxr_server::worker::Processor>,
         delivery,
     );
-    let (worker, liveness) = start_worker(&intake, store, parts, &clock, &metrics)?;
-    let (pending, studies) = board.backlog();
+    let running = start_worker(&shared.intake, store, parts, &shared.clock, &shared.metrics)?;
+    let (pending, studies) = shared.board.backlog();
     let admin = Arc::new(admin::Admin {
-        outbox: Arc::clone(&outbox),
-        audit,
-        wake: Arc::clone(&wake),
+        outbox: Arc::clone(&shared.outbox),
+        audit: Arc::clone(&shared.audit),
+        wake: Arc::clone(&shared.wake),
         status: Mutex::new(status.clone()),
-        model: Arc::clone(&model),
+        model: Arc::clone(&shared.model),
         device: Device::open(&args.device)?,
         engine,
     });
+    let board = Arc::clone(&shared.board);
+    let network = network(shared, &settings, plan, admin, report_device)?;
+    let ready = json!({ "serve": "ready", "dicom": null, "http": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
+    run_until_stopped(network, ready, &board, running)
+}
+
+/// The network side: the DICOM receiver's settings, the HTTP side and the
+/// outbox's sender.
+fn network(
+    shared: Shared,
+    settings: &cxr_board::ServeSettings,
+    plan: NetworkPlan,
+    admin: Arc<admin::Admin>,
+    report_device: SrDevice,
+) -> anyhow::Result<Network> {
     let associations = Arc::new(std::sync::OnceLock::new());
     let http_service = http::http_side(http::HttpWiring {
-        settings: &settings,
-        state: &state,
-        intake: &intake,
-        model: &model,
-        notes: &notes,
+        settings,
+        state: &shared.state,
+        intake: &shared.intake,
+        model: &shared.model,
+        notes: &shared.notes,
         device: report_device.clone(),
-        outbox: &outbox,
-        board: &board,
-        metrics: &metrics,
+        outbox: &shared.outbox,
+        board: &shared.board,
+        metrics: &shared.metrics,
         associations: &associations,
         operations: Arc::clone(&admin) as Arc<dyn cxr_server::http::operator::Operations>,
     })?;
-    let network = Network {
+    Ok(Network {
         listen: settings.dicom_listen.parse()?,
         http: http_service,
         watermarks: Watermarks {
@@ -362,26 +408,24 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             free_disk: settings.min_free_disk_bytes,
         },
         forwarder: Forwarder {
-            outbox,
-            root: state.clone(),
-            calling_ae: scp.ae_title.clone(),
-            policy: config::retry_policy(&settings),
+            outbox: shared.outbox,
+            root: shared.state.clone(),
+            calling_ae: plan.scp.ae_title.clone(),
+            policy: config::retry_policy(settings),
             limits: SendLimits::default(),
-            clock,
+            clock: shared.clock,
             device: report_device,
-            web_tls,
-            observer: outbox_observer(notes.clone()),
-            wake,
+            web_tls: plan.web_tls,
+            observer: outbox_observer(shared.notes.clone()),
+            wake: shared.wake,
         },
         admin,
-        scp,
-        intake,
-        notes,
-        state_dir: state,
+        scp: plan.scp,
+        intake: shared.intake,
+        notes: shared.notes,
+        state_dir: shared.state,
         associations,
-    };
-    let ready = json!({ "serve": "ready", "dicom": null, "http": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
-    run_until_stopped(network, ready, &board, (worker, liveness))
+    })
 }
 
 /// The one inference worker: study assembly filled from disk, then run
