@@ -1,5 +1,6 @@
-//! Training throughput on synthetic data: whole optimisation steps (forward,
-//! loss, backward, global-norm clip, grouped AdamW) of a model spec at a
+//! Training throughput on synthetic data: whole optimisation steps (the
+//! training loop's own step: forward, loss, backward, global-norm clip,
+//! grouped AdamW, and the EMA every `ema_every` steps) of a model spec at a
 //! batch size, and a forward-only baseline of the same model measured in the
 //! same run, so machines can be compared by ratio. Used by
 //! `cxr-trainer bench-step` (CPU or `--features cuda`) and `benches/`.
@@ -7,16 +8,17 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use cxr_model::{VitSpec, Weights};
 use serde::Serialize;
 
 use crate::groups::GroupedAdamW;
-use crate::loss::{multilabel_loss, LossKind};
-use crate::optim::clip_global_norm;
+use crate::loader::Batch;
+use crate::loss::LossKind;
+use crate::optim::Ema;
 use crate::rng::Rng;
+use crate::train::{optimisation_step, StepInput};
 use crate::vit::BurnVit;
 use crate::TrainerError;
 
@@ -28,6 +30,8 @@ pub struct StepTiming {
     pub depth: usize,
     pub batch: usize,
     pub steps: usize,
+    /// The EMA took the weights every this many steps (in the timing).
+    pub ema_every: usize,
     /// Median over the timed steps (after one warm-up step).
     pub ms_per_step: f64,
     pub images_per_second: f64,
@@ -52,21 +56,21 @@ fn sync<B: Backend>(device: &B::Device) -> Result<(), TrainerError> {
 pub fn time_train_steps<AB: AutodiffBackend>(
     backend: &str,
     spec: VitSpec,
-    batch: usize,
-    steps: usize,
+    (batch, steps, ema_every): (usize, usize, usize),
     device: &AB::Device,
 ) -> Result<StepTiming, TrainerError> {
-    if batch == 0 || steps == 0 {
+    if batch == 0 || steps == 0 || ema_every == 0 {
         return Err(TrainerError::invalid(
             "bench",
             format!("batch {batch}, steps {steps}"),
-            "use at least one image and one step",
+            "use at least one image, one step and an EMA every step or more",
         ));
     }
     let weights = Weights::random(&spec, 1)
         .map_err(|e| TrainerError::invalid("model", e.to_string(), "use a valid spec"))?;
     let mut model = BurnVit::<AB>::from_weights(&weights, device)?;
     let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
+    let mut ema = Ema::new(weights, 0.999);
     let mut rng = Rng::new(7);
     let pixels = batch * spec.in_channels * spec.image_size * spec.image_size;
     let x: Vec<f32> = (0..pixels).map(|_| rng.normal() as f32).collect();
@@ -77,20 +81,25 @@ pub fn time_train_steps<AB: AutodiffBackend>(
     let mut step_ms = Vec::with_capacity(steps);
     for k in 0..=steps {
         let t = Instant::now();
-        let images = Tensor::<AB, 4>::from_data(TensorData::new(x.clone(), dims), device);
-        let targets =
-            Tensor::<AB, 2>::from_data(TensorData::new(y.clone(), [batch, spec.labels]), device);
-        let (logits, _) = model.forward(images);
-        let loss = multilabel_loss(
-            LossKind::Bce,
-            logits,
-            targets.clone(),
-            targets.ones_like(),
-            None,
-        );
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        clip_global_norm::<AB, _>(&model, &mut grads, 1.0);
-        model = optimizer.step(1e-4, model, grads);
+        let input = StepInput {
+            batch: Batch {
+                size: batch,
+                images: x.clone(),
+                targets: y.clone(),
+                mask: vec![1.0; y.len()],
+            },
+            spec,
+            loss: LossKind::Bce,
+            pos_weight: None,
+            accumulate: 1,
+            clip_norm: 1.0,
+            lr: 1e-4,
+        };
+        let (stepped, _, _) = optimisation_step(model, &mut optimizer, input, device)?;
+        model = stepped;
+        if (k + 1) % ema_every == 0 {
+            ema.update_after(&model.valid().to_weights()?, ema_every)?;
+        }
         sync::<AB>(device)?;
         if k > 0 {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -117,6 +126,7 @@ pub fn time_train_steps<AB: AutodiffBackend>(
         depth: spec.depth,
         batch,
         steps,
+        ema_every,
         ms_per_step: ms,
         images_per_second: batch as f64 * 1e3 / ms,
         forward_ms: fwd,
@@ -140,16 +150,19 @@ mod tests {
             heads: 2,
             ..VitSpec::tiny()
         };
-        let t =
-            time_train_steps::<Autodiff<NdArray<f32>>>("ndarray", spec, 2, 2, &Default::default())
-                .unwrap_or_else(|e| panic!("{e}"));
+        let t = time_train_steps::<Autodiff<NdArray<f32>>>(
+            "ndarray",
+            spec,
+            (2, 2, 1),
+            &Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(t.ms_per_step > 0.0 && t.forward_ms > 0.0);
         assert!((t.images_per_second - 2e3 / t.ms_per_step).abs() < 1e-9);
         assert!(time_train_steps::<Autodiff<NdArray<f32>>>(
             "ndarray",
             spec,
-            0,
-            2,
+            (0, 2, 1),
             &Default::default()
         )
         .is_err());

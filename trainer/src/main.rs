@@ -106,6 +106,9 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        /// The EMA takes the weights every this many steps (as `optim.ema_every`).
+        #[arg(long, default_value_t = 1)]
+        ema_every: usize,
         #[arg(long, value_enum, default_value = "ndarray")]
         backend: BackendChoice,
     },
@@ -179,8 +182,9 @@ fn main() -> ExitCode {
             image_size,
             batch,
             steps,
+            ema_every,
             backend,
-        } => bench_step(preset, image_size, batch, steps, backend),
+        } => bench_step(preset, image_size, (batch, steps, ema_every), backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,8 +216,7 @@ fn train(
 fn bench_step(
     preset: Preset,
     image_size: usize,
-    batch: usize,
-    steps: usize,
+    (batch, steps, ema_every): (usize, usize, usize),
     backend: BackendChoice,
 ) -> anyhow::Result<()> {
     use cxr_model::VitSpec;
@@ -236,7 +239,7 @@ fn bench_step(
     spec.validate()?;
     let name = format!("{backend:?}").to_lowercase();
     let timing = with_backend!(backend, |B, device| Ok(
-        cxr_trainer::bench::time_train_steps::<B>(&name, spec, batch, steps, &device)?
+        cxr_trainer::bench::time_train_steps::<B>(&name, spec, (batch, steps, ema_every), &device)?
     ))?;
     println!("{}", serde_json::to_string(&timing)?);
     Ok(())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use cxr_model::{onnx, VitSpec, Weights};
@@ -26,7 +26,7 @@ use crate::groups::GroupedAdamW;
 use crate::init::Init;
 use crate::loader::{Example, Loader};
 use crate::loss::{multilabel_loss, LossKind, PosWeight};
-use crate::optim::{clip_global_norm, warmup_cosine, Ema};
+use crate::optim::{clip_global_norm, warmup_cosine, Ema, Swa};
 use crate::rng::Rng;
 use crate::vit::BurnVit;
 use crate::TrainerError;
@@ -132,10 +132,30 @@ pub struct OptimConfig {
     /// trains at `lr * layer_decay^(top - l)`. 1.0 (the default) is off.
     #[serde(default = "no_layer_decay")]
     pub layer_decay: f64,
+    /// Update the EMA every this many steps, with the decay of that many
+    /// steps (copying the model to the host is its cost); 1, the default,
+    /// is every step.
+    #[serde(default = "one")]
+    pub ema_every: usize,
+    /// Stochastic weight averaging: the mean of the end-of-epoch weights
+    /// from this epoch (0-based) on, validated beside the raw and EMA
+    /// weights; absent, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swa_start_epoch: Option<usize>,
+    /// Gradient accumulation: each step's `batch_size` images go through
+    /// the model in this many micro-batches, their gradients summed with
+    /// the weights that make the step equal to one whole batch; 1, the
+    /// default, is off.
+    #[serde(default = "one")]
+    pub accumulate: usize,
 }
 
 fn no_layer_decay() -> f64 {
     1.0
+}
+
+fn one() -> usize {
+    1
 }
 
 impl OptimConfig {
@@ -153,6 +173,18 @@ impl OptimConfig {
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(bad(format!("ema_decay {} outside [0, 1)", self.ema_decay)));
+        }
+        if self.ema_every == 0 || !(1..=self.batch_size).contains(&self.accumulate) {
+            return Err(bad(format!(
+                "ema_every {} must be at least 1 and accumulate {} from 1 to batch_size",
+                self.ema_every, self.accumulate
+            )));
+        }
+        if self.swa_start_epoch.is_some_and(|e| e >= self.epochs) {
+            return Err(bad(format!(
+                "swa_start_epoch {:?} is not before the last epoch ({})",
+                self.swa_start_epoch, self.epochs
+            )));
         }
         Ok(())
     }
@@ -363,9 +395,32 @@ pub struct Checkpoint {
     pub val_macro_auprc_raw: f64,
     #[serde(default)]
     pub val_macro_auprc_ema: f64,
-    /// `raw` or `ema`: which weights the best checkpoint holds.
+    /// The SWA weights' scores, once SWA has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_macro_auroc_swa: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_macro_auprc_swa: Option<f64>,
+    /// How many end-of-epoch snapshots the SWA mean holds.
+    #[serde(default)]
+    pub swa_models: usize,
+    /// `raw`, `ema` or `swa`: which weights the best checkpoint holds.
     pub source: String,
     pub config: TrainConfig,
+}
+
+impl Checkpoint {
+    /// The best validation macro AUROC of its weights (NaN when none is
+    /// defined).
+    fn score(&self) -> f64 {
+        [
+            self.val_macro_auroc_raw,
+            self.val_macro_auroc_ema,
+            self.val_macro_auroc_swa.unwrap_or(f64::NAN),
+        ]
+        .into_iter()
+        .filter(|a| a.is_finite())
+        .fold(f64::NAN, f64::max)
+    }
 }
 
 impl Checkpoint {
@@ -407,221 +462,47 @@ fn write_weights(path: &Path, w: &Weights) -> Result<(), TrainerError> {
         .map_err(|e| TrainerError::io("writing", path, e))
 }
 
-/// Train; writes `best.onnx`, `best.json`, `last.onnx`, `last-ema.onnx`,
-/// `last.json`, the optimiser state `optimizer-K.bin` and `log.jsonl` into
-/// `out`. With `resume`, continues from `last.*` (weights, EMA, AdamW
-/// moments, epoch).
+/// Train; writes `best.onnx`, `best.json`, `last.onnx`, `last-ema.onnx`
+/// (and `last-swa.onnx` once SWA has started), `last.json`, the optimiser
+/// state `optimizer-K.bin` and `log.jsonl` into `out`. With `resume`,
+/// continues from `last.*` (weights, EMA, SWA, AdamW moments, epoch).
 pub fn train<AB: AutodiffBackend>(
     config: &TrainConfig,
     out: &Path,
     resume: bool,
     device: &AB::Device,
 ) -> Result<TrainReport, TrainerError> {
-    config.augment.validate()?;
-    config.optim.validate()?;
-    config
-        .model
-        .validate()
-        .map_err(|e| TrainerError::invalid("model", e.to_string(), "fix the model section"))?;
-    config.input_spec().validate().map_err(|e| {
-        TrainerError::invalid("intensity", e.to_string(), "fix the intensity section")
-    })?;
+    validate(config)?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
-    let data = Prepared::load(&config.data, config.seed)?;
-    if data.dataset.labels.len() != config.model.labels {
-        return Err(TrainerError::invalid(
-            "model",
-            format!(
-                "{} labels in the data, {} in the model",
-                data.dataset.labels.len(),
-                config.model.labels
-            ),
-            "set model.labels",
-        ));
-    }
-    let (train_i, val_i) = (data.indices(Split::Train), data.indices(Split::Validation));
-    let spec = config.input_spec();
-    let budget = config.cache_mb << 20;
-    let train_examples = data.examples(&train_i, &config.data, config.seed)?;
-    let pos_weight = {
-        let t: Vec<f32> = train_examples
-            .iter()
-            .flat_map(|e| e.targets.clone())
-            .collect();
-        let m: Vec<f32> = train_examples.iter().flat_map(|e| e.mask.clone()).collect();
-        config.pos_weight.resolve(&data.dataset.labels, &t, &m)?
-    };
-    let train_l = Loader::new(train_examples, spec, config.workers, budget);
-    let val_examples = data.examples(&val_i, &config.data, config.seed)?;
-    let val_targets: Vec<f32> = val_examples
-        .iter()
-        .flat_map(|e| e.targets.clone())
-        .collect();
-    let val_mask: Vec<f32> = val_examples.iter().flat_map(|e| e.mask.clone()).collect();
-    let val_l = Loader::new(val_examples, spec, config.workers, budget);
-    let val_idx: Vec<usize> = (0..val_l.len()).collect();
-
-    let mut start_epoch = 0;
-    let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
-    let (mut weights, mut ema) = (weights, None);
-    if resume {
-        let state = Checkpoint::read(
-            &out.join("last.json"),
-            "resume",
-            "resume from a run written by this trainer",
-        )?;
-        let read = |name: &str| -> Result<Weights, TrainerError> {
-            let bytes = std::fs::read(out.join(name))
-                .map_err(|e| TrainerError::io("reading", &out.join(name), e))?;
-            onnx::read_weights(&bytes, &config.model).map_err(|e| {
-                TrainerError::invalid(
-                    "resume",
-                    e.to_string(),
-                    "the checkpoint does not match the config",
-                )
-            })
-        };
-        weights = read("last.onnx")?;
-        ema = Some(read("last-ema.onnx")?);
-        start_epoch = state.epoch + 1;
-    }
-    let mut model = BurnVit::<AB>::from_weights(&weights, device)?;
-    let mut ema = Ema::new(ema.unwrap_or(weights), config.optim.ema_decay);
-    let mut optimizer =
-        GroupedAdamW::new(&model, config.optim.weight_decay, config.optim.layer_decay);
-    if resume {
-        optimizer = optimizer.load(out, device)?;
-    }
-    let pos_weight = pos_weight.map(|w| {
+    let inputs = Inputs::load(config)?;
+    let mut run = Run::<AB>::start(config, out, resume, device)?;
+    let o = config.optim;
+    let steps_per_epoch = inputs.train.len().div_ceil(o.batch_size).max(1);
+    let total = steps_per_epoch * o.epochs;
+    run.step = run.start_epoch * steps_per_epoch;
+    let pos_weight = inputs.pos_weight.clone().map(|w| {
         let n = w.len();
         Tensor::<AB, 1>::from_data(TensorData::new(w, [n]), device)
     });
-    let o = config.optim;
-    let steps_per_epoch = train_l.len().div_ceil(o.batch_size).max(1);
-    let total = steps_per_epoch * o.epochs;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out.join("log.jsonl"))
-        .map_err(|e| TrainerError::io("opening", &out.join("log.jsonl"), e))?;
-    let mut best: Option<Checkpoint> = None;
-    if resume {
-        if let Ok(bytes) = std::fs::read(out.join("best.json")) {
-            best = serde_json::from_slice(&bytes).ok();
-        }
-    }
-    let _ = writeln!(
-        log,
-        "{}",
-        serde_json::json!({ "event": "start", "resume": resume, "init": init_note, "config": config, "lr_groups": optimizer.lr_scales() })
-    );
     let started = Instant::now();
-    let mut images = 0usize;
-    let mut step = start_epoch * steps_per_epoch;
-    let s = config.model;
+    let start_epoch = run.start_epoch;
     for epoch in start_epoch..o.epochs {
-        let order = train_l.epoch_order(config.seed, epoch as u64);
+        let order = inputs.train.epoch_order(config.seed, epoch as u64);
         let mut epoch_loss = 0.0;
         for (k, idx) in order.chunks(o.batch_size).enumerate() {
-            let mut b = train_l.batch(
-                idx,
-                Some(&config.augment),
-                config.seed ^ (step as u64) << 20,
-            )?;
-            config.augment.mix_batch(
-                &mut b.images,
-                &mut b.targets,
-                &mut b.mask,
-                b.size,
-                s.image_size,
-                &mut Rng::new(config.seed ^ step as u64),
-            );
-            let x = Tensor::<AB, 4>::from_data(
-                TensorData::new(
-                    b.images,
-                    [b.size, s.in_channels, s.image_size, s.image_size],
-                ),
-                device,
-            );
-            let y =
-                Tensor::<AB, 2>::from_data(TensorData::new(b.targets, [b.size, s.labels]), device);
-            let m = Tensor::<AB, 2>::from_data(TensorData::new(b.mask, [b.size, s.labels]), device);
-            let (logits, _) = model.forward(x);
-            let loss = multilabel_loss(config.loss, logits, y, m, pos_weight.clone());
-            let loss_value = f64::from(to_vec(loss.clone())?.first().copied().unwrap_or(f32::NAN));
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let norm = clip_global_norm::<AB, _>(&model, &mut grads, o.clip_norm);
-            let lr = warmup_cosine(step, o.warmup_steps, total, o.lr, o.min_lr);
-            model = optimizer.step(lr, model, grads);
-            ema.update(&model.valid().to_weights()?)?;
-            images += b.size;
-            epoch_loss += loss_value;
-            step += 1;
-            let ips = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let lr = warmup_cosine(run.step, o.warmup_steps, total, o.lr, o.min_lr);
+            let (loss, norm) = run.step_on(&inputs, idx, lr, pos_weight.as_ref())?;
+            epoch_loss += loss;
+            let ips = run.images as f64 / started.elapsed().as_secs_f64().max(1e-9);
             if k % 5 == 0 || k + 1 == steps_per_epoch {
-                eprint!("\repoch {}/{} step {}/{} loss {loss_value:.4} lr {lr:.2e} grad-norm {norm:.2} {ips:.1} img/s   ", epoch + 1, o.epochs, k + 1, steps_per_epoch);
+                eprint!("\repoch {}/{} step {}/{} loss {loss:.4} lr {lr:.2e} grad-norm {norm:.2} {ips:.1} img/s   ", epoch + 1, o.epochs, k + 1, steps_per_epoch);
             }
-            let _ = writeln!(
-                log,
-                "{}",
-                serde_json::json!({ "event": "step", "epoch": epoch, "step": step, "loss": loss_value, "lr": lr, "grad_norm": norm, "images_per_second": ips })
-            );
+            run.log(serde_json::json!({ "event": "step", "epoch": epoch, "step": run.step, "loss": loss, "lr": lr, "grad_norm": norm, "images_per_second": ips }));
         }
-        // Validation: raw and EMA weights.
-        let inner = model.valid();
-        let raw_w = inner.to_weights()?;
-        let dev = burn::tensor::Device::<AB::InnerBackend>::default();
-        let raw = BurnVit::<AB::InnerBackend>::from_weights(&raw_w, &dev)?;
-        let ema_m = BurnVit::<AB::InnerBackend>::from_weights(&ema.weights, &dev)?;
-        let (raw_logits, _) = predict(&raw, &val_l, &val_idx, &dev)?;
-        let (ema_logits, _) = predict(&ema_m, &val_l, &val_idx, &dev)?;
-        let (a_raw, n_raw) = macro_auroc(&raw_logits, &val_targets, &val_mask, s.labels);
-        let (a_ema, _) = macro_auroc(&ema_logits, &val_targets, &val_mask, s.labels);
-        let (p_raw, _) = macro_auprc(&raw_logits, &val_targets, &val_mask, s.labels);
-        let (p_ema, _) = macro_auprc(&ema_logits, &val_targets, &val_mask, s.labels);
-        eprintln!("\repoch {}/{}: train loss {:.4}, val macro AUROC raw {a_raw:.4} ema {a_ema:.4}, AUPRC raw {p_raw:.4} ema {p_ema:.4} ({n_raw} labels defined)          ", epoch + 1, o.epochs, epoch_loss / steps_per_epoch as f64);
-        let _ = writeln!(
-            log,
-            "{}",
-            serde_json::json!({ "event": "epoch", "epoch": epoch, "train_loss": epoch_loss / steps_per_epoch as f64, "val_macro_auroc_raw": a_raw, "val_macro_auroc_ema": a_ema, "val_macro_auprc_raw": p_raw, "val_macro_auprc_ema": p_ema, "labels_defined": n_raw })
-        );
-        let use_ema = a_ema.is_finite() && (a_ema >= a_raw || !a_raw.is_finite());
-        let state = Checkpoint {
-            epoch,
-            step,
-            val_macro_auroc_raw: a_raw,
-            val_macro_auroc_ema: a_ema,
-            val_macro_auprc_raw: p_raw,
-            val_macro_auprc_ema: p_ema,
-            source: if use_ema { "ema".into() } else { "raw".into() },
-            config: config.clone(),
-        };
-        write_weights(&out.join("last.onnx"), &raw_w)?;
-        write_weights(&out.join("last-ema.onnx"), &ema.weights)?;
-        optimizer.save(out)?;
-        // last.json goes last: resume trusts the files it vouches for.
-        write_json(&out.join("last.json"), &state)?;
-        let score = a_raw.max(if a_ema.is_finite() {
-            a_ema
-        } else {
-            f64::NEG_INFINITY
-        });
-        // f64::max ignores a NaN side; a NaN score never replaces the best.
-        let better = best.as_ref().is_none_or(|b| {
-            let prev = b.val_macro_auroc_raw.max(b.val_macro_auroc_ema);
-            prev.is_nan() || score > prev
-        });
-        if better {
-            write_weights(
-                &out.join("best.onnx"),
-                if use_ema { &ema.weights } else { &raw_w },
-            )?;
-            write_json(&out.join("best.json"), &state)?;
-            best = Some(state);
-        }
+        run.end_epoch(&inputs, epoch, epoch_loss / steps_per_epoch as f64)?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let best = best.ok_or_else(|| {
+    let best = run.best.clone().ok_or_else(|| {
         TrainerError::invalid(
             "training",
             "no epoch ran".into(),
@@ -631,12 +512,433 @@ pub fn train<AB: AutodiffBackend>(
     Ok(TrainReport {
         best,
         epochs_run: o.epochs.saturating_sub(start_epoch),
-        steps: step,
+        steps: run.step,
         seconds,
-        images_per_second: images as f64 / seconds.max(1e-9),
-        train_images: train_l.len(),
-        validation_images: val_l.len(),
+        images_per_second: run.images as f64 / seconds.max(1e-9),
+        train_images: inputs.train.len(),
+        validation_images: inputs.val.len(),
     })
+}
+
+fn validate(config: &TrainConfig) -> Result<(), TrainerError> {
+    config.augment.validate()?;
+    config.optim.validate()?;
+    config
+        .model
+        .validate()
+        .map_err(|e| TrainerError::invalid("model", e.to_string(), "fix the model section"))?;
+    config
+        .input_spec()
+        .validate()
+        .map_err(|e| TrainerError::invalid("intensity", e.to_string(), "fix the intensity section"))
+}
+
+/// The run's data: the training and validation loaders, the validation
+/// targets, and the positive weights of the loss.
+struct Inputs<'c> {
+    config: &'c TrainConfig,
+    train: Loader,
+    val: Loader,
+    val_targets: Vec<f32>,
+    val_mask: Vec<f32>,
+    pos_weight: Option<Vec<f32>>,
+}
+
+impl<'c> Inputs<'c> {
+    fn load(config: &'c TrainConfig) -> Result<Self, TrainerError> {
+        let data = Prepared::load(&config.data, config.seed)?;
+        if data.dataset.labels.len() != config.model.labels {
+            return Err(TrainerError::invalid(
+                "model",
+                format!(
+                    "{} labels in the data, {} in the model",
+                    data.dataset.labels.len(),
+                    config.model.labels
+                ),
+                "set model.labels",
+            ));
+        }
+        let (train_i, val_i) = (data.indices(Split::Train), data.indices(Split::Validation));
+        let spec = config.input_spec();
+        let budget = config.cache_mb << 20;
+        let train_examples = data.examples(&train_i, &config.data, config.seed)?;
+        let t: Vec<f32> = train_examples
+            .iter()
+            .flat_map(|e| e.targets.clone())
+            .collect();
+        let m: Vec<f32> = train_examples.iter().flat_map(|e| e.mask.clone()).collect();
+        let pos_weight = config.pos_weight.resolve(&data.dataset.labels, &t, &m)?;
+        let val_examples = data.examples(&val_i, &config.data, config.seed)?;
+        let val_targets = val_examples
+            .iter()
+            .flat_map(|e| e.targets.clone())
+            .collect();
+        let val_mask = val_examples.iter().flat_map(|e| e.mask.clone()).collect();
+        Ok(Inputs {
+            config,
+            train: Loader::new(train_examples, spec, config.workers, budget),
+            val: Loader::new(val_examples, spec, config.workers, budget),
+            val_targets,
+            val_mask,
+            pos_weight,
+        })
+    }
+}
+
+/// The state of a run between steps: the model, its optimiser and weight
+/// averages, the best checkpoint so far, and where the run stands.
+struct Run<'a, AB: AutodiffBackend> {
+    config: &'a TrainConfig,
+    out: &'a Path,
+    device: &'a AB::Device,
+    /// Taken for the length of a step (AdamW consumes and returns it).
+    model: Option<BurnVit<AB>>,
+    optimizer: GroupedAdamW<AB>,
+    ema: Ema,
+    /// Steps since the EMA last took the weights.
+    ema_behind: usize,
+    swa: Option<Swa>,
+    best: Option<Checkpoint>,
+    start_epoch: usize,
+    step: usize,
+    images: usize,
+    log: std::fs::File,
+}
+
+impl<'a, AB: AutodiffBackend> Run<'a, AB> {
+    /// A fresh run from the configured init, or the state `last.json`
+    /// vouches for.
+    fn start(
+        config: &'a TrainConfig,
+        out: &'a Path,
+        resume: bool,
+        device: &'a AB::Device,
+    ) -> Result<Self, TrainerError> {
+        let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
+        let (mut weights, mut ema, mut swa, mut start_epoch) = (weights, None, None, 0);
+        let mut best: Option<Checkpoint> = None;
+        if resume {
+            let state = Checkpoint::read(
+                &out.join("last.json"),
+                "resume",
+                "resume from a run written by this trainer",
+            )?;
+            weights = read_checkpoint_weights(out, "last.onnx", config)?;
+            ema = Some(read_checkpoint_weights(out, "last-ema.onnx", config)?);
+            if state.swa_models > 0 {
+                swa = Some(Swa {
+                    weights: read_checkpoint_weights(out, "last-swa.onnx", config)?,
+                    models: state.swa_models,
+                });
+            }
+            start_epoch = state.epoch + 1;
+            best = std::fs::read(out.join("best.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        }
+        let model = BurnVit::<AB>::from_weights(&weights, device)?;
+        let mut optimizer =
+            GroupedAdamW::new(&model, config.optim.weight_decay, config.optim.layer_decay);
+        if resume {
+            optimizer = optimizer.load(out, device)?;
+        }
+        let log_path = out.join("log.jsonl");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| TrainerError::io("opening", &log_path, e))?;
+        let mut run = Run {
+            config,
+            out,
+            device,
+            ema: Ema::new(
+                ema.unwrap_or_else(|| weights.clone()),
+                config.optim.ema_decay,
+            ),
+            ema_behind: 0,
+            swa,
+            model: Some(model),
+            optimizer,
+            best,
+            start_epoch,
+            step: 0,
+            images: 0,
+            log,
+        };
+        run.log(serde_json::json!({ "event": "start", "resume": resume, "init": init_note, "config": config, "lr_groups": run.optimizer.lr_scales() }));
+        Ok(run)
+    }
+
+    /// The model, taken for a step.
+    fn model(&mut self) -> Result<BurnVit<AB>, TrainerError> {
+        self.model.take().ok_or_else(lost_model)
+    }
+
+    fn log(&mut self, line: serde_json::Value) {
+        let _ = writeln!(self.log, "{line}");
+    }
+
+    /// One optimisation step on the examples `idx`: forward and backward
+    /// in `accumulate` micro-batches, clip, AdamW, and the EMA when due.
+    /// Returns the batch's loss and the gradient norm before clipping.
+    fn step_on(
+        &mut self,
+        inputs: &Inputs<'_>,
+        idx: &[usize],
+        lr: f64,
+        pos_weight: Option<&Tensor<AB, 1>>,
+    ) -> Result<(f64, f64), TrainerError> {
+        let (c, s) = (self.config, self.config.model);
+        let mut b = inputs
+            .train
+            .batch(idx, Some(&c.augment), c.seed ^ (self.step as u64) << 20)?;
+        c.augment.mix_batch(
+            &mut b.images,
+            &mut b.targets,
+            &mut b.mask,
+            b.size,
+            s.image_size,
+            &mut Rng::new(c.seed ^ self.step as u64),
+        );
+        let images = b.size;
+        let model = self.model()?;
+        let (model, loss, norm) = optimisation_step(
+            model,
+            &mut self.optimizer,
+            StepInput {
+                batch: b,
+                spec: s,
+                loss: c.loss,
+                pos_weight,
+                accumulate: c.optim.accumulate,
+                clip_norm: c.optim.clip_norm,
+                lr,
+            },
+            self.device,
+        )?;
+        self.model = Some(model);
+        self.step += 1;
+        self.images += images;
+        self.ema_behind += 1;
+        if self.ema_behind >= c.optim.ema_every {
+            let current = self.model.as_ref().map(|m| m.valid().to_weights());
+            if let Some(current) = current {
+                self.ema.update_after(&current?, self.ema_behind)?;
+            }
+            self.ema_behind = 0;
+        }
+        Ok((loss, norm))
+    }
+
+    /// After an epoch: the SWA snapshot when due, validation of each set of
+    /// weights, the `last.*` files, and `best.*` when it improved.
+    fn end_epoch(
+        &mut self,
+        inputs: &Inputs<'_>,
+        epoch: usize,
+        train_loss: f64,
+    ) -> Result<(), TrainerError> {
+        let o = self.config.optim;
+        let raw_w = match &self.model {
+            Some(m) => m.valid().to_weights()?,
+            None => return Err(lost_model()),
+        };
+        // The EMA takes the steps it has not seen yet, so that what is
+        // validated and saved is the EMA of this epoch's end.
+        if self.ema_behind > 0 {
+            self.ema.update_after(&raw_w, self.ema_behind)?;
+            self.ema_behind = 0;
+        }
+        if o.swa_start_epoch.is_some_and(|start| epoch >= start) {
+            match &mut self.swa {
+                Some(swa) => swa.add(&raw_w)?,
+                None => self.swa = Some(Swa::new(raw_w.clone())),
+            }
+        }
+        let swa = self.swa.as_ref().map(|s| &s.weights);
+        let scores = Scores::of::<AB::InnerBackend>(inputs, [&raw_w, &self.ema.weights], swa)?;
+        eprintln!("\repoch {}/{}: train loss {train_loss:.4}, val macro AUROC raw {:.4} ema {:.4}{}          ", epoch + 1, o.epochs, scores.auroc[0], scores.auroc[1], scores.auroc.get(2).map_or(String::new(), |a| format!(" swa {a:.4}")));
+        self.log(serde_json::json!({ "event": "epoch", "epoch": epoch, "train_loss": train_loss, "val_macro_auroc_raw": scores.auroc[0], "val_macro_auroc_ema": scores.auroc[1], "val_macro_auroc_swa": scores.auroc.get(2), "val_macro_auprc_raw": scores.auprc[0], "val_macro_auprc_ema": scores.auprc[1], "val_macro_auprc_swa": scores.auprc.get(2), "labels_defined": scores.labels_defined }));
+        let source = scores.best_source();
+        let state = Checkpoint {
+            epoch,
+            step: self.step,
+            val_macro_auroc_raw: scores.auroc[0],
+            val_macro_auroc_ema: scores.auroc[1],
+            val_macro_auprc_raw: scores.auprc[0],
+            val_macro_auprc_ema: scores.auprc[1],
+            val_macro_auroc_swa: scores.auroc.get(2).copied(),
+            val_macro_auprc_swa: scores.auprc.get(2).copied(),
+            swa_models: self.swa.as_ref().map_or(0, |s| s.models),
+            source: source.into(),
+            config: self.config.clone(),
+        };
+        write_weights(&self.out.join("last.onnx"), &raw_w)?;
+        write_weights(&self.out.join("last-ema.onnx"), &self.ema.weights)?;
+        if let Some(swa) = &self.swa {
+            write_weights(&self.out.join("last-swa.onnx"), &swa.weights)?;
+        }
+        self.optimizer.save(self.out)?;
+        // last.json goes last: resume trusts the files it vouches for.
+        write_json(&self.out.join("last.json"), &state)?;
+        // A NaN score never replaces the best.
+        let score = state.score();
+        let better = self.best.as_ref().is_none_or(|b| {
+            let prev = b.score();
+            prev.is_nan() || score > prev
+        });
+        if better {
+            let chosen = match source {
+                "swa" => self.swa.as_ref().map_or(&raw_w, |s| &s.weights),
+                "ema" => &self.ema.weights,
+                _ => &raw_w,
+            };
+            write_weights(&self.out.join("best.onnx"), chosen)?;
+            write_json(&self.out.join("best.json"), &state)?;
+            self.best = Some(state);
+        }
+        Ok(())
+    }
+}
+
+/// A step that failed part-way lost the model it had taken.
+fn lost_model() -> TrainerError {
+    TrainerError::invalid(
+        "training",
+        "a failed step left no model".into(),
+        "resume from the last checkpoint",
+    )
+}
+
+fn read_checkpoint_weights(
+    out: &Path,
+    name: &str,
+    config: &TrainConfig,
+) -> Result<Weights, TrainerError> {
+    let bytes = std::fs::read(out.join(name))
+        .map_err(|e| TrainerError::io("reading", &out.join(name), e))?;
+    onnx::read_weights(&bytes, &config.model).map_err(|e| {
+        TrainerError::invalid(
+            "resume",
+            e.to_string(),
+            "the checkpoint does not match the config",
+        )
+    })
+}
+
+/// Validation macro AUROC and AUPRC of the raw, EMA and (once started)
+/// SWA weights, in that order.
+struct Scores {
+    auroc: Vec<f64>,
+    auprc: Vec<f64>,
+    labels_defined: usize,
+}
+
+impl Scores {
+    fn of<B: Backend>(
+        inputs: &Inputs<'_>,
+        [raw, ema]: [&Weights; 2],
+        swa: Option<&Weights>,
+    ) -> Result<Self, TrainerError> {
+        let labels = inputs.config.model.labels;
+        let val_idx: Vec<usize> = (0..inputs.val.len()).collect();
+        let dev = burn::tensor::Device::<B>::default();
+        let mut scores = Scores {
+            auroc: Vec::new(),
+            auprc: Vec::new(),
+            labels_defined: 0,
+        };
+        for (k, w) in [Some(raw), Some(ema), swa]
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let model = BurnVit::<B>::from_weights(w, &dev)?;
+            let (logits, _) = predict(&model, &inputs.val, &val_idx, &dev)?;
+            let (a, n) = macro_auroc(&logits, &inputs.val_targets, &inputs.val_mask, labels);
+            let (p, _) = macro_auprc(&logits, &inputs.val_targets, &inputs.val_mask, labels);
+            if k == 0 {
+                scores.labels_defined = n;
+            }
+            scores.auroc.push(a);
+            scores.auprc.push(p);
+        }
+        Ok(scores)
+    }
+
+    /// The weights to keep: the EMA when it is at least as good as the raw
+    /// weights, SWA when it is at least as good as both; NaN never wins.
+    fn best_source(&self) -> &'static str {
+        let mut best = ("raw", self.auroc[0]);
+        for (name, a) in ["ema", "swa"].into_iter().zip(self.auroc.iter().skip(1)) {
+            if a.is_finite() && (!best.1.is_finite() || *a >= best.1) {
+                best = (name, *a);
+            }
+        }
+        best.0
+    }
+}
+
+/// What one optimisation step works on.
+#[derive(Debug)]
+pub struct StepInput<'t, B: Backend> {
+    pub batch: crate::loader::Batch,
+    pub spec: VitSpec,
+    pub loss: LossKind,
+    pub pos_weight: Option<&'t Tensor<B, 1>>,
+    /// Micro-batches (gradient accumulation); 1 is the whole batch at once.
+    pub accumulate: usize,
+    pub clip_norm: f64,
+    pub lr: f64,
+}
+
+/// One step: the loss and gradients of the whole batch, in `accumulate`
+/// micro-batches whose losses are weighted by their share of the batch's
+/// defined labels (the loss is a mean over them), so that the summed
+/// gradients are the whole batch's; then the global-norm clip and AdamW.
+/// Returns the new model, the batch's loss and the norm before clipping.
+pub fn optimisation_step<AB: AutodiffBackend>(
+    model: BurnVit<AB>,
+    optimizer: &mut GroupedAdamW<AB>,
+    input: StepInput<'_, AB>,
+    device: &AB::Device,
+) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
+    let (b, s) = (&input.batch, input.spec);
+    let pixels = s.in_channels * s.image_size * s.image_size;
+    let defined: f32 = b.mask.iter().sum::<f32>().max(1.0);
+    let micro = b.size.div_ceil(input.accumulate.max(1)).max(1);
+    let mut accumulator = GradientsAccumulator::<BurnVit<AB>>::new();
+    let mut loss_value = 0.0;
+    for start in (0..b.size).step_by(micro) {
+        let n = micro.min(b.size - start);
+        let rows = |v: &[f32], width: usize| v[start * width..(start + n) * width].to_vec();
+        let x = Tensor::<AB, 4>::from_data(
+            TensorData::new(
+                rows(&b.images, pixels),
+                [n, s.in_channels, s.image_size, s.image_size],
+            ),
+            device,
+        );
+        let y = Tensor::<AB, 2>::from_data(
+            TensorData::new(rows(&b.targets, s.labels), [n, s.labels]),
+            device,
+        );
+        let mask = rows(&b.mask, s.labels);
+        let share = mask.iter().sum::<f32>().max(1.0) / defined;
+        let m = Tensor::<AB, 2>::from_data(TensorData::new(mask, [n, s.labels]), device);
+        let (logits, _) = model.forward(x);
+        let mut loss = multilabel_loss(input.loss, logits, y, m, input.pos_weight.cloned());
+        if micro < b.size {
+            loss = loss.mul_scalar(share);
+        }
+        loss_value += f64::from(to_vec(loss.clone())?.first().copied().unwrap_or(f32::NAN));
+        accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+    }
+    let mut grads = accumulator.grads();
+    let norm = clip_global_norm::<AB, _>(&model, &mut grads, input.clip_norm);
+    let model = optimizer.step(input.lr, model, grads);
+    Ok((model, loss_value, norm))
 }
 
 #[cfg(test)]
@@ -672,6 +974,70 @@ mod tests {
         assert!(e.is_some_and(|e| e.contains("Atelectasys")));
     }
 
+    fn tiny_batch(size: usize, spec: VitSpec) -> crate::loader::Batch {
+        let mut rng = Rng::new(7);
+        let pixels = spec.in_channels * spec.image_size * spec.image_size;
+        let images = (0..size * pixels)
+            .map(|_| rng.uniform() as f32 - 0.5)
+            .collect();
+        let targets = (0..size * spec.labels)
+            .map(|i| (i % 3 == 0) as u8 as f32)
+            .collect();
+        // Some labels undefined, unevenly across the batch.
+        let mask = (0..size * spec.labels)
+            .map(|i| (i % 7 != 0 && i > 2) as u8 as f32)
+            .collect();
+        crate::loader::Batch {
+            size,
+            images,
+            targets,
+            mask,
+        }
+    }
+
+    /// Two steps on one batch, whole or in `accumulate` micro-batches.
+    fn weights_after_steps(accumulate: usize) -> (Vec<f32>, Vec<f64>) {
+        type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+        let spec = VitSpec::tiny();
+        let device = Default::default();
+        let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
+        let mut model =
+            BurnVit::<AB>::from_weights(&init, &device).unwrap_or_else(|e| panic!("{e}"));
+        let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
+        let mut losses = Vec::new();
+        for step in 0..2 {
+            let input = StepInput {
+                batch: tiny_batch(6 + step, spec),
+                spec,
+                loss: LossKind::Bce,
+                pos_weight: None,
+                accumulate,
+                clip_norm: 0.5,
+                lr: 1e-3,
+            };
+            let (m, loss, _) = optimisation_step(model, &mut optimizer, input, &device)
+                .unwrap_or_else(|e| panic!("{e}"));
+            model = m;
+            losses.push(loss);
+        }
+        let w = model.valid().to_weights().unwrap_or_else(|e| panic!("{e}"));
+        (w.iter().flat_map(|(_, _, v)| v.to_vec()).collect(), losses)
+    }
+
+    #[test]
+    fn gradient_accumulation_matches_the_whole_batch() {
+        let (whole, whole_loss) = weights_after_steps(1);
+        let (micro, micro_loss) = weights_after_steps(3);
+        let gap = cxr_bundle::rel_l2(&whole, &micro);
+        assert!(gap < 1e-5, "whole vs 3 micro-batches: rel L2 {gap:.3e}");
+        for (a, b) in whole_loss.iter().zip(&micro_loss) {
+            assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+        }
+        // One image per micro-batch, some with no defined label at all.
+        let (singles, _) = weights_after_steps(6);
+        assert!(cxr_bundle::rel_l2(&whole, &singles) < 1e-5);
+    }
+
     #[test]
     fn optim_section_is_checked() {
         let mut o = OptimConfig {
@@ -684,8 +1050,22 @@ mod tests {
             clip_norm: 1.0,
             ema_decay: 0.99,
             layer_decay: 0.75,
+            ema_every: 4,
+            swa_start_epoch: Some(0),
+            accumulate: 2,
         };
         assert!(o.validate().is_ok());
+        for broken in [
+            OptimConfig { ema_every: 0, ..o },
+            OptimConfig { accumulate: 0, ..o },
+            OptimConfig { accumulate: 9, ..o },
+            OptimConfig {
+                swa_start_epoch: Some(1),
+                ..o
+            },
+        ] {
+            assert!(broken.validate().is_err(), "{broken:?}");
+        }
         o.layer_decay = 1.5;
         assert!(o.validate().is_err());
         o.layer_decay = 1.0;

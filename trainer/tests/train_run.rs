@@ -26,7 +26,11 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
         .replace("batch_size = 32", "batch_size = 64")
         // The fine-tuning knobs: layer-wise LR decay and balanced positive
         // weights (their effect on the numbers is checked by unit tests).
-        .replace("ema_decay = 0.99", "ema_decay = 0.99\nlayer_decay = 0.8")
+        // The EMA every 3 steps, and SWA from the first epoch.
+        .replace(
+            "ema_decay = 0.99",
+            "ema_decay = 0.99\nlayer_decay = 0.8\nema_every = 3\nswa_start_epoch = 0",
+        )
         .replace(
             "loss = { loss = \"bce\" }",
             "loss = { loss = \"bce\" }\npos_weight = { mode = \"balanced\", max = 20.0 }",
@@ -46,12 +50,26 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
         "best.json",
         "last.onnx",
         "last-ema.onnx",
+        "last-swa.onnx",
         "last.json",
         "log.jsonl",
         "optimizer-0.bin",
     ] {
         assert!(run.join(f).is_file(), "{f}");
     }
+    let weights_in = |d: &std::path::Path, name: &str| {
+        let bytes = std::fs::read(d.join(name)).unwrap();
+        let w = cxr_model::onnx::read_weights(&bytes, &config.model).unwrap();
+        w.iter()
+            .flat_map(|(_, _, v)| v.to_vec())
+            .collect::<Vec<f32>>()
+    };
+    let first_epoch = weights_in(&run, "last.onnx");
+    assert_eq!(
+        weights_in(&run, "last-swa.onnx"),
+        first_epoch,
+        "SWA of one snapshot"
+    );
     // Resume continues at the next epoch.
     config.optim.epochs = 2;
     let resumed = train::<Autodiff<NdArray<f32>>>(&config, &run, true, &device).unwrap();
@@ -69,15 +87,25 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
     // the weights of two epochs straight (restarted moments would not).
     let straight = dir.join("straight");
     train::<Autodiff<NdArray<f32>>>(&config, &straight, false, &device).unwrap();
-    let weights = |d: &std::path::Path| {
-        let bytes = std::fs::read(d.join("last.onnx")).unwrap();
-        let w = cxr_model::onnx::read_weights(&bytes, &config.model).unwrap();
-        w.iter()
-            .flat_map(|(_, _, v)| v.to_vec())
-            .collect::<Vec<f32>>()
-    };
-    let gap = cxr_bundle::rel_l2(&weights(&run), &weights(&straight));
-    assert!(gap < 1e-6, "resumed vs straight weights: rel L2 {gap:.3e}");
+    for name in ["last.onnx", "last-ema.onnx", "last-swa.onnx"] {
+        let gap = cxr_bundle::rel_l2(&weights_in(&run, name), &weights_in(&straight, name));
+        assert!(gap < 1e-6, "resumed vs straight {name}: rel L2 {gap:.3e}");
+    }
+    // SWA is the mean of the two epochs' end weights.
+    let mean: Vec<f32> = first_epoch
+        .iter()
+        .zip(weights_in(&run, "last.onnx"))
+        .map(|(a, b)| (a + b) / 2.0)
+        .collect();
+    let gap = cxr_bundle::rel_l2(&weights_in(&run, "last-swa.onnx"), &mean);
+    assert!(
+        gap < 1e-6,
+        "SWA vs the mean of the epochs: rel L2 {gap:.3e}"
+    );
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("last.json")).unwrap()).unwrap();
+    assert_eq!(last["swa_models"], 2);
+    assert!(last["val_macro_auroc_swa"].is_number(), "{last}");
 
     let out = dir.join("final");
     let png = shared_file("torchxrayvision-test-samples/00000001_000.png").unwrap();
