@@ -114,6 +114,36 @@ fn an_operator_works_the_page_in_a_real_browser() {
         "{}",
         "the service stops cleanly"
     );
+    page_reads_are_audited_under_the_user(&state_arg);
+}
+
+/// What the page showed of the studies is in the audit log as exports by
+/// the logged-in user (the study view and its picture).
+fn page_reads_are_audited_under_the_user(state: &str) {
+    let out = Command::new(appliance())
+        .args(["audit", "export", "--jsonl", "--state-dir", state])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let page_reads: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["event"]["type"] == "exported" && r["event"]["channel"] == "page")
+        .collect();
+    for what in ["study view", "result picture", "worklist"] {
+        assert!(
+            page_reads.iter().any(|r| r["event"]["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with(what))
+                && r["event"]["actor"] == "ada"),
+            "no page export `{what}` by ada: {page_reads:?}"
+        );
+    }
 }
 
 fn upload_and_wait(browser: &Browser, shots: &Path) {

@@ -68,26 +68,32 @@ impl HttpEndpoint {
 
 /// `HOST[:PORT]` or `[V6][:PORT]`; `default_port` when absent.
 fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+    let (host, port, bracketed) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         match after {
-            "" => (host, None),
-            p => (host, Some(p.strip_prefix(':')?)),
+            "" => (host, None, true),
+            p => (host, Some(p.strip_prefix(':')?), true),
         }
     } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p), false),
+            None => (authority, None, false),
         }
     };
     let port = match port {
         None => default_port,
         Some(p) => p.parse().ok().filter(|p| *p != 0)?,
     };
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    // A bracketed host is an IPv6 address; any other is a name or an IPv4
+    // address, without a colon.
+    let host_ok = if bracketed {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+    };
     host_ok.then(|| (host.to_owned(), port))
 }
 
@@ -179,6 +185,9 @@ mod tests {
             "fhir:http://x:99999/fhir",
             "fhir:http:///fhir",
             "fhir:http://[::1/fhir",
+            "fhir:http://::1/fhir",
+            "fhir:http://[pacs.local]:80/fhir",
+            "fhir:http://a:1:2/fhir",
             "fhir:http://a_b/fhir",
             "PACS@host",
         ] {

@@ -50,6 +50,30 @@ async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterato
     .await;
 }
 
+/// Due entries in groups sent together: at most [`CONCURRENT_SENDS`] each,
+/// and never two FHIR transactions to one server at once (two conditional
+/// creates of the same Device racing would both create it, and every later
+/// `ifNoneExist` on it would then match twice and be refused).
+fn batches(due: Vec<Entry>) -> Vec<Vec<Entry>> {
+    let mut batches: Vec<Vec<Entry>> = Vec::new();
+    for entry in due {
+        let clashes = |batch: &Vec<Entry>| {
+            entry.payload == Payload::FhirResult
+                && batch
+                    .iter()
+                    .any(|e| e.payload == Payload::FhirResult && e.destination == entry.destination)
+        };
+        match batches
+            .iter_mut()
+            .find(|b| b.len() < CONCURRENT_SENDS && !clashes(b))
+        {
+            Some(batch) => batch.push(entry),
+            None => batches.push(vec![entry]),
+        }
+    }
+    batches
+}
+
 pub struct Forwarder {
     pub outbox: Arc<Mutex<Outbox>>,
     /// The state directory (entries name files relative to it).
@@ -88,7 +112,7 @@ impl Forwarder {
             // A few destinations' round trips at a time: a PACS answers
             // each association in tens of milliseconds, so one at a time
             // would let results queue behind each other.
-            for batch in due.chunks(CONCURRENT_SENDS) {
+            for batch in batches(due) {
                 if *stop.borrow() {
                     return;
                 }
@@ -200,6 +224,55 @@ impl Forwarder {
             endpoint,
             tls: self.web_tls.as_ref(),
             limits: self.limits,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::EntryState;
+
+    fn entry(id: u64, destination: &str, payload: Payload) -> Entry {
+        Entry {
+            id,
+            study_key: "k".into(),
+            version: 1,
+            file: "f".into(),
+            sop_class_uid: String::new(),
+            sop_instance_uid: format!("1.{id}"),
+            destination: destination.into(),
+            payload,
+            created_unix_ms: 0,
+            state: EntryState::Pending,
+            attempts: 0,
+            next_attempt_unix_ms: 0,
+            last_error: None,
+            finished_unix_ms: None,
+        }
+    }
+
+    #[test]
+    fn fhir_transactions_to_one_server_never_go_together() {
+        let fhir = "fhir:http://f:80/fhir";
+        let due = vec![
+            entry(1, fhir, Payload::FhirResult),
+            entry(2, fhir, Payload::FhirResult),
+            entry(3, "PACS@p:104", Payload::Dicom),
+            entry(4, "PACS@p:104", Payload::Dicom),
+            entry(5, "fhir:http://g:80/fhir", Payload::FhirResult),
+            entry(6, fhir, Payload::FhirResult),
+            entry(7, "PACS@p:104", Payload::Dicom),
+        ];
+        let batches = batches(due);
+        let ids: Vec<Vec<u64>> = batches
+            .iter()
+            .map(|b| b.iter().map(|e| e.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 3, 4, 5], vec![2, 7], vec![6]]);
+        for b in &batches {
+            let to_f = b.iter().filter(|e| e.destination == fhir).count();
+            assert!(to_f <= 1 && b.len() <= CONCURRENT_SENDS);
         }
     }
 }

@@ -34,9 +34,16 @@ pub struct Reply {
 impl Reply {
     /// The start of the body, for an error message.
     fn excerpt(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body[..self.body.len().min(300)]);
-        text.chars().filter(|c| !c.is_control()).collect()
+        clean(&String::from_utf8_lossy(
+            &self.body[..self.body.len().min(300)],
+        ))
     }
+}
+
+/// A peer's text as it may go into the journal, stderr and the audit log:
+/// at most 300 characters, no control characters.
+fn clean(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
 /// The client side of HTTPS destinations: the CA certificates in `pem`
@@ -94,7 +101,13 @@ pub async fn post(
         .await
         .map_err(|_| format!("{url}: no connection within {:?}", limits.connect))?
         .map_err(|e| format!("{url}: {e}"))?;
-    let request = Request::post(format!("{}{suffix}", endpoint.path))
+    let target = format!("{}{suffix}", endpoint.path);
+    let target = if target.is_empty() {
+        "/".to_owned()
+    } else {
+        target
+    };
+    let request = Request::post(target)
         .header(header::HOST, endpoint.authority())
         .header(header::CONTENT_TYPE, content_type)
         .header(header::ACCEPT, accept)
@@ -193,14 +206,15 @@ pub async fn stow(route: Route<'_>, sop_instance_uid: &str, file: Vec<u8>) -> Re
     )
     .await?;
     let endpoint = route.endpoint;
-    let listed = serde_json::from_slice::<Value>(&reply.body)
-        .map(|v| stored_in_reply(&v, sop_instance_uid))
-        .unwrap_or(false);
+    let answer = serde_json::from_slice::<Value>(&reply.body).unwrap_or(Value::Null);
+    // Only an answer that lists the instance as stored is a delivery: a
+    // proxy's page or another service's 200 is not.
+    let stored = stored_in_reply(&answer, sop_instance_uid)
+        && !listed_in(&answer, "00081198", sop_instance_uid);
     match reply.status {
-        200 => Ok(200),
-        202 | 409 if listed => Ok(reply.status),
+        200 | 202 | 409 if stored => Ok(reply.status),
         s => Err(format!(
-            "{} answered HTTP {s} to STOW-RS: {}",
+            "{} answered HTTP {s} to STOW-RS without storing the instance: {}",
             endpoint.url(),
             reply.excerpt()
         )),
@@ -210,7 +224,12 @@ pub async fn stow(route: Route<'_>, sop_instance_uid: &str, file: Vec<u8>) -> Re
 /// Whether a STOW-RS answer's ReferencedSOPSequence (0008,1199) names the
 /// instance.
 fn stored_in_reply(reply: &Value, sop_instance_uid: &str) -> bool {
-    reply["00081199"]["Value"]
+    listed_in(reply, "00081199", sop_instance_uid)
+}
+
+/// Whether the sequence `tag` of a STOW-RS answer names the instance.
+fn listed_in(reply: &Value, tag: &str, sop_instance_uid: &str) -> bool {
+    reply[tag]["Value"]
         .as_array()
         .into_iter()
         .flatten()
@@ -233,7 +252,7 @@ pub async fn fhir_transaction(route: Route<'_>, bundle: &Value) -> Result<u16, S
     if reply.status != 200 {
         let why = answer
             .as_ref()
-            .and_then(|a| a["issue"][0]["diagnostics"].as_str().map(str::to_owned))
+            .and_then(|a| a["issue"][0]["diagnostics"].as_str().map(clean))
             .unwrap_or_else(|| reply.excerpt());
         return Err(format!(
             "{} answered HTTP {} to the transaction: {why}",
@@ -251,19 +270,20 @@ fn transaction_accepted(answer: Option<&Value>, sent: &Value) -> Result<(), Stri
     let Some(answer) = answer.filter(|a| a["type"] == "transaction-response") else {
         return Err("the answer is not a transaction-response Bundle".into());
     };
-    let statuses: Vec<&str> = answer["entry"]
+    let statuses: Vec<String> = answer["entry"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|e| e["response"]["status"].as_str().unwrap_or_default())
+        .map(|e| clean(e["response"]["status"].as_str().unwrap_or_default()))
         .collect();
     let sent = sent["entry"].as_array().map_or(0, Vec::len);
     let all_ok = statuses
         .iter()
         .all(|s| s.starts_with("200") || s.starts_with("201"));
     if statuses.len() != sent || !all_ok {
+        let shown: Vec<&String> = statuses.iter().take(20).collect();
         return Err(format!(
-            "the transaction-response lists {} of {sent} entries, statuses {statuses:?}",
+            "the transaction-response lists {} of {sent} entries, statuses {shown:?}",
             statuses.len()
         ));
     }
@@ -316,6 +336,91 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         (cert.pem(), config)
+    }
+
+    /// A CA (its PEM) and a server config with a certificate it signed for
+    /// `name`.
+    fn ca_signed(name: &str) -> (String, rustls::ServerConfig) {
+        let fail = |e: rcgen::Error| -> ! { panic!("{e}") };
+        let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let mut ca_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| fail(e));
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let leaf = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .and_then(|p| p.signed_by(&key, &ca, &ca_key))
+            .unwrap_or_else(|e| fail(e));
+        let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![leaf.der().clone()], private)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        (ca.pem(), config)
+    }
+
+    /// Send a transaction to a TLS server with `server`'s certificate,
+    /// trusting `trust_pem`: what the sender said, and whether the server
+    /// read any request bytes.
+    fn send_to_tls_server(
+        server: rustls::ServerConfig,
+        trust_pem: &str,
+    ) -> (Result<u16, String>, bool) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let trust = client_config(trust_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            let received = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.ok()?;
+                let mut tls = acceptor.accept(tcp).await.ok()?;
+                let mut request = vec![0u8; 64];
+                tokio::io::AsyncReadExt::read(&mut tls, &mut request)
+                    .await
+                    .ok()
+                    .filter(|n| *n > 0)
+            });
+            let endpoint = HttpEndpoint::parse(&format!("https://127.0.0.1:{port}/fhir"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let route = Route {
+                endpoint: &endpoint,
+                tls: Some(&trust),
+                limits: SendLimits::default(),
+            };
+            let sent = fhir_transaction(route, &json!({ "resourceType": "Bundle" })).await;
+            (sent, received.await.ok().flatten().is_some())
+        })
+    }
+
+    #[test]
+    fn a_certificate_from_the_trusted_ca_for_another_host_gets_nothing() {
+        let (ca, server) = ca_signed("someone-else.local");
+        let (sent, read) = send_to_tls_server(server, &ca);
+        let error = sent.unwrap_err();
+        assert!(
+            error.contains("TLS") && error.contains("certificate"),
+            "{error}"
+        );
+        assert!(!read, "no request reached the server");
+        // The same CA's certificate for the right address is accepted: the
+        // request goes out (the server here answers nothing).
+        let (ca, server) = ca_signed("127.0.0.1");
+        let (_, read) = send_to_tls_server(server, &ca);
+        assert!(
+            read,
+            "the request reached the server named in its certificate"
+        );
     }
 
     #[test]
@@ -389,6 +494,12 @@ mod tests {
         assert!(stored_in_reply(&answer, "1.2.3"));
         assert!(!stored_in_reply(&answer, "1.2.4"));
         assert!(!stored_in_reply(&json!({}), "1.2.3"));
+        let failed = json!({ "00081198": { "vr": "SQ", "Value": [ { "00081155": { "vr": "UI", "Value": ["1.2.3"] } } ] } });
+        assert!(listed_in(&failed, "00081198", "1.2.3"));
+        // A peer's text is cut and stripped before it is kept anywhere.
+        let long = format!("a\u{1b}[31m{}\n", "x".repeat(5000));
+        let kept = clean(&long);
+        assert!(kept.chars().count() == 300 && !kept.chars().any(char::is_control));
     }
 
     #[test]

@@ -167,34 +167,63 @@ pub(super) fn retry_policy(s: &ServeSettings) -> RetryPolicy {
     }
 }
 
-/// What this start applies: the board profile with the overrides.
+/// What this start applies: the board profile with the overrides, and the
+/// digest of the destinations' trust anchors (a new file at the same path
+/// is a change).
 fn applied(board: &BoardProfile, serve: &ServeSettings) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let trust = serve.forward_trust_pem.as_ref().map(|p| {
+        std::fs::read(board.state_dir.join(p)).map_or_else(
+            |e| format!("unreadable: {e}"),
+            |b| cxr_bundle::hex::encode(&Sha256::digest(&b)),
+        )
+    });
     serde_json::json!({
         "board": { "id": board.id, "kind": board.kind, "trust_dir": board.trust_dir, "accept_roles": board.accept_roles },
         "engine": board.engine,
         "audit": board.audit,
         "gate": board.gate,
         "serve": serve,
+        "forward_trust_sha256": trust,
     })
 }
 
-/// The settings' names (`section.name`) whose values differ.
+/// The settings' names (`section.name`) whose values differ, whether set,
+/// changed or gone.
 fn changed_settings(before: Option<&serde_json::Value>, now: &serde_json::Value) -> Vec<String> {
-    let mut changed = Vec::new();
-    for (section, values) in now.as_object().into_iter().flatten() {
-        let old = before.map(|b| &b[section]);
-        match values.as_object() {
-            Some(fields) => {
-                for (name, value) in fields {
-                    if old.map(|o| &o[name]) != Some(value) {
-                        changed.push(format!("{section}.{name}"));
-                    }
+    type Name = (String, Option<String>);
+    let null = serde_json::Value::Null;
+    let names = |v: &serde_json::Value| -> Vec<Name> {
+        let mut out = Vec::new();
+        for (section, values) in v.as_object().into_iter().flatten() {
+            match values.as_object() {
+                Some(fields) => {
+                    out.extend(fields.keys().map(|n| (section.clone(), Some(n.clone()))))
                 }
+                None => out.push((section.clone(), None)),
             }
-            None if old != Some(values) => changed.push(section.clone()),
-            None => {}
+        }
+        out
+    };
+    let value = |v: Option<&serde_json::Value>, (section, name): &Name| {
+        let s = v.map_or(&null, |v| &v[section]);
+        match name {
+            Some(n) => s.get(n).unwrap_or(&null).clone(),
+            None => s.clone(),
+        }
+    };
+    let mut all = names(now);
+    for old in before.map(names).unwrap_or_default() {
+        if !all.contains(&old) {
+            all.push(old);
         }
     }
+    let mut changed: Vec<String> = all
+        .iter()
+        .filter(|k| before.is_none() || value(before, k) != value(Some(now), k))
+        .map(|(s, n)| n.as_ref().map_or(s.clone(), |n| format!("{s}.{n}")))
+        .collect();
+    changed.sort();
     changed
 }
 
@@ -242,11 +271,21 @@ mod tests {
             changed_settings(Some(&before), &now),
             ["serve.forward", "serve.new"]
         );
+        assert_eq!(
+            changed_settings(Some(&now), &before),
+            ["serve.forward", "serve.new"],
+            "a setting gone is a change too"
+        );
         assert!(changed_settings(Some(&now), &now).is_empty());
         assert_eq!(
             changed_settings(None, &now).len(),
             4,
             "everything, the first time"
+        );
+        let trust = |d: &str| json!({ "serve": {}, "forward_trust_sha256": d });
+        assert_eq!(
+            changed_settings(Some(&trust("aa")), &trust("bb")),
+            ["forward_trust_sha256"]
         );
     }
 }

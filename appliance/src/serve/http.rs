@@ -69,7 +69,7 @@ fn http_observer(notes: &notes::Notes) -> HttpObserver {
             study_key,
             what,
             repeats,
-        } => notes.record(Event::Exported {
+        } => notes.record_now(Event::Exported {
             actor,
             peer,
             channel,

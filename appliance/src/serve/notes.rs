@@ -1,7 +1,8 @@
 //! Audit records the network side asks for (refused and aborted
 //! associations, outbox changes) go through a bounded queue to one thread
 //! that appends them, so that no network task waits on the audit log's
-//! lock or its fsync. Association faults are summarised per address and
+//! lock or its fsync; a record that must be in the log before the answer
+//! (an export) is appended at once instead, off the network task. Association faults are summarised per address and
 //! code: the first in a minute is recorded, the rest counted into the next
 //! record, so that a flood of connections cannot fill the log and stop
 //! classification.
@@ -31,6 +32,7 @@ type Windows = HashMap<(IpAddr, String), (Instant, u32)>;
 pub(super) struct Notes {
     tx: SyncSender<Event>,
     windows: Arc<Mutex<Windows>>,
+    audit: Arc<Mutex<AuditLog>>,
 }
 
 impl std::fmt::Debug for Notes {
@@ -43,11 +45,12 @@ impl Notes {
     /// Start the writer thread over `audit`.
     pub(super) fn start(audit: Arc<Mutex<AuditLog>>) -> std::io::Result<Notes> {
         let (tx, rx) = sync_channel::<Event>(QUEUE);
+        let writer = Arc::clone(&audit);
         std::thread::Builder::new()
             .name("cxr-audit-notes".into())
             .spawn(move || {
                 for event in rx {
-                    let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut log = writer.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) = log.append(now_unix_ms(), event) {
                         eprintln!("cxr-appliance serve: audit: {e}");
                     }
@@ -56,7 +59,22 @@ impl Notes {
         Ok(Notes {
             tx,
             windows: Arc::new(Mutex::new(HashMap::new())),
+            audit,
         })
+    }
+
+    /// Append a record now, on the caller's thread (a blocking one): `true`
+    /// only once it is in the log. For what must not happen unrecorded
+    /// (data leaving the appliance).
+    pub(super) fn record_now(&self, event: Event) -> bool {
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        match log.append(now_unix_ms(), event) {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("cxr-appliance serve: audit: {e}");
+                false
+            }
+        }
     }
 
     /// Queue a record; a full queue drops it, says so on stderr and

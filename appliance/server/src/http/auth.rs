@@ -41,6 +41,9 @@ pub struct Principal {
 struct Session {
     user: String,
     role: Role,
+    /// A digest of the user's password hash at login: a new password (or
+    /// the user removed and added again) ends the session.
+    credential: String,
     csrf: String,
     created: Instant,
     last_used: Instant,
@@ -92,7 +95,12 @@ impl Sessions {
         Some(session.clone())
     }
 
-    fn start(&self, user: &str, role: Role) -> Result<(String, String), ApiError> {
+    fn start(
+        &self,
+        user: &str,
+        role: Role,
+        credential: String,
+    ) -> Result<(String, String), ApiError> {
         let cookie = random_hex(32).map_err(internal)?;
         let csrf = random_hex(32).map_err(internal)?;
         let mut map = self.by_digest.lock().unwrap_or_else(|p| p.into_inner());
@@ -111,6 +119,7 @@ impl Sessions {
             Session {
                 user: user.to_owned(),
                 role,
+                credential,
                 csrf: csrf.clone(),
                 created: now,
                 last_used: now,
@@ -169,6 +178,11 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "AUTH_REQUIRED", message)
 }
 
+/// What a session remembers of the password hash it logged in with.
+fn credential_digest(hash: &str) -> String {
+    hex(&Sha256::digest(hash.as_bytes()))
+}
+
 /// The principal behind a request, if it may do what needs `need`.
 pub(super) fn authorize(
     service: &HttpService,
@@ -197,13 +211,15 @@ pub(super) fn authorize(
             .sessions
             .find(cookie, config.session_idle, config.session_lifetime)
             .ok_or_else(|| unauthorized("the session has ended (fix: log in again)"))?;
-        // A user removed, or given another role, since logging in is out.
+        // A user removed, given another role or a new password since
+        // logging in is out.
         let current = service.credentials.current();
-        if !current
-            .users
-            .iter()
-            .any(|u| u.name == session.user && u.role == session.role)
-        {
+        let same = |u: &super::credentials::User| {
+            u.name == session.user
+                && u.role == session.role
+                && credential_digest(&u.hash) == session.credential
+        };
+        if !current.users.iter().any(same) {
             service.sessions.end(cookie);
             return Err(unauthorized("the account changed (fix: log in again)"));
         }
@@ -303,7 +319,12 @@ pub(super) async fn login(
         if role.is_none() {
             checker.sessions.failed(peer.ip());
         }
-        role
+        let credential = credentials
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .map(|u| credential_digest(&u.hash));
+        role.zip(credential)
     })
     .await?;
     let event = |granted: bool, detail: &str| HttpEvent::Login {
@@ -312,7 +333,7 @@ pub(super) async fn login(
         granted,
         detail: detail.to_owned(),
     };
-    let Some(role) = role else {
+    let Some((role, credential)) = role else {
         (service.observer)(event(false, "wrong user or password"));
         return Err(unauthorized("wrong user or password"));
     };
@@ -324,7 +345,7 @@ pub(super) async fn login(
             "the login could not be recorded in the audit log (fix: retry in a moment)",
         ));
     }
-    let (cookie, csrf) = service.sessions.start(&form.user, role)?;
+    let (cookie, csrf) = service.sessions.start(&form.user, role, credential)?;
     let lifetime = service.config.session_lifetime.as_secs();
     let mut response =
         Json(serde_json::json!({ "user": form.user, "role": role.name(), "csrf": csrf }))
@@ -379,7 +400,7 @@ mod tests {
     #[test]
     fn sessions_end_when_idle_or_old_and_are_found_by_cookie_only() {
         let sessions = Sessions::new();
-        let (cookie, csrf) = sessions.start("ada", Role::Admin).unwrap();
+        let (cookie, csrf) = sessions.start("ada", Role::Admin, "h".into()).unwrap();
         let long = Duration::from_secs(3600);
         let found = sessions.find(&cookie, long, long).unwrap();
         assert_eq!(

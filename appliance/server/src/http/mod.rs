@@ -110,7 +110,9 @@ pub enum HttpEvent {
     },
 }
 
-/// Records an event; `false` when it could not be queued for the audit log.
+/// Records an event; `false` when it could not be queued for the audit log
+/// (an export: when it is not in the log). It may block on the log: the
+/// routes call it off the network task.
 pub type HttpObserver = Arc<dyn Fn(HttpEvent) -> bool + Send + Sync>;
 
 /// Everything the routes reach.
