@@ -162,6 +162,7 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     results_api(port, &bearer(&viewer), &service, &dir);
     metrics_for_a_local_scraper(port);
     slow_clients_are_cut_off(port, &bearer(&operator));
+    an_export_is_in_the_log_before_its_answer(port, &state_arg, &board_arg);
     assert_eq!(service.terminate(), Some(0));
     access_and_exports_are_audited(&state_arg, &board_arg, &admin);
 }
@@ -735,6 +736,41 @@ fn tokens_from_the_api(port: u16, as_admin: &AsAdmin<'_>) {
     assert_eq!(
         as_admin("DELETE", "/api/v1/access/tokens/nosuch", "").status,
         404
+    );
+}
+
+/// Once a read of a study is answered, its record is already in the log
+/// (read while the service runs).
+fn an_export_is_in_the_log_before_its_answer(port: u16, state: &str, board: &str) {
+    let reader = token(state, board, "viewer");
+    let id = reader.split('_').nth(1).unwrap().to_owned();
+    let read = request(
+        port,
+        "GET",
+        &format!("/api/v1/studies/{RG1_STUDY}"),
+        &[("authorization", &bearer(&reader))],
+        b"",
+    );
+    assert_eq!(read.status, 200);
+    let (code, out) = cli(
+        &[
+            "audit",
+            "export",
+            "--jsonl",
+            "--state-dir",
+            state,
+            "--board-file",
+            board,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let recorded = out.lines().any(|l| {
+        l.contains("\"exported\"") && l.contains(&format!("token:{id}")) && l.contains("\"result\"")
+    });
+    assert!(
+        recorded,
+        "the read is in the log by the time it is answered"
     );
 }
 

@@ -471,7 +471,10 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
     let _ = writeln!(s, "## Model and training\n");
     let _ = writeln!(s, "- ViT: patch {}, width {}, depth {}, heads {}, MLP ×{}, input {}×{}, {} channel(s), {} labels.", m.patch, m.width, m.depth, m.heads, m.mlp_ratio, m.image_size, m.image_size, m.in_channels, m.labels);
     let _ = writeln!(s, "- {} epochs, batch {}, AdamW lr {} (warmup {} steps, cosine to {}), weight decay {} (none on norms, biases, embeddings), global-norm clip {}, EMA {}; loss {:?}; augmentation {:?}.", c.optim.epochs, c.optim.batch_size, c.optim.lr, c.optim.warmup_steps, c.optim.min_lr, c.optim.weight_decay, c.optim.clip_norm, c.optim.ema_decay, c.loss, c.augment);
-    let _ = writeln!(s, "- Selected checkpoint: epoch {} ({} weights), validation macro AUROC raw {:.3}, EMA {:.3}.\n", r.checkpoint.epoch + 1, r.checkpoint.source, r.checkpoint.val_macro_auroc_raw, r.checkpoint.val_macro_auroc_ema);
+    let swa = r.checkpoint.val_macro_auroc_swa.map_or(String::new(), |a| {
+        format!(", SWA {a:.3} ({} epochs)", r.checkpoint.swa_models)
+    });
+    let _ = writeln!(s, "- Selected checkpoint: epoch {} ({} weights), validation macro AUROC raw {:.3}, EMA {:.3}{swa}.\n", r.checkpoint.epoch + 1, r.checkpoint.source, r.checkpoint.val_macro_auroc_raw, r.checkpoint.val_macro_auroc_ema);
     let _ = writeln!(
         s,
         "## Test metrics ({} TTA views merged; 95% CIs from 500 resamples of patients, shown with at least 5 positive and 5 negative patients)\n",

@@ -385,15 +385,23 @@ fn macro_metric(
     )
 }
 
+/// A score as JSON writes it: a NaN (no label defined) becomes `null`,
+/// which reads back as NaN.
+fn score_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub epoch: usize,
     pub step: usize,
+    #[serde(deserialize_with = "score_or_nan")]
     pub val_macro_auroc_raw: f64,
+    #[serde(deserialize_with = "score_or_nan")]
     pub val_macro_auroc_ema: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "score_or_nan")]
     pub val_macro_auprc_raw: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "score_or_nan")]
     pub val_macro_auprc_ema: f64,
     /// The SWA weights' scores, once SWA has started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -625,7 +633,8 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             )?;
             weights = read_checkpoint_weights(out, "last.onnx", config)?;
             ema = Some(read_checkpoint_weights(out, "last-ema.onnx", config)?);
-            if state.swa_models > 0 {
+            // SWA carries on only while the config still asks for it.
+            if state.swa_models > 0 && config.optim.swa_start_epoch.is_some() {
                 swa = Some(Swa {
                     weights: read_checkpoint_weights(out, "last-swa.onnx", config)?,
                     models: state.swa_models,
@@ -906,6 +915,23 @@ pub fn optimisation_step<AB: AutodiffBackend>(
 ) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
     let (b, s) = (&input.batch, input.spec);
     let pixels = s.in_channels * s.image_size * s.image_size;
+    if b.images.len() != b.size * pixels
+        || b.targets.len() != b.size * s.labels
+        || b.mask.len() != b.size * s.labels
+    {
+        return Err(TrainerError::invalid(
+            "batch",
+            format!(
+                "{} images in {} pixel values, {} targets and {} mask values for {} labels",
+                b.size,
+                b.images.len(),
+                b.targets.len(),
+                b.mask.len(),
+                s.labels
+            ),
+            "report this bug: a batch's arrays must match its size",
+        ));
+    }
     let defined: f32 = b.mask.iter().sum::<f32>().max(1.0);
     let micro = b.size.div_ceil(input.accumulate.max(1)).max(1);
     let mut accumulator = GradientsAccumulator::<BurnVit<AB>>::new();
@@ -983,9 +1009,10 @@ mod tests {
         let targets = (0..size * spec.labels)
             .map(|i| (i % 3 == 0) as u8 as f32)
             .collect();
-        // Some labels undefined, unevenly across the batch.
+        // Some labels undefined, unevenly across the batch, and the second
+        // image with none defined at all.
         let mask = (0..size * spec.labels)
-            .map(|i| (i % 7 != 0 && i > 2) as u8 as f32)
+            .map(|i| (i % 7 != 0 && i > 2 && i / spec.labels != 1) as u8 as f32)
             .collect();
         crate::loader::Batch {
             size,
@@ -1036,6 +1063,20 @@ mod tests {
         // One image per micro-batch, some with no defined label at all.
         let (singles, _) = weights_after_steps(6);
         assert!(cxr_bundle::rel_l2(&whole, &singles) < 1e-5);
+    }
+
+    #[test]
+    fn a_nan_score_survives_the_round_trip_through_json() {
+        let json = r#"{"epoch":0,"step":1,"val_macro_auroc_raw":null,"val_macro_auroc_ema":0.5,"val_macro_auprc_raw":null,"val_macro_auprc_ema":null,"source":"ema","config":CONFIG}"#;
+        let config = include_str!("../configs/demo-nih.toml");
+        let config: TrainConfig = toml::from_str(config).unwrap_or_else(|e| panic!("{e}"));
+        let json = json.replace(
+            "CONFIG",
+            &serde_json::to_string(&config).unwrap_or_default(),
+        );
+        let c: Checkpoint = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.val_macro_auroc_raw.is_nan() && c.val_macro_auroc_ema == 0.5);
+        assert_eq!(c.score(), 0.5);
     }
 
     #[test]

@@ -209,8 +209,11 @@ pub async fn stow(route: Route<'_>, sop_instance_uid: &str, file: Vec<u8>) -> Re
     let answer = serde_json::from_slice::<Value>(&reply.body).unwrap_or(Value::Null);
     // Only an answer that lists the instance as stored is a delivery: a
     // proxy's page or another service's 200 is not.
-    let stored = stored_in_reply(&answer, sop_instance_uid)
-        && !listed_in(&answer, "00081198", sop_instance_uid);
+    // A server that already holds the instance (a retry after a lost
+    // answer) may list it as failed with reason 0x0111, "duplicate".
+    let stored = (stored_in_reply(&answer, sop_instance_uid)
+        && !listed_in(&answer, "00081198", sop_instance_uid))
+        || duplicate_in(&answer, sop_instance_uid);
     match reply.status {
         200 | 202 | 409 if stored => Ok(reply.status),
         s => Err(format!(
@@ -225,6 +228,19 @@ pub async fn stow(route: Route<'_>, sop_instance_uid: &str, file: Vec<u8>) -> Re
 /// instance.
 fn stored_in_reply(reply: &Value, sop_instance_uid: &str) -> bool {
     listed_in(reply, "00081199", sop_instance_uid)
+}
+
+/// Whether the answer's FailedSOPSequence lists the instance as a
+/// duplicate (FailureReason 0x0111 = 273).
+fn duplicate_in(reply: &Value, sop_instance_uid: &str) -> bool {
+    reply["00081198"]["Value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|item| {
+            item["00081155"]["Value"][0].as_str() == Some(sop_instance_uid)
+                && item["00081197"]["Value"][0].as_u64() == Some(0x0111)
+        })
 }
 
 /// Whether the sequence `tag` of a STOW-RS answer names the instance.
@@ -496,6 +512,10 @@ mod tests {
         assert!(!stored_in_reply(&json!({}), "1.2.3"));
         let failed = json!({ "00081198": { "vr": "SQ", "Value": [ { "00081155": { "vr": "UI", "Value": ["1.2.3"] } } ] } });
         assert!(listed_in(&failed, "00081198", "1.2.3"));
+        assert!(!duplicate_in(&failed, "1.2.3"), "no reason given");
+        let duplicate = json!({ "00081198": { "vr": "SQ", "Value": [ {
+            "00081155": { "vr": "UI", "Value": ["1.2.3"] }, "00081197": { "vr": "US", "Value": [273] } } ] } });
+        assert!(duplicate_in(&duplicate, "1.2.3") && !duplicate_in(&duplicate, "1.2.4"));
         // A peer's text is cut and stripped before it is kept anywhere.
         let long = format!("a\u{1b}[31m{}\n", "x".repeat(5000));
         let kept = clean(&long);

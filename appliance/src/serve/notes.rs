@@ -21,6 +21,8 @@ use crate::device::now_unix_ms;
 const QUEUE: usize = 1024;
 /// One record per address and code per window.
 const WINDOW: Duration = Duration::from_secs(60);
+/// How long a record that must be in the log waits for it.
+const RECORD_NOW_WAIT: Duration = Duration::from_secs(2);
 /// Addresses remembered at most (then the table starts afresh).
 const MAX_KEYS: usize = 4096;
 
@@ -67,7 +69,22 @@ impl Notes {
     /// only once it is in the log. For what must not happen unrecorded
     /// (data leaving the appliance).
     pub(super) fn record_now(&self, event: Event) -> bool {
-        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        // The log is held for long by an install's self-test or a full
+        // verification: wait a while, then refuse rather than stall.
+        let deadline = Instant::now() + RECORD_NOW_WAIT;
+        let mut log = loop {
+            match self.audit.try_lock() {
+                Ok(log) => break log,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    eprintln!("cxr-appliance serve: audit: busy, not recorded: {event:?}");
+                    return false;
+                }
+            }
+        };
         match log.append(now_unix_ms(), event) {
             Ok(_) => true,
             Err(e) => {

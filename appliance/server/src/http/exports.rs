@@ -57,6 +57,7 @@ fn decoded(segment: &str) -> String {
     while i < bytes.len() {
         let hex = bytes
             .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(b)) => {
@@ -72,13 +73,28 @@ fn decoded(segment: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| segment.to_owned())
 }
 
-/// A list read's kind: its name, and a digest of its query (a search may
-/// name a patient's identifier: only its digest is kept).
+/// The key of the query digests: drawn at start, never stored, so that a
+/// digest tells queries apart without letting anyone test a guess (a
+/// search may name a patient's identifier).
+fn query_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        // Without randomness the digests are unkeyed: still distinct.
+        let _ = getrandom::fill(&mut key);
+        key
+    })
+}
+
+/// A list read's kind: its name, and a keyed digest of its query.
 fn listed(name: &str, query: Option<&str>) -> String {
     match query.filter(|q| !q.is_empty()) {
         None => name.to_owned(),
         Some(q) => {
-            let d = Sha256::digest(q.as_bytes());
+            let mut h = Sha256::new();
+            h.update(query_key());
+            h.update(q.as_bytes());
+            let d = h.finalize();
             let short: String = d[..6].iter().map(|b| format!("{b:02x}")).collect();
             format!("{name} (query {short})")
         }
@@ -266,11 +282,13 @@ mod tests {
             study("/fhir/Observation/2.25.1").map(|k| k.2),
             Some("FHIR read Observation/2.25.1".into())
         );
-        // The study is named as the route reads it: percent-decoded.
+        // The study is named as the route reads it: percent-decoded, and
+        // only `%` with two hex digits.
         assert_eq!(
             classify("/api/v1/studies/1%2E2%2E3", None).and_then(|k| k.study),
             Some("1.2.3".into())
         );
+        assert_eq!(decoded("1%+12%2"), "1%+12%2");
         // A list's query is kept as a digest only, and tells lists apart.
         let search = |q| classify("/fhir/DiagnosticReport", Some(q)).map(|k| k.what);
         let a = search("identifier=ACC123").unwrap_or_default();
