@@ -790,19 +790,20 @@ fn access_and_exports_are_audited(state: &str, board: &str, admin_id: &str) {
         "",
     );
     assert_eq!(code, 0, "{out}");
+    let records = |kind: &str| -> Vec<Value> {
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["event"]["type"] == kind)
+            .collect()
+    };
     let actor = format!("token:{admin_id}");
-    let actions: Vec<String> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    let actions: Vec<String> = records("access_changed")
+        .iter()
         .map(|r| r.to_string())
-        .filter(|r| r.contains("access_changed") && r.contains(&actor))
+        .filter(|r| r.contains(&actor))
         .collect();
     // The start recorded the settings it applied (the first start: all).
-    let applied: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["event"]["type"] == "config_applied")
-        .collect();
+    let applied = records("config_applied");
     assert_eq!(applied.len(), 1, "{applied:?}");
     let changed = applied[0]["event"]["changed"].to_string();
     assert!(
@@ -811,11 +812,7 @@ fn access_and_exports_are_audited(state: &str, board: &str, admin_id: &str) {
     );
     // Every channel that read study data left export records, which name
     // who read and a study's digest, never its UID.
-    let exports: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["event"]["type"] == "exported")
-        .collect();
+    let exports = records("exported");
     let seen: Vec<String> = exports
         .iter()
         .map(|e| format!("{} {}", e["event"]["channel"], e["event"]["what"]))
