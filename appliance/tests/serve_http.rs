@@ -17,7 +17,7 @@ use cxr_tests::http::{exchange, head, related, request, Reply};
 use serde_json::Value;
 
 mod serve_common;
-use serve_common::{appliance, demo};
+use serve_common::{appliance, audit_records, demo};
 
 const RG1_STUDY: &str = "1.3.6.1.4.1.5962.1.2.9.20040826185059.5457";
 
@@ -752,21 +752,11 @@ fn an_export_is_in_the_log_before_its_answer(port: u16, state: &str, board: &str
         b"",
     );
     assert_eq!(read.status, 200);
-    let (code, out) = cli(
-        &[
-            "audit",
-            "export",
-            "--jsonl",
-            "--state-dir",
-            state,
-            "--board-file",
-            board,
-        ],
-        "",
-    );
-    assert_eq!(code, 0, "{out}");
-    let recorded = out.lines().any(|l| {
-        l.contains("\"exported\"") && l.contains(&format!("token:{id}")) && l.contains("\"result\"")
+    let records = audit_records(&["--state-dir", state, "--board-file", board]);
+    let recorded = records.iter().any(|r| {
+        r["event"]["type"] == "exported"
+            && r["event"]["actor"] == format!("token:{id}").as_str()
+            && r["event"]["what"] == "result"
     });
     assert!(
         recorded,
@@ -777,23 +767,11 @@ fn an_export_is_in_the_log_before_its_answer(port: u16, state: &str, board: &str
 /// The audit log names the admin who changed access from the API, and
 /// every reader of study data.
 fn access_and_exports_are_audited(state: &str, board: &str, admin_id: &str) {
-    let (code, out) = cli(
-        &[
-            "audit",
-            "export",
-            "--jsonl",
-            "--state-dir",
-            state,
-            "--board-file",
-            board,
-        ],
-        "",
-    );
-    assert_eq!(code, 0, "{out}");
+    let all = audit_records(&["--state-dir", state, "--board-file", board]);
     let records = |kind: &str| -> Vec<Value> {
-        out.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        all.iter()
             .filter(|r| r["event"]["type"] == kind)
+            .cloned()
             .collect()
     };
     let actor = format!("token:{admin_id}");

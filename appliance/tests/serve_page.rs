@@ -18,7 +18,7 @@ use cxr_tests::dicom_net::Service;
 use cxr_tests::webdriver::Browser;
 
 mod serve_common;
-use serve_common::{appliance, demo};
+use serve_common::{appliance, audit_records, demo};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -120,19 +120,8 @@ fn an_operator_works_the_page_in_a_real_browser() {
 /// What the page showed of the studies is in the audit log as exports by
 /// the logged-in user (the study view and its picture).
 fn page_reads_are_audited_under_the_user(state: &str) {
-    let out = Command::new(appliance())
-        .args(["audit", "export", "--jsonl", "--state-dir", state])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let page_reads: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let page_reads: Vec<serde_json::Value> = audit_records(&["--state-dir", state])
+        .into_iter()
         .filter(|r| r["event"]["type"] == "exported" && r["event"]["channel"] == "page")
         .collect();
     for what in ["study view", "result picture", "worklist"] {

@@ -51,3 +51,22 @@ pub fn sop_instance_uid(dcmdump: &Path, file: &Path) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The audit log's records (`audit export --jsonl` with the state and
+/// board arguments `device`), read while the service runs or after.
+pub fn audit_records(device: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(appliance())
+        .args(["audit", "export", "--jsonl"])
+        .args(device)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
