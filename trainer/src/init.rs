@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use cxr_model::{onnx, read_safetensors, weights_from_checkpoint, VitSpec, Weights};
 use serde::{Deserialize, Serialize};
 
+use crate::pretrain::MaeCheckpoint;
 use crate::TrainerError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -23,6 +24,10 @@ pub enum Init {
     Safetensors { path: PathBuf },
     /// A checkpoint this trainer wrote (`best.onnx`, `last.onnx`).
     Onnx { path: PathBuf },
+    /// The encoder of a `cxr-trainer pretrain` run (`mae.safetensors`):
+    /// the same patch, width, depth, heads and channels; the position grid
+    /// is resampled to another image size; the head starts fresh.
+    Mae { path: PathBuf },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
@@ -49,34 +54,78 @@ impl Init {
                 Ok((w, format!("our checkpoint {}", path.display())))
             }
             Init::Safetensors { path } => {
-                let mut named = read_safetensors(&read(path)?)
+                let named = read_safetensors(&read(path)?)
                     .map_err(|e| bad(path, e, "re-export the checkpoint as safetensors"))?;
-                let mut fresh = Vec::new();
-                // A head for another label set (or none, as in MAE
-                // pretraining) starts fresh; so does a missing final norm.
-                for (name, shape, data) in random.iter() {
-                    let differs = named.get(name).is_none_or(|(s, _)| s != shape);
-                    if (name.starts_with("head.") || name.starts_with("norm.")) && differs {
-                        named.insert(name.to_owned(), (shape.to_vec(), data.to_vec()));
-                        fresh.push(name.to_owned());
-                    }
-                }
-                let w = weights_from_checkpoint(spec, named).map_err(|e| {
-                    bad(
-                        path,
-                        e,
-                        "the checkpoint's width, depth and patch must match the model section",
-                    )
-                })?;
-                let note = if fresh.is_empty() {
-                    String::new()
-                } else {
-                    format!("; fresh: {}", fresh.join(", "))
-                };
+                let (w, note) = adopt(spec, &random, named, path)?;
                 Ok((w, format!("safetensors {}{note}", path.display())))
+            }
+            Init::Mae { path } => {
+                let mae = MaeCheckpoint::read(path)?;
+                let m = mae.config.model;
+                let same = |s: &VitSpec| {
+                    (
+                        s.patch,
+                        s.width,
+                        s.depth,
+                        s.heads,
+                        s.mlp_ratio,
+                        s.in_channels,
+                    )
+                };
+                if same(&m) != same(spec) {
+                    return Err(bad(
+                        path,
+                        format!("pretrained for patch {}, width {}, depth {}, heads {}, mlp ratio {}, {} channel(s)", m.patch, m.width, m.depth, m.heads, m.mlp_ratio, m.in_channels),
+                        "fine-tune the architecture that was pretrained (only the image size may differ)",
+                    ));
+                }
+                // The decoder's tensors are left behind; the head is new.
+                let (w, note) = adopt(spec, &random, mae.tensors, path)?;
+                Ok((
+                    w,
+                    format!(
+                        "MAE encoder {} (epoch {}, reconstruction loss {:.4}, mask ratio {}){note}",
+                        path.display(),
+                        mae.epoch + 1,
+                        mae.loss,
+                        mae.config.mae.mask_ratio
+                    ),
+                ))
             }
         }
     }
+}
+
+/// Weights for `spec` from a named checkpoint. A head for another label
+/// set (or none, as after MAE pretraining) starts fresh from `random`, as
+/// does a missing final norm; the note names them.
+fn adopt(
+    spec: &VitSpec,
+    random: &Weights,
+    mut named: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    path: &Path,
+) -> Result<(Weights, String), TrainerError> {
+    let mut fresh = Vec::new();
+    for (name, shape, data) in random.iter() {
+        let differs = named.get(name).is_none_or(|(s, _)| s != shape);
+        if (name.starts_with("head.") || name.starts_with("norm.")) && differs {
+            named.insert(name.to_owned(), (shape.to_vec(), data.to_vec()));
+            fresh.push(name.to_owned());
+        }
+    }
+    let w = weights_from_checkpoint(spec, named).map_err(|e| {
+        bad(
+            path,
+            e,
+            "the checkpoint's width, depth and patch must match the model section",
+        )
+    })?;
+    let note = if fresh.is_empty() {
+        String::new()
+    } else {
+        format!("; fresh: {}", fresh.join(", "))
+    };
+    Ok((w, note))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `cxr-trainer`: the training companion: `train`, `finalize`, `fit-gate`, `evaluate`,
+//! `cxr-trainer`: the training companion: `pretrain`, `train`, `finalize`, `fit-gate`, `evaluate`,
 //! `keygen`, `lock`, and `bench-step` for training throughput.
 //! `anyhow` is used here (a binary) only.
 
@@ -94,6 +94,26 @@ enum Command {
         resume: bool,
         #[arg(long, value_enum, default_value = "ndarray")]
         backend: BackendChoice,
+        /// Data-parallel over this many devices of the backend (GPUs 0..N
+        /// on CUDA; worker threads on the CPU), through burn's collective
+        /// all-reduce; optim.batch_size is shared among them.
+        #[arg(long, default_value_t = 1)]
+        devices: u16,
+    },
+    /// Pretrain the ViT encoder as a masked autoencoder on unlabelled films
+    /// (see trainer/configs/demo-mae.toml); a training config starts from
+    /// it with `init = { from = "mae", path = "OUT/mae.safetensors" }`.
+    Pretrain {
+        #[arg(long)]
+        config: PathBuf,
+        /// Run folder: mae.safetensors, the optimiser state, the log.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue after the epoch the run folder's checkpoint records.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, value_enum, default_value = "ndarray")]
+        backend: BackendChoice,
     },
     /// Time whole training steps on synthetic data (one JSON line):
     /// images/s, and the forward-only time of the same model as a baseline.
@@ -176,7 +196,14 @@ fn main() -> ExitCode {
             out,
             resume,
             backend,
-        } => train(&config, &out, resume, backend),
+            devices,
+        } => train(&config, &out, (resume, devices), backend),
+        Command::Pretrain {
+            config,
+            out,
+            resume,
+            backend,
+        } => pretrain(&config, &out, resume, backend),
         Command::BenchStep {
             preset,
             image_size,
@@ -198,17 +225,52 @@ fn main() -> ExitCode {
 fn train(
     config: &std::path::Path,
     out: &std::path::Path,
+    (resume, devices): (bool, u16),
+    backend: BackendChoice,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(devices >= 1, "--devices must be 1 or more");
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let config: cxr_trainer::train::TrainConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    let report = with_backend!(backend, |B, device| {
+        let devices = numbered_devices::<B>(&device, devices);
+        Ok(cxr_trainer::train::train_on::<B>(
+            &config, out, resume, &devices,
+        )?)
+    })?;
+    std::fs::write(out.join("config.toml"), &text)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Devices 0..n of the kind `first` is (the same CPU for every worker on
+/// the CPU backends).
+fn numbered_devices<B: burn::tensor::backend::Backend>(
+    first: &B::Device,
+    n: u16,
+) -> Vec<B::Device> {
+    use burn::tensor::backend::{Device, DeviceId, DeviceOps};
+    let kind = first.id().type_id;
+    (0..n)
+        .map(|i| B::Device::from_id(DeviceId::new(kind, i)))
+        .collect()
+}
+
+fn pretrain(
+    config: &std::path::Path,
+    out: &std::path::Path,
     resume: bool,
     backend: BackendChoice,
 ) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let config: cxr_trainer::train::TrainConfig =
+    let config: cxr_trainer::pretrain::PretrainConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
-    let report = with_backend!(backend, |B, device| Ok(cxr_trainer::train::train::<B>(
-        &config, out, resume, &device
-    )?))?;
-    std::fs::write(out.join("config.toml"), &text)?;
+    let report = with_backend!(backend, |B, device| Ok(
+        cxr_trainer::pretrain::pretrain::<B>(&config, out, resume, &device)?
+    ))?;
+    std::fs::write(out.join("pretrain-config.toml"), &text)?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

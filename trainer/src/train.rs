@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
 use crate::data::{
-    read_chexpert, read_generic, read_mimic, read_nih_data_entry, read_nih_subset,
-    split_by_patient, Dataset, Split, SplitFractions, UncertaintyPolicy,
+    read_chexpert, read_generic, read_kermany_subset, read_mimic, read_nih_data_entry,
+    read_nih_subset, split_by_patient, Dataset, Split, SplitFractions, UncertaintyPolicy,
 };
 use crate::eval::{auprc, auroc, Metric};
 use crate::groups::GroupedAdamW;
@@ -49,6 +49,9 @@ pub enum DataSource {
     },
     /// The documented generic CSV.
     Generic { csv: PathBuf, name: String },
+    /// The shared Kermany paediatric subset's `labels.csv` (Pneumonia only;
+    /// for pretraining on its films).
+    KermanySubset { labels_csv: PathBuf },
 }
 
 impl DataSource {
@@ -71,6 +74,7 @@ impl DataSource {
                 root,
             } => read_mimic(metadata, split, chexpert, root),
             DataSource::Generic { csv, name } => read_generic(csv, name),
+            DataSource::KermanySubset { labels_csv } => read_kermany_subset(labels_csv),
         }
     }
 }
@@ -215,16 +219,22 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     pub fn input_spec(&self) -> InputSpec {
-        InputSpec {
-            size: self.model.image_size as u32,
-            channels: if self.model.in_channels == 3 {
-                Channels::Three
-            } else {
-                Channels::One
-            },
-            intensity: self.intensity.unwrap_or(InputSpec::default().intensity),
-            ..InputSpec::default()
-        }
+        input_spec(&self.model, self.intensity)
+    }
+}
+
+/// The model's input: its size and channels, and the intensity
+/// normalisation (the appliance's default when `None`).
+pub fn input_spec(model: &VitSpec, intensity: Option<IntensityNorm>) -> InputSpec {
+    InputSpec {
+        size: model.image_size as u32,
+        channels: if model.in_channels == 3 {
+            Channels::Three
+        } else {
+            Channels::One
+        },
+        intensity: intensity.unwrap_or(InputSpec::default().intensity),
+        ..InputSpec::default()
     }
 }
 
@@ -480,10 +490,27 @@ pub fn train<AB: AutodiffBackend>(
     resume: bool,
     device: &AB::Device,
 ) -> Result<TrainReport, TrainerError> {
+    train_on::<AB>(config, out, resume, std::slice::from_ref(device))
+}
+
+/// [`train`] on several devices, data-parallel through burn's collective
+/// all-reduce ([`crate::parallel`]): `optim.batch_size` is the whole
+/// step's batch, shared among the devices, so the run takes the steps one
+/// device would. The first device loads data, validates and saves. A last
+/// batch with fewer images than devices is left out of its epoch.
+pub fn train_on<AB: AutodiffBackend>(
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    devices: &[AB::Device],
+) -> Result<TrainReport, TrainerError> {
     validate(config)?;
+    let device = devices.first().ok_or_else(|| {
+        TrainerError::invalid("devices", "none".into(), "train on one device or more")
+    })?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let inputs = Inputs::load(config)?;
-    let mut run = Run::<AB>::start(config, out, resume, device)?;
+    let mut run = Run::<AB>::start(config, out, resume, (devices, inputs.pos_weight.clone()))?;
     let o = config.optim;
     let steps_per_epoch = inputs.train.len().div_ceil(o.batch_size).max(1);
     let total = steps_per_epoch * o.epochs;
@@ -498,6 +525,10 @@ pub fn train<AB: AutodiffBackend>(
         let order = inputs.train.epoch_order(config.seed, epoch as u64);
         let mut epoch_loss = 0.0;
         for (k, idx) in order.chunks(o.batch_size).enumerate() {
+            if idx.len() < devices.len() {
+                run.log(serde_json::json!({ "event": "left_out", "epoch": epoch, "images": idx.len(), "devices": devices.len() }));
+                continue;
+            }
             let lr = warmup_cosine(run.step, o.warmup_steps, total, o.lr, o.min_lr);
             let (loss, norm) = run.step_on(&inputs, idx, lr, pos_weight.as_ref())?;
             epoch_loss += loss;
@@ -510,6 +541,9 @@ pub fn train<AB: AutodiffBackend>(
         run.end_epoch(&inputs, epoch, epoch_loss / steps_per_epoch as f64)?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(helpers) = run.helpers.take() {
+        helpers.finish::<AB::InnerBackend>()?;
+    }
     let best = run.best.clone().ok_or_else(|| {
         TrainerError::invalid(
             "training",
@@ -606,6 +640,8 @@ struct Run<'a, AB: AutodiffBackend> {
     /// Steps since the EMA last took the weights.
     ema_behind: usize,
     swa: Option<Swa>,
+    /// The other devices' workers, when the run is data-parallel.
+    helpers: Option<crate::parallel::Helpers>,
     best: Option<Checkpoint>,
     start_epoch: usize,
     step: usize,
@@ -620,8 +656,9 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         config: &'a TrainConfig,
         out: &'a Path,
         resume: bool,
-        device: &'a AB::Device,
+        (devices, pos_weight): (&'a [AB::Device], Option<Vec<f32>>),
     ) -> Result<Self, TrainerError> {
+        let device = &devices[0];
         let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
         let (mut weights, mut ema, mut swa, mut start_epoch) = (weights, None, None, 0);
         let mut best: Option<Checkpoint> = None;
@@ -651,6 +688,17 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         if resume {
             optimizer = optimizer.load(out, device)?;
         }
+        let helpers = if devices.len() > 1 {
+            let start = crate::parallel::HelperStart {
+                weights: &weights,
+                config,
+                resume_from: resume.then_some(out),
+                pos_weight,
+            };
+            Some(crate::parallel::Helpers::start::<AB>(devices, start)?)
+        } else {
+            None
+        };
         let log_path = out.join("log.jsonl");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -667,6 +715,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             ),
             ema_behind: 0,
             swa,
+            helpers,
             model: Some(model),
             optimizer,
             best,
@@ -675,7 +724,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             images: 0,
             log,
         };
-        run.log(serde_json::json!({ "event": "start", "resume": resume, "init": init_note, "config": config, "lr_groups": run.optimizer.lr_scales() }));
+        run.log(serde_json::json!({ "event": "start", "resume": resume, "init": init_note, "config": config, "devices": devices.len(), "lr_groups": run.optimizer.lr_scales() }));
         Ok(run)
     }
 
@@ -712,20 +761,19 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         );
         let images = b.size;
         let model = self.model()?;
-        let (model, loss, norm) = optimisation_step(
-            model,
-            &mut self.optimizer,
-            StepInput {
-                batch: b,
-                spec: s,
-                loss: c.loss,
-                pos_weight,
-                accumulate: c.optim.accumulate,
-                clip_norm: c.optim.clip_norm,
-                lr,
-            },
-            self.device,
-        )?;
+        let input = StepInput {
+            batch: b,
+            spec: s,
+            loss: c.loss,
+            pos_weight,
+            accumulate: c.optim.accumulate,
+            clip_norm: c.optim.clip_norm,
+            lr,
+        };
+        let (model, loss, norm) = match &self.helpers {
+            Some(h) => h.step(model, &mut self.optimizer, input, self.device)?,
+            None => optimisation_step(model, &mut self.optimizer, input, self.device)?,
+        };
         self.model = Some(model);
         self.step += 1;
         self.images += images;
@@ -913,6 +961,23 @@ pub fn optimisation_step<AB: AutodiffBackend>(
     input: StepInput<'_, AB>,
     device: &AB::Device,
 ) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
+    let defined = input.batch.mask.iter().sum::<f32>().max(1.0);
+    let (mut grads, loss) = batch_gradients(&model, &input, defined, device)?;
+    let norm = clip_global_norm::<AB, _>(&model, &mut grads, input.clip_norm);
+    let model = optimizer.step(input.lr, model, grads);
+    Ok((model, loss, norm))
+}
+
+/// The gradients of `input`'s batch, in `accumulate` micro-batches, each
+/// micro-batch's loss weighted by its defined labels over `defined` (the
+/// labels defined in the whole step's batch, which a data-parallel worker
+/// holds only part of), and the weighted loss.
+pub(crate) fn batch_gradients<AB: AutodiffBackend>(
+    model: &BurnVit<AB>,
+    input: &StepInput<'_, AB>,
+    defined: f32,
+    device: &AB::Device,
+) -> Result<(GradientsParams, f64), TrainerError> {
     let (b, s) = (&input.batch, input.spec);
     let pixels = s.in_channels * s.image_size * s.image_size;
     if b.images.len() != b.size * pixels
@@ -932,8 +997,8 @@ pub fn optimisation_step<AB: AutodiffBackend>(
             "report this bug: a batch's arrays must match its size",
         ));
     }
-    let defined: f32 = b.mask.iter().sum::<f32>().max(1.0);
     let micro = b.size.div_ceil(input.accumulate.max(1)).max(1);
+    let whole = micro >= b.size && b.mask.iter().sum::<f32>().max(1.0) == defined;
     let mut accumulator = GradientsAccumulator::<BurnVit<AB>>::new();
     let mut loss_value = 0.0;
     for start in (0..b.size).step_by(micro) {
@@ -955,16 +1020,13 @@ pub fn optimisation_step<AB: AutodiffBackend>(
         let m = Tensor::<AB, 2>::from_data(TensorData::new(mask, [n, s.labels]), device);
         let (logits, _) = model.forward(x);
         let mut loss = multilabel_loss(input.loss, logits, y, m, input.pos_weight.cloned());
-        if micro < b.size {
+        if !whole {
             loss = loss.mul_scalar(share);
         }
         loss_value += f64::from(to_vec(loss.clone())?.first().copied().unwrap_or(f32::NAN));
-        accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
     }
-    let mut grads = accumulator.grads();
-    let norm = clip_global_norm::<AB, _>(&model, &mut grads, input.clip_norm);
-    let model = optimizer.step(input.lr, model, grads);
-    Ok((model, loss_value, norm))
+    Ok((accumulator.grads(), loss_value))
 }
 
 #[cfg(test)]
@@ -1049,6 +1111,108 @@ mod tests {
         }
         let w = model.valid().to_weights().unwrap_or_else(|e| panic!("{e}"));
         (w.iter().flat_map(|(_, _, v)| v.to_vec()).collect(), losses)
+    }
+
+    /// A tiny model after `steps` steps on one worker with whole batches,
+    /// or on `workers` workers (threads) each with its share: the weights
+    /// and the EMA after every step, and the losses.
+    fn trained(workers: usize, steps: usize) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
+        use crate::parallel::{data_parallel_step, share, Worker};
+        type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+        let spec = VitSpec::tiny();
+        let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
+        let run = |rank: usize| {
+            let device = Default::default();
+            let worker = Worker { rank, workers };
+            let worker = (workers > 1).then(|| worker.join::<burn::backend::NdArray<f32>>(&device));
+            let mut model =
+                BurnVit::<AB>::from_weights(&init, &device).unwrap_or_else(|e| panic!("{e}"));
+            let mut optimizer = GroupedAdamW::new(&model, 0.05, 0.8);
+            let mut ema = Ema::new(init.clone(), 0.9);
+            let mut losses = Vec::new();
+            for step in 0..steps {
+                let mut batch = tiny_batch(6 + step, spec);
+                if let Some(Ok(w)) = &worker {
+                    let r = share(*w, batch.size);
+                    let rows = |v: &[f32], width: usize| v[r.start * width..r.end * width].to_vec();
+                    let pixels = spec.in_channels * spec.image_size * spec.image_size;
+                    batch = crate::loader::Batch {
+                        size: r.len(),
+                        images: rows(&batch.images, pixels),
+                        targets: rows(&batch.targets, spec.labels),
+                        mask: rows(&batch.mask, spec.labels),
+                    };
+                }
+                let input = StepInput {
+                    batch,
+                    spec,
+                    loss: LossKind::Bce,
+                    pos_weight: None,
+                    accumulate: 1,
+                    clip_norm: 0.5,
+                    lr: 1e-3,
+                };
+                let (m, loss, _) = match &worker {
+                    Some(Ok(w)) => data_parallel_step(*w, model, &mut optimizer, input, &device),
+                    Some(Err(e)) => panic!("{e}"),
+                    None => optimisation_step(model, &mut optimizer, input, &device),
+                }
+                .unwrap_or_else(|e| panic!("{e}"));
+                model = m;
+                losses.push(loss);
+                ema.update(&model.valid().to_weights().unwrap_or_else(|e| panic!("{e}")))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            if let Some(Ok(w)) = worker {
+                w.leave::<burn::backend::NdArray<f32>>()
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let flat = |w: &Weights| {
+                w.iter()
+                    .flat_map(|(_, _, v)| v.to_vec())
+                    .collect::<Vec<f32>>()
+            };
+            (
+                flat(&model.valid().to_weights().unwrap_or_else(|e| panic!("{e}"))),
+                flat(&ema.weights),
+                losses,
+            )
+        };
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|rank| s.spawn(move || run(rank)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| panic!("a worker panicked")))
+                .collect()
+        });
+        for other in &results[1..] {
+            assert_eq!(other.0, results[0].0, "the replicas drifted apart");
+        }
+        results.into_iter().next().unwrap_or_default()
+    }
+
+    /// Two workers with half-batches end where one worker with the whole
+    /// batches does: AdamW with layer decay, an active clip, the EMA, and
+    /// unevenly defined labels (the second image has none).
+    #[test]
+    fn data_parallel_two_workers_match_one_worker() {
+        let (one, one_ema, one_loss) = trained(1, 4);
+        let (two, two_ema, two_loss) = trained(2, 4);
+        let gap = cxr_bundle::rel_l2(&one, &two);
+        assert!(gap < 1e-5, "1 vs 2 workers: rel L2 {gap:.3e}");
+        let gap = cxr_bundle::rel_l2(&one_ema, &two_ema);
+        assert!(gap < 1e-5, "EMA, 1 vs 2 workers: rel L2 {gap:.3e}");
+        let init = Weights::random(&VitSpec::tiny(), 3).unwrap_or_else(|e| panic!("{e}"));
+        let start: Vec<f32> = init.iter().flat_map(|(_, _, v)| v.to_vec()).collect();
+        assert!(
+            cxr_bundle::rel_l2(&start, &two) > 1e-3,
+            "the steps moved the weights"
+        );
+        for (a, b) in one_loss.iter().zip(&two_loss) {
+            assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub struct BurnVit<B: Backend> {
 }
 
 /// `x W^T + b` for `[B, N, in]` with PyTorch-layout `W` `[out, in]`.
-fn linear<B: Backend>(
+pub(crate) fn linear<B: Backend>(
     x: Tensor<B, 3>,
     w: &Param<Tensor<B, 2>>,
     b: &Param<Tensor<B, 1>>,
@@ -65,7 +65,7 @@ fn linear<B: Backend>(
     (y + b.val().unsqueeze::<2>()).reshape([bs, n, d_out])
 }
 
-fn layer_norm<B: Backend>(
+pub(crate) fn layer_norm<B: Backend>(
     x: Tensor<B, 3>,
     w: &Param<Tensor<B, 1>>,
     b: &Param<Tensor<B, 1>>,
@@ -78,7 +78,7 @@ fn layer_norm<B: Backend>(
 }
 
 impl<B: Backend> Block<B> {
-    fn forward(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
+    pub(crate) fn forward(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
         let [bs, t, d] = x.dims();
         let hd = d / heads;
         let h = layer_norm(x.clone(), &self.norm1_w, &self.norm1_b);
@@ -104,7 +104,7 @@ impl<B: Backend> Block<B> {
 }
 
 fn param<B: Backend, const D: usize>(
-    w: &Weights,
+    (w, ids): (&Weights, &str),
     name: &str,
     shape: [usize; D],
     device: &B::Device,
@@ -115,7 +115,7 @@ fn param<B: Backend, const D: usize>(
     // The id follows from the name, so optimiser state saved by one run
     // finds its parameters again on resume.
     Ok(Param::initialized(
-        param_id(name),
+        param_id(&format!("{ids}{name}")),
         Tensor::from_data(TensorData::new(data.to_vec(), shape), device).require_grad(),
     ))
 }
@@ -158,7 +158,19 @@ fn values<B: Backend, const D: usize>(
 impl<B: Backend> BurnVit<B> {
     /// Build from canonical weights (random, a checkpoint, or an ONNX file).
     pub fn from_weights(w: &Weights, device: &B::Device) -> Result<Self, TrainerError> {
-        let s = w.spec;
+        Self::from_weights_with_ids(w, "", device)
+    }
+
+    /// As [`BurnVit::from_weights`], with parameter ids taken from
+    /// `ids_prefix` + name, so that two ViTs in one module (the MAE's
+    /// encoder and decoder) keep apart in the optimiser.
+    pub fn from_weights_with_ids(
+        weights: &Weights,
+        ids_prefix: &str,
+        device: &B::Device,
+    ) -> Result<Self, TrainerError> {
+        let s = weights.spec;
+        let w = (weights, ids_prefix);
         let (d, c, p, h, t) = (s.width, s.in_channels, s.patch, s.hidden(), s.tokens());
         let mut blocks = Vec::with_capacity(s.depth);
         for i in 0..s.depth {
@@ -267,30 +279,58 @@ impl<B: Backend> BurnVit<B> {
 
     /// `images` `[B, C, S, S]` → (logits `[B, labels]`, features `[B, D]`).
     pub fn forward(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let tokens = self.patch_tokens(images);
+        let bs = tokens.dims()[0];
+        let x = self.encode(Tensor::cat(vec![self.cls_token(bs), tokens], 1));
+        let features = x.narrow(1, 0, 1).reshape([bs, self.spec.width]);
+        let logits = features.clone().matmul(self.head_w.val().transpose())
+            + self.head_b.val().unsqueeze::<2>();
+        (logits, features)
+    }
+
+    /// The patch tokens with their position embeddings, `[B, N, D]`, in
+    /// row-major grid order.
+    pub(crate) fn patch_tokens(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let s = self.spec;
         let (p, g, d, c) = (s.patch, s.grid(), s.width, s.in_channels);
         let bs = images.dims()[0];
         // Patch embedding as a matmul over flattened patches, the (c, ky, kx)
         // order of the convolution weight.
-        let patches = images
-            .reshape([bs, c, g, p, g, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([bs, g * g, c * p * p]);
         let w = self.patch_w.val().reshape([d, c * p * p]);
-        let tokens = patches
+        let tokens = patchify(images, p)
             .reshape([bs * g * g, c * p * p])
             .matmul(w.transpose())
             + self.patch_b.val().unsqueeze::<2>();
-        let tokens = tokens.reshape([bs, g * g, d]);
-        let cls = self.cls.val().expand([bs, 1, d]);
-        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos.val();
-        for b in &self.blocks {
-            x = b.forward(x, s.heads);
-        }
-        let x = layer_norm(x, &self.norm_w, &self.norm_b);
-        let features = x.narrow(1, 0, 1).reshape([bs, d]);
-        let logits = features.clone().matmul(self.head_w.val().transpose())
-            + self.head_b.val().unsqueeze::<2>();
-        (logits, features)
+        tokens.reshape([bs, g * g, d]) + self.pos.val().narrow(1, 1, g * g)
     }
+
+    /// The position embeddings `[1, T, D]` (the decoder's, in the MAE).
+    pub(crate) fn position(&self) -> Tensor<B, 3> {
+        self.pos.val()
+    }
+
+    /// The CLS token with its position embedding, `[B, 1, D]`.
+    pub(crate) fn cls_token(&self, batch: usize) -> Tensor<B, 3> {
+        let d = self.spec.width;
+        (self.cls.val() + self.pos.val().narrow(1, 0, 1)).expand([batch, 1, d])
+    }
+
+    /// The blocks and the final norm over a token sequence `[B, T', D]`.
+    pub(crate) fn encode(&self, mut x: Tensor<B, 3>) -> Tensor<B, 3> {
+        for b in &self.blocks {
+            x = b.forward(x, self.spec.heads);
+        }
+        layer_norm(x, &self.norm_w, &self.norm_b)
+    }
+}
+
+/// Images `[B, C, S, S]` as flattened patches `[B, N, C·P·P]`, row-major
+/// over the grid, each patch in (c, ky, kx) order.
+pub(crate) fn patchify<B: Backend>(images: Tensor<B, 4>, patch: usize) -> Tensor<B, 3> {
+    let [bs, c, size, _] = images.dims();
+    let (p, g) = (patch, size / patch);
+    images
+        .reshape([bs, c, g, p, g, p])
+        .permute([0, 2, 4, 1, 3, 5])
+        .reshape([bs, g * g, c * p * p])
 }

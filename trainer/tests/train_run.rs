@@ -164,3 +164,66 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
     assert!(card.contains("Operating points as deployed") && card.contains("coverage"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The whole training loop on two devices (CPU workers) takes the steps
+/// one device takes: the same weights and EMA after an epoch, and in the
+/// log the same losses.
+#[test]
+fn training_on_two_devices_matches_one_device() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let text = include_str!("../configs/demo-nih.toml")
+        .replace(
+            "../shared/data/nih-chestxray14-subset/labels.csv",
+            csv.to_str().unwrap(),
+        )
+        .replace("patch = 16", "patch = 8")
+        .replace("width = 96", "width = 16")
+        .replace("depth = 4", "depth = 1")
+        .replace("heads = 3", "heads = 2")
+        .replace("image_size = 128", "image_size = 32")
+        .replace("epochs = 12", "epochs = 1")
+        .replace("ema_decay = 0.99", "ema_decay = 0.9\naccumulate = 2");
+    let config: TrainConfig = toml::from_str(&text).unwrap();
+    let dir = scratch_dir("train-two-devices");
+    let run = |devices: usize| {
+        let out = dir.join(format!("on-{devices}"));
+        let devices = vec![Default::default(); devices];
+        cxr_trainer::train::train_on::<Autodiff<NdArray<f32>>>(&config, &out, false, &devices)
+            .unwrap();
+        out
+    };
+    let (one, two) = (run(1), run(2));
+    for name in ["last.onnx", "last-ema.onnx"] {
+        let weights = |d: &std::path::Path| {
+            let bytes = std::fs::read(d.join(name)).unwrap();
+            let w = cxr_model::onnx::read_weights(&bytes, &config.model).unwrap();
+            w.iter()
+                .flat_map(|(_, _, v)| v.to_vec())
+                .collect::<Vec<f32>>()
+        };
+        let gap = cxr_bundle::rel_l2(&weights(&one), &weights(&two));
+        assert!(gap < 1e-5, "{name}, 1 vs 2 devices: rel L2 {gap:.3e}");
+    }
+    let losses = |d: &std::path::Path| -> Vec<f64> {
+        std::fs::read_to_string(d.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "step")
+            .filter_map(|v| v["loss"].as_f64())
+            .collect()
+    };
+    let (a, b) = (losses(&one), losses(&two));
+    assert!(
+        a.len() > 5 && a.len() == b.len(),
+        "{} vs {} steps",
+        a.len(),
+        b.len()
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "loss {x} vs {y}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

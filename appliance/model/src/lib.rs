@@ -20,6 +20,8 @@ mod weights;
 pub use error::ModelError;
 pub use gate::{GateSpec, GateWeights};
 pub use pos_embed::resample_pos_embed;
-pub use safetensors::{read_safetensors, weights_from_checkpoint};
+pub use safetensors::{
+    read_safetensors, safetensors_metadata, weights_from_checkpoint, write_safetensors,
+};
 pub use spec::VitSpec;
 pub use weights::Weights;

@@ -24,8 +24,8 @@ fn malformed(offset: usize, reason: impl Into<String>) -> ModelError {
     }
 }
 
-/// Every tensor of a safetensors file, converted to f32.
-pub fn read_safetensors(bytes: &[u8]) -> Result<Named, ModelError> {
+/// The JSON header of a safetensors file and where its data starts.
+fn header(bytes: &[u8]) -> Result<(BTreeMap<String, Value>, usize), ModelError> {
     let len_bytes: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
@@ -38,6 +38,63 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<Named, ModelError> {
         .ok_or_else(|| malformed(0, "header past the end"))?;
     let header: BTreeMap<String, Value> = serde_json::from_slice(&bytes[8..data_start])
         .map_err(|e| malformed(8, format!("header is not JSON: {e}")))?;
+    Ok((header, data_start))
+}
+
+/// The `__metadata__` strings of a safetensors file (empty when it has
+/// none); a value that is not a string is refused.
+pub fn safetensors_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>, ModelError> {
+    let (mut header, _) = header(bytes)?;
+    match header.remove("__metadata__") {
+        None => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(v) => Ok((k, v)),
+                _ => Err(malformed(8, format!("metadata {k} is not a string"))),
+            })
+            .collect(),
+        Some(_) => Err(malformed(8, "__metadata__ is not an object")),
+    }
+}
+
+/// A safetensors file of F32 tensors `(name, shape, data)` with string
+/// metadata. A tensor whose data does not fill its shape is refused.
+pub fn write_safetensors<'t>(
+    tensors: impl IntoIterator<Item = (&'t str, &'t [usize], &'t [f32])>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, ModelError> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        if shape.iter().product::<usize>() != values.len() || name == "__metadata__" {
+            return Err(malformed(
+                0,
+                format!("{name}: {} values for shape {shape:?}", values.len()),
+            ));
+        }
+        let begin = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            name.to_owned(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [begin, data.len()] }),
+        );
+    }
+    let mut text = serde_json::to_vec(&header).map_err(|e| malformed(8, e.to_string()))?;
+    // The data starts 8-byte aligned, as the format recommends.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Every tensor of a safetensors file, converted to f32.
+pub fn read_safetensors(bytes: &[u8]) -> Result<Named, ModelError> {
+    let (header, data_start) = header(bytes)?;
     let data = &bytes[data_start..];
     let mut out = BTreeMap::new();
     for (name, info) in header {
@@ -198,6 +255,28 @@ mod tests {
         assert_eq!(t["b"].1, vec![0.25]);
         assert_eq!(t["c"].1, vec![3.0]);
         assert!(!t.contains_key("n"));
+    }
+
+    #[test]
+    fn written_files_read_back_with_their_metadata() {
+        let meta = BTreeMap::from([("format".to_owned(), "cxr-mae".to_owned())]);
+        let (a, b) = ([1.0f32, -2.5, 3.25, 0.0], [7.5f32]);
+        let bytes = write_safetensors(
+            [
+                ("a", &[2usize, 2][..], &a[..]),
+                ("b", &[1usize][..], &b[..]),
+            ],
+            &meta,
+        )
+        .unwrap();
+        assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()) % 8, 0);
+        let t = read_safetensors(&bytes).unwrap();
+        assert_eq!(t["a"], (vec![2, 2], a.to_vec()));
+        assert_eq!(t["b"], (vec![1], b.to_vec()));
+        assert_eq!(safetensors_metadata(&bytes).unwrap(), meta);
+        assert!(safetensors_metadata(&file(&[])).unwrap().is_empty());
+        let short = write_safetensors([("a", &[3usize][..], &a[..])], &meta);
+        assert!(short.is_err());
     }
 
     #[test]

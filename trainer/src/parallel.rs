@@ -1,0 +1,278 @@
+//! Data-parallel training through burn's collective all-reduce (DDP): one
+//! worker per device, each with a replica of the model and its optimiser,
+//! each taking its share of every step's batch. The workers sum their
+//! gradients with burn's `all_reduce` and so take the same AdamW step: the
+//! replicas stay identical, and equal one worker on the whole batch.
+//!
+//! The loss is a mean over the batch's defined labels, so a worker cannot
+//! weight its share alone: the workers first sum their defined-label
+//! counts, and each weights its loss by its part of that total, before the
+//! gradients are summed. Clipping then sees the whole batch's gradient.
+//!
+//! Within one process (one node) burn's local all-reduce needs no network.
+//! Across nodes, burn's collective uses its global orchestrator: every node
+//! runs one process with `nodes` set (see `trainer/README.md`).
+
+use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+
+use crate::groups::GroupedAdamW;
+use crate::optim::clip_global_norm;
+use crate::train::{batch_gradients, StepInput};
+use crate::vit::BurnVit;
+use crate::TrainerError;
+
+fn collective_failed(what: &str, e: impl std::fmt::Debug) -> TrainerError {
+    TrainerError::invalid(
+        "data parallel",
+        format!("{what}: {e:?}"),
+        "every worker must run the same steps on the same model; restart the run from its last checkpoint",
+    )
+}
+
+/// One worker of a data-parallel run: its place among the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    pub rank: usize,
+    pub workers: usize,
+}
+
+impl Worker {
+    fn peer(&self) -> PeerId {
+        PeerId::from(self.rank)
+    }
+
+    /// Join the run's collective on `device` (the inner, non-autodiff
+    /// backend's); returns once every worker has joined.
+    pub fn join<B: Backend>(self, device: &B::Device) -> Result<Self, TrainerError> {
+        if self.workers == 0 || self.rank >= self.workers {
+            return Err(TrainerError::invalid(
+                "data parallel",
+                format!("worker {} of {}", self.rank, self.workers),
+                "ranks run from 0 to the number of workers - 1",
+            ));
+        }
+        let config = CollectiveConfig::default().with_num_devices(self.workers);
+        collective::register::<B>(self.peer(), device.clone(), config)
+            .map_err(|e| collective_failed("joining", e))?;
+        Ok(self)
+    }
+
+    /// Leave the collective once the run is over.
+    pub fn leave<B: Backend>(self) -> Result<(), TrainerError> {
+        collective::finish_collective::<B>(self.peer()).map_err(|e| collective_failed("leaving", e))
+    }
+
+    /// The sum over the workers of `values` (the same length on each).
+    fn sum<B: Backend>(
+        &self,
+        values: Vec<f32>,
+        device: &B::Device,
+    ) -> Result<Vec<f32>, TrainerError> {
+        let n = values.len();
+        let local = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device);
+        let summed = collective::all_reduce::<B>(
+            self.peer(),
+            local.into_primitive().tensor(),
+            ReduceOperation::Sum,
+        )
+        .map_err(|e| collective_failed("summing", e))?;
+        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(summed))
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| collective_failed("reading a sum", e))
+    }
+}
+
+/// This worker's share of a step's images: contiguous, sizes differing by
+/// one at most. Every worker must get at least one image (a batch of fewer
+/// images than workers is not a data-parallel step), else the others wait
+/// for its gradients.
+pub fn share(worker: Worker, batch: usize) -> std::ops::Range<usize> {
+    let w = worker.workers.max(1);
+    let (base, extra) = (batch / w, batch % w);
+    let start = worker.rank * base + worker.rank.min(extra);
+    start..start + base + usize::from(worker.rank < extra)
+}
+
+/// One data-parallel step on this worker's share of the batch (in
+/// `input.batch`): the gradients weighted by the whole batch's defined
+/// labels, summed over the workers, clipped, and AdamW. Returns the new
+/// model, the whole batch's loss and the gradient norm before clipping,
+/// the same on every worker.
+pub fn data_parallel_step<AB: AutodiffBackend>(
+    worker: Worker,
+    model: BurnVit<AB>,
+    optimizer: &mut GroupedAdamW<AB>,
+    input: StepInput<'_, AB>,
+    device: &AB::Device,
+) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
+    let local_defined = input.batch.mask.iter().sum::<f32>();
+    let defined = worker.sum::<AB::InnerBackend>(vec![local_defined], device)?[0].max(1.0);
+    let (grads, local_loss) = batch_gradients(&model, &input, defined, device)?;
+    let mut grads = grads
+        .all_reduce::<AB::InnerBackend>(worker.peer(), ReduceOperation::Sum)
+        .map_err(|e| collective_failed("summing gradients", e))?;
+    let loss = worker.sum::<AB::InnerBackend>(vec![local_loss as f32], device)?[0];
+    let norm = clip_global_norm::<AB, _>(&model, &mut grads, input.clip_norm);
+    let model = optimizer.step(input.lr, model, grads);
+    Ok((model, f64::from(loss), norm))
+}
+
+/// What a helper worker is asked to do: one step on its share.
+struct Job {
+    batch: crate::loader::Batch,
+    lr: f64,
+}
+
+/// The workers of a run beyond the first: threads, each with its device,
+/// replica and optimiser, stepping on the shares the first worker (the
+/// one that loads data, validates and saves) sends them.
+pub(crate) struct Helpers {
+    first: Worker,
+    jobs: Vec<std::sync::mpsc::Sender<Job>>,
+    handles: Vec<std::thread::JoinHandle<Result<(), TrainerError>>>,
+}
+
+/// What every helper starts from: the run's weights, its config, and the
+/// folder to load the optimiser's moments from on resume.
+pub(crate) struct HelperStart<'a> {
+    pub weights: &'a cxr_model::Weights,
+    pub config: &'a crate::train::TrainConfig,
+    pub resume_from: Option<&'a std::path::Path>,
+    pub pos_weight: Option<Vec<f32>>,
+}
+
+impl Helpers {
+    /// Start a helper on each of `devices[1..]` and join the collective as
+    /// worker 0; an error from any helper's start is returned here.
+    pub(crate) fn start<AB: AutodiffBackend>(
+        devices: &[AB::Device],
+        start: HelperStart<'_>,
+    ) -> Result<Self, TrainerError> {
+        let workers = devices.len();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut helpers = Helpers {
+            first: Worker { rank: 0, workers },
+            jobs: Vec::new(),
+            handles: Vec::new(),
+        };
+        for (rank, device) in devices.iter().enumerate().skip(1) {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let (ready, device) = (ready_tx.clone(), device.clone());
+            let (weights, config) = (start.weights.clone(), start.config.clone());
+            let resume_from = start.resume_from.map(std::path::Path::to_path_buf);
+            let pos_weight = start.pos_weight.clone();
+            helpers.jobs.push(tx);
+            helpers.handles.push(std::thread::spawn(move || {
+                let replica = (|| {
+                    let model = BurnVit::<AB>::from_weights(&weights, &device)?;
+                    let o = config.optim;
+                    let mut optimizer = GroupedAdamW::new(&model, o.weight_decay, o.layer_decay);
+                    if let Some(dir) = &resume_from {
+                        optimizer = optimizer.load(dir, &device)?;
+                    }
+                    Ok::<_, TrainerError>((model, optimizer))
+                })();
+                let _ = ready.send(replica.as_ref().err().map(ToString::to_string));
+                let (model, optimizer) = replica?;
+                let worker = Worker { rank, workers }.join::<AB::InnerBackend>(&device)?;
+                helper_loop(
+                    worker,
+                    (model, optimizer),
+                    &config,
+                    pos_weight,
+                    &rx,
+                    &device,
+                )?;
+                worker.leave::<AB::InnerBackend>()
+            }));
+        }
+        drop(ready_tx);
+        for _ in 1..workers {
+            if let Ok(Some(e)) | Err(e) = ready_rx.recv().map_err(|e| e.to_string()) {
+                return Err(collective_failed("starting a worker", e));
+            }
+        }
+        helpers.first = helpers.first.join::<AB::InnerBackend>(&devices[0])?;
+        Ok(helpers)
+    }
+
+    /// One step of the whole batch in `input`: each helper gets its share,
+    /// this thread steps on the first.
+    pub(crate) fn step<AB: AutodiffBackend>(
+        &self,
+        model: BurnVit<AB>,
+        optimizer: &mut GroupedAdamW<AB>,
+        mut input: StepInput<'_, AB>,
+        device: &AB::Device,
+    ) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
+        let s = input.spec;
+        let pixels = s.in_channels * s.image_size * s.image_size;
+        let b = &input.batch;
+        let part = |rank: usize| {
+            let r = share(
+                Worker {
+                    rank,
+                    workers: self.first.workers,
+                },
+                b.size,
+            );
+            let rows = |v: &[f32], width: usize| v[r.start * width..r.end * width].to_vec();
+            crate::loader::Batch {
+                size: r.len(),
+                images: rows(&b.images, pixels),
+                targets: rows(&b.targets, s.labels),
+                mask: rows(&b.mask, s.labels),
+            }
+        };
+        for (k, jobs) in self.jobs.iter().enumerate() {
+            jobs.send(Job {
+                batch: part(k + 1),
+                lr: input.lr,
+            })
+            .map_err(|_| collective_failed("a worker stopped", k + 1))?;
+        }
+        input.batch = part(0);
+        data_parallel_step(self.first, model, optimizer, input, device)
+    }
+
+    /// Stop the helpers and leave the collective.
+    pub(crate) fn finish<B: Backend>(self) -> Result<(), TrainerError> {
+        drop(self.jobs);
+        for h in self.handles {
+            h.join()
+                .map_err(|_| collective_failed("a worker panicked", ""))??;
+        }
+        self.first.leave::<B>()
+    }
+}
+
+fn helper_loop<AB: AutodiffBackend>(
+    worker: Worker,
+    (mut model, mut optimizer): (BurnVit<AB>, GroupedAdamW<AB>),
+    config: &crate::train::TrainConfig,
+    pos_weight: Option<Vec<f32>>,
+    jobs: &std::sync::mpsc::Receiver<Job>,
+    device: &AB::Device,
+) -> Result<(), TrainerError> {
+    let pos_weight = pos_weight.map(|w| {
+        let n = w.len();
+        Tensor::<AB, 1>::from_data(TensorData::new(w, [n]), device)
+    });
+    while let Ok(job) = jobs.recv() {
+        let input = StepInput {
+            batch: job.batch,
+            spec: config.model,
+            loss: config.loss,
+            pos_weight: pos_weight.as_ref(),
+            accumulate: config.optim.accumulate,
+            clip_norm: config.optim.clip_norm,
+            lr: job.lr,
+        };
+        (model, _, _) = data_parallel_step(worker, model, &mut optimizer, input, device)?;
+    }
+    Ok(())
+}
