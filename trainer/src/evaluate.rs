@@ -304,7 +304,8 @@ fn select_split(data: &Dataset, args: &EvaluateArgs) -> Result<Vec<usize>, Train
         validation: c.data.validation,
         test: c.data.test,
     };
-    let splits = crate::data::split_by_patient(data, fractions, c.seed)?;
+    let splits =
+        crate::data::split_by_patient(data, fractions, c.data.split_seed.unwrap_or(c.seed))?;
     // As training assigns them: a split the source prescribes wins.
     Ok((0..data.samples.len())
         .filter(|&i| data.samples[i].given_split.unwrap_or(splits[i]) == want)

@@ -21,7 +21,7 @@ use cxr_model::{VitSpec, Weights};
 use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
-use crate::vit::{linear, param_id, patchify, BurnVit};
+use crate::vit::{linear, param_id, patchify, BurnVit, Precision};
 use crate::TrainerError;
 
 /// The masked autoencoder's own settings (`[mae]` in the pretraining
@@ -363,7 +363,7 @@ impl<B: Backend> Mae<B> {
         let encoded = self
             .encoder
             .encode(Tensor::cat(vec![self.encoder.cls_token(bs), visible], 1));
-        let y = linear(encoded, &self.embed_w, &self.embed_b);
+        let y = linear(encoded, (&self.embed_w, &self.embed_b), Precision::F32);
         let hidden = self.mask_token.val().expand([bs, n - k, dd]);
         let in_draw_order = Tensor::cat(vec![y.clone().narrow(1, 1, k), hidden], 1);
         let restore = index(&masking.restore, n)
@@ -372,7 +372,7 @@ impl<B: Backend> Mae<B> {
         let in_place = in_draw_order.gather(1, restore);
         let tokens = Tensor::cat(vec![y.narrow(1, 0, 1), in_place], 1) + self.decoder.position();
         let decoded = self.decoder.encode(tokens).narrow(1, 1, n);
-        linear(decoded, &self.pred_w, &self.pred_b)
+        linear(decoded, (&self.pred_w, &self.pred_b), Precision::F32)
     }
 }
 

@@ -168,7 +168,7 @@ impl Helpers {
             helpers.jobs.push(tx);
             helpers.handles.push(std::thread::spawn(move || {
                 let replica = (|| {
-                    let model = BurnVit::<AB>::from_weights(&weights, &device)?;
+                    let model = crate::train::replica::<AB>(&weights, &config, &device)?;
                     let o = config.optim;
                     let mut optimizer = GroupedAdamW::new(&model, o.weight_decay, o.layer_decay);
                     if let Some(dir) = &resume_from {

@@ -10,12 +10,43 @@ use std::collections::BTreeMap;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use cxr_model::{VitSpec, Weights};
+use serde::{Deserialize, Serialize};
 
 use crate::TrainerError;
 
 const LN_EPS: f64 = 1e-6;
+
+/// The dtype of the matrix products in training: f32, or bf16 (mixed
+/// precision). burn has no autocast, so the casts are explicit: under
+/// bf16 the weights stay f32 (the optimiser's master copy) and each product
+/// casts its two operands to bf16 and its result back to f32; layer norms,
+/// softmax, GELU, residuals, biases and the loss stay f32. bf16 keeps f32's
+/// exponent range, so no loss scaling is needed (f16 would need it, and is
+/// not offered). Validation and export always run in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+/// `a · b` in the given precision, the result in f32.
+pub(crate) fn product<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    precision: Precision,
+) -> Tensor<B, D> {
+    match precision {
+        Precision::F32 => a.matmul(b),
+        Precision::Bf16 => a
+            .cast(FloatDType::BF16)
+            .matmul(b.cast(FloatDType::BF16))
+            .cast(FloatDType::F32),
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -51,17 +82,19 @@ pub struct BurnVit<B: Backend> {
     head_b: Param<Tensor<B, 1>>,
     #[module(skip)]
     spec: VitSpec,
+    #[module(skip)]
+    precision: Precision,
 }
 
 /// `x W^T + b` for `[B, N, in]` with PyTorch-layout `W` `[out, in]`.
 pub(crate) fn linear<B: Backend>(
     x: Tensor<B, 3>,
-    w: &Param<Tensor<B, 2>>,
-    b: &Param<Tensor<B, 1>>,
+    (w, b): (&Param<Tensor<B, 2>>, &Param<Tensor<B, 1>>),
+    precision: Precision,
 ) -> Tensor<B, 3> {
     let [bs, n, d_in] = x.dims();
     let d_out = w.dims()[0];
-    let y = x.reshape([bs * n, d_in]).matmul(w.val().transpose());
+    let y = product(x.reshape([bs * n, d_in]), w.val().transpose(), precision);
     (y + b.val().unsqueeze::<2>()).reshape([bs, n, d_out])
 }
 
@@ -78,26 +111,25 @@ pub(crate) fn layer_norm<B: Backend>(
 }
 
 impl<B: Backend> Block<B> {
-    pub(crate) fn forward(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
+    pub(crate) fn forward(&self, x: Tensor<B, 3>, heads: usize, p: Precision) -> Tensor<B, 3> {
         let [bs, t, d] = x.dims();
         let hd = d / heads;
         let h = layer_norm(x.clone(), &self.norm1_w, &self.norm1_b);
-        let qkv = linear(h, &self.qkv_w, &self.qkv_b)
+        let qkv = linear(h, (&self.qkv_w, &self.qkv_b), p)
             .reshape([bs, t, 3, heads, hd])
             .permute([2, 0, 3, 1, 4]); // [3, B, H, T, hd]
         let take = |i: usize| qkv.clone().narrow(0, i, 1).reshape([bs, heads, t, hd]);
         let (q, k, v) = (take(0), take(1), take(2));
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let attended = softmax(scores, 3)
-            .matmul(v)
+        let scores = product(q, k.swap_dims(2, 3), p) * (1.0 / (hd as f64).sqrt());
+        let attended = product(softmax(scores, 3), v, p)
             .swap_dims(1, 2)
             .reshape([bs, t, d]);
-        let x = x + linear(attended, &self.proj_w, &self.proj_b);
+        let x = x + linear(attended, (&self.proj_w, &self.proj_b), p);
         let h = layer_norm(x.clone(), &self.norm2_w, &self.norm2_b);
         let h = linear(
-            gelu(linear(h, &self.fc1_w, &self.fc1_b)),
-            &self.fc2_w,
-            &self.fc2_b,
+            gelu(linear(h, (&self.fc1_w, &self.fc1_b), p)),
+            (&self.fc2_w, &self.fc2_b),
+            p,
         );
         x + h
     }
@@ -201,7 +233,14 @@ impl<B: Backend> BurnVit<B> {
             head_w: param(w, "head.weight", [s.labels, d], device)?,
             head_b: param(w, "head.bias", [s.labels], device)?,
             spec: s,
+            precision: Precision::F32,
         })
+    }
+
+    /// The same model computing its products in `precision` (training).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Back to canonical weights (for the ONNX writer and checkpoints).
@@ -297,10 +336,9 @@ impl<B: Backend> BurnVit<B> {
         // Patch embedding as a matmul over flattened patches, the (c, ky, kx)
         // order of the convolution weight.
         let w = self.patch_w.val().reshape([d, c * p * p]);
-        let tokens = patchify(images, p)
-            .reshape([bs * g * g, c * p * p])
-            .matmul(w.transpose())
-            + self.patch_b.val().unsqueeze::<2>();
+        let patches = patchify(images, p).reshape([bs * g * g, c * p * p]);
+        let tokens =
+            product(patches, w.transpose(), self.precision) + self.patch_b.val().unsqueeze::<2>();
         tokens.reshape([bs, g * g, d]) + self.pos.val().narrow(1, 1, g * g)
     }
 
@@ -318,7 +356,7 @@ impl<B: Backend> BurnVit<B> {
     /// The blocks and the final norm over a token sequence `[B, T', D]`.
     pub(crate) fn encode(&self, mut x: Tensor<B, 3>) -> Tensor<B, 3> {
         for b in &self.blocks {
-            x = b.forward(x, self.spec.heads);
+            x = b.forward(x, self.spec.heads, self.precision);
         }
         layer_norm(x, &self.norm_w, &self.norm_b)
     }

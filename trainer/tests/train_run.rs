@@ -227,3 +227,41 @@ fn training_on_two_devices_matches_one_device() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Ensemble members train with other seeds on one split: `split_seed`
+/// fixes the patient split whatever the run's seed.
+#[test]
+fn split_seed_keeps_the_split_across_seeds() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let text = include_str!("../configs/recipe-v2/seed-2.toml").replace(
+        "../shared/data/nih-chestxray14-subset/labels.csv",
+        csv.to_str().unwrap(),
+    );
+    let member: TrainConfig = toml::from_str(&text).unwrap();
+    let demo = TrainConfig {
+        seed: 20261127,
+        data: cxr_trainer::train::DataConfig {
+            split_seed: None,
+            ..member.data.clone()
+        },
+        ..member.clone()
+    };
+    let split = |c: &TrainConfig| {
+        cxr_trainer::train::Prepared::load(&c.data, c.seed)
+            .unwrap()
+            .split
+    };
+    assert_ne!(member.seed, demo.seed);
+    assert_eq!(split(&member), split(&demo));
+    let unpinned = TrainConfig {
+        data: demo.data.clone(),
+        ..member.clone()
+    };
+    assert_ne!(
+        split(&unpinned),
+        split(&demo),
+        "the seed alone moves the split"
+    );
+}
