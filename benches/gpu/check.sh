@@ -35,6 +35,8 @@ timeout 150 python3 benches/gpu/torch_vit.py "$work" | tee -a "$log" || echo "to
 if [ -x target/gpu/cxr-trainer ] && [ "${CXR_SKIP_TRAIN:-0}" != 1 ]; then
   # Training step (issue 5): burn CUDA f32 vs PyTorch, ViT-B/16 224, batch 32.
   timeout 120 target/gpu/cxr-trainer bench-step --backend cuda --preset vit-b16 --image-size 224 --batch 32 --steps 5 | tee -a "$out/train_step.jsonl" || echo "bench-step exit $?"
+  # bf16 mixed precision (optim.precision = "bf16"), same shape.
+  timeout 90 target/gpu/cxr-trainer bench-step --backend cuda --precision bf16 --preset vit-b16 --image-size 224 --batch 32 --steps 5 | tee -a "$out/train_step.jsonl" || echo "bench-step bf16 exit $?"
   timeout 60 python3 benches/gpu/torch_train_step.py --preset vit_b16 --image-size 224 --batch 32 --steps 5 | tee -a "$out/train_step.jsonl" || true
 fi
 python3 benches/gpu/table.py "$log" "$out/train_step.jsonl" | tee "$out/table.md"

@@ -44,4 +44,5 @@ for tokens in (197, 1025):
 if train:
     print("\n| training step | backend | size | batch | ms/step | img/s |\n|---|---|---|---|---|---|")
     for x in train:
-        print(f"| | {x['backend']} | {x['image_size']} | {x['batch']} | {x['ms_per_step']:.1f} | {x['images_per_second']:.1f} |")
+        name = x['backend'] + (f"-{x['precision']}" if x.get('precision') not in (None, 'f32') else "")
+        print(f"| | {name} | {x['image_size']} | {x['batch']} | {x['ms_per_step']:.1f} | {x['images_per_second']:.1f} |")

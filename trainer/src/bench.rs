@@ -19,7 +19,7 @@ use crate::loss::LossKind;
 use crate::optim::Ema;
 use crate::rng::Rng;
 use crate::train::{optimisation_step, StepInput};
-use crate::vit::BurnVit;
+use crate::vit::{BurnVit, Precision};
 use crate::TrainerError;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,6 +32,9 @@ pub struct StepTiming {
     pub steps: usize,
     /// The EMA took the weights every this many steps (in the timing).
     pub ema_every: usize,
+    /// The products' precision in the training step (the forward baseline
+    /// is f32).
+    pub precision: Precision,
     /// Mean over the timed steps (after one warm-up step): a mean, so
     /// that an EMA taken every k steps counts in full.
     pub ms_per_step: f64,
@@ -57,7 +60,7 @@ fn sync<B: Backend>(device: &B::Device) -> Result<(), TrainerError> {
 pub fn time_train_steps<AB: AutodiffBackend>(
     backend: &str,
     spec: VitSpec,
-    (batch, steps, ema_every): (usize, usize, usize),
+    (batch, steps, ema_every, precision): (usize, usize, usize, Precision),
     device: &AB::Device,
 ) -> Result<StepTiming, TrainerError> {
     if batch == 0 || steps == 0 || ema_every == 0 {
@@ -69,7 +72,14 @@ pub fn time_train_steps<AB: AutodiffBackend>(
     }
     let weights = Weights::random(&spec, 1)
         .map_err(|e| TrainerError::invalid("model", e.to_string(), "use a valid spec"))?;
-    let mut model = BurnVit::<AB>::from_weights(&weights, device)?;
+    if precision == Precision::Bf16 && !AB::supports_dtype(device, burn::tensor::DType::BF16) {
+        return Err(TrainerError::invalid(
+            "bench",
+            format!("bf16 on {}", AB::name(device)),
+            "time bf16 on --backend cuda or flex",
+        ));
+    }
+    let mut model = BurnVit::<AB>::from_weights(&weights, device)?.with_precision(precision);
     let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
     let mut ema = Ema::new(weights, 0.999);
     let mut rng = Rng::new(7);
@@ -129,6 +139,7 @@ pub fn time_train_steps<AB: AutodiffBackend>(
         batch,
         steps,
         ema_every,
+        precision,
         ms_per_step: ms,
         images_per_second: batch as f64 * 1e3 / ms,
         forward_ms: fwd,
@@ -155,7 +166,7 @@ mod tests {
         let t = time_train_steps::<Autodiff<NdArray<f32>>>(
             "ndarray",
             spec,
-            (2, 2, 1),
+            (2, 2, 1, Precision::F32),
             &Default::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -164,7 +175,7 @@ mod tests {
         assert!(time_train_steps::<Autodiff<NdArray<f32>>>(
             "ndarray",
             spec,
-            (0, 2, 1),
+            (0, 2, 1, Precision::F32),
             &Default::default()
         )
         .is_err());

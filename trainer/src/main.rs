@@ -39,6 +39,21 @@ enum BackendChoice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrecisionChoice {
+    F32,
+    Bf16,
+}
+
+impl From<PrecisionChoice> for cxr_trainer::vit::Precision {
+    fn from(p: PrecisionChoice) -> Self {
+        match p {
+            PrecisionChoice::F32 => Self::F32,
+            PrecisionChoice::Bf16 => Self::Bf16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Preset {
     /// The demo model (width 96, depth 4, patch 16).
     Demo,
@@ -129,6 +144,9 @@ enum Command {
         /// The EMA takes the weights every this many steps (as `optim.ema_every`).
         #[arg(long, default_value_t = 1)]
         ema_every: usize,
+        /// The products' precision (as `optim.precision`; bf16 needs cuda or flex).
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: PrecisionChoice,
         #[arg(long, value_enum, default_value = "ndarray")]
         backend: BackendChoice,
     },
@@ -210,8 +228,14 @@ fn main() -> ExitCode {
             batch,
             steps,
             ema_every,
+            precision,
             backend,
-        } => bench_step(preset, image_size, (batch, steps, ema_every), backend),
+        } => bench_step(
+            preset,
+            image_size,
+            (batch, steps, ema_every, precision.into()),
+            backend,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -278,7 +302,7 @@ fn pretrain(
 fn bench_step(
     preset: Preset,
     image_size: usize,
-    (batch, steps, ema_every): (usize, usize, usize),
+    (batch, steps, ema_every, precision): (usize, usize, usize, cxr_trainer::vit::Precision),
     backend: BackendChoice,
 ) -> anyhow::Result<()> {
     use cxr_model::VitSpec;
@@ -301,7 +325,12 @@ fn bench_step(
     spec.validate()?;
     let name = format!("{backend:?}").to_lowercase();
     let timing = with_backend!(backend, |B, device| Ok(
-        cxr_trainer::bench::time_train_steps::<B>(&name, spec, (batch, steps, ema_every), &device)?
+        cxr_trainer::bench::time_train_steps::<B>(
+            &name,
+            spec,
+            (batch, steps, ema_every, precision),
+            &device
+        )?
     ))?;
     println!("{}", serde_json::to_string(&timing)?);
     Ok(())

@@ -475,10 +475,15 @@ pub struct TrainReport {
     pub validation_images: usize,
 }
 
+/// Written whole, then renamed into place: a crash leaves the previous
+/// file, never half of the new one.
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), TrainerError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| TrainerError::invalid("json", e.to_string(), "report this bug"))?;
-    std::fs::write(path, text).map_err(|e| TrainerError::io("writing", path, e))
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| TrainerError::io("writing", path, e))
 }
 
 fn write_weights(path: &Path, w: &Weights) -> Result<(), TrainerError> {
@@ -825,7 +830,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         }
         let swa = self.swa.as_ref().map(|s| &s.weights);
         let scores = Scores::of::<AB::InnerBackend>(inputs, [&raw_w, &self.ema.weights], swa)?;
-        eprintln!("\repoch {}/{}: train loss {train_loss:.4}, val macro AUROC raw {:.4} ema {:.4}{}          ", epoch + 1, o.epochs, scores.auroc[0], scores.auroc[1], scores.auroc.get(2).map_or(String::new(), |a| format!(" swa {a:.4}")));
+        eprintln!("\repoch {}/{}: train loss {train_loss:.4}, val macro AUROC raw {:.4} ema {:.4}{} (AUPRC raw {:.4} ema {:.4}{}; {} labels defined)          ", epoch + 1, o.epochs, scores.auroc[0], scores.auroc[1], scores.auroc.get(2).map_or(String::new(), |a| format!(" swa {a:.4}")), scores.auprc[0], scores.auprc[1], scores.auprc.get(2).map_or(String::new(), |a| format!(" swa {a:.4}")), scores.labels_defined);
         self.log(serde_json::json!({ "event": "epoch", "epoch": epoch, "train_loss": train_loss, "val_macro_auroc_raw": scores.auroc[0], "val_macro_auroc_ema": scores.auroc[1], "val_macro_auroc_swa": scores.auroc.get(2), "val_macro_auprc_raw": scores.auprc[0], "val_macro_auprc_ema": scores.auprc[1], "val_macro_auprc_swa": scores.auprc.get(2), "labels_defined": scores.labels_defined }));
         let source = scores.best_source();
         let state = Checkpoint {

@@ -1,0 +1,125 @@
+"""The recipe-v2 comparison table (Markdown on stdout) from the runs that
+trainer/experiments/recipe-v2.sh leaves in runs/experiments/: random init
+(the demo), MAE init, SWA, the two other seeds, and the 3-seed ensemble.
+
+Every figure comes from `cxr-trainer evaluate`'s per-study rows (the
+appliance's study path on each locked bundle). The ensemble is the mean of
+its three members' calibrated probabilities per study, computed here from
+those rows: it is not yet one bundle (the appliance cannot run members yet),
+and it is not recalibrated as a whole; a per-label monotone recalibration
+would not change its AUROC.
+
+Intervals: 95%, 500 resamples of patients (seed 1), as `evaluate` does.
+Macro AUROC is over the NIH test labels with at least 5 positive and 5
+negative patients, the same set for every row.
+"""
+import json
+import random
+import sys
+
+RUNS = "runs/experiments"
+ROWS = [
+    ("random init (the demo)", ["demo-nih"]),
+    ("MAE init", ["mae-init"]),
+    ("SWA (epochs 7-12)", ["swa"]),
+    ("seed 2", ["seed-2"]),
+    ("seed 3", ["seed-3"]),
+    ("3-seed ensemble (demo, seed 2, seed 3)", ["demo-nih", "seed-2", "seed-3"]),
+]
+
+
+def auroc(scores, truth):
+    pos = [s for s, t in zip(scores, truth) if t == 1.0]
+    neg = [s for s, t in zip(scores, truth) if t == 0.0]
+    if not pos or not neg:
+        return None
+    # Rank-sum with ties counted half.
+    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        mid = (i + j + 1) / 2.0
+        rank_sum += mid * sum(1 for k in range(i, j) if ranked[k][1] == 1)
+        i = j
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg))
+
+
+def studies(names, evaluation):
+    """Per study: (patient, probabilities averaged over the members, truth),
+    for the studies every member scored."""
+    members = [json.load(open(f"{RUNS}/{n}/{evaluation}.json")) for n in names]
+    by_image = [{r["image"]: r for r in m["rows"]} for m in members]
+    out = []
+    for image, first in by_image[0].items():
+        rows = [b.get(image) for b in by_image]
+        if any(r is None or r.get("probabilities") is None for r in rows):
+            continue
+        probs = [sum(r["probabilities"][l] for r in rows) / len(rows) for l in range(len(first["probabilities"]))]
+        out.append((first["patient"], probs, first["truth"]))
+    coverage = [m["coverage"] for m in members]
+    return out, coverage
+
+
+def metric(rows, labels):
+    values = []
+    for l in labels:
+        a = auroc([p[l] for _, p, _ in rows], [t[l] for _, _, t in rows])
+        if a is None:
+            return None
+        values.append(a)
+    return sum(values) / len(values)
+
+
+def with_interval(rows, labels, rng):
+    value = metric(rows, labels)
+    patients = {}
+    for r in rows:
+        patients.setdefault(r[0], []).append(r)
+    keys = sorted(patients)
+    draws = []
+    for _ in range(500):
+        sample = [r for k in (rng.choice(keys) for _ in keys) for r in patients[k]]
+        m = metric(sample, labels)
+        if m is not None:
+            draws.append(m)
+    draws.sort()
+    low, high = draws[int(0.025 * len(draws))], draws[int(0.975 * len(draws)) - 1]
+    return f"{value:.3f} ({low:.3f}-{high:.3f})"
+
+
+def evaluable(rows, n_labels):
+    """Labels with at least 5 positive and 5 negative patients."""
+    keep = []
+    for l in range(n_labels):
+        pos = {p for p, _, t in rows if t[l] == 1.0}
+        neg = {p for p, _, t in rows if t[l] == 0.0}
+        if len(pos) >= 5 and len(neg) >= 5:
+            keep.append(l)
+    return keep
+
+
+def main():
+    demo = json.load(open(f"{RUNS}/demo-nih/nih-test.json"))
+    names = [l["label"] for l in demo["labels"]]
+    base, _ = studies(["demo-nih"], "nih-test")
+    macro = evaluable(base, len(names))
+    pneumonia = [names.index("Pneumonia")]
+    print(f"Macro AUROC over {len(macro)} labels: {', '.join(names[l] for l in macro)}.\n")
+    print("| model | NIH test: coverage | NIH test: macro AUROC | NIH test: Pneumonia AUROC | Kermany external: coverage | Kermany external: Pneumonia AUROC |")
+    print("|---|---:|---|---|---:|---|")
+    for title, members in ROWS:
+        try:
+            nih, nih_cov = studies(members, "nih-test")
+            ker, ker_cov = studies(members, "kermany-external")
+        except FileNotFoundError as e:
+            print(f"| {title} | not run ({e.filename}) | | | | |")
+            continue
+        rng = random.Random(1)
+        cov = lambda c: "/".join(f"{x * 100:.1f}%" for x in c)
+        print(f"| {title} | {cov(nih_cov)} | {with_interval(nih, macro, rng)} | {with_interval(nih, pneumonia, rng)} | {cov(ker_cov)} | {with_interval(ker, pneumonia, rng)} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
