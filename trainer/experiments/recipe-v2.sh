@@ -12,10 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p cxr-trainer
-if [[ ! -f runs/demo-mae/mae.safetensors ]]; then
-    target/release/cxr-trainer pretrain --config trainer/configs/demo-mae.toml --out runs/demo-mae \
-        >runs/demo-mae.log 2>&1
-fi
+mkdir -p runs
+# A run folder that is there is resumed (to its last epoch, or no further).
+resume=()
+[[ -f runs/demo-mae/mae.safetensors ]] && resume=(--resume)
+target/release/cxr-trainer pretrain --config trainer/configs/demo-mae.toml --out runs/demo-mae \
+    "${resume[@]}" >>runs/demo-mae.log 2>&1
 bash trainer/experiments/generalisation.sh trainer/configs/demo-nih.toml \
     trainer/configs/recipe-v2/mae-init.toml trainer/configs/recipe-v2/swa.toml \
     trainer/configs/recipe-v2/seed-2.toml trainer/configs/recipe-v2/seed-3.toml >/dev/null

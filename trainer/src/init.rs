@@ -30,7 +30,25 @@ pub enum Init {
     Mae { path: PathBuf },
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
+/// The largest checkpoint read whole (ViT-L/16 in f32 is about 1.2 GB).
+pub(crate) const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+
+/// A checkpoint's bytes, refused before reading when it is larger than
+/// [`MAX_CHECKPOINT_BYTES`].
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| TrainerError::io("reading", path, e))?
+        .len();
+    if size > MAX_CHECKPOINT_BYTES {
+        return Err(TrainerError::invalid(
+            "init",
+            format!(
+                "{}: {size} bytes, over the {MAX_CHECKPOINT_BYTES}-byte limit",
+                path.display()
+            ),
+            "use a checkpoint of a supported model (ViT-B/16 or smaller)",
+        ));
+    }
     std::fs::read(path).map_err(|e| TrainerError::io("reading", path, e))
 }
 

@@ -202,7 +202,7 @@ pub fn random_named(spec: &VitSpec, c: &MaeConfig, seed: u64) -> Result<Named, T
 }
 
 fn own_param<B: Backend, const D: usize>(
-    named: &Named,
+    (named, expected): (&Named, &[(&'static str, Vec<usize>)]),
     name: &str,
     device: &B::Device,
 ) -> Result<Param<Tensor<B, D>>, TrainerError> {
@@ -213,13 +213,18 @@ fn own_param<B: Backend, const D: usize>(
             "use a checkpoint written by `cxr-trainer pretrain` with this config",
         )
     })?;
-    let dims: [usize; D] = shape.clone().try_into().map_err(|_| {
-        TrainerError::invalid(
-            "mae",
-            format!("{name} has shape {shape:?}"),
-            "use a checkpoint of this config",
-        )
-    })?;
+    let want = expected.iter().find(|(n, _)| *n == name).map(|(_, s)| s);
+    let whole = shape.iter().product::<usize>() == data.len();
+    let dims: [usize; D] = match shape.clone().try_into() {
+        Ok(dims) if want == Some(shape) && whole && data.iter().all(|v| v.is_finite()) => dims,
+        _ => {
+            return Err(TrainerError::invalid(
+                "mae",
+                format!("{name} has shape {shape:?} and {} values; this config needs {want:?} of finite values", data.len()),
+                "use a checkpoint written by `cxr-trainer pretrain` with this config",
+            ))
+        }
+    };
     Ok(Param::initialized(
         param_id(&format!("mae.{name}")),
         Tensor::from_data(TensorData::new(data.clone(), dims), device).require_grad(),
@@ -254,24 +259,33 @@ impl<B: Backend> Mae<B> {
                 encoder.insert(name.to_owned(), (shape.to_vec(), data.to_vec()));
             }
         }
+        // Every part a checkpoint keeps must be there: a decoder that
+        // silently started fresh would not be the one pretrained.
         for (name, shape, data) in spare(&dec_spec, 0)?.iter() {
-            let stored = named.get(&format!("decoder.{name}"));
-            let value = match stored {
+            let value = match named.get(&format!("decoder.{name}")) {
                 Some(v) if kept_by_decoder(name) => v.clone(),
+                None if kept_by_decoder(name) => {
+                    return Err(TrainerError::invalid(
+                        "mae",
+                        format!("no tensor decoder.{name}"),
+                        "use a checkpoint written by `cxr-trainer pretrain` with this config",
+                    ))
+                }
                 _ => (shape.to_vec(), data.to_vec()),
             };
             decoder.insert(name.to_owned(), value);
         }
+        let own = own_tensors(spec, c);
         let enc = Weights::from_tensors(spec, encoder).map_err(mismatch)?;
         let dec = Weights::from_tensors(&dec_spec, decoder).map_err(mismatch)?;
         Ok(Mae {
             encoder: BurnVit::from_weights(&enc, device)?,
             decoder: BurnVit::from_weights_with_ids(&dec, "mae.decoder.", device)?,
-            embed_w: own_param(named, "decoder_embed.weight", device)?,
-            embed_b: own_param(named, "decoder_embed.bias", device)?,
-            mask_token: own_param(named, "mask_token", device)?,
-            pred_w: own_param(named, "decoder_pred.weight", device)?,
-            pred_b: own_param(named, "decoder_pred.bias", device)?,
+            embed_w: own_param((named, &own), "decoder_embed.weight", device)?,
+            embed_b: own_param((named, &own), "decoder_embed.bias", device)?,
+            mask_token: own_param((named, &own), "mask_token", device)?,
+            pred_w: own_param((named, &own), "decoder_pred.weight", device)?,
+            pred_b: own_param((named, &own), "decoder_pred.bias", device)?,
             norm_pix_loss: c.norm_pix_loss,
         })
     }
@@ -520,6 +534,32 @@ mod tests {
         assert_eq!(mae.to_named().unwrap_or_default(), named);
         assert!(named.contains_key("decoder.blocks.0.attn.qkv.weight"));
         assert!(!named.contains_key("head.weight") && !named.contains_key("decoder.head.weight"));
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_refused() {
+        type B = NdArray<f32>;
+        let (spec, c) = (VitSpec::tiny(), config());
+        let named = random_named(&spec, &c, 9).unwrap_or_default();
+        let build = |n: &Named| {
+            Mae::<B>::from_named(&spec, &c, n, &Default::default())
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(build(&named), None);
+        let mut missing = named.clone();
+        missing.remove("decoder.blocks.0.mlp.fc1.weight");
+        assert!(build(&missing)
+            .is_some_and(|e| e.contains("no tensor decoder.blocks.0.mlp.fc1.weight")));
+        let mut wide = named.clone();
+        wide.insert("mask_token".into(), (vec![1, 1, 32], vec![0.0; 32]));
+        assert!(build(&wide).is_some_and(|e| e.contains("mask_token has shape [1, 1, 32]")));
+        let mut short = named.clone();
+        short.insert("decoder_pred.bias".into(), (vec![64], vec![0.0; 10]));
+        assert!(build(&short).is_some());
+        let mut nan = named;
+        nan.insert("decoder_embed.bias".into(), (vec![16], vec![f32::NAN; 16]));
+        assert!(build(&nan).is_some_and(|e| e.contains("finite")));
     }
 
     /// A few AdamW steps on a fixed batch bring the reconstruction loss

@@ -258,6 +258,13 @@ fn train(
     let config: cxr_trainer::train::TrainConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
     let report = with_backend!(backend, |B, device| {
+        let kind = burn::tensor::backend::DeviceOps::id(&device).type_id;
+        let present = <B as burn::tensor::backend::Backend>::device_count(kind);
+        // CPU backends run every worker on the one CPU; a GPU backend needs
+        // a device per worker.
+        if backend == BackendChoice::Cuda && usize::from(devices) > present {
+            anyhow::bail!("--devices {devices}, but this machine has {present} CUDA device(s)");
+        }
         let devices = numbered_devices::<B>(&device, devices);
         Ok(cxr_trainer::train::train_on::<B>(
             &config, out, resume, &devices,

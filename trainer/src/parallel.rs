@@ -9,9 +9,13 @@
 //! counts, and each weights its loss by its part of that total, before the
 //! gradients are summed. Clipping then sees the whole batch's gradient.
 //!
-//! Within one process (one node) burn's local all-reduce needs no network.
-//! Across nodes, burn's collective uses its global orchestrator: every node
-//! runs one process with `nodes` set (see `trainer/README.md`).
+//! The workers stay in step when one fails: after computing its gradients
+//! each adds its status to a sum, and unless every worker succeeded they all
+//! return the error together instead of waiting for a gradient that will
+//! never come.
+//!
+//! One process, one node: burn's local all-reduce, no network. burn's
+//! multi-node orchestrator is not wired in.
 
 use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -87,14 +91,36 @@ impl Worker {
 }
 
 /// This worker's share of a step's images: contiguous, sizes differing by
-/// one at most. Every worker must get at least one image (a batch of fewer
-/// images than workers is not a data-parallel step), else the others wait
-/// for its gradients.
+/// one at most (empty when the batch has fewer images than workers).
 pub fn share(worker: Worker, batch: usize) -> std::ops::Range<usize> {
     let w = worker.workers.max(1);
     let (base, extra) = (batch / w, batch % w);
     let start = worker.rank * base + worker.rank.min(extra);
     start..start + base + usize::from(worker.rank < extra)
+}
+
+/// This worker's part of a step's batch. Every worker needs an image to
+/// compute gradients with, so an empty share becomes the batch's first
+/// image with no label defined: its loss and gradients are exactly zero,
+/// and the step stays the one-device step.
+pub fn shard(worker: Worker, b: &crate::loader::Batch, pixels: usize) -> crate::loader::Batch {
+    let r = share(worker, b.size);
+    let labels = b.targets.len() / b.size.max(1);
+    if r.is_empty() {
+        return crate::loader::Batch {
+            size: 1,
+            images: b.images[..pixels].to_vec(),
+            targets: b.targets[..labels].to_vec(),
+            mask: vec![0.0; labels],
+        };
+    }
+    let rows = |v: &[f32], width: usize| v[r.start * width..r.end * width].to_vec();
+    crate::loader::Batch {
+        size: r.len(),
+        images: rows(&b.images, pixels),
+        targets: rows(&b.targets, labels),
+        mask: rows(&b.mask, labels),
+    }
 }
 
 /// One data-parallel step on this worker's share of the batch (in
@@ -111,11 +137,30 @@ pub fn data_parallel_step<AB: AutodiffBackend>(
 ) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
     let local_defined = input.batch.mask.iter().sum::<f32>();
     let defined = worker.sum::<AB::InnerBackend>(vec![local_defined], device)?[0].max(1.0);
-    let (grads, local_loss) = batch_gradients(&model, &input, defined, device)?;
+    // A failure or panic here must not leave the others waiting.
+    let local = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        batch_gradients(&model, &input, defined, device)
+    }))
+    .unwrap_or_else(|_| Err(collective_failed("computing gradients", "a panic")));
+    let (ok, local_loss) = match &local {
+        Ok((_, loss)) => (1.0, *loss as f32),
+        Err(_) => (0.0, 0.0),
+    };
+    let status = worker.sum::<AB::InnerBackend>(vec![ok, local_loss], device)?;
+    let grads = match local {
+        Ok((grads, _)) if status[0] == worker.workers as f32 => grads,
+        Ok(_) => {
+            return Err(collective_failed(
+                "another worker failed its step",
+                format!("worker {} of {}", worker.rank, worker.workers),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let mut grads = grads
         .all_reduce::<AB::InnerBackend>(worker.peer(), ReduceOperation::Sum)
         .map_err(|e| collective_failed("summing gradients", e))?;
-    let loss = worker.sum::<AB::InnerBackend>(vec![local_loss as f32], device)?[0];
+    let loss = status[1];
     let norm = clip_global_norm::<AB, _>(&model, &mut grads, input.clip_norm);
     let model = optimizer.step(input.lr, model, grads);
     Ok((model, f64::from(loss), norm))
@@ -132,8 +177,26 @@ struct Job {
 /// one that loads data, validates and saves) sends them.
 pub(crate) struct Helpers {
     first: Worker,
+    /// Whether worker 0 is still in the collective (left on finish or drop).
+    joined: bool,
+    leave: fn(PeerId),
     jobs: Vec<std::sync::mpsc::Sender<Job>>,
     handles: Vec<std::thread::JoinHandle<Result<(), TrainerError>>>,
+}
+
+impl Drop for Helpers {
+    /// A run that ends early: the helpers see their queue close and leave;
+    /// worker 0 leaves too, so that a later run can join again.
+    fn drop(&mut self) {
+        self.jobs.clear();
+        if self.joined {
+            (self.leave)(self.first.peer());
+        }
+    }
+}
+
+fn leave_collective<B: Backend>(peer: PeerId) {
+    let _ = collective::finish_collective::<B>(peer);
 }
 
 /// What every helper starts from: the run's weights, its config, and the
@@ -156,6 +219,8 @@ impl Helpers {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut helpers = Helpers {
             first: Worker { rank: 0, workers },
+            joined: false,
+            leave: leave_collective::<AB::InnerBackend>,
             jobs: Vec::new(),
             handles: Vec::new(),
         };
@@ -167,7 +232,7 @@ impl Helpers {
             let pos_weight = start.pos_weight.clone();
             helpers.jobs.push(tx);
             helpers.handles.push(std::thread::spawn(move || {
-                let replica = (|| {
+                let replica = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let model = crate::train::replica::<AB>(&weights, &config, &device)?;
                     let o = config.optim;
                     let mut optimizer = GroupedAdamW::new(&model, o.weight_decay, o.layer_decay);
@@ -175,19 +240,24 @@ impl Helpers {
                         optimizer = optimizer.load(dir, &device)?;
                     }
                     Ok::<_, TrainerError>((model, optimizer))
-                })();
+                }))
+                .unwrap_or_else(|_| Err(collective_failed("building a replica", "a panic")));
                 let _ = ready.send(replica.as_ref().err().map(ToString::to_string));
+                // Not held for the thread's life: a helper that dies before
+                // reporting must close the channel, not keep it open.
+                drop(ready);
                 let (model, optimizer) = replica?;
                 let worker = Worker { rank, workers }.join::<AB::InnerBackend>(&device)?;
-                helper_loop(
+                let stepped = helper_loop(
                     worker,
                     (model, optimizer),
                     &config,
                     pos_weight,
                     &rx,
                     &device,
-                )?;
-                worker.leave::<AB::InnerBackend>()
+                );
+                let left = worker.leave::<AB::InnerBackend>();
+                stepped.and(left)
             }));
         }
         drop(ready_tx);
@@ -197,6 +267,7 @@ impl Helpers {
             }
         }
         helpers.first = helpers.first.join::<AB::InnerBackend>(&devices[0])?;
+        helpers.joined = true;
         Ok(helpers)
     }
 
@@ -211,41 +282,30 @@ impl Helpers {
     ) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
         let s = input.spec;
         let pixels = s.in_channels * s.image_size * s.image_size;
-        let b = &input.batch;
-        let part = |rank: usize| {
-            let r = share(
-                Worker {
-                    rank,
-                    workers: self.first.workers,
-                },
-                b.size,
-            );
-            let rows = |v: &[f32], width: usize| v[r.start * width..r.end * width].to_vec();
-            crate::loader::Batch {
-                size: r.len(),
-                images: rows(&b.images, pixels),
-                targets: rows(&b.targets, s.labels),
-                mask: rows(&b.mask, s.labels),
-            }
-        };
-        for (k, jobs) in self.jobs.iter().enumerate() {
+        let workers = self.first.workers;
+        let mut parts: Vec<_> = (0..workers)
+            .map(|rank| shard(Worker { rank, workers }, &input.batch, pixels))
+            .collect();
+        for (k, (jobs, batch)) in self.jobs.iter().zip(parts.drain(1..)).enumerate() {
             jobs.send(Job {
-                batch: part(k + 1),
+                batch,
                 lr: input.lr,
             })
-            .map_err(|_| collective_failed("a worker stopped", k + 1))?;
+            .map_err(|_| collective_failed("a worker stopped", format!("worker {}", k + 1)))?;
         }
-        input.batch = part(0);
+        input.batch = parts.remove(0);
         data_parallel_step(self.first, model, optimizer, input, device)
     }
 
-    /// Stop the helpers and leave the collective.
-    pub(crate) fn finish<B: Backend>(self) -> Result<(), TrainerError> {
-        drop(self.jobs);
-        for h in self.handles {
-            h.join()
-                .map_err(|_| collective_failed("a worker panicked", ""))??;
+    /// Stop the helpers, wait for them, and leave the collective.
+    pub(crate) fn finish<B: Backend>(mut self) -> Result<(), TrainerError> {
+        self.jobs.clear();
+        for (k, h) in std::mem::take(&mut self.handles).into_iter().enumerate() {
+            h.join().map_err(|_| {
+                collective_failed("a worker panicked", format!("worker {}", k + 1))
+            })??;
         }
+        self.joined = false;
         self.first.leave::<B>()
     }
 }

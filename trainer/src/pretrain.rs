@@ -39,7 +39,12 @@ use crate::TrainerError;
 pub const MAE_FORMAT: &str = "cxr-mae";
 /// The checkpoint's file name in the run folder.
 pub const MAE_CHECKPOINT: &str = "mae.safetensors";
-const OPTIMIZER_FILE: &str = "mae-optimizer";
+/// The optimiser state saved with epoch `epoch`'s checkpoint (the
+/// recorder adds `.bin`): one file per epoch, so that the checkpoint on
+/// disk always has its own.
+fn optimizer_file(epoch: usize) -> String {
+    format!("mae-optimizer-{epoch}")
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,9 +173,10 @@ pub struct PretrainReport {
 
 type Adam<AB> = OptimizerAdaptor<AdamW, Mae<AB>, AB>;
 
-/// Pretrain; writes `mae.safetensors`, `mae-optimizer.bin` and
+/// Pretrain; writes `mae.safetensors`, the optimiser state
+/// (`mae-optimizer-E.bin`, named in the checkpoint) and
 /// `pretrain-log.jsonl` into `out`. With `resume`, continues after the
-/// epoch `mae.safetensors` records.
+/// epoch `mae.safetensors` records, with the same films and batches.
 pub fn pretrain<AB: AutodiffBackend>(
     config: &PretrainConfig,
     out: &Path,
@@ -179,6 +185,62 @@ pub fn pretrain<AB: AutodiffBackend>(
 ) -> Result<PretrainReport, TrainerError> {
     config.validate()?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
+    let (loader, films) = film_loader(config)?;
+    let (mut model, mut optimizer, start_epoch, recorded_step) =
+        start::<AB>(config, out, resume, device)?;
+    let o = config.optim;
+    let steps_per_epoch = loader.len().div_ceil(o.batch_size);
+    if resume && recorded_step != start_epoch * steps_per_epoch {
+        return Err(TrainerError::invalid(
+            "resume",
+            format!(
+                "the checkpoint is at step {recorded_step}, but {start_epoch} epochs of these films make {}",
+                start_epoch * steps_per_epoch
+            ),
+            "resume with the films and batch size the run started with",
+        ));
+    }
+    let mut progress = Progress {
+        step: start_epoch * steps_per_epoch,
+        total: steps_per_epoch * o.epochs,
+        images: 0,
+        started: Instant::now(),
+        log: open_log(out)?,
+    };
+    let mut epoch_losses = Vec::new();
+    for epoch in start_epoch..o.epochs {
+        let (m, mean) = run_epoch(
+            model,
+            &mut optimizer,
+            (&loader, epoch),
+            (config, &mut progress),
+            device,
+        )?;
+        model = m;
+        epoch_losses.push(mean);
+        save(
+            &model.valid(),
+            &optimizer,
+            config,
+            out,
+            (epoch, progress.step, mean),
+        )?;
+    }
+    let seconds = progress.started.elapsed().as_secs_f64();
+    Ok(PretrainReport {
+        films,
+        epochs_run: epoch_losses.len(),
+        steps: progress.step,
+        first_epoch_loss: epoch_losses.first().copied().unwrap_or(f64::NAN),
+        last_epoch_loss: epoch_losses.last().copied().unwrap_or(f64::NAN),
+        seconds,
+        images_per_second: progress.images as f64 / seconds.max(1e-9),
+        checkpoint: out.join(MAE_CHECKPOINT),
+    })
+}
+
+/// Every source's films in one loader, and the count per source.
+fn film_loader(config: &PretrainConfig) -> Result<(Loader, Vec<usize>), TrainerError> {
     let per_source: Vec<Vec<PathBuf>> = config
         .films
         .iter()
@@ -206,63 +268,62 @@ pub fn pretrain<AB: AutodiffBackend>(
         config.workers,
         config.cache_mb << 20,
     );
-    let (mut model, mut optimizer, start_epoch) = start::<AB>(config, out, resume, device)?;
-    let mut log = open_log(out)?;
+    Ok((loader, per_source.iter().map(Vec::len).collect()))
+}
+
+/// Where a pretraining run stands between steps.
+struct Progress {
+    step: usize,
+    total: usize,
+    images: usize,
+    started: Instant,
+    log: std::fs::File,
+}
+
+/// One epoch's steps; returns the model and the epoch's mean loss.
+fn run_epoch<AB: AutodiffBackend>(
+    mut model: Mae<AB>,
+    optimizer: &mut Adam<AB>,
+    (loader, epoch): (&Loader, usize),
+    (config, p): (&PretrainConfig, &mut Progress),
+    device: &AB::Device,
+) -> Result<(Mae<AB>, f64), TrainerError> {
     let o = config.optim;
-    let steps_per_epoch = loader.len().div_ceil(o.batch_size);
-    let total = steps_per_epoch * o.epochs;
-    let mut step = start_epoch * steps_per_epoch;
-    let (started, mut images) = (Instant::now(), 0usize);
-    let mut epoch_losses = Vec::new();
-    for epoch in start_epoch..o.epochs {
-        let mut sum = 0.0;
-        for idx in loader
-            .epoch_order(config.seed, epoch as u64)
-            .chunks(o.batch_size)
-        {
-            let lr = warmup_cosine(step, o.warmup_steps, total, o.lr, o.min_lr);
-            let (m, loss, norm) = pretrain_step(
-                model,
-                &mut optimizer,
-                (&loader, idx),
-                (config, step, lr),
-                device,
-            )?;
-            model = m;
-            (step, images, sum) = (step + 1, images + idx.len(), sum + loss);
-            let ips = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            eprint!("\rpretrain epoch {}/{} step {step} loss {loss:.4} lr {lr:.2e} grad-norm {norm:.2} {ips:.1} img/s   ", epoch + 1, o.epochs);
-            let _ = writeln!(
-                log,
-                "{}",
-                serde_json::json!({ "event": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "images_per_second": ips })
-            );
-        }
-        let mean = sum / steps_per_epoch.max(1) as f64;
-        epoch_losses.push(mean);
-        eprintln!(
-            "\rpretrain epoch {}/{}: reconstruction loss {mean:.4}                    ",
-            epoch + 1,
-            o.epochs
-        );
+    let (mut sum, mut steps) = (0.0, 0usize);
+    for idx in loader
+        .epoch_order(config.seed, epoch as u64)
+        .chunks(o.batch_size)
+    {
+        let lr = warmup_cosine(p.step, o.warmup_steps, p.total, o.lr, o.min_lr);
+        let (m, loss, norm) = pretrain_step(
+            model,
+            optimizer,
+            (loader, idx),
+            (config, p.step, lr),
+            device,
+        )?;
+        model = m;
+        (p.step, p.images, sum, steps) = (p.step + 1, p.images + idx.len(), sum + loss, steps + 1);
+        let ips = p.images as f64 / p.started.elapsed().as_secs_f64().max(1e-9);
+        eprint!("\rpretrain epoch {}/{} step {} loss {loss:.4} lr {lr:.2e} grad-norm {norm:.2} {ips:.1} img/s   ", epoch + 1, o.epochs, p.step);
         let _ = writeln!(
-            log,
+            p.log,
             "{}",
-            serde_json::json!({ "event": "epoch", "epoch": epoch, "loss": mean })
+            serde_json::json!({ "event": "step", "epoch": epoch, "step": p.step, "loss": loss, "lr": lr, "grad_norm": norm, "images_per_second": ips })
         );
-        save(&model.valid(), &optimizer, config, out, (epoch, step, mean))?;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(PretrainReport {
-        films: per_source.iter().map(Vec::len).collect(),
-        epochs_run: epoch_losses.len(),
-        steps: step,
-        first_epoch_loss: epoch_losses.first().copied().unwrap_or(f64::NAN),
-        last_epoch_loss: epoch_losses.last().copied().unwrap_or(f64::NAN),
-        seconds,
-        images_per_second: images as f64 / seconds.max(1e-9),
-        checkpoint: out.join(MAE_CHECKPOINT),
-    })
+    let mean = sum / steps.max(1) as f64;
+    eprintln!(
+        "\rpretrain epoch {}/{}: reconstruction loss {mean:.4}                    ",
+        epoch + 1,
+        o.epochs
+    );
+    let _ = writeln!(
+        p.log,
+        "{}",
+        serde_json::json!({ "event": "epoch", "epoch": epoch, "loss": mean })
+    );
+    Ok((model, mean))
 }
 
 fn open_log(out: &Path) -> Result<std::fs::File, TrainerError> {
@@ -274,14 +335,15 @@ fn open_log(out: &Path) -> Result<std::fs::File, TrainerError> {
         .map_err(|e| TrainerError::io("opening", &path, e))
 }
 
-/// The model, its optimiser and the first epoch to run: fresh, or what
-/// the run folder's checkpoint vouches for.
+/// The model, its optimiser, the first epoch to run and the step the
+/// checkpoint recorded: fresh, or what the run folder's checkpoint vouches
+/// for.
 fn start<AB: AutodiffBackend>(
     config: &PretrainConfig,
     out: &Path,
     resume: bool,
     device: &AB::Device,
-) -> Result<(Mae<AB>, Adam<AB>, usize), TrainerError> {
+) -> Result<(Mae<AB>, Adam<AB>, usize, usize), TrainerError> {
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(config.optim.weight_decay)
         .init::<AB, Mae<AB>>();
@@ -290,6 +352,7 @@ fn start<AB: AutodiffBackend>(
         return Ok((
             Mae::from_named(&config.model, &config.mae, &named, device)?,
             optimizer,
+            0,
             0,
         ));
     }
@@ -302,12 +365,12 @@ fn start<AB: AutodiffBackend>(
         ));
     }
     let model = Mae::from_named(&config.model, &config.mae, &checkpoint.tensors, device)?;
-    let file = out.join(OPTIMIZER_FILE);
+    let file = out.join(optimizer_file(checkpoint.epoch));
     let record = BinFileRecorder::<FullPrecisionSettings>::new()
         .load(file.clone(), device)
         .map_err(|e| TrainerError::io("reading", &file.with_extension("bin"), e))?;
     optimizer = optimizer.load_record(record);
-    Ok((model, optimizer, checkpoint.epoch + 1))
+    Ok((model, optimizer, checkpoint.epoch + 1, checkpoint.step))
 }
 
 /// One step: a batch of augmented films, a fresh mask per film, the
@@ -338,15 +401,17 @@ fn pretrain_step<AB: AutodiffBackend>(
     let masking = Masking::draw(b.size, patches, config.mae.visible(patches), &mut rng);
     let loss = model.loss(x, &masking);
     let value = f64::from(loss.clone().into_scalar().elem::<f32>());
-    if !value.is_finite() {
-        return Err(TrainerError::invalid(
-            "pretrain",
-            format!("the reconstruction loss is {value} at step {step}"),
-            "lower optim.lr or resume from the last checkpoint",
-        ));
-    }
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     let norm = clip_global_norm::<AB, _>(&model, &mut grads, config.optim.clip_norm);
+    if !(value.is_finite() && norm.is_finite()) {
+        return Err(TrainerError::invalid(
+            "pretrain",
+            format!(
+                "the reconstruction loss is {value} and the gradient norm {norm} at step {step}"
+            ),
+            "lower optim.lr and resume from the last checkpoint, which this step did not touch",
+        ));
+    }
     Ok((optimizer.step(lr, model, grads), value, norm))
 }
 
@@ -359,7 +424,7 @@ fn save<AB: AutodiffBackend>(
     out: &Path,
     (epoch, step, loss): (usize, usize, f64),
 ) -> Result<(), TrainerError> {
-    let file = out.join(OPTIMIZER_FILE);
+    let file = out.join(optimizer_file(epoch));
     BinFileRecorder::<FullPrecisionSettings>::new()
         .record(optimizer.to_record(), file.clone())
         .map_err(|e| TrainerError::io("writing", &file.with_extension("bin"), e))?;
@@ -383,7 +448,12 @@ fn save<AB: AutodiffBackend>(
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| TrainerError::io("writing", &path, e))
+        .map_err(|e| TrainerError::io("writing", &path, e))?;
+    // The previous epoch's state is no checkpoint's any more.
+    if let Some(previous) = epoch.checked_sub(1) {
+        let _ = std::fs::remove_file(out.join(optimizer_file(previous)).with_extension("bin"));
+    }
+    Ok(())
 }
 
 /// A checkpoint `pretrain` wrote: its tensors, epoch and config.
@@ -391,6 +461,7 @@ fn save<AB: AutodiffBackend>(
 pub struct MaeCheckpoint {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     pub epoch: usize,
+    pub step: usize,
     pub loss: f64,
     pub config: PretrainConfig,
 }
@@ -398,7 +469,7 @@ pub struct MaeCheckpoint {
 impl MaeCheckpoint {
     /// Read and check the format; anything else is refused.
     pub fn read(path: &Path) -> Result<Self, TrainerError> {
-        let bytes = std::fs::read(path).map_err(|e| TrainerError::io("reading", path, e))?;
+        let bytes = crate::init::read(path)?;
         let not_ours = |why: String| {
             TrainerError::invalid(
                 "mae checkpoint",
@@ -414,6 +485,9 @@ impl MaeCheckpoint {
         let epoch = field("epoch")
             .parse()
             .map_err(|_| not_ours("no epoch".into()))?;
+        let step = field("step")
+            .parse()
+            .map_err(|_| not_ours("no step".into()))?;
         let loss = field("loss")
             .parse()
             .map_err(|_| not_ours("no loss".into()))?;
@@ -423,6 +497,7 @@ impl MaeCheckpoint {
         Ok(MaeCheckpoint {
             tensors,
             epoch,
+            step,
             loss,
             config,
         })

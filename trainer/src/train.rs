@@ -162,6 +162,21 @@ pub struct OptimConfig {
     /// the CPU, `flex`).
     #[serde(default)]
     pub precision: Precision,
+    /// Which weights `best.onnx` keeps: `validation` (the default: raw,
+    /// EMA or SWA, whichever validates best) or `swa` (the SWA mean as of
+    /// the last epoch run, as SWA is meant to be used; needs
+    /// `swa_start_epoch`).
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+/// See [`OptimConfig::keep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    #[default]
+    Validation,
+    Swa,
 }
 
 fn no_layer_decay() -> f64 {
@@ -193,6 +208,9 @@ impl OptimConfig {
                 "ema_every {} must be at least 1 and accumulate {} from 1 to batch_size",
                 self.ema_every, self.accumulate
             )));
+        }
+        if self.keep == Keep::Swa && self.swa_start_epoch.is_none() {
+            return Err(bad("keep = \"swa\" needs swa_start_epoch".into()));
         }
         if self.swa_start_epoch.is_some_and(|e| e >= self.epochs) {
             return Err(bad(format!(
@@ -511,8 +529,7 @@ pub fn train<AB: AutodiffBackend>(
 /// [`train`] on several devices, data-parallel through burn's collective
 /// all-reduce ([`crate::parallel`]): `optim.batch_size` is the whole
 /// step's batch, shared among the devices, so the run takes the steps one
-/// device would. The first device loads data, validates and saves. A last
-/// batch with fewer images than devices is left out of its epoch.
+/// device would. The first device loads data, validates and saves.
 pub fn train_on<AB: AutodiffBackend>(
     config: &TrainConfig,
     out: &Path,
@@ -523,6 +540,8 @@ pub fn train_on<AB: AutodiffBackend>(
     let device = devices.first().ok_or_else(|| {
         TrainerError::invalid("devices", "none".into(), "train on one device or more")
     })?;
+    // Before any data is read.
+    check_precision::<AB>(config, device)?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let inputs = Inputs::load(config)?;
     let mut run = Run::<AB>::start(config, out, resume, (devices, inputs.pos_weight.clone()))?;
@@ -540,10 +559,6 @@ pub fn train_on<AB: AutodiffBackend>(
         let order = inputs.train.epoch_order(config.seed, epoch as u64);
         let mut epoch_loss = 0.0;
         for (k, idx) in order.chunks(o.batch_size).enumerate() {
-            if idx.len() < devices.len() {
-                run.log(serde_json::json!({ "event": "left_out", "epoch": epoch, "images": idx.len(), "devices": devices.len() }));
-                continue;
-            }
             let lr = warmup_cosine(run.step, o.warmup_steps, total, o.lr, o.min_lr);
             let (loss, norm) = run.step_on(&inputs, idx, lr, pos_weight.as_ref())?;
             epoch_loss += loss;
@@ -789,6 +804,13 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             Some(h) => h.step(model, &mut self.optimizer, input, self.device)?,
             None => optimisation_step(model, &mut self.optimizer, input, self.device)?,
         };
+        if !(loss.is_finite() && norm.is_finite()) {
+            return Err(TrainerError::invalid(
+                "training",
+                format!("the loss is {loss} and the gradient norm {norm} at step {}", self.step),
+                "lower optim.lr (or raise optim.warmup_steps) and resume from the last checkpoint, which this step did not touch",
+            ));
+        }
         self.model = Some(model);
         self.step += 1;
         self.images += images;
@@ -832,7 +854,12 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         let scores = Scores::of::<AB::InnerBackend>(inputs, [&raw_w, &self.ema.weights], swa)?;
         eprintln!("\repoch {}/{}: train loss {train_loss:.4}, val macro AUROC raw {:.4} ema {:.4}{} (AUPRC raw {:.4} ema {:.4}{}; {} labels defined)          ", epoch + 1, o.epochs, scores.auroc[0], scores.auroc[1], scores.auroc.get(2).map_or(String::new(), |a| format!(" swa {a:.4}")), scores.auprc[0], scores.auprc[1], scores.auprc.get(2).map_or(String::new(), |a| format!(" swa {a:.4}")), scores.labels_defined);
         self.log(serde_json::json!({ "event": "epoch", "epoch": epoch, "train_loss": train_loss, "val_macro_auroc_raw": scores.auroc[0], "val_macro_auroc_ema": scores.auroc[1], "val_macro_auroc_swa": scores.auroc.get(2), "val_macro_auprc_raw": scores.auprc[0], "val_macro_auprc_ema": scores.auprc[1], "val_macro_auprc_swa": scores.auprc.get(2), "labels_defined": scores.labels_defined }));
-        let source = scores.best_source();
+        let keep_swa = o.keep == Keep::Swa && self.swa.is_some();
+        let source = if keep_swa {
+            "swa"
+        } else {
+            scores.best_source()
+        };
         let state = Checkpoint {
             epoch,
             step: self.step,
@@ -854,12 +881,15 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         self.optimizer.save(self.out)?;
         // last.json goes last: resume trusts the files it vouches for.
         write_json(&self.out.join("last.json"), &state)?;
-        // A NaN score never replaces the best.
+        // A NaN score never replaces the best; kept SWA weights replace
+        // it every epoch, so that the last mean is kept.
         let score = state.score();
-        let better = self.best.as_ref().is_none_or(|b| {
-            let prev = b.score();
-            prev.is_nan() || score > prev
-        });
+        let better = keep_swa
+            || o.keep == Keep::Validation
+                && self.best.as_ref().is_none_or(|b| {
+                    let prev = b.score();
+                    prev.is_nan() || score > prev
+                });
         if better {
             let chosen = match source {
                 "swa" => self.swa.as_ref().map_or(&raw_w, |s| &s.weights),
@@ -881,15 +911,25 @@ pub(crate) fn replica<AB: AutodiffBackend>(
     config: &TrainConfig,
     device: &AB::Device,
 ) -> Result<BurnVit<AB>, TrainerError> {
-    let precision = config.optim.precision;
-    if precision == Precision::Bf16 && !AB::supports_dtype(device, burn::tensor::DType::BF16) {
+    check_precision::<AB>(config, device)?;
+    Ok(BurnVit::from_weights(weights, device)?.with_precision(config.optim.precision))
+}
+
+/// The config's precision must be one the backend computes in.
+fn check_precision<AB: AutodiffBackend>(
+    config: &TrainConfig,
+    device: &AB::Device,
+) -> Result<(), TrainerError> {
+    if config.optim.precision == Precision::Bf16
+        && !AB::supports_dtype(device, burn::tensor::DType::BF16)
+    {
         return Err(TrainerError::invalid(
             "optim.precision",
             format!("bf16 on a backend without bf16 ({})", AB::name(device)),
             "train with --backend cuda (or flex on the CPU), or set precision = \"f32\"",
         ));
     }
-    Ok(BurnVit::from_weights(weights, device)?.with_precision(precision))
+    Ok(())
 }
 
 /// A step that failed part-way lost the model it had taken.
@@ -1150,7 +1190,7 @@ mod tests {
     /// or on `workers` workers (threads) each with its share: the weights
     /// and the EMA after every step, and the losses.
     fn trained(workers: usize, steps: usize) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
-        use crate::parallel::{data_parallel_step, share, Worker};
+        use crate::parallel::{data_parallel_step, shard, Worker};
         type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
         let spec = VitSpec::tiny();
         let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
@@ -1164,17 +1204,13 @@ mod tests {
             let mut ema = Ema::new(init.clone(), 0.9);
             let mut losses = Vec::new();
             for step in 0..steps {
-                let mut batch = tiny_batch(6 + step, spec);
+                // The last step has one image: the second worker gets a
+                // padding image with no label defined.
+                let size = if step + 1 == steps { 1 } else { 6 + step };
+                let mut batch = tiny_batch(size, spec);
                 if let Some(Ok(w)) = &worker {
-                    let r = share(*w, batch.size);
-                    let rows = |v: &[f32], width: usize| v[r.start * width..r.end * width].to_vec();
                     let pixels = spec.in_channels * spec.image_size * spec.image_size;
-                    batch = crate::loader::Batch {
-                        size: r.len(),
-                        images: rows(&batch.images, pixels),
-                        targets: rows(&batch.targets, spec.labels),
-                        mask: rows(&batch.mask, spec.labels),
-                    };
+                    batch = shard(*w, &batch, pixels);
                 }
                 let input = StepInput {
                     batch,
@@ -1227,8 +1263,9 @@ mod tests {
     }
 
     /// Two workers with half-batches end where one worker with the whole
-    /// batches does: AdamW with layer decay, an active clip, the EMA, and
-    /// unevenly defined labels (the second image has none).
+    /// batches does: AdamW with layer decay, an active clip, the EMA,
+    /// unevenly defined labels (the second image has none), and a last
+    /// batch of one image.
     #[test]
     fn data_parallel_two_workers_match_one_worker() {
         let (one, one_ema, one_loss) = trained(1, 4);
@@ -1366,6 +1403,7 @@ mod tests {
             swa_start_epoch: Some(0),
             accumulate: 2,
             precision: Precision::Bf16,
+            keep: Keep::Swa,
         };
         assert!(o.validate().is_ok());
         for broken in [
@@ -1374,6 +1412,10 @@ mod tests {
             OptimConfig { accumulate: 9, ..o },
             OptimConfig {
                 swa_start_epoch: Some(1),
+                ..o
+            },
+            OptimConfig {
+                swa_start_epoch: None,
                 ..o
             },
         ] {

@@ -109,7 +109,7 @@ fn pretrain_resume_and_fine_tune_from_the_encoder() {
         .is_some_and(|l| l.is_finite() && l > 0.0));
     let checkpoint = MaeCheckpoint::read(&run.join("mae.safetensors")).unwrap();
     assert_eq!(checkpoint.epoch, 0);
-    assert!(run.join("mae-optimizer.bin").is_file());
+    assert!(run.join("mae-optimizer-0.bin").is_file());
 
     // Resume runs the second epoch only, from the saved weights and moments.
     std::fs::write(&mae_path, mae_text.replace("epochs = 1", "epochs = 2")).unwrap();
@@ -121,6 +121,37 @@ fn pretrain_resume_and_fine_tune_from_the_encoder() {
     assert_ne!(
         resumed.tensors["blocks.0.attn.qkv.weight"],
         checkpoint.tensors["blocks.0.attn.qkv.weight"]
+    );
+    assert!(run.join("mae-optimizer-1.bin").is_file());
+    assert!(!run.join("mae-optimizer-0.bin").exists());
+    // The resumed run kept the AdamW moments: it ends where two epochs
+    // straight do (restarted moments would not).
+    let straight = dir.join("straight");
+    pretrain(&mae_path, &straight, false);
+    let straight = MaeCheckpoint::read(&straight.join("mae.safetensors")).unwrap();
+    for (name, (_, values)) in &straight.tensors {
+        let gap = cxr_bundle::rel_l2(values, &resumed.tensors[name].1);
+        assert!(gap < 1e-6, "{name}: resumed vs straight rel L2 {gap:.3e}");
+    }
+    // Other films (here: half the batch size) do not resume the run.
+    std::fs::write(
+        &mae_path,
+        mae_text
+            .replace("epochs = 1", "epochs = 3")
+            .replace("batch_size = 256", "batch_size = 128"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cxr-trainer"));
+    let refused = cmd
+        .args(["pretrain", "--resume", "--config"])
+        .arg(&mae_path)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("resume with the films and batch size")
     );
     let log = std::fs::read_to_string(run.join("pretrain-log.jsonl")).unwrap();
     assert_eq!(

@@ -102,6 +102,21 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
         gap < 1e-6,
         "SWA vs the mean of the epochs: rel L2 {gap:.3e}"
     );
+    // keep = "swa": the SWA mean is the model, whatever validates best.
+    let mut swa_config = config.clone();
+    swa_config.optim.keep = cxr_trainer::train::Keep::Swa;
+    let kept = dir.join("keep-swa");
+    train::<Autodiff<NdArray<f32>>>(&swa_config, &kept, false, &device).unwrap();
+    assert_eq!(
+        weights_in(&kept, "best.onnx"),
+        weights_in(&kept, "last-swa.onnx")
+    );
+    let best: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kept.join("best.json")).unwrap()).unwrap();
+    assert_eq!(
+        (best["source"].as_str(), best["epoch"].as_u64()),
+        (Some("swa"), Some(1))
+    );
     let last: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("last.json")).unwrap()).unwrap();
     assert_eq!(last["swa_models"], 2);

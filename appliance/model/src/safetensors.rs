@@ -129,15 +129,15 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<Named, ModelError> {
             .try_fold(1usize, |acc, d| acc.checked_mul(*d))
             .ok_or_else(|| malformed(8, format!("{name}: shape overflows")))?;
         let values: Vec<f32> = match dtype {
-            "F32" if raw.len() == count * 4 => raw
+            "F32" if Some(raw.len()) == count.checked_mul(4) => raw
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
-            "F16" if raw.len() == count * 2 => raw
+            "F16" if Some(raw.len()) == count.checked_mul(2) => raw
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            "BF16" if raw.len() == count * 2 => raw
+            "BF16" if Some(raw.len()) == count.checked_mul(2) => raw
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
