@@ -1160,30 +1160,7 @@ mod tests {
     /// Two steps on one batch, whole or in `accumulate` micro-batches.
     fn weights_after_steps(accumulate: usize) -> (Vec<f32>, Vec<f64>) {
         type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-        let spec = VitSpec::tiny();
-        let device = Default::default();
-        let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
-        let mut model =
-            BurnVit::<AB>::from_weights(&init, &device).unwrap_or_else(|e| panic!("{e}"));
-        let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
-        let mut losses = Vec::new();
-        for step in 0..2 {
-            let input = StepInput {
-                batch: tiny_batch(6 + step, spec),
-                spec,
-                loss: LossKind::Bce,
-                pos_weight: None,
-                accumulate,
-                clip_norm: 0.5,
-                lr: 1e-3,
-            };
-            let (m, loss, _) = optimisation_step(model, &mut optimizer, input, &device)
-                .unwrap_or_else(|e| panic!("{e}"));
-            model = m;
-            losses.push(loss);
-        }
-        let w = model.valid().to_weights().unwrap_or_else(|e| panic!("{e}"));
-        (w.iter().flat_map(|(_, _, v)| v.to_vec()).collect(), losses)
+        steps_in::<AB>(Precision::F32, accumulate, 2)
     }
 
     /// A tiny model after `steps` steps on one worker with whole batches,
@@ -1285,9 +1262,13 @@ mod tests {
         }
     }
 
-    /// The weights after `steps` steps in `precision` on backend `AB`, and
-    /// the losses.
-    fn steps_in<AB: AutodiffBackend>(precision: Precision, steps: usize) -> (Vec<f32>, Vec<f64>) {
+    /// The weights after `steps` steps in `precision` with `accumulate`
+    /// micro-batches on backend `AB`, and the losses.
+    fn steps_in<AB: AutodiffBackend>(
+        precision: Precision,
+        accumulate: usize,
+        steps: usize,
+    ) -> (Vec<f32>, Vec<f64>) {
         let spec = VitSpec::tiny();
         let device = Default::default();
         let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
@@ -1302,7 +1283,7 @@ mod tests {
                 spec,
                 loss: LossKind::Bce,
                 pos_weight: None,
-                accumulate: 1,
+                accumulate,
                 clip_norm: 0.5,
                 lr: 1e-3,
             };
@@ -1322,8 +1303,8 @@ mod tests {
     #[test]
     fn bf16_mixed_precision_tracks_f32_training() {
         type AB = burn::backend::Autodiff<burn::backend::Flex>;
-        let (f32_weights, f32_loss) = steps_in::<AB>(Precision::F32, 5);
-        let (bf16_weights, bf16_loss) = steps_in::<AB>(Precision::Bf16, 5);
+        let (f32_weights, f32_loss) = steps_in::<AB>(Precision::F32, 1, 5);
+        let (bf16_weights, bf16_loss) = steps_in::<AB>(Precision::Bf16, 1, 5);
         let gap = cxr_bundle::rel_l2(&f32_weights, &bf16_weights);
         let loss_gap = f32_loss
             .iter()
@@ -1340,7 +1321,7 @@ mod tests {
         }
         // The same model in f32 on ndarray gives Flex's f32 result.
         type Nd = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-        let (nd_weights, _) = steps_in::<Nd>(Precision::F32, 5);
+        let (nd_weights, _) = steps_in::<Nd>(Precision::F32, 1, 5);
         assert!(cxr_bundle::rel_l2(&nd_weights, &f32_weights) < 1e-5);
     }
 

@@ -7,12 +7,10 @@ use cxr_bundle::ModelParams;
 use cxr_tests::data::{scratch_dir, shared_file};
 use cxr_trainer::train::{train, TrainConfig};
 
-#[test]
-fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
-    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
-        return;
-    };
-    let text = include_str!("../configs/demo-nih.toml")
+/// The demo's config on the shared subset at `csv`, shrunk to a 32 px,
+/// one-block model trained for one epoch.
+fn tiny_demo(csv: &std::path::Path) -> String {
+    include_str!("../configs/demo-nih.toml")
         .replace(
             "../shared/data/nih-chestxray14-subset/labels.csv",
             csv.to_str().unwrap(),
@@ -23,6 +21,14 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
         .replace("heads = 3", "heads = 2")
         .replace("image_size = 128", "image_size = 32")
         .replace("epochs = 12", "epochs = 1")
+}
+
+#[test]
+fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let text = tiny_demo(&csv)
         .replace("batch_size = 32", "batch_size = 64")
         // The fine-tuning knobs: layer-wise LR decay and balanced positive
         // weights (their effect on the numbers is checked by unit tests).
@@ -188,18 +194,7 @@ fn training_on_two_devices_matches_one_device() {
     let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
         return;
     };
-    let text = include_str!("../configs/demo-nih.toml")
-        .replace(
-            "../shared/data/nih-chestxray14-subset/labels.csv",
-            csv.to_str().unwrap(),
-        )
-        .replace("patch = 16", "patch = 8")
-        .replace("width = 96", "width = 16")
-        .replace("depth = 4", "depth = 1")
-        .replace("heads = 3", "heads = 2")
-        .replace("image_size = 128", "image_size = 32")
-        .replace("epochs = 12", "epochs = 1")
-        .replace("ema_decay = 0.99", "ema_decay = 0.9\naccumulate = 2");
+    let text = tiny_demo(&csv).replace("ema_decay = 0.99", "ema_decay = 0.9\naccumulate = 2");
     let config: TrainConfig = toml::from_str(&text).unwrap();
     let dir = scratch_dir("train-two-devices");
     let run = |devices: usize| {
