@@ -23,7 +23,10 @@ import sys
 RUNS = "runs/experiments"
 ROWS = [
     ("random init (the demo)", ["demo-nih"]),
-    ("MAE init", ["mae-init"]),
+    ("MAE init (NIH and Kermany films, 12 epochs)", ["mae-init"]),
+    ("the same, layer decay 0.75", ["mae-init-layer-decay"]),
+    ("MAE init (NIH films only, 12 epochs)", ["mae-nih-only-init"]),
+    ("MAE init (NIH films only, 100 epochs)", ["mae-nih-only-long-init"]),
     ("SWA (epochs 7-12)", ["swa"]),
     ("seed 2", ["seed-2"]),
     ("seed 3", ["seed-3"]),
@@ -60,7 +63,7 @@ def studies(names, evaluation):
         if any(r is None or r.get("probabilities") is None for r in rows):
             continue
         probs = [sum(r["probabilities"][l] for r in rows) / len(rows) for l in range(len(first["probabilities"]))]
-        out.append((first["patient"], probs, first["truth"]))
+        out.append((first["patient"], probs, first["truth"], image))
     coverage = [m["coverage"] for m in members]
     return out, coverage
 
@@ -68,7 +71,7 @@ def studies(names, evaluation):
 def metric(rows, labels):
     values = []
     for l in labels:
-        a = auroc([p[l] for _, p, _ in rows], [t[l] for _, _, t in rows])
+        a = auroc([r[1][l] for r in rows], [r[2][l] for r in rows])
         if a is None:
             return None
         values.append(a)
@@ -106,12 +109,36 @@ def with_interval(rows, labels):
     return f"{value:.3f} ({percentile(draws, 0.025):.3f}-{percentile(draws, 0.975):.3f}){left_out}"
 
 
+def paired_difference(rows, base, labels):
+    """This model's metric minus the base model's on the same studies, with
+    the interval from resampling patients once for both (a paired
+    bootstrap): an interval that excludes 0 is a difference these patients
+    show, not one two separate intervals could hide."""
+    base_by_image = {r[3]: r for r in base}
+    pairs = [(r, base_by_image[r[3]]) for r in rows if r[3] in base_by_image]
+    def diff(sample):
+        a, b = metric([p[0] for p in sample], labels), metric([p[1] for p in sample], labels)
+        return None if a is None or b is None else a - b
+    value = diff(pairs)
+    if value is None:
+        return "-"
+    patients = {}
+    for p in pairs:
+        patients.setdefault(p[0][0], []).append(p)
+    keys = sorted(patients)
+    rng = random.Random(1)
+    draws = sorted(d for d in (diff([p for k in (rng.choice(keys) for _ in keys) for p in patients[k]]) for _ in range(500)) if d is not None)
+    if len(draws) < 100:
+        return f"{value:+.3f}"
+    return f"{value:+.3f} ({percentile(draws, 0.025):+.3f} to {percentile(draws, 0.975):+.3f})"
+
+
 def evaluable(rows, n_labels):
     """Labels with at least 5 positive and 5 negative patients."""
     keep = []
     for l in range(n_labels):
-        pos = {p for p, _, t in rows if t[l] == 1.0}
-        neg = {p for p, _, t in rows if t[l] == 0.0}
+        pos = {r[0] for r in rows if r[2][l] == 1.0}
+        neg = {r[0] for r in rows if r[2][l] == 0.0}
         if len(pos) >= 5 and len(neg) >= 5:
             keep.append(l)
     return keep
@@ -126,6 +153,8 @@ def main():
     print(f"Macro AUROC over {len(macro)} labels: {', '.join(names[l] for l in macro)}.\n")
     print("| model | NIH test: coverage | NIH test: macro AUROC | NIH test: Pneumonia AUROC | Kermany external: coverage | Kermany external: Pneumonia AUROC |")
     print("|---|---:|---|---|---:|---|")
+    differences = []
+    base_nih, base_ker = base, studies(["demo-nih"], "kermany-external")[0]
     for title, members in ROWS:
         try:
             nih, nih_cov = studies(members, "nih-test")
@@ -135,6 +164,12 @@ def main():
             continue
         cov = lambda c: "/".join(f"{x * 100:.1f}%" for x in c)
         print(f"| {title} | {cov(nih_cov)} | {with_interval(nih, macro)} | {with_interval(nih, pneumonia)} | {cov(ker_cov)} | {with_interval(ker, pneumonia)} |")
+        if members != ["demo-nih"]:
+            differences.append(f"| {title} | {paired_difference(nih, base_nih, macro)} | {paired_difference(nih, base_nih, pneumonia)} | {paired_difference(ker, base_ker, pneumonia)} |")
+    print("\nThe same, each model minus random init on the same studies (paired: 500 resamples of patients, both models in each):\n")
+    print("| model | NIH test: macro AUROC | NIH test: Pneumonia AUROC | Kermany external: Pneumonia AUROC |")
+    print("|---|---|---|---|")
+    print("\n".join(differences))
 
 
 if __name__ == "__main__":

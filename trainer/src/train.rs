@@ -1298,8 +1298,9 @@ mod tests {
 
     /// bf16 mixed precision on burn's Flex backend (the CPU backend with
     /// bf16) tracks f32 training on the same backend over a few steps: the
-    /// weights within rel L2 1e-2, each step's loss within 1e-2; and it is
-    /// not f32 in disguise (the weights differ).
+    /// weights within rel L2 2e-3, each step's loss within 1e-3 (measured:
+    /// 2.7e-4 and 4.9e-5); and it is not f32 in disguise (the weights
+    /// differ).
     #[test]
     fn bf16_mixed_precision_tracks_f32_training() {
         type AB = burn::backend::Autodiff<burn::backend::Flex>;
@@ -1314,10 +1315,10 @@ mod tests {
         eprintln!(
             "bf16 vs f32 after 5 steps: weights rel L2 {gap:.3e}, largest loss gap {loss_gap:.3e}"
         );
-        assert!(gap < 1e-2, "bf16 vs f32 weights: rel L2 {gap:.3e}");
+        assert!(gap < 2e-3, "bf16 vs f32 weights: rel L2 {gap:.3e}");
         assert!(gap > 1e-7, "bf16 gave the f32 weights exactly: no cast ran");
         for (a, b) in f32_loss.iter().zip(&bf16_loss) {
-            assert!((a - b).abs() < 1e-2, "loss f32 {a} vs bf16 {b}");
+            assert!((a - b).abs() < 1e-3, "loss f32 {a} vs bf16 {b}");
         }
         // The same model in f32 on ndarray gives Flex's f32 result.
         type Nd = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
