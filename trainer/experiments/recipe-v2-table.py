@@ -130,7 +130,8 @@ def paired_difference(rows, base, labels):
     draws = sorted(d for d in (diff([p for k in (rng.choice(keys) for _ in keys) for p in patients[k]]) for _ in range(500)) if d is not None)
     if len(draws) < 100:
         return f"{value:+.3f}"
-    return f"{value:+.3f} ({percentile(draws, 0.025):+.3f} to {percentile(draws, 0.975):+.3f})"
+    left_out = "" if len(draws) == 500 else f" [{500 - len(draws)} resamples undefined]"
+    return f"{value:+.3f} ({percentile(draws, 0.025):+.3f} to {percentile(draws, 0.975):+.3f}){left_out}"
 
 
 def evaluable(rows, n_labels):

@@ -46,7 +46,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
                 "{}: {size} bytes, over the {MAX_CHECKPOINT_BYTES}-byte limit",
                 path.display()
             ),
-            "use a checkpoint of a supported model (ViT-B/16 or smaller)",
+            "use a checkpoint of a model up to ViT-L/16 in f32",
         ));
     }
     std::fs::read(path).map_err(|e| TrainerError::io("reading", path, e))

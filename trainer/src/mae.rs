@@ -248,6 +248,17 @@ impl<B: Backend> Mae<B> {
                 "use a checkpoint of this model and mae config",
             )
         };
+        if let Some(name) = named
+            .iter()
+            .find(|(_, (_, data))| data.iter().any(|v| !v.is_finite()))
+            .map(|(name, _)| name)
+        {
+            return Err(TrainerError::invalid(
+                "mae",
+                format!("{name} holds a value that is not finite"),
+                "use a checkpoint written by `cxr-trainer pretrain` before its loss diverged",
+            ));
+        }
         // The unused parts (the encoder's head, the decoder's patch
         // embedding, CLS token and head) come from fresh weights.
         let mut encoder = named.clone();
@@ -557,9 +568,16 @@ mod tests {
         let mut short = named.clone();
         short.insert("decoder_pred.bias".into(), (vec![64], vec![0.0; 10]));
         assert!(build(&short).is_some());
-        let mut nan = named;
+        let mut nan = named.clone();
         nan.insert("decoder_embed.bias".into(), (vec![16], vec![f32::NAN; 16]));
         assert!(build(&nan).is_some_and(|e| e.contains("finite")));
+        let mut inf = named;
+        if let Some((_, data)) = inf.get_mut("blocks.0.attn.qkv.weight") {
+            data[3] = f32::INFINITY;
+        }
+        assert!(build(&inf).is_some_and(
+            |e| e.contains("blocks.0.attn.qkv.weight holds a value that is not finite")
+        ));
     }
 
     /// A few AdamW steps on a fixed batch bring the reconstruction loss

@@ -137,33 +137,62 @@ pub fn data_parallel_step<AB: AutodiffBackend>(
 ) -> Result<(BurnVit<AB>, f64, f64), TrainerError> {
     let local_defined = input.batch.mask.iter().sum::<f32>();
     let defined = worker.sum::<AB::InnerBackend>(vec![local_defined], device)?[0].max(1.0);
-    // A failure or panic here must not leave the others waiting.
-    let local = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let local = caught("computing gradients", || {
         batch_gradients(&model, &input, defined, device)
-    }))
-    .unwrap_or_else(|_| Err(collective_failed("computing gradients", "a panic")));
-    let (ok, local_loss) = match &local {
-        Ok((_, loss)) => (1.0, *loss as f32),
-        Err(_) => (0.0, 0.0),
-    };
-    let status = worker.sum::<AB::InnerBackend>(vec![ok, local_loss], device)?;
-    let grads = match local {
-        Ok((grads, _)) if status[0] == worker.workers as f32 => grads,
-        Ok(_) => {
-            return Err(collective_failed(
-                "another worker failed its step",
-                format!("worker {} of {}", worker.rank, worker.workers),
-            ))
-        }
-        Err(e) => return Err(e),
-    };
+    });
+    let local_loss = local.as_ref().map_or(0.0, |(_, loss)| *loss as f32);
+    let ((grads, _), loss) = worker.agree::<AB::InnerBackend, _>(local, local_loss, device)?;
     let mut grads = grads
         .all_reduce::<AB::InnerBackend>(worker.peer(), ReduceOperation::Sum)
         .map_err(|e| collective_failed("summing gradients", e))?;
-    let loss = status[1];
-    let norm = clip_global_norm::<AB, _>(&model, &mut grads, input.clip_norm);
-    let model = optimizer.step(input.lr, model, grads);
+    // The update can fail too (memory for the optimiser's moments): the
+    // workers agree on it before the next step's first sum.
+    let stepped = caught("updating the weights", || {
+        let norm = clip_global_norm::<AB, _>(&model, &mut grads, input.clip_norm);
+        Ok((optimizer.step(input.lr, model, grads), norm))
+    });
+    let ((model, norm), _) = worker.agree::<AB::InnerBackend, _>(stepped, 0.0, device)?;
     Ok((model, f64::from(loss), norm))
+}
+
+/// `work`'s result, with a panic turned into an error.
+fn caught<T>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, TrainerError>,
+) -> Result<T, TrainerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(collective_failed(what, "a panic")))
+}
+
+impl Worker {
+    /// Every worker's outcome of the same stage: this worker's value and
+    /// the sum of `extra` over the workers when all succeeded, else an
+    /// error on every worker naming those that failed.
+    fn agree<B: Backend, T>(
+        &self,
+        local: Result<T, TrainerError>,
+        extra: f32,
+        device: &B::Device,
+    ) -> Result<(T, f32), TrainerError> {
+        let mut status = vec![0.0; self.workers + 1];
+        status[self.workers] = extra;
+        if local.is_err() {
+            status[self.rank] = 1.0;
+        }
+        let summed = self.sum::<B>(status, device)?;
+        let failed: Vec<String> = (0..self.workers)
+            .filter(|&r| summed[r] > 0.0)
+            .map(|r| r.to_string())
+            .collect();
+        match local {
+            Err(e) => Err(e),
+            Ok(_) if !failed.is_empty() => Err(collective_failed(
+                "another worker failed this step",
+                format!("worker(s) {} of {}", failed.join(", "), self.workers),
+            )),
+            Ok(value) => Ok((value, summed[self.workers])),
+        }
+    }
 }
 
 /// What a helper worker is asked to do: one step on its share.
@@ -224,8 +253,11 @@ impl Helpers {
             jobs: Vec::new(),
             handles: Vec::new(),
         };
+        let mut go_signals = Vec::new();
         for (rank, device) in devices.iter().enumerate().skip(1) {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let (go_tx, go) = std::sync::mpsc::channel::<()>();
+            go_signals.push(go_tx);
             let (ready, device) = (ready_tx.clone(), device.clone());
             let (weights, config) = (start.weights.clone(), start.config.clone());
             let resume_from = start.resume_from.map(std::path::Path::to_path_buf);
@@ -247,6 +279,11 @@ impl Helpers {
                 // reporting must close the channel, not keep it open.
                 drop(ready);
                 let (model, optimizer) = replica?;
+                // Joining blocks until every worker has joined: wait until
+                // worker 0 knows that every replica was built.
+                if go.recv().is_err() {
+                    return Ok(());
+                }
                 let worker = Worker { rank, workers }.join::<AB::InnerBackend>(&device)?;
                 let stepped = helper_loop(
                     worker,
@@ -263,8 +300,13 @@ impl Helpers {
         drop(ready_tx);
         for _ in 1..workers {
             if let Ok(Some(e)) | Err(e) = ready_rx.recv().map_err(|e| e.to_string()) {
+                // The go signals drop here: the healthy helpers end unjoined.
                 return Err(collective_failed("starting a worker", e));
             }
+        }
+        for go in go_signals {
+            go.send(())
+                .map_err(|_| collective_failed("starting a worker", "it stopped"))?;
         }
         helpers.first = helpers.first.join::<AB::InnerBackend>(&devices[0])?;
         helpers.joined = true;

@@ -1163,6 +1163,15 @@ mod tests {
         steps_in::<AB>(Precision::F32, accumulate, 2)
     }
 
+    /// burn's collective is one per process and backend: the tests that
+    /// join it take turns.
+    fn collective_in_use() -> std::sync::MutexGuard<'static, ()> {
+        static COLLECTIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        COLLECTIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A tiny model after `steps` steps on one worker with whole batches,
     /// or on `workers` workers (threads) each with its share: the weights
     /// and the EMA after every step, and the losses.
@@ -1245,6 +1254,7 @@ mod tests {
     /// batch of one image.
     #[test]
     fn data_parallel_two_workers_match_one_worker() {
+        let _one_at_a_time = collective_in_use();
         let (one, one_ema, one_loss) = trained(1, 4);
         let (two, two_ema, two_loss) = trained(2, 4);
         let gap = cxr_bundle::rel_l2(&one, &two);
@@ -1339,6 +1349,63 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("bf16 on a backend without bf16"), "{e}");
+    }
+
+    /// A worker whose step fails (here: a damaged batch) makes both
+    /// return the error at that step, naming it, instead of leaving the
+    /// other waiting for its gradients.
+    #[test]
+    fn a_failing_worker_stops_every_worker() {
+        use crate::parallel::{data_parallel_step, Worker};
+        let _one_at_a_time = collective_in_use();
+        type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+        let spec = VitSpec::tiny();
+        let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
+        let (done, results) = std::sync::mpsc::channel();
+        for rank in 0..2 {
+            let (init, done) = (init.clone(), done.clone());
+            std::thread::spawn(move || {
+                let device = Default::default();
+                let outcome = Worker { rank, workers: 2 }
+                    .join::<burn::backend::NdArray<f32>>(&device)
+                    .and_then(|w| {
+                        let model = BurnVit::<AB>::from_weights(&init, &device)?;
+                        let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
+                        let mut batch = tiny_batch(3, spec);
+                        if rank == 1 {
+                            batch.images.truncate(10);
+                        }
+                        let input = StepInput {
+                            batch,
+                            spec,
+                            loss: LossKind::Bce,
+                            pos_weight: None,
+                            accumulate: 1,
+                            clip_norm: 0.5,
+                            lr: 1e-3,
+                        };
+                        let stepped = data_parallel_step(w, model, &mut optimizer, input, &device);
+                        let left = w.leave::<burn::backend::NdArray<f32>>();
+                        stepped.map(|_| ()).and(left)
+                    });
+                let _ = done.send((rank, outcome.err().map(|e| e.to_string())));
+            });
+        }
+        let mut errors = [None, None];
+        for _ in 0..2 {
+            let (rank, e) = results
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("a worker is still waiting"));
+            errors[rank] = e;
+        }
+        let [first, second] = errors;
+        assert!(
+            second.is_some_and(|e| e.contains("pixel values")),
+            "worker 1's own error"
+        );
+        assert!(first.is_some_and(
+            |e| e.contains("another worker failed this step") && e.contains("worker(s) 1 of 2")
+        ));
     }
 
     #[test]
