@@ -1157,6 +1157,23 @@ mod tests {
         }
     }
 
+    /// The tests' step on a batch of the tiny model: BCE, an active clip
+    /// (0.5), lr 1e-3, in `accumulate` micro-batches.
+    fn tiny_step<'t, B: Backend>(
+        batch: crate::loader::Batch,
+        accumulate: usize,
+    ) -> StepInput<'t, B> {
+        StepInput {
+            batch,
+            spec: VitSpec::tiny(),
+            loss: LossKind::Bce,
+            pos_weight: None,
+            accumulate,
+            clip_norm: 0.5,
+            lr: 1e-3,
+        }
+    }
+
     /// Two steps on one batch, whole or in `accumulate` micro-batches.
     fn weights_after_steps(accumulate: usize) -> (Vec<f32>, Vec<f64>) {
         type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
@@ -1198,15 +1215,7 @@ mod tests {
                     let pixels = spec.in_channels * spec.image_size * spec.image_size;
                     batch = shard(*w, &batch, pixels);
                 }
-                let input = StepInput {
-                    batch,
-                    spec,
-                    loss: LossKind::Bce,
-                    pos_weight: None,
-                    accumulate: 1,
-                    clip_norm: 0.5,
-                    lr: 1e-3,
-                };
+                let input = tiny_step(batch, 1);
                 let (m, loss, _) = match &worker {
                     Some(Ok(w)) => data_parallel_step(*w, model, &mut optimizer, input, &device),
                     Some(Err(e)) => panic!("{e}"),
@@ -1288,15 +1297,7 @@ mod tests {
         let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
         let mut losses = Vec::new();
         for step in 0..steps {
-            let input = StepInput {
-                batch: tiny_batch(6 + step, spec),
-                spec,
-                loss: LossKind::Bce,
-                pos_weight: None,
-                accumulate,
-                clip_norm: 0.5,
-                lr: 1e-3,
-            };
+            let input = tiny_step(tiny_batch(6 + step, spec), accumulate);
             let (m, loss, _) = optimisation_step(model, &mut optimizer, input, &device)
                 .unwrap_or_else(|e| panic!("{e}"));
             model = m;
@@ -1375,16 +1376,13 @@ mod tests {
                         if rank == 1 {
                             batch.images.truncate(10);
                         }
-                        let input = StepInput {
-                            batch,
-                            spec,
-                            loss: LossKind::Bce,
-                            pos_weight: None,
-                            accumulate: 1,
-                            clip_norm: 0.5,
-                            lr: 1e-3,
-                        };
-                        let stepped = data_parallel_step(w, model, &mut optimizer, input, &device);
+                        let stepped = data_parallel_step(
+                            w,
+                            model,
+                            &mut optimizer,
+                            tiny_step(batch, 1),
+                            &device,
+                        );
                         let left = w.leave::<burn::backend::NdArray<f32>>();
                         stepped.map(|_| ()).and(left)
                     });
