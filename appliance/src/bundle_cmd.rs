@@ -84,6 +84,8 @@ pub fn summary(b: &VerifiedBundle) -> Value {
         "input_size": p.input.size,
         "tta_views": p.tta.len(),
         "golden_cases": b.golden().cases.len(),
+        "models": m.model_count(),
+        "ensemble_temperatures": m.ensemble.iter().map(|e| &e.temperatures).collect::<Vec<_>>(),
         "intended_use": m.provenance.intended_use,
         "provenance": { "created_unix_s": m.provenance.created_unix_s, "tool": m.provenance.tool, "source_revision": m.provenance.source_revision, "seed": m.provenance.seed },
         "members": m.members.iter().map(|e| json!({ "name": e.name, "size": e.size, "sha256": cxr_bundle::hex::encode(&e.sha256) })).collect::<Vec<_>>(),

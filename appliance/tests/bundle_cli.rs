@@ -260,3 +260,50 @@ fn revoking_the_key_of_the_active_bundle_stops_classification_at_the_next_start(
     assert_eq!(v["error"]["code"], "BUNDLE_REVOKED_KEY");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An ensemble bundle through the real binary: verify shows its models,
+/// install self-tests each, classify runs them as one `ensemble` engine
+/// (named in the output and the audit record), and a board profile that
+/// runs fewer models refuses it.
+#[test]
+fn an_ensemble_bundle_installs_and_classifies_as_one_engine() {
+    let dir = scratch_dir("bundle-ensemble");
+    let state = dir.join("state");
+    let dev = dev_signer();
+    write_trust_dir(&state.join("trust"), &[&dev], &[]);
+    let bundle = cxr_tests::bundles::ensemble_draft("ens", 1, &["dev-x86"], 31, 3)
+        .lock(&dev)
+        .unwrap();
+    let path = write(&dir, "ens.cxrb", &bundle);
+    let (code, v) = run(&state, &["bundle", "verify", s(&path)]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["bundle"]["models"], 3);
+    assert_eq!(v["bundle"]["members"].as_array().unwrap().len(), 9);
+    assert_eq!(v["bundle"]["schema"], 4);
+    let (code, v) = run(&state, &["bundle", "install", s(&path)]);
+    assert_eq!(code, 0, "{v}");
+    if let Some(rg1) = pydicom_file("RG1_UNCR.dcm") {
+        let (code, v) = run(&state, &["classify", s(&rg1)]);
+        assert!(code == 0 || code == 5, "{v}");
+        assert_eq!(v["engine"]["name"], "ensemble", "{v}");
+        let reasons = v["engine"]["reasons"].to_string();
+        assert!(reasons.contains("model 3/3: self-test passed"), "{reasons}");
+        assert!(reasons.contains("3 forward passes per view"), "{reasons}");
+        let inference = export(&state)
+            .into_iter()
+            .find(|r| r["event"]["type"] == "inference")
+            .unwrap();
+        assert_eq!(inference["event"]["engine"], "ensemble", "{inference}");
+    }
+    // The same bundle on a board profile that runs at most 2 models.
+    let profile = include_str!("../../board-config/boards/dev-x86.toml")
+        .replace("max_ensemble_members = 5", "max_ensemble_members = 2");
+    let board = write(&dir, "two.toml", profile.as_bytes());
+    let (code, v) = run(
+        &state,
+        &["bundle", "verify", s(&path), "--board-file", s(&board)],
+    );
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["error"]["code"], "BUNDLE_ENSEMBLE_TOO_LARGE", "{v}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

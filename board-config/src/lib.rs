@@ -258,6 +258,12 @@ pub struct EngineSettings {
     /// go as one batch when they fit).
     #[serde(default = "default_gpu_batch")]
     pub gpu_max_batch: usize,
+    /// Most members of an ensemble bundle this board runs (each member is
+    /// one more forward pass per view). A bundle with more is refused at
+    /// verification: the board never runs a subset of an ensemble with
+    /// parameters fitted for all of it. Absent means 1: single models only.
+    #[serde(default = "default_ensemble_members")]
+    pub max_ensemble_members: usize,
     /// The CPU engine's arithmetic: `f32` (the default) or a reduced
     /// precision, `bf16` (x86 with AVX512-BF16 or AMX) or `f16` (ARMv8.2).
     /// A reduced precision runs on OpenVINO; f32 runs on tract, or on
@@ -284,6 +290,10 @@ pub enum CpuPrecision {
 
 fn default_gpu_batch() -> usize {
     8
+}
+
+fn default_ensemble_members() -> usize {
+    1
 }
 
 /// Activations and matrices on the GPU: bf16 (range of f32, golden
@@ -509,6 +519,14 @@ fn validate_engine(id: &str, e: &EngineSettings) -> Result<(), BoardError> {
             id,
             format!("engine.gpu_max_batch = {}", e.gpu_max_batch),
             "use 1 to 64",
+        ));
+    }
+    // 5 is the bundle format's limit (`cxr_core::ensemble::MAX_ENSEMBLE_MEMBERS`).
+    if !(1..=5).contains(&e.max_ensemble_members) {
+        return Err(invalid(
+            id,
+            format!("engine.max_ensemble_members = {}", e.max_ensemble_members),
+            "use 1 (single models only) to 5",
         ));
     }
     if !(1..=64).contains(&e.threads) {
@@ -805,6 +823,25 @@ mod tests {
             BoardProfile::parse(&unknown, "t").unwrap_err().code(),
             "BOARD_PARSE"
         );
+    }
+
+    #[test]
+    fn ensemble_members_are_bounded_and_default_to_one() {
+        let dev = BoardProfile::builtin("dev-x86").unwrap();
+        assert_eq!(dev.engine.max_ensemble_members, 5);
+        let orin = include_str!("../boards/orin-release.toml");
+        let unset = orin.replace("max_ensemble_members = 1\n", "");
+        assert_ne!(unset, orin);
+        let p = BoardProfile::parse(&unset, "t").unwrap();
+        assert_eq!(p.engine.max_ensemble_members, 1);
+        for bad in ["0", "6"] {
+            let text = orin.replace(
+                "max_ensemble_members = 1",
+                &format!("max_ensemble_members = {bad}"),
+            );
+            let e = BoardProfile::parse(&text, "t").unwrap_err();
+            assert!(e.to_string().contains("max_ensemble_members"), "{e}");
+        }
     }
 
     #[test]

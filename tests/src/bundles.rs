@@ -83,7 +83,37 @@ pub fn vit_draft(
         golden,
         model_card: "# test\n\ntests only\n".to_owned(),
         content_gate,
+        ensemble: Vec::new(),
+        more_models: Vec::new(),
     }
+}
+
+/// [`draft`] as an ensemble of `members` tiny models (weight seeds
+/// `weight_seed`, `weight_seed + 1`, …), member `k` calibrated with
+/// temperature `1 + k / 2` on every label.
+pub fn ensemble_draft(
+    model_id: &str,
+    version: u64,
+    boards: &[&str],
+    weight_seed: u64,
+    members: usize,
+) -> BundleDraft {
+    let mut d = draft(model_id, version, boards, weight_seed);
+    let labels = d.params.labels.len();
+    for k in 1..members {
+        let other = draft(model_id, version, boards, weight_seed + k as u64);
+        d.more_models.push(cxr_bundle::ModelDraft {
+            onnx: other.onnx,
+            golden: other.golden,
+        });
+    }
+    d.ensemble = (0..members)
+        .map(|k| cxr_bundle::EnsembleMember {
+            temperatures: vec![1.0 + k as f32 / 2.0; labels],
+            calibrated: vec![true; labels],
+        })
+        .collect();
+    d
 }
 
 /// A tiny ViT (64 px, 5 labels) with neutral parameters and a permissive

@@ -61,6 +61,13 @@ pub enum BundleError {
         version: u64,
         floor: u64,
     },
+    #[error("bundle `{model_id}` is an ensemble of {members} models; board `{board}` runs at most {max} (fix: flash a bundle with at most {max} members, or raise `engine.max_ensemble_members` in the board profile if the board can afford {members} forward passes per view)")]
+    EnsembleTooLarge {
+        model_id: String,
+        members: usize,
+        max: usize,
+        board: String,
+    },
     #[error("bundle parameters are inconsistent: {problem} (fix: correct the parameters TOML and lock again)")]
     InvalidParameters { problem: String },
     #[error("golden vectors are unusable: {problem} (fix: lock the bundle again so the golden vectors match the model)")]
@@ -123,6 +130,7 @@ impl BundleError {
             BundleError::DigestMismatch { .. } => "BUNDLE_DIGEST_MISMATCH",
             BundleError::IncompatibleBoard { .. } => "BUNDLE_INCOMPATIBLE_BOARD",
             BundleError::Downgrade { .. } => "BUNDLE_DOWNGRADE",
+            BundleError::EnsembleTooLarge { .. } => "BUNDLE_ENSEMBLE_TOO_LARGE",
             BundleError::InvalidParameters { .. } => "BUNDLE_INVALID_PARAMETERS",
             BundleError::Golden { .. } => "BUNDLE_GOLDEN",
             BundleError::Trust { .. } => "BUNDLE_TRUST_STORE",

@@ -29,14 +29,15 @@ pub use fsutil::read_bounded;
 pub use golden::{compute as compute_golden, compute_gate as compute_gate_golden};
 pub use golden::{rel_l2, GoldenCase, GoldenSet, GoldenTolerance};
 pub use manifest::{
-    DataDigest, Manifest, MemberEntry, Provenance, CARD_MEMBER, CONTENT_GATE_MEMBER,
-    CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER, REQUIRED_MEMBERS, SCHEMA_VERSION,
+    golden_member_name, model_member_name, DataDigest, EnsembleMember, Manifest, MemberEntry,
+    Provenance, CARD_MEMBER, CONTENT_GATE_MEMBER, CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER,
+    MODEL_MEMBER, OLDEST_SCHEMA_VERSION, REQUIRED_MEMBERS, SCHEMA_VERSION,
 };
 pub use params::{ContentGateData, FeatureStatsData, ModelParams, OodGateData};
 #[cfg(feature = "sign")]
-pub use sign::{BundleDraft, BundleSigner, ContentGateDraft};
+pub use sign::{BundleDraft, BundleSigner, ContentGateDraft, ModelDraft};
 pub use slots::{
     DeviceState, DeviceStore, Failpoints, NoFailpoints, Slot, SlotRecord, SwitchReport, FAILPOINTS,
 };
 pub use trust::{key_id_of, name_fits_role, PublicKeyFile, TrustStore, TrustedKey};
-pub use verify::{verify, VerifiedBundle, VersionFloors, SIGNING_DOMAIN};
+pub use verify::{verify, BundleModel, VerifiedBundle, VersionFloors, SIGNING_DOMAIN};

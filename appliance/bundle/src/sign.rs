@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::container::Container;
 use crate::manifest::{
-    MemberEntry, CARD_MEMBER, CONTENT_GATE_MEMBER, CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER,
-    MODEL_MEMBER, SCHEMA_VERSION,
+    golden_member_name, model_member_name, EnsembleMember, MemberEntry, CARD_MEMBER,
+    CONTENT_GATE_MEMBER, CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER, SCHEMA_VERSION,
 };
 use crate::trust::{key_id_of, name_fits_role, PublicKeyFile};
 use crate::verify::SIGNING_DOMAIN;
@@ -176,6 +176,18 @@ pub struct BundleDraft {
     /// The content gate's graph and golden vectors (its parameters are
     /// `params.content_gate`).
     pub content_gate: ContentGateDraft,
+    /// Empty for one model; for an ensemble, every model's own calibration
+    /// (the first model is `onnx` and `golden`, the others `more_models`).
+    pub ensemble: Vec<EnsembleMember>,
+    /// The ensemble's second and later models.
+    pub more_models: Vec<ModelDraft>,
+}
+
+/// One further model of an ensemble before locking.
+#[derive(Debug, Clone)]
+pub struct ModelDraft {
+    pub onnx: Vec<u8>,
+    pub golden: GoldenSet,
 }
 
 /// The content gate's members before locking.
@@ -206,13 +218,16 @@ impl ContentGateDraft {
 impl BundleDraft {
     /// The manifest this draft locks to.
     pub fn manifest(&self) -> Manifest {
-        let golden = self.golden.encode();
-        let content_golden = self.content_gate.golden.encode();
-        let entry = |name: &str, data: &[u8]| MemberEntry {
-            name: name.to_owned(),
-            size: data.len() as u64,
-            sha256: Sha256::digest(data).into(),
-        };
+        let encoded = self.encoded_goldens();
+        let members = self
+            .parts(&encoded)
+            .iter()
+            .map(|(name, data)| MemberEntry {
+                name: name.clone(),
+                size: data.len() as u64,
+                sha256: Sha256::digest(data).into(),
+            })
+            .collect();
         Manifest {
             schema: SCHEMA_VERSION,
             model_id: self.model_id.clone(),
@@ -221,14 +236,36 @@ impl BundleDraft {
             params: self.params.clone(),
             golden_tolerance: self.golden_tolerance,
             provenance: self.provenance.clone(),
-            members: vec![
-                entry(MODEL_MEMBER, &self.onnx),
-                entry(GOLDEN_MEMBER, &golden),
-                entry(CARD_MEMBER, self.model_card.as_bytes()),
-                entry(CONTENT_GATE_MEMBER, &self.content_gate.onnx),
-                entry(CONTENT_GOLDEN_MEMBER, &content_golden),
-            ],
+            members,
+            ensemble: self.ensemble.clone(),
         }
+    }
+
+    /// Every golden set encoded: the models' in member order, then the
+    /// content gate's.
+    fn encoded_goldens(&self) -> Vec<Vec<u8>> {
+        std::iter::once(&self.golden)
+            .chain(self.more_models.iter().map(|m| &m.golden))
+            .chain(std::iter::once(&self.content_gate.golden))
+            .map(GoldenSet::encode)
+            .collect()
+    }
+
+    /// The bundle's members in file order, the goldens from `encoded`.
+    fn parts<'a>(&'a self, encoded: &'a [Vec<u8>]) -> Vec<(String, &'a [u8])> {
+        let gate_golden = &encoded[encoded.len() - 1];
+        let mut parts = vec![
+            (MODEL_MEMBER.to_owned(), &self.onnx[..]),
+            (GOLDEN_MEMBER.to_owned(), &encoded[0][..]),
+            (CARD_MEMBER.to_owned(), self.model_card.as_bytes()),
+            (CONTENT_GATE_MEMBER.to_owned(), &self.content_gate.onnx[..]),
+            (CONTENT_GOLDEN_MEMBER.to_owned(), &gate_golden[..]),
+        ];
+        for (i, m) in self.more_models.iter().enumerate() {
+            parts.push((model_member_name(i + 1), &m.onnx[..]));
+            parts.push((golden_member_name(i + 1), &encoded[i + 1][..]));
+        }
+        parts
     }
 
     /// Check, sign and lay out the bundle file.
@@ -240,8 +277,19 @@ impl BundleDraft {
                 problem: "the bundle names no compatible board".into(),
             });
         }
-        let golden = self.golden.encode();
-        GoldenSet::decode(&golden, &self.params.model)?;
+        let encoded = self.encoded_goldens();
+        for golden in &encoded[..encoded.len() - 1] {
+            GoldenSet::decode(golden, &self.params.model)?;
+        }
+        let models = self.more_models.len() + 1;
+        if !(self.ensemble.is_empty() && models == 1) && self.ensemble.len() != models {
+            return Err(BundleError::InvalidParameters {
+                problem: format!(
+                    "{models} model(s) but {} ensemble calibration(s): an ensemble names one per model, a single model none",
+                    self.ensemble.len()
+                ),
+            });
+        }
         let gate =
             self.params
                 .content_gate
@@ -250,18 +298,11 @@ impl BundleDraft {
                     problem: "no content gate in the parameters: every bundle must carry one"
                         .into(),
                 })?;
-        let content_golden = self.content_gate.golden.encode();
-        GoldenSet::decode_gate(&content_golden, &gate.spec)?;
-        let manifest = self.manifest().encode();
-        Ok(signer.sign_container(
-            &manifest,
-            &[
-                (MODEL_MEMBER, &self.onnx),
-                (GOLDEN_MEMBER, &golden),
-                (CARD_MEMBER, self.model_card.as_bytes()),
-                (CONTENT_GATE_MEMBER, &self.content_gate.onnx),
-                (CONTENT_GOLDEN_MEMBER, &content_golden),
-            ],
-        ))
+        GoldenSet::decode_gate(&encoded[encoded.len() - 1], &gate.spec)?;
+        let manifest = self.manifest();
+        manifest.check_ensemble()?;
+        let parts = self.parts(&encoded);
+        let members: Vec<(&str, &[u8])> = parts.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        Ok(signer.sign_container(&manifest.encode(), &members))
     }
 }

@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::container::Container;
 use crate::manifest::{
-    CARD_MEMBER, CONTENT_GATE_MEMBER, CONTENT_GOLDEN_MEMBER, GOLDEN_MEMBER, MODEL_MEMBER,
-    REQUIRED_MEMBERS,
+    golden_member_name, model_member_name, CARD_MEMBER, CONTENT_GATE_MEMBER, CONTENT_GOLDEN_MEMBER,
+    MODEL_MEMBER,
 };
-use crate::{hex, BundleError, ContentGateData, GoldenSet, Manifest};
+use crate::{hex, BundleError, ContentGateData, EnsembleMember, GoldenSet, Manifest};
 
 /// Ed25519 signs `SIGNING_DOMAIN || manifest bytes`, so a signature made for
 /// anything else can never pass as a bundle signature.
@@ -27,7 +27,8 @@ pub type VersionFloors = BTreeMap<String, u64>;
 pub struct VerifiedBundle {
     bytes: Vec<u8>,
     manifest: Manifest,
-    golden: GoldenSet,
+    /// One golden set per model, in member order.
+    goldens: Vec<GoldenSet>,
     content_gate: ContentGateData,
     content_golden: GoldenSet,
     members: Vec<(String, Range<usize>)>,
@@ -35,6 +36,18 @@ pub struct VerifiedBundle {
     key_id: [u8; 8],
     key_name: String,
     key_role: KeyRole,
+}
+
+/// One model of a verified bundle: its graph, its golden vectors and, in
+/// an ensemble, its own calibration.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleModel<'a> {
+    /// Position in the ensemble, from 0 (0 for a single model).
+    pub index: usize,
+    pub onnx: &'a [u8],
+    pub golden: &'a GoldenSet,
+    /// `None` for a single model.
+    pub calibration: Option<&'a EnsembleMember>,
 }
 
 impl VerifiedBundle {
@@ -71,8 +84,23 @@ impl VerifiedBundle {
         std::str::from_utf8(self.member(CARD_MEMBER).unwrap_or_default()).unwrap_or("")
     }
 
+    /// The first (or only) model's golden vectors.
     pub fn golden(&self) -> &GoldenSet {
-        &self.golden
+        &self.goldens[0]
+    }
+
+    /// Every model the bundle runs, in member order: one, or the ensemble.
+    pub fn models(&self) -> Vec<BundleModel<'_>> {
+        self.goldens
+            .iter()
+            .enumerate()
+            .map(|(index, golden)| BundleModel {
+                index,
+                onnx: self.member(&model_member_name(index)).unwrap_or_default(),
+                golden,
+                calibration: self.manifest.ensemble.get(index),
+            })
+            .collect()
     }
 
     /// The content gate's parameters (every verified bundle has one).
@@ -156,11 +184,20 @@ pub fn verify(
         })?;
 
     let manifest = Manifest::decode(c.manifest)?;
+    manifest.check_ensemble()?;
     check_members(&manifest, &c)?;
     if !manifest.boards.contains(&board.id) {
         return Err(BundleError::IncompatibleBoard {
             board: board.id.clone(),
             supported: manifest.boards.join(", "),
+        });
+    }
+    if manifest.model_count() > board.engine.max_ensemble_members {
+        return Err(BundleError::EnsembleTooLarge {
+            model_id: manifest.model_id.clone(),
+            members: manifest.model_count(),
+            max: board.engine.max_ensemble_members,
+            board: board.id.clone(),
         });
     }
     let floor = floors.get(&manifest.model_id).copied().unwrap_or(0);
@@ -185,21 +222,15 @@ pub fn verify(
             .map(|(_, r)| r.clone())
             .unwrap_or_default()
     };
-    let golden = GoldenSet::decode(&bytes[range_of(GOLDEN_MEMBER)], &manifest.params.model)?;
-    let content_gate = manifest.params.content_gate.clone().ok_or_else(|| {
-        BundleError::InvalidParameters {
-            problem: "the manifest has no content gate; every bundle must carry one (fix: lock the bundle with `cxr-trainer lock --content-gate DIR`)".into(),
-        }
-    })?;
-    let content_golden =
-        GoldenSet::decode_gate(&bytes[range_of(CONTENT_GOLDEN_MEMBER)], &content_gate.spec)?;
+    let (goldens, content_gate, content_golden) =
+        decode_goldens(&manifest, |name| &bytes[range_of(name)])?;
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
     let (key_name, key_role) = (key.name.clone(), key.role);
     let key_id = c.key_id;
     Ok(VerifiedBundle {
         bytes,
         manifest,
-        golden,
+        goldens,
         content_gate,
         content_golden,
         members,
@@ -208,6 +239,25 @@ pub fn verify(
         key_name,
         key_role,
     })
+}
+
+/// Every model's golden vectors, the content gate's parameters and its
+/// golden vectors; `member` gives a member's bytes (empty when absent,
+/// which then fails to decode).
+fn decode_goldens<'a>(
+    manifest: &Manifest,
+    member: impl Fn(&str) -> &'a [u8],
+) -> Result<(Vec<GoldenSet>, ContentGateData, GoldenSet), BundleError> {
+    let goldens = (0..manifest.model_count())
+        .map(|i| GoldenSet::decode(member(&golden_member_name(i)), &manifest.params.model))
+        .collect::<Result<Vec<_>, _>>()?;
+    let content_gate = manifest.params.content_gate.clone().ok_or_else(|| {
+        BundleError::InvalidParameters {
+            problem: "the manifest has no content gate; every bundle must carry one (fix: lock the bundle with `cxr-trainer lock --content-gate DIR`)".into(),
+        }
+    })?;
+    let content_golden = GoldenSet::decode_gate(member(CONTENT_GOLDEN_MEMBER), &content_gate.spec)?;
+    Ok((goldens, content_gate, content_golden))
 }
 
 fn check_members(manifest: &Manifest, c: &Container<'_>) -> Result<(), BundleError> {
@@ -223,12 +273,26 @@ fn check_members(manifest: &Manifest, c: &Container<'_>) -> Result<(), BundleErr
             });
         }
     }
-    for required in REQUIRED_MEMBERS {
+    let expected = manifest.expected_members();
+    for required in &expected {
         if manifest.member(required).is_none() {
             return Err(BundleError::MissingMember {
-                name: required.to_owned(),
+                name: required.clone(),
             });
         }
+    }
+    if let Some(unused) = manifest
+        .members
+        .iter()
+        .find(|m| !expected.contains(&m.name))
+    {
+        return Err(BundleError::InvalidParameters {
+            problem: format!(
+                "the manifest lists member `{}`, which no part of a bundle of {} model(s) uses",
+                unused.name,
+                manifest.model_count()
+            ),
+        });
     }
     for (name, _) in &c.members {
         if manifest.member(name).is_none() {

@@ -3,7 +3,8 @@
 //! It owns the decision logic: TTA merge, per-label temperature calibration,
 //! thresholded calls with an uncertainty band in logit space, OOD scores (low
 //! JointEnergy, low max-logit, Mahalanobis) combined into one gate, the input
-//! gate (the tags and the content gate's verdict combined), deadlines
+//! gate (the tags and the content gate's verdict combined), the combination
+//! of an ensemble's members, deadlines
 //! (embassy-time), abstentions with stable codes and operator messages, and the
 //! postcard-encoded decision record. The decision path allocates nothing
 //! (heapless buffers, borrowed parameters). It must not know I/O, engines or
@@ -14,6 +15,7 @@ mod abstention;
 pub mod calibration;
 mod content;
 mod decision;
+pub mod ensemble;
 mod error;
 mod gate;
 mod input_class;

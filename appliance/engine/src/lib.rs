@@ -4,6 +4,7 @@
 //! CUDA engine implements the same trait in `cxr-cuda`, and the reference
 //! forward in `cxr-model` is the oracle for both.
 
+mod ensemble;
 mod error;
 #[cfg(feature = "openvino")]
 mod openvino_cpu;
@@ -12,6 +13,7 @@ mod selftest;
 mod tract_gate;
 mod tract_vit;
 
+pub use ensemble::EnsembleEngine;
 pub use error::EngineError;
 #[cfg(feature = "openvino")]
 pub use openvino_cpu::{CpuPrecision, OpenVinoCpu, OpenVinoVit};

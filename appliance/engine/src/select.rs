@@ -10,9 +10,9 @@
 
 use cxr_model::VitSpec;
 
-use cxr_bundle::VerifiedBundle;
+use cxr_bundle::{BundleModel, VerifiedBundle};
 
-use crate::{self_test, Engine, EngineError, SelfTestReport, TractGate, TractVit};
+use crate::{self_test, Engine, EngineError, EnsembleEngine, SelfTestReport, TractGate, TractVit};
 
 /// What the operator or board configuration asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +76,81 @@ pub fn select_engine(
 
 /// Choose and load the engine for a verified bundle, then run its golden
 /// vectors through it: an engine that fails its self-test is never used.
+/// An ensemble bundle gets one engine per model, each chosen and
+/// self-tested against its own golden vectors, run together as an
+/// [`EnsembleEngine`]; the report returned is the member with the worst
+/// logits.
 pub fn select_for_bundle(
     bundle: &VerifiedBundle,
     preference: EnginePreference,
     threads: usize,
     accelerators: &[&dyn Accelerator],
 ) -> Result<(Selection, SelfTestReport), EngineError> {
-    let m = bundle.manifest();
     // The gate first: without it nothing is classified, whatever the engine.
     let (gate, gate_report) = load_content_gate(bundle)?;
-    let gate_reason = format!("content gate: {}", gate_report.summary());
-    let content_gate = Some(gate);
+    let models = bundle.models();
     let mut reasons = Vec::new();
+    let mut engines = Vec::with_capacity(models.len());
+    let mut worst: Option<SelfTestReport> = None;
+    for model in &models {
+        let mut said = Vec::new();
+        let (engine, report) =
+            select_for_model(bundle, model, preference, threads, accelerators, &mut said)?;
+        if models.len() > 1 {
+            let k = models.len();
+            said = said
+                .into_iter()
+                .map(|r| format!("model {}/{k}: {r}", model.index + 1))
+                .collect();
+        }
+        reasons.extend(said);
+        engines.push(engine);
+        if worst
+            .as_ref()
+            .is_none_or(|w| report.worst_logits > w.worst_logits)
+        {
+            worst = Some(report);
+        }
+    }
+    let engine: Box<dyn Engine> = match engines.len() {
+        1 => engines.remove(0),
+        _ => {
+            let calibrations: Vec<&[f32]> = models
+                .iter()
+                .map(|m| m.calibration.map_or(&[][..], |c| &c.temperatures[..]))
+                .collect();
+            let ensemble = EnsembleEngine::new(engines, &calibrations)?;
+            reasons.extend(ensemble.notes().into_iter().take(1));
+            Box::new(ensemble)
+        }
+    };
+    reasons.push(format!("content gate: {}", gate_report.summary()));
+    let report = worst.ok_or_else(|| EngineError::Load {
+        engine: "bundle",
+        reason: "the bundle has no model".into(),
+    })?;
+    Ok((
+        Selection {
+            engine,
+            content_gate: Some(gate),
+            reasons,
+        },
+        report,
+    ))
+}
+
+/// One model of the bundle: the first accelerator that loads it and
+/// passes its golden self-test under `Auto`, else tract.
+fn select_for_model(
+    bundle: &VerifiedBundle,
+    model: &BundleModel<'_>,
+    preference: EnginePreference,
+    threads: usize,
+    accelerators: &[&dyn Accelerator],
+    reasons: &mut Vec<String>,
+) -> Result<(Box<dyn Engine>, SelfTestReport), EngineError> {
+    let m = bundle.manifest();
+    let views = m.params.tta.len();
     match preference {
         EnginePreference::Tract => reasons.push("tract requested".to_owned()),
         EnginePreference::Auto if accelerators.is_empty() => {
@@ -95,32 +158,19 @@ pub fn select_for_bundle(
         }
         EnginePreference::Auto => {
             for acc in accelerators {
-                let engine = match acc.load(bundle.onnx(), m.params.model) {
+                let engine = match acc.load(model.onnx, m.params.model) {
                     Ok(e) => e,
                     Err(why) => {
                         reasons.push(format!("{}: not used: {why}", acc.name()));
                         continue;
                     }
                 };
-                match self_test(
-                    engine.as_ref(),
-                    bundle.golden(),
-                    &m.golden_tolerance,
-                    m.params.tta.len(),
-                ) {
+                match self_test(engine.as_ref(), model.golden, &m.golden_tolerance, views) {
                     Ok(report) => {
                         reasons.push(format!("auto: {} selected", engine.name()));
                         reasons.extend(engine.notes());
                         reasons.push(report.summary());
-                        reasons.push(gate_reason);
-                        return Ok((
-                            Selection {
-                                engine,
-                                content_gate,
-                                reasons,
-                            },
-                            report,
-                        ));
+                        return Ok((engine, report));
                     }
                     Err(e) => reasons.push(format!(
                         "{}: loaded but not used, its golden self-test failed: {e}",
@@ -131,25 +181,12 @@ pub fn select_for_bundle(
             reasons.push("auto: falling back to tract (CPU)".to_owned());
         }
     }
-    let tract = TractVit::load(bundle.onnx(), m.params.model, threads)?;
+    let tract = TractVit::load(model.onnx, m.params.model, threads)?;
     reasons.push(format!("tract loaded with {} thread(s)", tract.threads()));
     let engine: Box<dyn Engine> = Box::new(tract);
-    let report = self_test(
-        engine.as_ref(),
-        bundle.golden(),
-        &m.golden_tolerance,
-        m.params.tta.len(),
-    )?;
+    let report = self_test(engine.as_ref(), model.golden, &m.golden_tolerance, views)?;
     reasons.push(report.summary());
-    reasons.push(gate_reason);
-    Ok((
-        Selection {
-            engine,
-            content_gate,
-            reasons,
-        },
-        report,
-    ))
+    Ok((engine, report))
 }
 
 /// The bundle's content gate on tract, through its own golden vectors at
