@@ -3,11 +3,12 @@ trainer/experiments/recipe-v2.sh leaves in runs/experiments/: random init
 (the demo), MAE init, SWA, the two other seeds, and the 3-seed ensemble.
 
 Every figure comes from `cxr-trainer evaluate`'s per-study rows (the
-appliance's study path on each locked bundle). The ensemble is the mean of
-its three members' calibrated probabilities per study, computed here from
-those rows: it is not yet one bundle (the appliance cannot run members yet),
-and it is not recalibrated as a whole; a per-label monotone recalibration
-would not change its AUROC.
+appliance's study path on each locked bundle). The ensemble row of the main
+table is the mean of its three members' calibrated probabilities per study,
+computed here from those rows, not recalibrated as a whole.
+`recipe-v2-table.py ensemble` compares the members with the ensemble locked
+as one bundle (trainer/experiments/ensemble.sh), which the appliance runs
+and which is recalibrated as a whole.
 
 Intervals: 95%, 500 resamples of patients (Python's generator, seed 1,
 for each interval), interpolated as `evaluate` does; its own generator
@@ -173,5 +174,40 @@ def main():
     print("\n".join(differences))
 
 
+def ensemble_table():
+    """The 3-seed ensemble locked as one bundle (runs/experiments/ensemble-3,
+    trainer/experiments/ensemble.sh) against each of its members alone and
+    against the offline mean of their rows."""
+    demo = json.load(open(f"{RUNS}/demo-nih/nih-test.json"))
+    names = [l["label"] for l in demo["labels"]]
+    base, _ = studies(["demo-nih"], "nih-test")
+    macro = evaluable(base, len(names))
+    pneumonia = [names.index("Pneumonia")]
+    rows = [
+        ("demo (seed 1)", ["demo-nih"]),
+        ("seed 2", ["seed-2"]),
+        ("seed 3", ["seed-3"]),
+        ("offline mean of the three members' rows", ["demo-nih", "seed-2", "seed-3"]),
+        ("the ensemble bundle (recalibrated as a whole)", ["ensemble-3"]),
+    ]
+    print(f"Macro AUROC over {len(macro)} labels: {', '.join(names[l] for l in macro)}.\n")
+    print("| model | NIH test: coverage | NIH test: macro AUROC | NIH test: Pneumonia AUROC | Kermany external: coverage | Kermany external: Pneumonia AUROC |")
+    print("|---|---:|---|---|---:|---|")
+    got = {}
+    for title, members in rows:
+        nih, nih_cov = studies(members, "nih-test")
+        ker, ker_cov = studies(members, "kermany-external")
+        got[title] = (nih, ker)
+        cov = lambda c: "/".join(f"{x * 100:.1f}%" for x in c)
+        print(f"| {title} | {cov(nih_cov)} | {with_interval(nih, macro)} | {with_interval(nih, pneumonia)} | {cov(ker_cov)} | {with_interval(ker, pneumonia)} |")
+    print("\nThe ensemble bundle minus each member alone, on the studies both scored (paired: 500 resamples of patients):\n")
+    print("| member | NIH test: macro AUROC | NIH test: Pneumonia AUROC | Kermany external: Pneumonia AUROC |")
+    print("|---|---|---|---|")
+    nih, ker = got[rows[-1][0]]
+    for title, _ in rows[:3]:
+        bn, bk = got[title]
+        print(f"| {title} | {paired_difference(nih, bn, macro)} | {paired_difference(nih, bn, pneumonia)} | {paired_difference(ker, bk, pneumonia)} |")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(ensemble_table() if sys.argv[1:] == ["ensemble"] else main())

@@ -18,7 +18,7 @@ use cxr_bundle::ModelParams;
 use cxr_core::tta::merge_views;
 use cxr_model::onnx;
 use cxr_preprocess::tta_view;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::data::{load_input, Split};
@@ -53,8 +53,26 @@ impl Outputs {
     }
 }
 
+/// What the outputs come from: one model, or an ensemble whose members'
+/// logits are calibrated with their own temperatures, probabilities
+/// averaged and features averaged, as the appliance's ensemble engine
+/// does (`cxr_core::ensemble::combine_members`).
+struct Predictor<'a, B: Backend> {
+    models: &'a [BurnVit<B>],
+    /// `[models, labels]`; empty for one model.
+    temperatures: &'a [f32],
+}
+
+impl<B: Backend> Clone for Predictor<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for Predictor<'_, B> {}
+
 fn outputs<B: Backend>(
-    model: &BurnVit<B>,
+    predictor: Predictor<'_, B>,
     params: &ModelParams,
     data: &Prepared,
     indices: &[usize],
@@ -64,16 +82,62 @@ fn outputs<B: Backend>(
         .iter()
         .map(|&i| data.dataset.samples[i].image.as_path())
         .collect();
-    outputs_of(model, params, &paths, device)
+    outputs_of(predictor, params, &paths, device)
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainerError> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| TrainerError::invalid("tensor", format!("{e:?}"), "report this bug"))
+}
+
+/// Per-view logits `[views, labels]` and per-view features `[views, width]`
+/// of one study's views.
+fn predict<B: Backend>(
+    predictor: Predictor<'_, B>,
+    x: Tensor<B, 4>,
+    views: usize,
+) -> Result<(Vec<f32>, Vec<f32>), TrainerError> {
+    let bug = |e: cxr_core::CoreError| {
+        TrainerError::invalid("ensemble", e.to_string(), "report this bug")
+    };
+    let [model, ..] = predictor.models else {
+        return Err(TrainerError::invalid(
+            "ensemble",
+            "no model".into(),
+            "report this bug",
+        ));
+    };
+    if predictor.models.len() == 1 {
+        let (l, f) = model.forward(x);
+        return Ok((to_vec(l)?, to_vec(f)?));
+    }
+    let (k, width) = (predictor.models.len(), model.spec().width);
+    let mut member_logits = Vec::new();
+    let mut features = vec![0.0f32; views * width];
+    for m in predictor.models {
+        let (l, f) = m.forward(x.clone());
+        member_logits.extend(to_vec(l)?);
+        features
+            .iter_mut()
+            .zip(to_vec(f)?)
+            .for_each(|(s, v)| *s += v);
+    }
+    features.iter_mut().for_each(|v| *v /= k as f32);
+    let mut logits = vec![0.0f32; member_logits.len() / k];
+    cxr_core::ensemble::combine_members(&member_logits, k, predictor.temperatures, &mut logits)
+        .map_err(bug)?;
+    Ok((logits, features))
 }
 
 fn outputs_of<B: Backend>(
-    model: &BurnVit<B>,
+    predictor: Predictor<'_, B>,
     params: &ModelParams,
     paths: &[&Path],
     device: &B::Device,
 ) -> Result<Outputs, TrainerError> {
-    let s = model.spec();
+    let s = params.model;
     let views = params.tta.len();
     let mut out = Outputs::default();
     for path in paths {
@@ -86,15 +150,7 @@ fn outputs_of<B: Backend>(
             TensorData::new(batch, [views, s.in_channels, s.image_size, s.image_size]),
             device,
         );
-        let (l, f) = model.forward(x);
-        let l: Vec<f32> =
-            l.into_data().convert::<f32>().to_vec().map_err(|e| {
-                TrainerError::invalid("tensor", format!("{e:?}"), "report this bug")
-            })?;
-        let f: Vec<f32> =
-            f.into_data().convert::<f32>().to_vec().map_err(|e| {
-                TrainerError::invalid("tensor", format!("{e:?}"), "report this bug")
-            })?;
+        let (l, f) = predict(predictor, x, views)?;
         let merged = merge_views(&l, views, s.labels)
             .map_err(|e| TrainerError::invalid("merge", format!("{e:?}"), "report this bug"))?;
         out.logits.extend(merged.mean.iter());
@@ -120,6 +176,8 @@ pub struct Report {
     /// Extra OOD files: scored ones and those the guarded ingest refused
     /// before any model saw them.
     pub ood_files: Vec<OodFile>,
+    /// The ensemble's models with their own calibration; empty for one model.
+    pub ensemble: Vec<EnsembleFileMember>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +201,19 @@ pub struct SplitCounts {
     pub patients: usize,
 }
 
+impl SplitCounts {
+    fn of(data: &Prepared) -> Self {
+        SplitCounts {
+            dropped_non_frontal: data.dropped_non_frontal,
+            train: data.indices(Split::Train).len(),
+            validation: data.indices(Split::Validation).len(),
+            test: data.indices(Split::Test).len(),
+            held_out: data.held_out().len(),
+            patients: data.dataset.patients().len(),
+        }
+    }
+}
+
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     let v: Vec<f64> = v.collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -161,7 +232,7 @@ pub const TEST_REPORT: &str = "test-evaluation";
 /// a file that cannot be read is listed as such, so a typo does not read as
 /// the reader doing its job).
 fn extra_outputs<B: Backend>(
-    model: &BurnVit<B>,
+    predictor: Predictor<'_, B>,
     params: &ModelParams,
     files: &[std::path::PathBuf],
     device: &B::Device,
@@ -173,7 +244,7 @@ fn extra_outputs<B: Backend>(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let outcome = match outputs_of(model, params, &[path.as_path()], device) {
+        let outcome = match outputs_of(predictor, params, &[path.as_path()], device) {
             Ok(o) => {
                 all.extend(&o);
                 "scored".to_owned()
@@ -250,7 +321,7 @@ fn test_evaluation(
 ) -> Result<EvaluationReport, TrainerError> {
     let rows = test_rows(params, data, test_i, test, y, m);
     let subject = Subject {
-        bundle: "this run's model.onnx (before lock)".into(),
+        bundle: "this run's model.onnx (before lock; an ensemble's first model)".into(),
         bundle_sha256: cxr_bundle::hex::encode(&sha2::Sha256::digest(onnx_bytes)),
         data: format!("{}: the adult test patients", data.dataset.name),
         tags: "frontal chest, adult (no content gate yet)".into(),
@@ -302,6 +373,37 @@ fn score_extra_files(params: &ModelParams, extra: &Outputs, files: &mut [OodFile
     }
 }
 
+/// One model of an ensemble as `finalize` writes it (`ensemble.toml`) and
+/// `lock --ensemble` reads it: its graph file beside the TOML, its run, and
+/// its own calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleFileMember {
+    pub onnx: String,
+    /// SHA-256 of the graph file, hex.
+    pub sha256: String,
+    pub run: String,
+    pub temperatures: Vec<f32>,
+    pub calibrated: Vec<bool>,
+}
+
+/// `ensemble.toml`: every model of an ensemble, in member order, and the
+/// digest of the `params.toml` fitted for exactly these models (`lock`
+/// refuses other parameters with them, and these parameters without them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleFile {
+    pub params_sha256: String,
+    pub member: Vec<EnsembleFileMember>,
+}
+
+/// The ensemble's file name in `finalize`'s output folder.
+pub const ENSEMBLE_FILE: &str = EnsembleFile::NAME;
+
+impl EnsembleFile {
+    pub const NAME: &'static str = "ensemble.toml";
+}
+
 /// Finalize a training run in `run` (reads `best.json`, `best.onnx`) into `out`.
 pub fn finalize<B: Backend>(
     run: &Path,
@@ -309,21 +411,138 @@ pub fn finalize<B: Backend>(
     extra_ood: &[std::path::PathBuf],
     device: &B::Device,
 ) -> Result<Report, TrainerError> {
-    let state = Checkpoint::read(
-        &run.join("best.json"),
-        "run",
-        "finalize a run written by `cxr-trainer train`",
-    )?;
-    let config = &state.config;
-    let (onnx_bytes, model) = load_best::<B>(run, config, device)?;
-    let data = Prepared::load(&config.data, config.seed)?;
+    finalize_runs::<B>(&[run.to_owned()], out, extra_ood, device)
+}
+
+/// A run's selected model.
+struct RunModel<B: Backend> {
+    run: std::path::PathBuf,
+    state: Checkpoint,
+    onnx: Vec<u8>,
+    model: BurnVit<B>,
+}
+
+fn ensemble_refused(problem: String) -> TrainerError {
+    TrainerError::invalid(
+        "ensemble",
+        problem,
+        "train every member from configs that differ only in `seed`, with the same `data` (pin `data.split_seed`), model and input",
+    )
+}
+
+/// Every run's selected model and the shared data split: members of an
+/// ensemble must share their model, input and patient split, or the
+/// validation set that calibrates the ensemble would hold some member's
+/// training patients.
+fn load_runs<B: Backend>(
+    runs: &[std::path::PathBuf],
+    device: &B::Device,
+) -> Result<(Vec<RunModel<B>>, Prepared), TrainerError> {
+    let most = cxr_core::ensemble::MAX_ENSEMBLE_MEMBERS;
+    if runs.is_empty() || runs.len() > most {
+        return Err(ensemble_refused(format!(
+            "{} runs: finalize takes 1 run, or 2 to {most} for an ensemble",
+            runs.len()
+        )));
+    }
+    let mut members = Vec::new();
+    let mut data: Option<Prepared> = None;
+    for run in runs {
+        let state = Checkpoint::read(
+            &run.join("best.json"),
+            "run",
+            "finalize a run written by `cxr-trainer train`",
+        )?;
+        let c = &state.config;
+        let (onnx, model) = load_best::<B>(run, c, device)?;
+        let split = Prepared::load(&c.data, c.seed)?;
+        if let (Some(first), Some(d)) = (members.first(), &data) {
+            let f: &RunModel<B> = first;
+            let fc = &f.state.config;
+            // `split_seed` may differ: the split itself is compared next.
+            let unpinned = |d: &crate::train::DataConfig| crate::train::DataConfig {
+                split_seed: None,
+                ..d.clone()
+            };
+            if c.model != fc.model
+                || c.input_spec() != fc.input_spec()
+                || unpinned(&c.data) != unpinned(&fc.data)
+            {
+                return Err(ensemble_refused(format!(
+                    "{} differs from {} in its model, input or data",
+                    run.display(),
+                    f.run.display()
+                )));
+            }
+            if split.split != d.split {
+                return Err(ensemble_refused(format!(
+                    "{} was trained on another patient split than {}",
+                    run.display(),
+                    f.run.display()
+                )));
+            }
+        } else {
+            data = Some(split);
+        }
+        members.push(RunModel {
+            run: run.clone(),
+            state,
+            onnx,
+            model,
+        });
+    }
+    let data = data.ok_or_else(|| ensemble_refused("no run".into()))?;
+    Ok((members, data))
+}
+
+/// Each member's own temperatures, fitted on validation for that member
+/// alone (none for one model).
+fn fit_members<B: Backend>(
+    members: &[RunModel<B>],
+    models: &[BurnVit<B>],
+    params: &ModelParams,
+    data: &Prepared,
+    val_i: &[usize],
+    (val_y, val_m): (&[f32], &[f32]),
+    device: &B::Device,
+) -> Result<Vec<EnsembleFileMember>, TrainerError> {
+    if members.len() == 1 {
+        return Ok(Vec::new());
+    }
+    let mut fitted = Vec::new();
+    for (i, (member, model)) in members.iter().zip(models).enumerate() {
+        let alone = Predictor {
+            models: std::slice::from_ref(model),
+            temperatures: &[],
+        };
+        let val = outputs(alone, params, data, val_i, device)?;
+        let mut own = params.clone();
+        fit_calibration(&mut own, &val.logits, val_y, val_m, MAX_UNCERTAIN)?;
+        fitted.push(EnsembleFileMember {
+            onnx: cxr_bundle::model_member_name(i),
+            sha256: cxr_bundle::hex::encode(&sha2::Sha256::digest(&member.onnx)),
+            run: member.run.display().to_string(),
+            temperatures: own.temperatures,
+            calibrated: own.calibrated,
+        });
+    }
+    Ok(fitted)
+}
+
+/// Finalize one run, or an ensemble of several (each member calibrated
+/// alone on validation, then the ensemble as a whole: its calibration,
+/// operating points and OOD gate are fitted on the ensemble's outputs).
+pub fn finalize_runs<B: Backend>(
+    runs: &[std::path::PathBuf],
+    out: &Path,
+    extra_ood: &[std::path::PathBuf],
+    device: &B::Device,
+) -> Result<Report, TrainerError> {
+    let (members, data) = load_runs::<B>(runs, device)?;
+    let config = &members[0].state.config;
     let mut params = ModelParams::neutral(config.model, data.dataset.labels.clone());
     params.input = config.input_spec();
-    let (val_i, test_i, held_i) = (
-        data.indices(Split::Validation),
-        data.indices(Split::Test),
-        data.held_out(),
-    );
+    let (val_i, test_i) = (data.indices(Split::Validation), data.indices(Split::Test));
     let targets = |idx: &[usize]| -> Result<(Vec<f32>, Vec<f32>), TrainerError> {
         let ex = data.examples(idx, &config.data, config.seed)?;
         Ok((
@@ -331,41 +550,38 @@ pub fn finalize<B: Backend>(
             ex.iter().flat_map(|e| e.mask.clone()).collect(),
         ))
     };
-    let val = outputs(&model, &params, &data, &val_i, device)?;
     let (val_y, val_m) = targets(&val_i)?;
+    let models: Vec<BurnVit<B>> = members.iter().map(|m| m.model.clone()).collect();
+    let ensemble = fit_members(
+        &members,
+        &models,
+        &params,
+        &data,
+        &val_i,
+        (&val_y, &val_m),
+        device,
+    )?;
+    let temperatures: Vec<f32> = ensemble
+        .iter()
+        .flat_map(|m| m.temperatures.clone())
+        .collect();
+    let predictor = Predictor {
+        models: &models,
+        temperatures: &temperatures,
+    };
+    let val = outputs(predictor, &params, &data, &val_i, device)?;
     let calibration = fit_calibration(&mut params, &val.logits, &val_y, &val_m, MAX_UNCERTAIN)?;
 
-    let test = outputs(&model, &params, &data, &test_i, device)?;
+    let test = outputs(predictor, &params, &data, &test_i, device)?;
     let (test_y, test_m) = targets(&test_i)?;
-
-    // The unusual studies the OOD candidates are judged on: the held-out
-    // (paediatric) patients and the extra files that reach the model.
-    let train_out = outputs(&model, &params, &data, &data.indices(Split::Train), device)?;
-    let mut unusual = outputs(&model, &params, &data, &held_i, device)?;
-    let (extra, mut ood_files) = extra_outputs(&model, &params, extra_ood, device)?;
-    unusual.extend(&extra);
-    // Patients, for resampling: each extra file is a patient of its own.
-    let patient = |i: &usize| data.dataset.samples[*i].patient.clone();
-    let patients: Vec<String> = held_i
-        .iter()
-        .map(patient)
-        .chain(
-            ood_files
-                .iter()
-                .filter(|f| f.outcome == "scored")
-                .map(|f| format!("extra file {}", f.file)),
-        )
-        .chain(test_i.iter().map(patient))
-        .collect();
-    let ood = fit_ood(
+    let (ood, mut ood_files, extra) = fit_ood_gate(
+        predictor,
         &mut params,
-        train_out.as_ref(),
-        val.as_ref(),
-        test.as_ref(),
-        unusual.as_ref(),
-        &patients,
-        OOD_COVERAGE,
+        &data,
+        (&val, &test),
+        extra_ood,
         config.seed,
+        device,
     )?;
     let test_report = test_evaluation(
         &params,
@@ -373,20 +589,13 @@ pub fn finalize<B: Backend>(
         &test_i,
         &test,
         (&test_y, &test_m),
-        &onnx_bytes,
+        &members[0].onnx,
         out,
     )?;
     score_extra_files(&params, &extra, &mut ood_files);
     let report = Report {
-        checkpoint: state.clone(),
-        images: SplitCounts {
-            dropped_non_frontal: data.dropped_non_frontal,
-            train: data.indices(Split::Train).len(),
-            validation: val_i.len(),
-            test: test_i.len(),
-            held_out: held_i.len(),
-            patients: data.dataset.patients().len(),
-        },
+        checkpoint: members[0].state.clone(),
+        images: SplitCounts::of(&data),
         calibration,
         ood,
         macro_auroc: mean(
@@ -403,16 +612,63 @@ pub fn finalize<B: Backend>(
         ),
         test: test_report,
         ood_files,
+        ensemble,
     };
-    write_outputs(out, &onnx_bytes, &params, &report)?;
+    let onnx: Vec<&[u8]> = members.iter().map(|m| &m.onnx[..]).collect();
+    write_outputs(out, &onnx, &params, &report)?;
     Ok(report)
+}
+
+/// The OOD gate, fitted on the predictor's outputs: Mahalanobis on the
+/// training features, the cut-off on validation, judged against the
+/// held-out (paediatric) patients and the extra files that reach the model.
+/// Also returns the extra files' lines and outputs, to score them later.
+#[allow(clippy::type_complexity)]
+fn fit_ood_gate<B: Backend>(
+    predictor: Predictor<'_, B>,
+    params: &mut ModelParams,
+    data: &Prepared,
+    (val, test): (&Outputs, &Outputs),
+    extra_ood: &[std::path::PathBuf],
+    seed: u64,
+    device: &B::Device,
+) -> Result<(OodFit, Vec<OodFile>, Outputs), TrainerError> {
+    let (held_i, test_i) = (data.held_out(), data.indices(Split::Test));
+    let train_out = outputs(predictor, params, data, &data.indices(Split::Train), device)?;
+    let mut unusual = outputs(predictor, params, data, &held_i, device)?;
+    let (extra, ood_files) = extra_outputs(predictor, params, extra_ood, device)?;
+    unusual.extend(&extra);
+    // Patients, for resampling: each extra file is a patient of its own.
+    let patient = |i: &usize| data.dataset.samples[*i].patient.clone();
+    let patients: Vec<String> = held_i
+        .iter()
+        .map(patient)
+        .chain(
+            ood_files
+                .iter()
+                .filter(|f| f.outcome == "scored")
+                .map(|f| format!("extra file {}", f.file)),
+        )
+        .chain(test_i.iter().map(patient))
+        .collect();
+    let ood = fit_ood(
+        params,
+        train_out.as_ref(),
+        val.as_ref(),
+        test.as_ref(),
+        unusual.as_ref(),
+        &patients,
+        OOD_COVERAGE,
+        seed,
+    )?;
+    Ok((ood, ood_files, extra))
 }
 
 /// The files `lock` takes: the model, its parameters, the report (JSON
 /// and Markdown) and the model card.
 fn write_outputs(
     out: &Path,
-    onnx_bytes: &[u8],
+    onnx: &[&[u8]],
     params: &ModelParams,
     report: &Report,
 ) -> Result<(), TrainerError> {
@@ -421,13 +677,30 @@ fn write_outputs(
         std::fs::write(out.join(name), bytes)
             .map_err(|e| TrainerError::io("writing", &out.join(name), e))
     };
-    write("model.onnx", onnx_bytes)?;
-    write(
-        "params.toml",
-        toml::to_string(params)
-            .map_err(|e| TrainerError::invalid("params", e.to_string(), "report this bug"))?
-            .as_bytes(),
-    )?;
+    for (i, bytes) in onnx.iter().enumerate() {
+        write(&cxr_bundle::model_member_name(i), bytes)?;
+    }
+    // A single model's folder must not keep an earlier ensemble's list;
+    // an ensemble's list is written after the parameters it names.
+    let ensemble = out.join(ENSEMBLE_FILE);
+    if ensemble.exists() {
+        std::fs::remove_file(&ensemble).map_err(|e| TrainerError::io("removing", &ensemble, e))?;
+    }
+    let params_toml = toml::to_string(params)
+        .map_err(|e| TrainerError::invalid("params", e.to_string(), "report this bug"))?;
+    write("params.toml", params_toml.as_bytes())?;
+    if !report.ensemble.is_empty() {
+        let file = EnsembleFile {
+            params_sha256: cxr_bundle::hex::encode(&sha2::Sha256::digest(params_toml.as_bytes())),
+            member: report.ensemble.clone(),
+        };
+        write(
+            ENSEMBLE_FILE,
+            toml::to_string(&file)
+                .map_err(|e| TrainerError::invalid("ensemble", e.to_string(), "report this bug"))?
+                .as_bytes(),
+        )?;
+    }
     write(
         "report.json",
         serde_json::to_string_pretty(report)
@@ -474,7 +747,12 @@ pub fn markdown(r: &Report, params: &ModelParams) -> String {
     let swa = r.checkpoint.val_macro_auroc_swa.map_or(String::new(), |a| {
         format!(", SWA {a:.3} ({} epochs)", r.checkpoint.swa_models)
     });
-    let _ = writeln!(s, "- Selected checkpoint: epoch {} ({} weights), validation macro AUROC raw {:.3}, EMA {:.3}{swa}.\n", r.checkpoint.epoch + 1, r.checkpoint.source, r.checkpoint.val_macro_auroc_raw, r.checkpoint.val_macro_auroc_ema);
+    let _ = writeln!(s, "- Selected checkpoint: epoch {} ({} weights), validation macro AUROC raw {:.3}, EMA {:.3}{swa}.", r.checkpoint.epoch + 1, r.checkpoint.source, r.checkpoint.val_macro_auroc_raw, r.checkpoint.val_macro_auroc_ema);
+    if !r.ensemble.is_empty() {
+        let runs: Vec<&str> = r.ensemble.iter().map(|m| m.run.as_str()).collect();
+        let _ = writeln!(s, "- An ensemble of {} runs ({}); the settings above are the first's, the others differ in their seed. Each model was calibrated alone on validation; the appliance averages their calibrated probabilities, and every parameter and metric below is the ensemble's (recalibrated as a whole).", r.ensemble.len(), runs.join(", "));
+    }
+    let _ = writeln!(s);
     let _ = writeln!(
         s,
         "## Test metrics ({} TTA views merged; 95% CIs from 500 resamples of patients, shown with at least 5 positive and 5 negative patients)\n",

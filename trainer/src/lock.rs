@@ -6,15 +6,25 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context};
 use cxr_bundle::{
     compute_gate_golden, compute_golden, BundleDraft, BundleSigner, ContentGateData,
-    ContentGateDraft, DataDigest, GoldenTolerance, ModelParams, Provenance,
+    ContentGateDraft, DataDigest, EnsembleMember, GoldenTolerance, ModelDraft, ModelParams,
+    Provenance,
 };
+use cxr_trainer::finalize::EnsembleFile;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, clap::Args)]
 pub struct LockArgs {
     /// The model, with canonical (timm) initializer names.
+    #[arg(
+        long,
+        required_unless_present = "ensemble",
+        conflicts_with = "ensemble"
+    )]
+    onnx: Option<PathBuf>,
+    /// Lock an ensemble instead: the `ensemble.toml` that `finalize` wrote
+    /// for several runs (its models' files beside it).
     #[arg(long)]
-    onnx: PathBuf,
+    ensemble: Option<PathBuf>,
     /// Model spec and decision parameters, TOML (the developer-mode params format).
     #[arg(long)]
     params: PathBuf,
@@ -145,15 +155,129 @@ fn read_content_gate(
     Ok((data, ContentGateDraft { onnx, golden }))
 }
 
+/// The models to lock, in member order, each with its golden vectors and,
+/// in an ensemble, its own calibration.
+fn read_models(
+    args: &LockArgs,
+    params: &ModelParams,
+) -> anyhow::Result<(Vec<ModelDraft>, Vec<EnsembleMember>)> {
+    let params_sha256 = cxr_bundle::hex::encode(&Sha256::digest(read(&args.params)?));
+    // Each model file with the SHA-256 `finalize` listed for it (none for --onnx).
+    let (files, ensemble): (Vec<(PathBuf, Option<String>)>, _) = match (&args.onnx, &args.ensemble)
+    {
+        (Some(onnx), None) => {
+            refuse_ensemble_params(&args.params, &params_sha256)?;
+            (vec![(onnx.clone(), None)], Vec::new())
+        }
+        (None, Some(list)) => {
+            let file = read_ensemble_file(list, &params_sha256)?;
+            let dir = list.parent().unwrap_or(Path::new("."));
+            let files = file
+                .member
+                .iter()
+                .map(|m| (dir.join(&m.onnx), Some(m.sha256.clone())))
+                .collect();
+            let calibrations = file
+                .member
+                .into_iter()
+                .map(|m| EnsembleMember {
+                    temperatures: m.temperatures,
+                    calibrated: m.calibrated,
+                })
+                .collect();
+            (files, calibrations)
+        }
+        _ => anyhow::bail!("pass either --onnx or --ensemble"),
+    };
+    let mut models = Vec::new();
+    for (path, listed) in &files {
+        let onnx = read(path)?;
+        if let Some(listed) = listed {
+            ensure!(
+                &cxr_bundle::hex::encode(&Sha256::digest(&onnx)) == listed,
+                "{} is not the model `finalize` listed (its SHA-256 differs) (fix: finalize the runs again; the folder changed after finalize)",
+                path.display()
+            );
+        }
+        let weights = cxr_model::onnx::read_weights(&onnx, &params.model)
+            .with_context(|| format!("reading the weights of {}", path.display()))?;
+        let golden = compute_golden(&weights, args.golden, args.version)?;
+        models.push(ModelDraft { onnx, golden });
+    }
+    Ok((models, ensemble))
+}
+
+/// `ensemble.toml`, checked: 2 to the most models, fitted together with
+/// the parameters being locked.
+fn read_ensemble_file(list: &Path, params_sha256: &str) -> anyhow::Result<EnsembleFile> {
+    let text = String::from_utf8(read(list)?).context("the ensemble list is not UTF-8")?;
+    let file: EnsembleFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", list.display()))?;
+    let most = cxr_core::ensemble::MAX_ENSEMBLE_MEMBERS;
+    ensure!(
+        (2..=most).contains(&file.member.len()),
+        "{} lists {} model(s); an ensemble has 2 to {most} (fix: finalize 2 to {most} runs together)",
+        list.display(),
+        file.member.len()
+    );
+    ensure!(
+        file.params_sha256 == params_sha256,
+        "the --params file was not fitted for the ensemble {} (fix: pass the params.toml that `finalize` wrote beside it)",
+        list.display()
+    );
+    Ok(file)
+}
+
+/// A single model may not be locked with parameters fitted for an
+/// ensemble (those of the `ensemble.toml` beside them): its probabilities
+/// would be calibrated, thresholded and OOD-gated for another model.
+fn refuse_ensemble_params(params: &Path, params_sha256: &str) -> anyhow::Result<()> {
+    let beside = params
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(EnsembleFile::NAME);
+    let Ok(text) = std::fs::read_to_string(&beside) else {
+        return Ok(());
+    };
+    let file: EnsembleFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", beside.display()))?;
+    ensure!(
+        file.params_sha256 != params_sha256,
+        "{} were fitted for the ensemble in {} (fix: lock it with `--ensemble {}`; one of its models alone needs its own `finalize`)",
+        params.display(),
+        beside.display(),
+        beside.display()
+    );
+    Ok(())
+}
+
+/// The ensemble's part of the model card (nothing for one model).
+fn ensemble_card(ensemble: &[EnsembleMember]) -> String {
+    if ensemble.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\n## Ensemble\n\n{} models run on every view. Each model's logits are calibrated with its own temperatures; the calibrated probabilities are averaged; the decision parameters above (temperatures, thresholds, bands, OOD gate) were fitted on that average. The appliance refuses this bundle on a board that runs fewer models.\n\n",
+        ensemble.len()
+    );
+    for (i, m) in ensemble.iter().enumerate() {
+        s.push_str(&format!(
+            "- Model {}: temperatures {:?}\n",
+            i + 1,
+            m.temperatures
+        ));
+    }
+    s
+}
+
 pub fn run(args: &LockArgs) -> anyhow::Result<()> {
     ensure!(args.golden >= 1, "at least one golden vector");
-    let onnx = read(&args.onnx)?;
     let text = String::from_utf8(read(&args.params)?).context("params are not UTF-8")?;
     let mut params = ModelParams::from_toml(&text)?;
     let (gate, content_gate) = read_content_gate(&args.content_gate, args.golden, args.version)?;
     params.content_gate = Some(gate);
-    let weights = cxr_model::onnx::read_weights(&onnx, &params.model)
-        .with_context(|| format!("reading the weights of {}", args.onnx.display()))?;
+    let (mut models, ensemble) = read_models(args, &params)?;
+    let first = models.remove(0);
     let signer = BundleSigner::from_file(&args.key)?;
     let mut data = Vec::new();
     for path in &args.data {
@@ -187,12 +311,12 @@ pub fn run(args: &LockArgs) -> anyhow::Result<()> {
         Some(p) => String::from_utf8(read(p)?).context("the model card is not UTF-8")?,
         None => model_card(args, &params, &provenance),
     };
+    model_card.push_str(&ensemble_card(&ensemble));
     // The gate's own report (what it accepts and rejects) belongs on the card.
     if let Ok(report) = std::fs::read_to_string(args.content_gate.join("report.md")) {
         model_card.push_str("\n#");
         model_card.push_str(&report);
     }
-    let golden = compute_golden(&weights, args.golden, args.version)?;
     let draft = BundleDraft {
         model_id: args.model_id.clone(),
         version: args.version,
@@ -203,10 +327,12 @@ pub fn run(args: &LockArgs) -> anyhow::Result<()> {
             reduced_rel_l2: args.tolerance_reduced,
         },
         provenance,
-        onnx,
-        golden,
+        onnx: first.onnx,
+        golden: first.golden,
         model_card,
         content_gate,
+        ensemble,
+        more_models: models,
     };
     let bytes = draft.lock(&signer)?;
     let tmp = args.out.with_extension("cxrb.tmp");

@@ -85,11 +85,14 @@ enum Command {
     Evaluate(Box<cxr_trainer::evaluate::EvaluateArgs>),
     /// Fit calibration, thresholds and OOD statistics on the validation split
     /// of a run, evaluate on its test split, and write model.onnx,
-    /// params.toml, model-card.md and report.{json,md} for `lock`.
+    /// params.toml, model-card.md and report.{json,md} for `lock`. Several
+    /// runs make an ensemble: each member is calibrated alone, then the
+    /// ensemble as a whole; model-2.onnx… and ensemble.toml are written too.
     Finalize {
-        /// The run folder written by `train`.
-        #[arg(long)]
-        run: PathBuf,
+        /// The run folder written by `train`; repeat for an ensemble (2 to 5
+        /// runs of the same data, split, model and input).
+        #[arg(long = "run", required = true)]
+        run: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         /// Studies to score as out of distribution (other body parts,
@@ -205,7 +208,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Finalize { run, out, ood } => {
             type Cpu = burn::backend::NdArray<f32>;
-            cxr_trainer::finalize::finalize::<Cpu>(&run, &out, &ood, &Default::default())
+            cxr_trainer::finalize::finalize_runs::<Cpu>(&run, &out, &ood, &Default::default())
                 .map(|r| println!("{}", serde_json::json!({ "macro_auroc": r.macro_auroc, "macro_auprc": r.macro_auprc, "coverage": r.test.coverage, "ood_kept": r.ood.candidates.iter().filter(|c| c.kept).map(|c| c.kind.name()).collect::<Vec<_>>(), "out": out })))
                 .map_err(Into::into)
         }

@@ -275,3 +275,146 @@ fn split_seed_keeps_the_split_across_seeds() {
         "the seed alone moves the split"
     );
 }
+
+/// Two tiny runs that differ only in their seed, finalized together and
+/// locked with `lock --ensemble`: each is calibrated alone, the bundle
+/// carries both with their own golden vectors and verifies, and the
+/// appliance runs them as one ensemble engine. A run on another patient
+/// split is refused.
+#[test]
+fn an_ensemble_of_two_runs_finalizes_locks_and_runs_as_one_bundle() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let text = tiny_demo(&csv).replace("batch_size = 32", "batch_size = 64");
+    let first: TrainConfig = toml::from_str(&text).unwrap();
+    let second = TrainConfig {
+        seed: first.seed + 1,
+        data: cxr_trainer::train::DataConfig {
+            split_seed: Some(first.seed),
+            ..first.data.clone()
+        },
+        ..first.clone()
+    };
+    let elsewhere = TrainConfig {
+        seed: first.seed + 2,
+        ..first.clone()
+    };
+    let dir = scratch_dir("ensemble-run");
+    let device = Default::default();
+    let runs: Vec<_> = [("a", &first), ("b", &second), ("c", &elsewhere)]
+        .into_iter()
+        .map(|(name, config)| {
+            let run = dir.join(name);
+            train::<Autodiff<NdArray<f32>>>(config, &run, false, &device).unwrap();
+            run
+        })
+        .collect();
+    let out = dir.join("final");
+    let refused = cxr_trainer::finalize::finalize_runs::<NdArray<f32>>(
+        &[runs[0].clone(), runs[2].clone()],
+        &out,
+        &[],
+        &device,
+    )
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("another patient split"),
+        "{refused}"
+    );
+
+    let r = cxr_trainer::finalize::finalize_runs::<NdArray<f32>>(&runs[..2], &out, &[], &device)
+        .unwrap();
+    assert_eq!(r.ensemble.len(), 2);
+    let list = out.join(cxr_trainer::finalize::ENSEMBLE_FILE);
+    let file: cxr_trainer::finalize::EnsembleFile =
+        toml::from_str(&std::fs::read_to_string(&list).unwrap()).unwrap();
+    assert_eq!(file.member, r.ensemble);
+    assert_eq!(file.member[1].onnx, "model-2.onnx");
+    assert_eq!(
+        std::fs::read(out.join("model-2.onnx")).unwrap(),
+        std::fs::read(runs[1].join("best.onnx")).unwrap()
+    );
+    // Each member is calibrated alone: as its own single-model finalize would.
+    cxr_trainer::finalize::finalize::<NdArray<f32>>(&runs[1], &dir.join("b-alone"), &[], &device)
+        .unwrap();
+    let alone =
+        ModelParams::from_toml(&std::fs::read_to_string(dir.join("b-alone/params.toml")).unwrap())
+            .unwrap();
+    assert_eq!(file.member[1].temperatures, alone.temperatures);
+    assert_eq!(file.member[1].calibrated, alone.calibrated);
+    assert!(!dir.join("b-alone").join("ensemble.toml").exists());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("An ensemble of 2 runs"), "{md}");
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bundle = dir.join("ensemble.cxrb");
+    let lock = |models: &[&str], params: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cxr-trainer"))
+            .arg("lock")
+            .args(models)
+            .args(["--params", params.to_str().unwrap()])
+            .args([
+                "--key",
+                root.join("demo/keys/dev-demo.key").to_str().unwrap(),
+            ])
+            .args([
+                "--content-gate",
+                root.join("demo/content-gate").to_str().unwrap(),
+            ])
+            .args([
+                "--model-id",
+                "ensemble-test",
+                "--version",
+                "1",
+                "--board",
+                "dev-x86",
+            ])
+            .args(["--out", bundle.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // The ensemble's parameters with one of its models alone, and another
+    // model's parameters with the ensemble, are refused.
+    let first_alone = out.join("model.onnx");
+    let wrong = lock(
+        &["--onnx", first_alone.to_str().unwrap()],
+        &out.join("params.toml"),
+    );
+    assert!(!wrong.status.success());
+    let why = String::from_utf8_lossy(&wrong.stderr);
+    assert!(why.contains("were fitted for the ensemble"), "{why}");
+    let wrong = lock(
+        &["--ensemble", list.to_str().unwrap()],
+        &dir.join("b-alone/params.toml"),
+    );
+    let why = String::from_utf8_lossy(&wrong.stderr);
+    assert!(why.contains("not fitted for the ensemble"), "{why}");
+    let locked = lock(
+        &["--ensemble", list.to_str().unwrap()],
+        &out.join("params.toml"),
+    );
+    assert!(
+        locked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&locked.stderr)
+    );
+    let trust = cxr_bundle::TrustStore::load(&root.join("../board-config/dev-keys")).unwrap();
+    let b = cxr_bundle::verify(
+        std::fs::read(&bundle).unwrap(),
+        &trust,
+        &cxr_board::BoardProfile::builtin("dev-x86").unwrap(),
+        &cxr_bundle::VersionFloors::new(),
+    )
+    .unwrap();
+    assert_eq!(b.models().len(), 2);
+    assert_eq!(
+        b.models()[1].calibration.unwrap().temperatures,
+        file.member[1].temperatures
+    );
+    assert!(b.model_card().contains("## Ensemble"));
+    let (selection, _) =
+        cxr_engine::select_for_bundle(&b, cxr_engine::EnginePreference::Tract, 1, &[]).unwrap();
+    assert_eq!(selection.engine.name(), "ensemble");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
