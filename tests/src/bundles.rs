@@ -134,6 +134,32 @@ pub fn draft(model_id: &str, version: u64, boards: &[&str], weight_seed: u64) ->
     }
 }
 
+/// `bundle` signed again by `signer` with an edited manifest over edited
+/// members (a key holder's mistake or a compromised build machine: the
+/// signature is valid, the content is not).
+pub fn resigned(
+    signer: &BundleSigner,
+    bundle: &[u8],
+    edit: impl FnOnce(&mut cxr_bundle::Manifest),
+    members_edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
+) -> Vec<u8> {
+    let c = cxr_bundle::Container::parse(bundle).unwrap_or_else(|e| panic!("container: {e}"));
+    let mut m =
+        cxr_bundle::Manifest::decode(c.manifest).unwrap_or_else(|e| panic!("manifest: {e}"));
+    edit(&mut m);
+    let mut members: Vec<(String, Vec<u8>)> = c
+        .members
+        .iter()
+        .map(|(n, d)| ((*n).to_owned(), d.to_vec()))
+        .collect();
+    members_edit(&mut members);
+    let refs: Vec<(&str, &[u8])> = members
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    signer.sign_container(&m.encode(), &refs)
+}
+
 /// Lock a tiny bundle with `signer`.
 pub fn locked(signer: &BundleSigner, model_id: &str, version: u64, boards: &[&str]) -> Vec<u8> {
     draft(model_id, version, boards, version)

@@ -59,21 +59,7 @@ fn signed_with_manifest(
     edit: impl FnOnce(&mut Manifest),
     members_edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
 ) -> Vec<u8> {
-    let clean = locked(s, "demo", 3, BOARDS);
-    let c = Container::parse(&clean).unwrap();
-    let mut m = Manifest::decode(c.manifest).unwrap();
-    edit(&mut m);
-    let mut members: Vec<(String, Vec<u8>)> = c
-        .members
-        .iter()
-        .map(|(n, d)| ((*n).to_owned(), d.to_vec()))
-        .collect();
-    members_edit(&mut members);
-    let refs: Vec<(&str, &[u8])> = members
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .collect();
-    s.sign_container(&m.encode(), &refs)
+    cxr_tests::bundles::resigned(s, &locked(s, "demo", 3, BOARDS), edit, members_edit)
 }
 
 fn flip_member(bytes: &[u8], name: &str) -> Vec<u8> {

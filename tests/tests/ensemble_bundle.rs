@@ -117,29 +117,13 @@ fn a_board_that_runs_fewer_models_refuses_the_ensemble() {
     verify(three, &trust(&[&release]), &board, &VersionFloors::new()).unwrap();
 }
 
-/// Sign an edited manifest of a 2-model ensemble over edited members.
-fn forged(
-    edit: impl FnOnce(&mut Manifest),
-    members_edit: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
-) -> Vec<u8> {
+/// A 2-model ensemble signed again with an edited manifest.
+fn forged(edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
     let dev = dev_signer();
     let clean = ensemble_draft("ens", 1, &["dev-x86"], 5, 2)
         .lock(&dev)
         .unwrap();
-    let c = Container::parse(&clean).unwrap();
-    let mut m = Manifest::decode(c.manifest).unwrap();
-    edit(&mut m);
-    let mut members: Vec<(String, Vec<u8>)> = c
-        .members
-        .iter()
-        .map(|(n, d)| ((*n).to_owned(), d.to_vec()))
-        .collect();
-    members_edit(&mut members);
-    let refs: Vec<(&str, &[u8])> = members
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .collect();
-    dev.sign_container(&m.encode(), &refs)
+    cxr_tests::bundles::resigned(&dev, &clean, edit, |_| {})
 }
 
 #[test]
@@ -147,40 +131,34 @@ fn inconsistent_ensembles_are_refused_even_when_signed() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "an ensemble of one",
-            forged(|m| m.ensemble.truncate(1), |_| {}),
+            forged(|m| m.ensemble.truncate(1)),
             "an ensemble of 1",
         ),
         (
             "a NaN member temperature",
-            forged(|m| m.ensemble[1].temperatures[2] = f32::NAN, |_| {}),
+            forged(|m| m.ensemble[1].temperatures[2] = f32::NAN),
             "temperature for label 2",
         ),
         (
             "a calibration for the wrong labels",
-            forged(
-                |m| {
-                    m.ensemble[0].temperatures.pop();
-                },
-                |_| {},
-            ),
+            forged(|m| {
+                m.ensemble[0].temperatures.pop();
+            }),
             "temperatures and",
         ),
         (
             "a third calibration without its model",
-            forged(
-                |m| {
-                    m.ensemble.push(EnsembleMember {
-                        temperatures: vec![1.0; 5],
-                        calibrated: vec![true; 5],
-                    })
-                },
-                |_| {},
-            ),
+            forged(|m| {
+                m.ensemble.push(EnsembleMember {
+                    temperatures: vec![1.0; 5],
+                    calibrated: vec![true; 5],
+                })
+            }),
             "model-3.onnx",
         ),
         (
             "a model the ensemble does not use",
-            forged(|m| m.ensemble.clear(), |_| {}),
+            forged(|m| m.ensemble.clear()),
             "no part of a bundle of 1 model(s) uses",
         ),
     ];
