@@ -62,6 +62,55 @@ enum Preset {
     VitB16,
 }
 
+/// One node of a multi-node run: every node runs `train` with the same
+/// config and --devices, its own --node-rank and addresses.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Nodes in the run (one process each); 1 trains on this node alone.
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// This node's rank, 0 to --nodes - 1.
+    #[arg(long, default_value_t = 0)]
+    node_rank: u32,
+    /// The orchestrator (`cxr-trainer orchestrate`), as ws://HOST:PORT.
+    #[arg(long)]
+    orchestrator: Option<String>,
+    /// Where the other nodes reach this one, as ws://HOST:PORT (PORT is --data-port).
+    #[arg(long)]
+    node_address: Option<String>,
+    /// The port this node serves its tensors on, to the other nodes.
+    #[arg(long)]
+    data_port: Option<u16>,
+}
+
+impl ClusterArgs {
+    fn cluster(self) -> anyhow::Result<Option<cxr_trainer::parallel::Cluster>> {
+        if self.nodes <= 1 {
+            anyhow::ensure!(
+                self.orchestrator.is_none()
+                    && self.node_address.is_none()
+                    && self.data_port.is_none(),
+                "--orchestrator, --node-address and --data-port need --nodes 2 or more"
+            );
+            return Ok(None);
+        }
+        let missing = |flag: &str| anyhow::anyhow!("--nodes {} needs {flag}", self.nodes);
+        Ok(Some(cxr_trainer::parallel::Cluster {
+            nodes: self.nodes,
+            node_rank: self.node_rank,
+            orchestrator: self
+                .orchestrator
+                .clone()
+                .ok_or_else(|| missing("--orchestrator"))?,
+            node_address: self
+                .node_address
+                .clone()
+                .ok_or_else(|| missing("--node-address"))?,
+            data_port: self.data_port.ok_or_else(|| missing("--data-port"))?,
+        }))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write a new Ed25519 key pair: NAME.key (secret, 0600) and NAME.pub.toml.
@@ -117,6 +166,15 @@ enum Command {
         /// all-reduce; optim.batch_size is shared among them.
         #[arg(long, default_value_t = 1)]
         devices: u16,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Pair the nodes of a multi-node training run (burn's global
+    /// collective orchestrator): listens on every interface at --port
+    /// until interrupted. See the trainer's README, "Several nodes".
+    Orchestrate {
+        #[arg(long)]
+        port: u16,
     },
     /// Pretrain the ViT encoder as a masked autoencoder on unlabelled films
     /// (see trainer/configs/demo-mae.toml); a training config starts from
@@ -218,7 +276,11 @@ fn main() -> ExitCode {
             resume,
             backend,
             devices,
-        } => train(&config, &out, (resume, devices), backend),
+            cluster,
+        } => cluster
+            .cluster()
+            .and_then(|cluster| train(&config, &out, (resume, devices, cluster), backend)),
+        Command::Orchestrate { port } => orchestrate(port),
         Command::Pretrain {
             config,
             out,
@@ -252,7 +314,7 @@ fn main() -> ExitCode {
 fn train(
     config: &std::path::Path,
     out: &std::path::Path,
-    (resume, devices): (bool, u16),
+    (resume, devices, cluster): (bool, u16, Option<cxr_trainer::parallel::Cluster>),
     backend: BackendChoice,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(devices >= 1, "--devices must be 1 or more");
@@ -269,12 +331,33 @@ fn train(
             anyhow::bail!("--devices {devices}, but this machine has {present} CUDA device(s)");
         }
         let devices = numbered_devices::<B>(&device, devices);
-        Ok(cxr_trainer::train::train_on::<B>(
-            &config, out, resume, &devices,
+        Ok(cxr_trainer::train::train_across::<B>(
+            &config,
+            out,
+            resume,
+            &devices,
+            cluster.as_ref(),
         )?)
     })?;
     std::fs::write(out.join("config.toml"), &text)?;
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// burn's global orchestrator on `port` until SIGINT or SIGTERM. It only
+/// logs a port it cannot bind: binding it first makes that an error.
+fn orchestrate(port: u16) -> anyhow::Result<()> {
+    anyhow::ensure!(port > 0, "--port must be a port number above 0");
+    drop(
+        std::net::TcpListener::bind(("0.0.0.0", port))
+            .with_context(|| format!("port {port} is not free on this machine"))?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the orchestrator's runtime")?;
+    eprintln!("orchestrating on port {port} (every interface) until interrupted");
+    runtime.block_on(burn_collective::start_global_orchestrator(port));
     Ok(())
 }
 

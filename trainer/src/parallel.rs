@@ -14,12 +14,26 @@
 //! return the error together instead of waiting for a gradient that will
 //! never come.
 //!
-//! One process, one node: burn's local all-reduce, no network. burn's
-//! multi-node orchestrator is not wired in.
+//! Several nodes: one process per node, each with its devices, joined by
+//! burn's global collective ([`Cluster`]): an orchestrator process
+//! (`cxr-trainer orchestrate`) pairs the nodes, and each node serves its
+//! tensors to the others over WebSockets. Every node loads the same data,
+//! takes the same global batch and steps on its workers' shares; ranks are
+//! global, so the run would equal one worker on the whole batch whatever
+//! the layout. On joining, every worker checks that all of them joined and
+//! that they all start from the same config and weights.
+//!
+//! The nodes stop after that check, with an error: burn 0.21's global
+//! all-reduce completes once and then stalls (both nodes wait in its
+//! tensor service on the second sum; its barrier also never clears the
+//! peers it has seen). A run that hangs forever is worse than one that
+//! refuses, and burn is pinned to 0.21 (0.22's CUDA backend downloads LLVM
+//! at build time).
 
-use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
+use burn::collective::{self, AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use sha2::{Digest, Sha256};
 
 use crate::groups::GroupedAdamW;
 use crate::optim::clip_global_norm;
@@ -35,7 +49,108 @@ fn collective_failed(what: &str, e: impl std::fmt::Debug) -> TrainerError {
     )
 }
 
-/// One worker of a data-parallel run: its place among the workers.
+/// This process's place in a multi-node run (burn's global collective).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Nodes in the run, this one included.
+    pub nodes: u32,
+    /// This node's rank, 0 to `nodes - 1`.
+    pub node_rank: u32,
+    /// The orchestrator (`cxr-trainer orchestrate`), as `ws://HOST:PORT`.
+    pub orchestrator: String,
+    /// Where the other nodes reach this node, as `ws://HOST:PORT`.
+    pub node_address: String,
+    /// The port this node's tensor service listens on (every interface).
+    pub data_port: u16,
+}
+
+impl Cluster {
+    pub fn validate(&self) -> Result<(), TrainerError> {
+        let bad = |problem: String, fix| Err(TrainerError::invalid("cluster", problem, fix));
+        if self.nodes < 2 || self.node_rank >= self.nodes {
+            return bad(
+                format!("node {} of {}", self.node_rank, self.nodes),
+                "a cluster has 2 nodes or more, ranked from 0 to the number of nodes - 1",
+            );
+        }
+        for address in [&self.orchestrator, &self.node_address] {
+            let port = address
+                .strip_prefix("ws://")
+                .and_then(|a| a.rsplit_once(':'));
+            if !port
+                .is_some_and(|(host, p)| !host.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+            {
+                return bad(
+                    format!("address {address:?}"),
+                    "write addresses as ws://HOST:PORT",
+                );
+            }
+        }
+        if self.data_port == 0 {
+            return bad("data port 0".into(), "give the port the node address names");
+        }
+        Ok(())
+    }
+
+    fn parse<T: std::str::FromStr>(address: &str) -> Result<T, TrainerError> {
+        address.parse().map_err(|_| {
+            TrainerError::invalid(
+                "cluster",
+                format!("address {address:?}"),
+                "write addresses as ws://HOST:PORT",
+            )
+        })
+    }
+}
+
+/// The collective of a run with `local` devices on this node. Between
+/// nodes the sums go up and down a binary tree: burn's default there, a
+/// ring, refuses tensors with fewer elements along their widest axis than
+/// there are nodes (the run's one-number sums, a small head's bias).
+pub(crate) fn collective_config(
+    local: usize,
+    cluster: Option<&Cluster>,
+) -> Result<CollectiveConfig, TrainerError> {
+    let config = CollectiveConfig::default().with_num_devices(local);
+    Ok(match cluster {
+        None => config,
+        Some(c) => config
+            .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2))
+            .with_num_nodes(c.nodes)
+            .with_global_address(Cluster::parse(&c.orchestrator)?)
+            .with_node_address(Cluster::parse(&c.node_address)?)
+            .with_data_service_port(c.data_port),
+    })
+}
+
+/// What every worker must start from: the config and the weights, digested.
+pub(crate) fn run_digest(
+    config: &crate::train::TrainConfig,
+    weights: &cxr_model::Weights,
+) -> Result<[u8; 32], TrainerError> {
+    let config = serde_json::to_vec(config).map_err(|e| {
+        TrainerError::invalid(
+            "config",
+            e.to_string(),
+            "report this: a config that parsed must serialise",
+        )
+    })?;
+    let mut h = Sha256::new();
+    h.update(config);
+    for (name, shape, values) in weights.iter() {
+        h.update(name.as_bytes());
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// One worker of a data-parallel run: its place among the workers (of
+/// every node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Worker {
     pub rank: usize,
@@ -48,8 +163,14 @@ impl Worker {
     }
 
     /// Join the run's collective on `device` (the inner, non-autodiff
-    /// backend's); returns once every worker has joined.
-    pub fn join<B: Backend>(self, device: &B::Device) -> Result<Self, TrainerError> {
+    /// backend's); returns once every worker has joined and all of them
+    /// start from the run `digest` names.
+    pub fn join<B: Backend>(
+        self,
+        device: &B::Device,
+        config: &CollectiveConfig,
+        digest: &[u8; 32],
+    ) -> Result<Self, TrainerError> {
         if self.workers == 0 || self.rank >= self.workers {
             return Err(TrainerError::invalid(
                 "data parallel",
@@ -57,9 +178,30 @@ impl Worker {
                 "ranks run from 0 to the number of workers - 1",
             ));
         }
-        let config = CollectiveConfig::default().with_num_devices(self.workers);
-        collective::register::<B>(self.peer(), device.clone(), config)
+        collective::register::<B>(self.peer(), device.clone(), config.clone())
             .map_err(|e| collective_failed("joining", e))?;
+        // Bytes summed as f32 stay exact; equal digests sum to `workers`
+        // times this one.
+        let mut mine = vec![1.0f32];
+        mine.extend(digest.iter().map(|&b| f32::from(b)));
+        let summed = self.sum::<B>(mine.clone(), device)?;
+        let n = self.workers as f32;
+        if summed[0] != n {
+            let _ = self.leave::<B>();
+            return Err(TrainerError::invalid(
+                "data parallel",
+                format!("{} workers joined, {} expected", summed[0], self.workers),
+                "start every node with the same --devices and --nodes",
+            ));
+        }
+        if summed.iter().zip(&mine).any(|(s, m)| *s != m * n) {
+            let _ = self.leave::<B>();
+            return Err(TrainerError::invalid(
+                "data parallel",
+                "the workers start from different configs or weights".into(),
+                "give every node the same config, data and init (or resume every node from the same epoch)",
+            ));
+        }
         Ok(self)
     }
 
@@ -206,6 +348,8 @@ struct Job {
 /// one that loads data, validates and saves) sends them.
 pub(crate) struct Helpers {
     first: Worker,
+    /// Workers on this node: ranks `first.rank..first.rank + local`.
+    local: usize,
     /// Whether worker 0 is still in the collective (left on finish or drop).
     joined: bool,
     leave: fn(PeerId),
@@ -235,26 +379,40 @@ pub(crate) struct HelperStart<'a> {
     pub config: &'a crate::train::TrainConfig,
     pub resume_from: Option<&'a std::path::Path>,
     pub pos_weight: Option<Vec<f32>>,
+    pub cluster: Option<&'a Cluster>,
 }
 
 impl Helpers {
     /// Start a helper on each of `devices[1..]` and join the collective as
-    /// worker 0; an error from any helper's start is returned here.
+    /// this node's first worker; an error from any helper's start is
+    /// returned here.
     pub(crate) fn start<AB: AutodiffBackend>(
         devices: &[AB::Device],
         start: HelperStart<'_>,
     ) -> Result<Self, TrainerError> {
-        let workers = devices.len();
+        let local = devices.len();
+        let (node, nodes) = start
+            .cluster
+            .map_or((0, 1), |c| (c.node_rank as usize, c.nodes as usize));
+        let (first_rank, workers) = (node * local, nodes * local);
+        let collective = collective_config(local, start.cluster)?;
+        let digest = run_digest(start.config, start.weights)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut helpers = Helpers {
-            first: Worker { rank: 0, workers },
+            first: Worker {
+                rank: first_rank,
+                workers,
+            },
+            local,
             joined: false,
             leave: leave_collective::<AB::InnerBackend>,
             jobs: Vec::new(),
             handles: Vec::new(),
         };
         let mut go_signals = Vec::new();
-        for (rank, device) in devices.iter().enumerate().skip(1) {
+        for (k, device) in devices.iter().enumerate().skip(1) {
+            let rank = first_rank + k;
+            let collective = collective.clone();
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
             let (go_tx, go) = std::sync::mpsc::channel::<()>();
             go_signals.push(go_tx);
@@ -284,7 +442,11 @@ impl Helpers {
                 if go.recv().is_err() {
                     return Ok(());
                 }
-                let worker = Worker { rank, workers }.join::<AB::InnerBackend>(&device)?;
+                let worker = Worker { rank, workers }.join::<AB::InnerBackend>(
+                    &device,
+                    &collective,
+                    &digest,
+                )?;
                 let stepped = helper_loop(
                     worker,
                     (model, optimizer),
@@ -298,7 +460,7 @@ impl Helpers {
             }));
         }
         drop(ready_tx);
-        for _ in 1..workers {
+        for _ in 1..local {
             if let Ok(Some(e)) | Err(e) = ready_rx.recv().map_err(|e| e.to_string()) {
                 // The go signals drop here: the healthy helpers end unjoined.
                 return Err(collective_failed("starting a worker", e));
@@ -308,8 +470,20 @@ impl Helpers {
             go.send(())
                 .map_err(|_| collective_failed("starting a worker", "it stopped"))?;
         }
-        helpers.first = helpers.first.join::<AB::InnerBackend>(&devices[0])?;
+        helpers.first =
+            helpers
+                .first
+                .join::<AB::InnerBackend>(&devices[0], &collective, &digest)?;
         helpers.joined = true;
+        if start.cluster.is_some() {
+            // Every node gets here after the same single sum, so all stop
+            // together (dropping `helpers` leaves the collective).
+            return Err(TrainerError::invalid(
+                "cluster",
+                "the nodes joined and agree on the run, but burn 0.21's global collective stalls on the second sum across nodes".into(),
+                "train on one node (--devices N); multi-node steps wait for a burn whose global all-reduce completes repeatedly",
+            ));
+        }
         Ok(helpers)
     }
 
@@ -325,7 +499,8 @@ impl Helpers {
         let s = input.spec;
         let pixels = s.in_channels * s.image_size * s.image_size;
         let workers = self.first.workers;
-        let mut parts: Vec<_> = (0..workers)
+        let ranks = self.first.rank..self.first.rank + self.local;
+        let mut parts: Vec<_> = ranks
             .map(|rank| shard(Worker { rank, workers }, &input.batch, pixels))
             .collect();
         for (k, (jobs, batch)) in self.jobs.iter().zip(parts.drain(1..)).enumerate() {

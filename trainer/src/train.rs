@@ -536,7 +536,24 @@ pub fn train_on<AB: AutodiffBackend>(
     resume: bool,
     devices: &[AB::Device],
 ) -> Result<TrainReport, TrainerError> {
+    train_across::<AB>(config, out, resume, devices, None)
+}
+
+/// [`train_on`] as one node of a multi-node run (one process per node):
+/// every node takes the same global batch, each worker its share by its
+/// global rank. Each node writes its own run folder; they hold the same
+/// weights, and node 0's is the one to finalize.
+pub fn train_across<AB: AutodiffBackend>(
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    devices: &[AB::Device],
+    cluster: Option<&crate::parallel::Cluster>,
+) -> Result<TrainReport, TrainerError> {
     validate(config)?;
+    if let Some(c) = cluster {
+        c.validate()?;
+    }
     let device = devices.first().ok_or_else(|| {
         TrainerError::invalid("devices", "none".into(), "train on one device or more")
     })?;
@@ -544,7 +561,8 @@ pub fn train_on<AB: AutodiffBackend>(
     check_precision::<AB>(config, device)?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let inputs = Inputs::load(config)?;
-    let mut run = Run::<AB>::start(config, out, resume, (devices, inputs.pos_weight.clone()))?;
+    let placement = (devices, cluster, inputs.pos_weight.clone());
+    let mut run = Run::<AB>::start(config, out, resume, placement)?;
     let o = config.optim;
     let steps_per_epoch = inputs.train.len().div_ceil(o.batch_size).max(1);
     let total = steps_per_epoch * o.epochs;
@@ -657,6 +675,14 @@ impl<'c> Inputs<'c> {
     }
 }
 
+/// Where a run's workers are: this node's devices, the cluster when there
+/// are several nodes, and the loss's positive weights they all need.
+type Placement<'a, D> = (
+    &'a [D],
+    Option<&'a crate::parallel::Cluster>,
+    Option<Vec<f32>>,
+);
+
 /// The state of a run between steps: the model, its optimiser and weight
 /// averages, the best checkpoint so far, and where the run stands.
 struct Run<'a, AB: AutodiffBackend> {
@@ -686,7 +712,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         config: &'a TrainConfig,
         out: &'a Path,
         resume: bool,
-        (devices, pos_weight): (&'a [AB::Device], Option<Vec<f32>>),
+        (devices, cluster, pos_weight): Placement<'a, AB::Device>,
     ) -> Result<Self, TrainerError> {
         let device = &devices[0];
         let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
@@ -718,12 +744,13 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         if resume {
             optimizer = optimizer.load(out, device)?;
         }
-        let helpers = if devices.len() > 1 {
+        let helpers = if devices.len() > 1 || cluster.is_some() {
             let start = crate::parallel::HelperStart {
                 weights: &weights,
                 config,
                 resume_from: resume.then_some(out),
                 pos_weight,
+                cluster,
             };
             Some(crate::parallel::Helpers::start::<AB>(devices, start)?)
         } else {
@@ -754,7 +781,7 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
             images: 0,
             log,
         };
-        run.log(serde_json::json!({ "event": "start", "resume": resume, "init": init_note, "config": config, "devices": devices.len(), "lr_groups": run.optimizer.lr_scales() }));
+        run.log(serde_json::json!({ "event": "start", "resume": resume, "init": init_note, "config": config, "devices": devices.len(), "nodes": cluster.map_or(1, |c| c.nodes), "node_rank": cluster.map_or(0, |c| c.node_rank), "lr_groups": run.optimizer.lr_scales() }));
         Ok(run)
     }
 
@@ -1200,7 +1227,11 @@ mod tests {
         let run = |rank: usize| {
             let device = Default::default();
             let worker = Worker { rank, workers };
-            let worker = (workers > 1).then(|| worker.join::<burn::backend::NdArray<f32>>(&device));
+            let collective =
+                crate::parallel::collective_config(workers, None).unwrap_or_else(|e| panic!("{e}"));
+            let worker = (workers > 1).then(|| {
+                worker.join::<burn::backend::NdArray<f32>>(&device, &collective, &[7; 32])
+            });
             let mut model =
                 BurnVit::<AB>::from_weights(&init, &device).unwrap_or_else(|e| panic!("{e}"));
             let mut optimizer = GroupedAdamW::new(&model, 0.05, 0.8);
@@ -1367,8 +1398,10 @@ mod tests {
             let (init, done) = (init.clone(), done.clone());
             std::thread::spawn(move || {
                 let device = Default::default();
+                let collective =
+                    crate::parallel::collective_config(2, None).unwrap_or_else(|e| panic!("{e}"));
                 let outcome = Worker { rank, workers: 2 }
-                    .join::<burn::backend::NdArray<f32>>(&device)
+                    .join::<burn::backend::NdArray<f32>>(&device, &collective, &[7; 32])
                     .and_then(|w| {
                         let model = BurnVit::<AB>::from_weights(&init, &device)?;
                         let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
@@ -1404,6 +1437,80 @@ mod tests {
         assert!(first.is_some_and(
             |e| e.contains("another worker failed this step") && e.contains("worker(s) 1 of 2")
         ));
+    }
+
+    /// Workers (nodes, in a cluster) that start from different configs or
+    /// weights are all refused on joining, before any step.
+    #[test]
+    fn workers_with_different_starts_are_refused_on_joining() {
+        use crate::parallel::{collective_config, Worker};
+        let _one_at_a_time = collective_in_use();
+        let (done, results) = std::sync::mpsc::channel();
+        for rank in 0..2 {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let device = Default::default();
+                let mut digest = [9u8; 32];
+                digest[31] = rank as u8;
+                let outcome = Worker { rank, workers: 2 }.join::<burn::backend::NdArray<f32>>(
+                    &device,
+                    &collective_config(2, None).unwrap_or_else(|e| panic!("{e}")),
+                    &digest,
+                );
+                let _ = done.send(outcome.err().map(|e| e.to_string()));
+            });
+        }
+        for _ in 0..2 {
+            let e = results
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("a worker is still waiting"));
+            assert!(
+                e.is_some_and(|e| e.contains("different configs or weights")),
+                "both workers refuse"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_two_nodes_a_rank_among_them_and_ws_addresses() {
+        let good = crate::parallel::Cluster {
+            nodes: 2,
+            node_rank: 1,
+            orchestrator: "ws://10.0.0.1:4500".into(),
+            node_address: "ws://10.0.0.2:4501".into(),
+            data_port: 4501,
+        };
+        assert!(good.validate().is_ok());
+        let bad = [
+            crate::parallel::Cluster {
+                nodes: 1,
+                node_rank: 0,
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                node_rank: 2,
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                orchestrator: "10.0.0.1:4500".into(),
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                node_address: "ws://10.0.0.2".into(),
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                node_address: "ws://:4501".into(),
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                data_port: 0,
+                ..good.clone()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
     }
 
     #[test]

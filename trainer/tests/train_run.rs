@@ -205,6 +205,13 @@ fn training_on_two_devices_matches_one_device() {
         out
     };
     let (one, two) = (run(1), run(2));
+    assert_same_run(&one, &two, &config, "1 vs 2 devices");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two run folders hold the same weights and EMA (relative L2 under
+/// 1e-5), and their logs the same losses, step for step.
+fn assert_same_run(a: &std::path::Path, b: &std::path::Path, config: &TrainConfig, what: &str) {
     for name in ["last.onnx", "last-ema.onnx"] {
         let weights = |d: &std::path::Path| {
             let bytes = std::fs::read(d.join(name)).unwrap();
@@ -213,8 +220,8 @@ fn training_on_two_devices_matches_one_device() {
                 .flat_map(|(_, _, v)| v.to_vec())
                 .collect::<Vec<f32>>()
         };
-        let gap = cxr_bundle::rel_l2(&weights(&one), &weights(&two));
-        assert!(gap < 1e-5, "{name}, 1 vs 2 devices: rel L2 {gap:.3e}");
+        let gap = cxr_bundle::rel_l2(&weights(a), &weights(b));
+        assert!(gap < 1e-5, "{name}, {what}: rel L2 {gap:.3e}");
     }
     let losses = |d: &std::path::Path| -> Vec<f64> {
         std::fs::read_to_string(d.join("log.jsonl"))
@@ -225,15 +232,177 @@ fn training_on_two_devices_matches_one_device() {
             .filter_map(|v| v["loss"].as_f64())
             .collect()
     };
-    let (a, b) = (losses(&one), losses(&two));
+    let (x, y) = (losses(a), losses(b));
     assert!(
-        a.len() > 5 && a.len() == b.len(),
-        "{} vs {} steps",
-        a.len(),
-        b.len()
+        x.len() > 5 && x.len() == y.len(),
+        "{what}: {} vs {} steps",
+        x.len(),
+        y.len()
     );
-    for (x, y) in a.iter().zip(&b) {
-        assert!((x - y).abs() < 1e-5, "loss {x} vs {y}");
+    for (p, q) in x.iter().zip(&y) {
+        assert!((p - q).abs() < 1e-5, "{what}: loss {p} vs {q}");
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `cxr-trainer train` as two nodes of one run (a process each, burn's
+/// global collective over WebSockets on this machine, `cxr-trainer
+/// orchestrate` pairing them), node k on `configs[k]`, into
+/// `dir/node-k`; each node's exit status and stderr.
+fn run_two_nodes(dir: &std::path::Path, configs: [&std::path::Path; 2]) -> Vec<(bool, String)> {
+    let orchestrator_port = free_port();
+    let _orchestrator = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cxr-trainer"))
+            .args(["orchestrate", "--port", &orchestrator_port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", orchestrator_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orchestrator never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let nodes: Vec<Killed> = (0..2)
+        .map(|rank| {
+            let port = free_port().to_string();
+            let stderr = std::fs::File::create(dir.join(format!("node-{rank}.log"))).unwrap();
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cxr-trainer"));
+            c.arg("train").arg("--config").arg(configs[rank]);
+            c.arg("--out").arg(dir.join(format!("node-{rank}")));
+            c.args(["--nodes", "2", "--node-rank", &rank.to_string()]);
+            c.args([
+                "--orchestrator",
+                &format!("ws://127.0.0.1:{orchestrator_port}"),
+            ]);
+            c.args([
+                "--node-address",
+                &format!("ws://127.0.0.1:{port}"),
+                "--data-port",
+                &port,
+            ]);
+            Killed(
+                c.stdout(std::process::Stdio::null())
+                    .stderr(stderr)
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut outcomes = Vec::new();
+    for (rank, mut node) in nodes.into_iter().enumerate() {
+        let log = dir.join(format!("node-{rank}.log"));
+        let status = loop {
+            if let Some(status) = node.0.try_wait().unwrap() {
+                break status;
+            }
+            let late = std::time::Instant::now() > deadline;
+            assert!(
+                !late,
+                "node {rank} still running: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        outcomes.push((status.success(), std::fs::read_to_string(&log).unwrap()));
+    }
+    outcomes
+}
+
+fn write_tiny_config(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Two nodes (real processes, a real orchestrator, burn's global
+/// all-reduce once) check that they start from one config and weights: on
+/// different seeds both are refused; on the same config both join, agree,
+/// and then stop with the error naming burn 0.21's stalling global
+/// collective, rather than hang.
+#[test]
+fn two_nodes_check_their_start_and_stop_before_burns_stall() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let text = tiny_demo(&csv);
+    let dir = scratch_dir("train-two-nodes-start");
+    let same = write_tiny_config(&dir, "tiny.toml", &text);
+    let seed = text.lines().find(|l| l.starts_with("seed = ")).unwrap();
+    let other = write_tiny_config(&dir, "other-seed.toml", &text.replacen(seed, "seed = 1", 1));
+    for (ok, log) in run_two_nodes(&dir, [&same, &other]) {
+        assert!(!ok && log.contains("different configs or weights"), "{log}");
+    }
+    for (ok, log) in run_two_nodes(&dir, [&same, &same]) {
+        assert!(
+            !ok && log.contains("the nodes joined and agree on the run"),
+            "{log}"
+        );
+        assert!(log.contains("stalls on the second sum"), "{log}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two nodes end the epoch with the weights, EMA and losses of one process
+/// on the whole batch; each node's run folder holds them.
+#[test]
+#[ignore = "burn 0.21's global all-reduce stalls on its second sum, so the nodes stop after joining; run with --ignored once burn's collective is fixed and that stop removed"]
+fn two_nodes_match_one_process() {
+    let Some(csv) = shared_file("nih-chestxray14-subset/labels.csv") else {
+        return;
+    };
+    let text = tiny_demo(&csv);
+    let config: TrainConfig = toml::from_str(&text).unwrap();
+    let dir = scratch_dir("train-two-nodes");
+    let config_path = write_tiny_config(&dir, "tiny.toml", &text);
+    let single = std::process::Command::new(env!("CARGO_BIN_EXE_cxr-trainer"))
+        .arg("train")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--out")
+        .arg(dir.join("one"))
+        .output()
+        .unwrap();
+    assert!(
+        single.status.success(),
+        "{}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+    for (rank, (ok, log)) in run_two_nodes(&dir, [&config_path, &config_path])
+        .into_iter()
+        .enumerate()
+    {
+        assert!(ok, "node {rank}: {log}");
+        let node = dir.join(format!("node-{rank}"));
+        assert_same_run(
+            &dir.join("one"),
+            &node,
+            &config,
+            &format!("1 process vs node {rank} of 2"),
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
