@@ -69,9 +69,9 @@ struct ClusterArgs {
     /// Nodes in the run (one process each); 1 trains on this node alone.
     #[arg(long, default_value_t = 1)]
     nodes: u32,
-    /// This node's rank, 0 to --nodes - 1.
-    #[arg(long, default_value_t = 0)]
-    node_rank: u32,
+    /// This node's rank, 0 to --nodes - 1 (each node its own).
+    #[arg(long)]
+    node_rank: Option<u32>,
     /// The orchestrator (`cxr-trainer orchestrate`), as ws://HOST:PORT.
     #[arg(long)]
     orchestrator: Option<String>,
@@ -81,32 +81,38 @@ struct ClusterArgs {
     /// The port this node serves its tensors on, to the other nodes.
     #[arg(long)]
     data_port: Option<u16>,
+    /// Seconds a node waits for every other to join before it gives up.
+    #[arg(long, default_value_t = 600)]
+    join_timeout: u64,
 }
 
 impl ClusterArgs {
     fn cluster(self) -> anyhow::Result<Option<cxr_trainer::parallel::Cluster>> {
         if self.nodes <= 1 {
             anyhow::ensure!(
-                self.orchestrator.is_none()
+                self.node_rank.is_none()
+                    && self.orchestrator.is_none()
                     && self.node_address.is_none()
                     && self.data_port.is_none(),
-                "--orchestrator, --node-address and --data-port need --nodes 2 or more"
+                "--node-rank, --orchestrator, --node-address and --data-port need --nodes 2 or more"
             );
             return Ok(None);
         }
         let missing = |flag: &str| anyhow::anyhow!("--nodes {} needs {flag}", self.nodes);
+        let data_port = self.data_port.ok_or_else(|| missing("--data-port"))?;
+        // burn serves the node's tensors from a task that only logs a port
+        // it cannot bind: binding it first makes that an error here.
+        drop(
+            std::net::TcpListener::bind(("0.0.0.0", data_port))
+                .with_context(|| format!("--data-port {data_port} is not free on this machine"))?,
+        );
         Ok(Some(cxr_trainer::parallel::Cluster {
             nodes: self.nodes,
-            node_rank: self.node_rank,
-            orchestrator: self
-                .orchestrator
-                .clone()
-                .ok_or_else(|| missing("--orchestrator"))?,
-            node_address: self
-                .node_address
-                .clone()
-                .ok_or_else(|| missing("--node-address"))?,
-            data_port: self.data_port.ok_or_else(|| missing("--data-port"))?,
+            node_rank: self.node_rank.ok_or_else(|| missing("--node-rank"))?,
+            orchestrator: self.orchestrator.ok_or_else(|| missing("--orchestrator"))?,
+            node_address: self.node_address.ok_or_else(|| missing("--node-address"))?,
+            data_port,
+            join_timeout: std::time::Duration::from_secs(self.join_timeout),
         }))
     }
 }
@@ -171,7 +177,8 @@ enum Command {
     },
     /// Pair the nodes of a multi-node training run (burn's global
     /// collective orchestrator): listens on every interface at --port
-    /// until interrupted. See the trainer's README, "Several nodes".
+    /// until interrupted; start a fresh one for every run. See the
+    /// trainer's README on several nodes.
     Orchestrate {
         #[arg(long)]
         port: u16,

@@ -60,8 +60,11 @@ pub struct Cluster {
     pub orchestrator: String,
     /// Where the other nodes reach this node, as `ws://HOST:PORT`.
     pub node_address: String,
-    /// The port this node's tensor service listens on (every interface).
+    /// The port this node's tensor service listens on (every interface):
+    /// the node address's.
     pub data_port: u16,
+    /// How long a node waits for every other to join.
+    pub join_timeout: std::time::Duration,
 }
 
 impl Cluster {
@@ -73,21 +76,27 @@ impl Cluster {
                 "a cluster has 2 nodes or more, ranked from 0 to the number of nodes - 1",
             );
         }
+        let port_of = |address: &str| {
+            let (host, port) = address.strip_prefix("ws://")?.rsplit_once(':')?;
+            let port = port.parse::<u16>().ok()?;
+            (!host.is_empty() && port > 0).then_some(port)
+        };
         for address in [&self.orchestrator, &self.node_address] {
-            let port = address
-                .strip_prefix("ws://")
-                .and_then(|a| a.rsplit_once(':'));
-            if !port
-                .is_some_and(|(host, p)| !host.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
-            {
+            if port_of(address).is_none() {
                 return bad(
                     format!("address {address:?}"),
                     "write addresses as ws://HOST:PORT",
                 );
             }
         }
-        if self.data_port == 0 {
-            return bad("data port 0".into(), "give the port the node address names");
+        if port_of(&self.node_address) != Some(self.data_port) {
+            return bad(
+                format!("data port {}, node address {}", self.data_port, self.node_address),
+                "the other nodes reach this one at the node address: give its port as the data port",
+            );
+        }
+        if self.join_timeout.is_zero() {
+            return bad("join timeout 0".into(), "give the nodes time to join");
         }
         Ok(())
     }
@@ -123,20 +132,36 @@ pub(crate) fn collective_config(
     })
 }
 
-/// What every worker must start from: the config and the weights, digested.
+/// What every worker must start from, digested: the config (less what may
+/// differ by node: data paths, loader threads, cache), the data as loaded
+/// (`data`, see `Inputs`), the starting weights, and the layout (nodes,
+/// devices per node).
 pub(crate) fn run_digest(
     config: &crate::train::TrainConfig,
     weights: &cxr_model::Weights,
+    data: &[u8; 32],
+    (nodes, local): (u32, usize),
 ) -> Result<[u8; 32], TrainerError> {
-    let config = serde_json::to_vec(config).map_err(|e| {
+    let unserialisable = |e: serde_json::Error| {
         TrainerError::invalid(
             "config",
             e.to_string(),
             "report this: a config that parsed must serialise",
         )
-    })?;
+    };
+    let mut shared = serde_json::to_value(config).map_err(unserialisable)?;
+    if let Some(fields) = shared.as_object_mut() {
+        fields.remove("workers");
+        fields.remove("cache_mb");
+    }
+    if let Some(data) = shared.get_mut("data").and_then(|d| d.as_object_mut()) {
+        data.remove("source");
+    }
     let mut h = Sha256::new();
-    h.update(config);
+    h.update(serde_json::to_vec(&shared).map_err(unserialisable)?);
+    h.update(data);
+    h.update(u64::from(nodes).to_le_bytes());
+    h.update((local as u64).to_le_bytes());
     for (name, shape, values) in weights.iter() {
         h.update(name.as_bytes());
         for d in shape {
@@ -178,31 +203,58 @@ impl Worker {
                 "ranks run from 0 to the number of workers - 1",
             ));
         }
-        collective::register::<B>(self.peer(), device.clone(), config.clone())
-            .map_err(|e| collective_failed("joining", e))?;
-        // Bytes summed as f32 stay exact; equal digests sum to `workers`
-        // times this one.
-        let mut mine = vec![1.0f32];
-        mine.extend(digest.iter().map(|&b| f32::from(b)));
-        let summed = self.sum::<B>(mine.clone(), device)?;
-        let n = self.workers as f32;
-        if summed[0] != n {
+        collective::register::<B>(self.peer(), device.clone(), config.clone()).map_err(|e| {
+            TrainerError::invalid(
+                "data parallel",
+                format!("joining: {e:?}"),
+                "start every node with the same --nodes and --devices, its own --node-rank, against a freshly started orchestrator",
+            )
+        })?;
+        let agreed = self.check_start::<B>(digest, device);
+        if agreed.is_err() {
             let _ = self.leave::<B>();
+        }
+        agreed.map(|()| self)
+    }
+
+    /// Every rank joined once, and every worker's start has this `digest`.
+    /// One sum: a count per rank (each worker adds 1 at its own), then the
+    /// digest's bytes (exact as f32: equal digests sum to `workers` times
+    /// this one).
+    fn check_start<B: Backend>(
+        &self,
+        digest: &[u8; 32],
+        device: &B::Device,
+    ) -> Result<(), TrainerError> {
+        let mut mine = vec![0.0f32; self.workers];
+        mine[self.rank] = 1.0;
+        mine.extend(digest.iter().map(|&b| f32::from(b)));
+        let summed = self.sum::<B>(mine, device)?;
+        let (counts, bytes) = summed.split_at(self.workers);
+        let wrong: Vec<String> = (0..self.workers)
+            .filter(|&r| counts[r] != 1.0)
+            .map(|r| format!("rank {r} joined {} times", counts[r]))
+            .collect();
+        if !wrong.is_empty() {
             return Err(TrainerError::invalid(
                 "data parallel",
-                format!("{} workers joined, {} expected", summed[0], self.workers),
-                "start every node with the same --devices and --nodes",
+                wrong.join(", "),
+                "give every node its own --node-rank and the same --nodes and --devices",
             ));
         }
-        if summed.iter().zip(&mine).any(|(s, m)| *s != m * n) {
-            let _ = self.leave::<B>();
+        let n = self.workers as f32;
+        if bytes
+            .iter()
+            .zip(digest)
+            .any(|(s, &b)| *s != f32::from(b) * n)
+        {
             return Err(TrainerError::invalid(
                 "data parallel",
-                "the workers start from different configs or weights".into(),
+                "the workers start from different configs, data or weights".into(),
                 "give every node the same config, data and init (or resume every node from the same epoch)",
             ));
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Leave the collective once the run is over.
@@ -380,6 +432,8 @@ pub(crate) struct HelperStart<'a> {
     pub resume_from: Option<&'a std::path::Path>,
     pub pos_weight: Option<Vec<f32>>,
     pub cluster: Option<&'a Cluster>,
+    /// The data as loaded, digested (see `run_digest`).
+    pub data: [u8; 32],
 }
 
 impl Helpers {
@@ -391,16 +445,15 @@ impl Helpers {
         start: HelperStart<'_>,
     ) -> Result<Self, TrainerError> {
         let local = devices.len();
-        let (node, nodes) = start
-            .cluster
-            .map_or((0, 1), |c| (c.node_rank as usize, c.nodes as usize));
-        let (first_rank, workers) = (node * local, nodes * local);
+        let ranks = node_ranks(start.cluster, local);
+        let workers = start.cluster.map_or(1, |c| c.nodes as usize) * local;
         let collective = collective_config(local, start.cluster)?;
-        let digest = run_digest(start.config, start.weights)?;
+        let layout = (start.cluster.map_or(1, |c| c.nodes), local);
+        let digest = run_digest(start.config, start.weights, &start.data, layout)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut helpers = Helpers {
             first: Worker {
-                rank: first_rank,
+                rank: ranks.start,
                 workers,
             },
             local,
@@ -410,54 +463,20 @@ impl Helpers {
             handles: Vec::new(),
         };
         let mut go_signals = Vec::new();
-        for (k, device) in devices.iter().enumerate().skip(1) {
-            let rank = first_rank + k;
-            let collective = collective.clone();
-            let (tx, rx) = std::sync::mpsc::channel::<Job>();
-            let (go_tx, go) = std::sync::mpsc::channel::<()>();
-            go_signals.push(go_tx);
-            let (ready, device) = (ready_tx.clone(), device.clone());
-            let (weights, config) = (start.weights.clone(), start.config.clone());
-            let resume_from = start.resume_from.map(std::path::Path::to_path_buf);
-            let pos_weight = start.pos_weight.clone();
-            helpers.jobs.push(tx);
-            helpers.handles.push(std::thread::spawn(move || {
-                let replica = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let model = crate::train::replica::<AB>(&weights, &config, &device)?;
-                    let o = config.optim;
-                    let mut optimizer = GroupedAdamW::new(&model, o.weight_decay, o.layer_decay);
-                    if let Some(dir) = &resume_from {
-                        optimizer = optimizer.load(dir, &device)?;
-                    }
-                    Ok::<_, TrainerError>((model, optimizer))
-                }))
-                .unwrap_or_else(|_| Err(collective_failed("building a replica", "a panic")));
-                let _ = ready.send(replica.as_ref().err().map(ToString::to_string));
-                // Not held for the thread's life: a helper that dies before
-                // reporting must close the channel, not keep it open.
-                drop(ready);
-                let (model, optimizer) = replica?;
-                // Joining blocks until every worker has joined: wait until
-                // worker 0 knows that every replica was built.
-                if go.recv().is_err() {
-                    return Ok(());
-                }
-                let worker = Worker { rank, workers }.join::<AB::InnerBackend>(
-                    &device,
-                    &collective,
-                    &digest,
-                )?;
-                let stepped = helper_loop(
-                    worker,
-                    (model, optimizer),
-                    &config,
-                    pos_weight,
-                    &rx,
-                    &device,
-                );
-                let left = worker.leave::<AB::InnerBackend>();
-                stepped.and(left)
-            }));
+        for (rank, device) in ranks.zip(devices).skip(1) {
+            let (jobs, go) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+            let helper = HelperPlace {
+                worker: Worker { rank, workers },
+                device: device.clone(),
+                collective: collective.clone(),
+                digest,
+            };
+            helpers.jobs.push(jobs.0);
+            go_signals.push(go.0);
+            let signals = (ready_tx.clone(), go.1, jobs.1);
+            helpers
+                .handles
+                .push(spawn_helper::<AB>(helper, &start, signals));
         }
         drop(ready_tx);
         for _ in 1..local {
@@ -470,14 +489,13 @@ impl Helpers {
             go.send(())
                 .map_err(|_| collective_failed("starting a worker", "it stopped"))?;
         }
-        helpers.first =
-            helpers
-                .first
-                .join::<AB::InnerBackend>(&devices[0], &collective, &digest)?;
+        let first = (helpers.first, devices[0].clone(), collective, digest);
+        helpers.first = join_within::<AB::InnerBackend>(first, start.cluster)?;
         helpers.joined = true;
         if start.cluster.is_some() {
             // Every node gets here after the same single sum, so all stop
-            // together (dropping `helpers` leaves the collective).
+            // together, their helpers and they leaving the collective.
+            let _ = helpers.finish::<AB::InnerBackend>();
             return Err(TrainerError::invalid(
                 "cluster",
                 "the nodes joined and agree on the run, but burn 0.21's global collective stalls on the second sum across nodes".into(),
@@ -525,6 +543,105 @@ impl Helpers {
         self.joined = false;
         self.first.leave::<B>()
     }
+}
+
+/// Where a helper works: its worker, device and collective, and the run
+/// digest it joins with.
+struct HelperPlace<D> {
+    worker: Worker,
+    device: D,
+    collective: CollectiveConfig,
+    digest: [u8; 32],
+}
+
+/// A helper's channels: it reports its replica built (or why not), waits
+/// for the go to join, then takes jobs until their sender drops.
+type HelperSignals = (
+    std::sync::mpsc::Sender<Option<String>>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Receiver<Job>,
+);
+
+fn spawn_helper<AB: AutodiffBackend>(
+    place: HelperPlace<AB::Device>,
+    start: &HelperStart<'_>,
+    (ready, go, jobs): HelperSignals,
+) -> std::thread::JoinHandle<Result<(), TrainerError>> {
+    let (weights, config) = (start.weights.clone(), start.config.clone());
+    let resume_from = start.resume_from.map(std::path::Path::to_path_buf);
+    let pos_weight = start.pos_weight.clone();
+    std::thread::spawn(move || {
+        let device = &place.device;
+        let replica = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let model = crate::train::replica::<AB>(&weights, &config, device)?;
+            let o = config.optim;
+            let mut optimizer = GroupedAdamW::new(&model, o.weight_decay, o.layer_decay);
+            if let Some(dir) = &resume_from {
+                optimizer = optimizer.load(dir, device)?;
+            }
+            Ok::<_, TrainerError>((model, optimizer))
+        }))
+        .unwrap_or_else(|_| Err(collective_failed("building a replica", "a panic")));
+        let _ = ready.send(replica.as_ref().err().map(ToString::to_string));
+        // Not held for the thread's life: a helper that dies before
+        // reporting must close the channel, not keep it open.
+        drop(ready);
+        let (model, optimizer) = replica?;
+        // Joining blocks until every worker has joined: wait until worker 0
+        // knows that every replica was built.
+        if go.recv().is_err() {
+            return Ok(());
+        }
+        let worker =
+            place
+                .worker
+                .join::<AB::InnerBackend>(device, &place.collective, &place.digest)?;
+        let stepped = helper_loop(
+            worker,
+            (model, optimizer),
+            &config,
+            pos_weight,
+            &jobs,
+            device,
+        );
+        let left = worker.leave::<AB::InnerBackend>();
+        stepped.and(left)
+    })
+}
+
+/// The global ranks of this node's `local` workers: node k of a cluster
+/// has `k * local ..`, so the nodes' ranks tile `0..nodes * local`.
+pub(crate) fn node_ranks(cluster: Option<&Cluster>, local: usize) -> std::ops::Range<usize> {
+    let first = cluster.map_or(0, |c| c.node_rank as usize) * local;
+    first..first + local
+}
+
+/// `worker.join`, given up after the cluster's join timeout: in a
+/// cluster, a node that never comes (stopped, misaddressed) would
+/// otherwise keep the others waiting in burn's register forever. The
+/// joining thread is left blocked; the run returns the error and its
+/// process ends.
+fn join_within<B: Backend>(
+    (worker, device, collective, digest): (Worker, B::Device, CollectiveConfig, [u8; 32]),
+    cluster: Option<&Cluster>,
+) -> Result<Worker, TrainerError> {
+    let Some(cluster) = cluster else {
+        return worker.join::<B>(&device, &collective, &digest);
+    };
+    let (done, joined) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(worker.join::<B>(&device, &collective, &digest));
+    });
+    joined.recv_timeout(cluster.join_timeout).unwrap_or_else(|_| {
+        Err(TrainerError::invalid(
+            "cluster",
+            format!(
+                "not every node joined within {} s",
+                cluster.join_timeout.as_secs()
+            ),
+            "start every node (see their logs for errors) against a freshly started `cxr-trainer orchestrate`",
+        ))
+    })
 }
 
 fn helper_loop<AB: AutodiffBackend>(

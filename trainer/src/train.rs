@@ -561,7 +561,12 @@ pub fn train_across<AB: AutodiffBackend>(
     check_precision::<AB>(config, device)?;
     std::fs::create_dir_all(out).map_err(|e| TrainerError::io("creating", out, e))?;
     let inputs = Inputs::load(config)?;
-    let placement = (devices, cluster, inputs.pos_weight.clone());
+    let placement = Placement {
+        devices,
+        cluster,
+        pos_weight: inputs.pos_weight.clone(),
+        data: inputs.fingerprint,
+    };
     let mut run = Run::<AB>::start(config, out, resume, placement)?;
     let o = config.optim;
     let steps_per_epoch = inputs.train.len().div_ceil(o.batch_size).max(1);
@@ -632,6 +637,9 @@ struct Inputs<'c> {
     val_targets: Vec<f32>,
     val_mask: Vec<f32>,
     pos_weight: Option<Vec<f32>>,
+    /// The data as loaded, digested: what the nodes of a cluster check
+    /// they share (each reads its own copy).
+    fingerprint: [u8; 32],
 }
 
 impl<'c> Inputs<'c> {
@@ -664,6 +672,7 @@ impl<'c> Inputs<'c> {
             .flat_map(|e| e.targets.clone())
             .collect();
         let val_mask = val_examples.iter().flat_map(|e| e.mask.clone()).collect();
+        let fingerprint = data_fingerprint(&train_examples, &val_examples, pos_weight.as_deref());
         Ok(Inputs {
             config,
             train: Loader::new(train_examples, spec, config.workers, budget),
@@ -671,17 +680,46 @@ impl<'c> Inputs<'c> {
             val_targets,
             val_mask,
             pos_weight,
+            fingerprint,
         })
     }
 }
 
+/// The training and validation examples (image file names, targets and
+/// masks, in order) and the loss's positive weights, digested.
+fn data_fingerprint(
+    train: &[crate::loader::Example],
+    val: &[crate::loader::Example],
+    pos_weight: Option<&[f32]>,
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for split in [train, val] {
+        h.update((split.len() as u64).to_le_bytes());
+        for e in split {
+            let name = e.image.file_name().unwrap_or_default();
+            h.update(name.as_encoded_bytes());
+            h.update([0]);
+            for v in e.targets.iter().chain(&e.mask) {
+                h.update(v.to_le_bytes());
+            }
+        }
+    }
+    for v in pos_weight.unwrap_or_default() {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
 /// Where a run's workers are: this node's devices, the cluster when there
-/// are several nodes, and the loss's positive weights they all need.
-type Placement<'a, D> = (
-    &'a [D],
-    Option<&'a crate::parallel::Cluster>,
-    Option<Vec<f32>>,
-);
+/// are several nodes; and what they all need: the loss's positive
+/// weights, and the data's fingerprint to check they share it.
+struct Placement<'a, D> {
+    devices: &'a [D],
+    cluster: Option<&'a crate::parallel::Cluster>,
+    pos_weight: Option<Vec<f32>>,
+    data: [u8; 32],
+}
 
 /// The state of a run between steps: the model, its optimiser and weight
 /// averages, the best checkpoint so far, and where the run stands.
@@ -712,8 +750,9 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
         config: &'a TrainConfig,
         out: &'a Path,
         resume: bool,
-        (devices, cluster, pos_weight): Placement<'a, AB::Device>,
+        placement: Placement<'a, AB::Device>,
     ) -> Result<Self, TrainerError> {
+        let (devices, cluster) = (placement.devices, placement.cluster);
         let device = &devices[0];
         let (weights, init_note) = config.init.weights(&config.model, config.seed)?;
         let (mut weights, mut ema, mut swa, mut start_epoch) = (weights, None, None, 0);
@@ -749,8 +788,9 @@ impl<'a, AB: AutodiffBackend> Run<'a, AB> {
                 weights: &weights,
                 config,
                 resume_from: resume.then_some(out),
-                pos_weight,
+                pos_weight: placement.pos_weight,
                 cluster,
+                data: placement.data,
             };
             Some(crate::parallel::Helpers::start::<AB>(devices, start)?)
         } else {
@@ -1465,10 +1505,30 @@ mod tests {
                 .recv_timeout(std::time::Duration::from_secs(120))
                 .unwrap_or_else(|_| panic!("a worker is still waiting"));
             assert!(
-                e.is_some_and(|e| e.contains("different configs or weights")),
+                e.is_some_and(|e| e.contains("different configs, data or weights")),
                 "both workers refuse"
             );
         }
+    }
+
+    /// The nodes' workers hold the global ranks 0..nodes*devices, each once.
+    #[test]
+    fn the_ranks_of_every_node_tile_the_run() {
+        use crate::parallel::{node_ranks, Cluster};
+        assert_eq!(node_ranks(None, 3), 0..3);
+        let mut seen = Vec::new();
+        for node_rank in 0..3 {
+            let cluster = Cluster {
+                nodes: 3,
+                node_rank,
+                orchestrator: "ws://10.0.0.1:4500".into(),
+                node_address: "ws://10.0.0.2:4501".into(),
+                data_port: 4501,
+                join_timeout: std::time::Duration::from_secs(60),
+            };
+            seen.extend(node_ranks(Some(&cluster), 4));
+        }
+        assert_eq!(seen, (0..12).collect::<Vec<_>>());
     }
 
     #[test]
@@ -1479,6 +1539,7 @@ mod tests {
             orchestrator: "ws://10.0.0.1:4500".into(),
             node_address: "ws://10.0.0.2:4501".into(),
             data_port: 4501,
+            join_timeout: std::time::Duration::from_secs(60),
         };
         assert!(good.validate().is_ok());
         let bad = [
@@ -1504,7 +1565,11 @@ mod tests {
                 ..good.clone()
             },
             crate::parallel::Cluster {
-                data_port: 0,
+                data_port: 4502,
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                join_timeout: std::time::Duration::ZERO,
                 ..good.clone()
             },
         ];

@@ -262,11 +262,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `cxr-trainer train` as two nodes of one run (a process each, burn's
-/// global collective over WebSockets on this machine, `cxr-trainer
-/// orchestrate` pairing them), node k on `configs[k]`, into
-/// `dir/node-k`; each node's exit status and stderr.
-fn run_two_nodes(dir: &std::path::Path, configs: [&std::path::Path; 2]) -> Vec<(bool, String)> {
+/// One node's part in a two-node run: its config, rank, and devices.
+type NodeRun<'a> = (&'a std::path::Path, u32, u16);
+
+/// Runs `cxr-trainer train` as nodes of one two-node run (a process each,
+/// burn's global collective over WebSockets on this machine, `cxr-trainer
+/// orchestrate` pairing them), node k as `nodes[k]` says, with `extra`
+/// arguments, into `dir/node-k`; each node's exit status and stderr.
+fn run_two_nodes(
+    dir: &std::path::Path,
+    nodes: &[NodeRun<'_>],
+    extra: &[&str],
+) -> Vec<(bool, String)> {
     let orchestrator_port = free_port();
     let _orchestrator = Killed(
         std::process::Command::new(env!("CARGO_BIN_EXE_cxr-trainer"))
@@ -284,14 +291,17 @@ fn run_two_nodes(dir: &std::path::Path, configs: [&std::path::Path; 2]) -> Vec<(
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let nodes: Vec<Killed> = (0..2)
-        .map(|rank| {
+    let nodes: Vec<Killed> = (0..nodes.len())
+        .map(|k| {
+            let (config, rank, devices) = nodes[k];
             let port = free_port().to_string();
-            let stderr = std::fs::File::create(dir.join(format!("node-{rank}.log"))).unwrap();
+            let stderr = std::fs::File::create(dir.join(format!("node-{k}.log"))).unwrap();
             let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cxr-trainer"));
-            c.arg("train").arg("--config").arg(configs[rank]);
-            c.arg("--out").arg(dir.join(format!("node-{rank}")));
+            c.arg("train").arg("--config").arg(config);
+            c.arg("--out").arg(dir.join(format!("node-{k}")));
+            c.args(["--devices", &devices.to_string()]);
             c.args(["--nodes", "2", "--node-rank", &rank.to_string()]);
+            c.args(extra);
             c.args([
                 "--orchestrator",
                 &format!("ws://127.0.0.1:{orchestrator_port}"),
@@ -338,9 +348,11 @@ fn write_tiny_config(dir: &std::path::Path, name: &str, text: &str) -> std::path
     path
 }
 
-/// Two nodes (real processes, a real orchestrator, burn's global
-/// all-reduce once) check that they start from one config and weights: on
-/// different seeds both are refused; on the same config both join, agree,
+/// Two nodes of two workers each (real processes, a real orchestrator,
+/// burn's global all-reduce once) check that they start from one config
+/// and weights and hold every global rank once: on different seeds, or
+/// both as node 0, both are refused; alone, a node gives up after its join
+/// timeout; on the same config both join, agree,
 /// and then stop with the error naming burn 0.21's stalling global
 /// collective, rather than hang.
 #[test]
@@ -353,10 +365,23 @@ fn two_nodes_check_their_start_and_stop_before_burns_stall() {
     let same = write_tiny_config(&dir, "tiny.toml", &text);
     let seed = text.lines().find(|l| l.starts_with("seed = ")).unwrap();
     let other = write_tiny_config(&dir, "other-seed.toml", &text.replacen(seed, "seed = 1", 1));
-    for (ok, log) in run_two_nodes(&dir, [&same, &other]) {
-        assert!(!ok && log.contains("different configs or weights"), "{log}");
+    for (ok, log) in run_two_nodes(&dir, &[(&same, 0, 2), (&other, 1, 2)], &[]) {
+        assert!(
+            !ok && log.contains("different configs, data or weights"),
+            "{log}"
+        );
     }
-    for (ok, log) in run_two_nodes(&dir, [&same, &same]) {
+    for (ok, log) in run_two_nodes(&dir, &[(&same, 0, 2), (&same, 0, 2)], &[]) {
+        assert!(!ok && log.contains("rank 0 joined 2 times"), "{log}");
+    }
+    // A node whose partner never comes gives up instead of waiting forever.
+    for (ok, log) in run_two_nodes(&dir, &[(&same, 0, 1)], &["--join-timeout", "3"]) {
+        assert!(
+            !ok && log.contains("not every node joined within 3 s"),
+            "{log}"
+        );
+    }
+    for (ok, log) in run_two_nodes(&dir, &[(&same, 0, 2), (&same, 1, 2)], &[]) {
         assert!(
             !ok && log.contains("the nodes joined and agree on the run"),
             "{log}"
@@ -391,7 +416,7 @@ fn two_nodes_match_one_process() {
         "{}",
         String::from_utf8_lossy(&single.stderr)
     );
-    for (rank, (ok, log)) in run_two_nodes(&dir, [&config_path, &config_path])
+    for (rank, (ok, log)) in run_two_nodes(&dir, &[(&config_path, 0, 1), (&config_path, 1, 1)], &[])
         .into_iter()
         .enumerate()
     {
