@@ -101,11 +101,8 @@ impl ClusterArgs {
         let missing = |flag: &str| anyhow::anyhow!("--nodes {} needs {flag}", self.nodes);
         let data_port = self.data_port.ok_or_else(|| missing("--data-port"))?;
         // burn serves the node's tensors from a task that only logs a port
-        // it cannot bind: binding it first makes that an error here.
-        drop(
-            std::net::TcpListener::bind(("0.0.0.0", data_port))
-                .with_context(|| format!("--data-port {data_port} is not free on this machine"))?,
-        );
+        // it cannot bind.
+        ensure_port_free(data_port, "--data-port")?;
         Ok(Some(cxr_trainer::parallel::Cluster {
             nodes: self.nodes,
             node_rank: self.node_rank.ok_or_else(|| missing("--node-rank"))?,
@@ -351,14 +348,18 @@ fn train(
     Ok(())
 }
 
-/// burn's global orchestrator on `port` until SIGINT or SIGTERM. It only
-/// logs a port it cannot bind: binding it first makes that an error.
+/// burn's servers only log a port they cannot bind: binding it first, on
+/// every interface as they do, makes that an error before anything starts.
+fn ensure_port_free(port: u16, flag: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(port > 0, "{flag} must be a port number above 0");
+    std::net::TcpListener::bind(("0.0.0.0", port))
+        .map(drop)
+        .with_context(|| format!("{flag} {port} is not free on this machine"))
+}
+
+/// burn's global orchestrator on `port` until SIGINT or SIGTERM.
 fn orchestrate(port: u16) -> anyhow::Result<()> {
-    anyhow::ensure!(port > 0, "--port must be a port number above 0");
-    drop(
-        std::net::TcpListener::bind(("0.0.0.0", port))
-            .with_context(|| format!("port {port} is not free on this machine"))?,
-    );
+    ensure_port_free(port, "--port")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

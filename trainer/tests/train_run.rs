@@ -5,7 +5,9 @@
 use burn::backend::{Autodiff, NdArray};
 use cxr_bundle::ModelParams;
 use cxr_tests::data::{scratch_dir, shared_file};
+use cxr_tests::dicom_net::{free_port, wait_until};
 use cxr_trainer::train::{train, TrainConfig};
+use std::time::Duration;
 
 /// The demo's config on the shared subset at `csv`, shrunk to a 32 px,
 /// one-block model trained for one epoch.
@@ -254,14 +256,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One node's part in a two-node run: its config, rank, and devices.
 type NodeRun<'a> = (&'a std::path::Path, u32, u16);
 
@@ -283,15 +277,11 @@ fn run_two_nodes(
             .spawn()
             .unwrap(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", orchestrator_port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the orchestrator never listened"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let nodes: Vec<Killed> = (0..nodes.len())
+    let listening = wait_until(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", orchestrator_port)).is_ok()
+    });
+    assert!(listening, "the orchestrator never listened");
+    let mut nodes: Vec<Killed> = (0..nodes.len())
         .map(|k| {
             let (config, rank, devices) = nodes[k];
             let port = free_port().to_string();
@@ -320,25 +310,22 @@ fn run_two_nodes(
             )
         })
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    let mut outcomes = Vec::new();
-    for (rank, mut node) in nodes.into_iter().enumerate() {
-        let log = dir.join(format!("node-{rank}.log"));
-        let status = loop {
-            if let Some(status) = node.0.try_wait().unwrap() {
-                break status;
-            }
-            let late = std::time::Instant::now() > deadline;
-            assert!(
-                !late,
-                "node {rank} still running: {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        };
-        outcomes.push((status.success(), std::fs::read_to_string(&log).unwrap()));
-    }
-    outcomes
+    let exited = |n: &mut Killed| n.0.try_wait().unwrap();
+    let all_exited = wait_until(Duration::from_secs(300), || {
+        nodes.iter_mut().all(|n| exited(n).is_some())
+    });
+    let log = |k: usize| std::fs::read_to_string(dir.join(format!("node-{k}.log"))).unwrap();
+    assert!(
+        all_exited,
+        "a node is still running: {}",
+        (0..nodes.len())
+            .map(log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
+    (0..nodes.len())
+        .map(|k| (exited(&mut nodes[k]).is_some_and(|s| s.success()), log(k)))
+        .collect()
 }
 
 fn write_tiny_config(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
