@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cxr_audit::{AuditLog, Event};
-use cxr_server::http::credentials::{self, hash_password, Role};
+use cxr_http::credentials::{self, hash_password, Role};
 use serde_json::{json, Value};
 
 use crate::bundle_cmd::print;

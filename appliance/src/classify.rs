@@ -634,7 +634,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         path: StudyPath {
             selection: &selection,
             params,
-            decision_params: tightened(params.decision_params(), &device.board),
+            decision_params: tightened(params.decision_params(), device.board.gate.require_age),
             gate_required: source.mode() == Mode::Verified,
         },
         clock: &clock,
@@ -762,15 +762,21 @@ mod tests {
         let dev = BoardProfile::builtin("dev-x86").unwrap_or_else(|e| panic!("{e}"));
         let check =
             |p: &DecisionParams<'_>| p.input_gate.check(InputClass::FrontalChest, None, None);
-        assert_eq!(check(&tightened(params.decision_params(), &dev)), Ok(()));
         assert_eq!(
-            check(&tightened(params.decision_params(), &release)),
+            check(&tightened(params.decision_params(), dev.gate.require_age)),
+            Ok(())
+        );
+        assert_eq!(
+            check(&tightened(
+                params.decision_params(),
+                release.gate.require_age
+            )),
             Err(AbstentionReason::AgeUnknown)
         );
         // A bundle that requires an age keeps requiring it on every board.
         params.gate.allow_unknown_age = false;
         assert_eq!(
-            check(&tightened(params.decision_params(), &dev)),
+            check(&tightened(params.decision_params(), dev.gate.require_age)),
             Err(AbstentionReason::AgeUnknown)
         );
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cxr_server::scu::{self, Destination, SendLimits};
+use cxr_net::scu::{self, Destination, SendLimits};
 use serde_json::json;
 
 use crate::bundle_cmd::print;

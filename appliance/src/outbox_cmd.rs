@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use cxr_audit::{AuditLog, Event};
-use cxr_server::outbox::{Entry, EntryState, Outbox};
+use cxr_store::outbox::{Entry, EntryState, Outbox};
 use serde_json::{json, Value};
 
 use crate::bundle_cmd::print;

@@ -32,9 +32,9 @@ pub fn run(cmd: &TlsCommand) -> anyhow::Result<ExitCode> {
         .and_then(|l| l.parse().ok())
         .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
     crate::serve::http::tls_config(state, &listen)?;
-    let info = cxr_server::http::tls::certificate_info(state)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
-    let (cert, _) = cxr_server::http::tls::tls_paths(state);
+    let info =
+        cxr_http::tls::certificate_info(state).map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    let (cert, _) = cxr_http::tls::tls_paths(state);
     print(&json!({
         "ok": true,
         "fingerprint_sha256": info.fingerprint_sha256,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cxr_server::dimse::{echo_request, store_request};
+use cxr_net::dimse::{echo_request, store_request};
 use cxr_tests::data::{pydicom_file, scratch_dir};
 use cxr_tests::dicom_net::{tool, wait_until, RawPeer, Service, CR_STORAGE, VERIFICATION};
 mod serve_common;

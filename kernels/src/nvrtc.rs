@@ -243,10 +243,7 @@ pub fn cache_path(dir: &Path, program: &Program, target: Target, nvrtc: (i32, i3
     h.update(program.name.as_bytes());
     h.update(arch.as_bytes());
     h.update(format!("{}.{}", nvrtc.0, nvrtc.1).as_bytes());
-    let key: String = h.finalize()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = cxr_fsio::hex(&h.finalize()[..12]);
     dir.join(format!(
         "{}-{arch}-nvrtc{}.{}-{key}.{}",
         program.name.trim_end_matches(".cu"),

@@ -13,12 +13,12 @@ use burn::tensor::{Tensor, TensorData};
 use cxr_model::{VitSpec, Weights};
 use serde::Serialize;
 
+use crate::forward::{optimisation_step, StepInput};
 use crate::groups::GroupedAdamW;
 use crate::loader::Batch;
 use crate::loss::LossKind;
 use crate::optim::Ema;
 use crate::rng::Rng;
-use crate::train::{optimisation_step, StepInput};
 use crate::vit::{BurnVit, Precision};
 use crate::TrainerError;
 

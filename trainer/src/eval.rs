@@ -324,6 +324,37 @@ pub fn bootstrap_gap(
     Some(with_interval(value, &values))
 }
 
+/// Macro AUROC over the labels where it is defined (with its count).
+pub fn macro_auroc(logits: &[f32], targets: &[f32], mask: &[f32], labels: usize) -> (f64, usize) {
+    macro_metric(auroc, logits, targets, mask, labels)
+}
+
+/// Macro AUPRC over the labels where it is defined (with its count).
+pub fn macro_auprc(logits: &[f32], targets: &[f32], mask: &[f32], labels: usize) -> (f64, usize) {
+    macro_metric(auprc, logits, targets, mask, labels)
+}
+
+fn macro_metric(
+    metric: Metric,
+    logits: &[f32],
+    targets: &[f32],
+    mask: &[f32],
+    labels: usize,
+) -> (f64, usize) {
+    let n = logits.len() / labels.max(1);
+    let col = |a: &[f32], j: usize| -> Vec<f32> { (0..n).map(|i| a[i * labels + j]).collect() };
+    let values: Vec<f64> = (0..labels)
+        .filter_map(|j| metric(&col(logits, j), &col(targets, j), &col(mask, j)))
+        .collect();
+    if values.is_empty() {
+        return (f64::NAN, 0);
+    }
+    (
+        values.iter().sum::<f64>() / values.len() as f64,
+        values.len(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

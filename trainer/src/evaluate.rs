@@ -286,7 +286,7 @@ fn select_split(data: &Dataset, args: &EvaluateArgs) -> Result<Vec<usize>, Train
     };
     let text =
         std::fs::read_to_string(config).map_err(|e| TrainerError::io("reading", config, e))?;
-    let c: crate::train::TrainConfig = toml::from_str(&text)
+    let c: crate::config::TrainConfig = toml::from_str(&text)
         .map_err(|e| invalid("training config", e.to_string(), "fix the TOML"))?;
     let want = match split.as_str() {
         "train" => crate::data::Split::Train,
@@ -400,7 +400,7 @@ fn run_studies(
     let path = StudyPath {
         selection: &selection,
         params,
-        decision_params: cxr_study::tightened(params.decision_params(), board),
+        decision_params: cxr_study::tightened(params.decision_params(), board.gate.require_age),
         gate_required: true,
     };
     let label_index: Vec<Option<usize>> = params

@@ -21,11 +21,12 @@ use cxr_preprocess::tta_view;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::checkpoint::Checkpoint;
 use crate::data::{load_input, Split};
 use crate::eval::WithCi;
 use crate::evaluate::{summarise, write_report, EvaluationReport, StudyRow, Subject};
 use crate::fit::{fit_calibration, fit_ood, LabelFit, OodFit, OutputsRef};
-use crate::train::{Checkpoint, Prepared};
+use crate::prepared::Prepared;
 use crate::vit::BurnVit;
 use crate::TrainerError;
 
@@ -340,7 +341,7 @@ fn test_evaluation(
 /// The selected checkpoint's ONNX bytes and the burn model built from them.
 fn load_best<B: Backend>(
     run: &Path,
-    config: &crate::train::TrainConfig,
+    config: &crate::config::TrainConfig,
     device: &B::Device,
 ) -> Result<(Vec<u8>, BurnVit<B>), TrainerError> {
     let onnx_bytes = std::fs::read(run.join("best.onnx"))
@@ -460,7 +461,7 @@ fn load_runs<B: Backend>(
             let f: &RunModel<B> = first;
             let fc = &f.state.config;
             // `split_seed` may differ: the split itself is compared next.
-            let unpinned = |d: &crate::train::DataConfig| crate::train::DataConfig {
+            let unpinned = |d: &crate::config::DataConfig| crate::config::DataConfig {
                 split_seed: None,
                 ..d.clone()
             };

@@ -7,50 +7,15 @@
 //! PyTorch `.pth` files are pickles, which this tool does not execute or
 //! parse; `trainer/tools/pth_to_safetensors.py` converts one offline.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cxr_model::{onnx, read_safetensors, weights_from_checkpoint, VitSpec, Weights};
-use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::read;
 use crate::pretrain::MaeCheckpoint;
 use crate::TrainerError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "from", deny_unknown_fields)]
-pub enum Init {
-    #[default]
-    Random,
-    /// timm names (`blocks.0.attn.qkv.weight`, ...), F32/F16/BF16.
-    Safetensors { path: PathBuf },
-    /// A checkpoint this trainer wrote (`best.onnx`, `last.onnx`).
-    Onnx { path: PathBuf },
-    /// The encoder of a `cxr-trainer pretrain` run (`mae.safetensors`):
-    /// the same patch, width, depth, heads and channels; the position grid
-    /// is resampled to another image size; the head starts fresh.
-    Mae { path: PathBuf },
-}
-
-/// The largest checkpoint read whole (ViT-L/16 in f32 is about 1.2 GB).
-pub(crate) const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
-
-/// A checkpoint's bytes, refused before reading when it is larger than
-/// [`MAX_CHECKPOINT_BYTES`].
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TrainerError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| TrainerError::io("reading", path, e))?
-        .len();
-    if size > MAX_CHECKPOINT_BYTES {
-        return Err(TrainerError::invalid(
-            "init",
-            format!(
-                "{}: {size} bytes, over the {MAX_CHECKPOINT_BYTES}-byte limit",
-                path.display()
-            ),
-            "use a checkpoint of a model up to ViT-L/16 in f32",
-        ));
-    }
-    std::fs::read(path).map_err(|e| TrainerError::io("reading", path, e))
-}
+pub use crate::config::Init;
 
 fn bad(path: &Path, e: impl std::fmt::Display, hint: &'static str) -> TrainerError {
     TrainerError::invalid("init", format!("{}: {e}", path.display()), hint)

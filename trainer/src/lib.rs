@@ -7,12 +7,15 @@
 
 pub mod augment;
 pub mod bench;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
 mod error;
 pub mod eval;
 pub mod evaluate;
 pub mod finalize;
 pub mod fit;
+pub mod forward;
 pub mod gate;
 pub mod groups;
 pub mod init;
@@ -22,6 +25,7 @@ pub mod mae;
 pub mod optim;
 pub mod parallel;
 pub mod plots;
+pub mod prepared;
 pub mod pretrain;
 pub mod rng;
 pub mod train;

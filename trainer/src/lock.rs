@@ -335,9 +335,8 @@ pub fn run(args: &LockArgs) -> anyhow::Result<()> {
         more_models: models,
     };
     let bytes = draft.lock(&signer)?;
-    let tmp = args.out.with_extension("cxrb.tmp");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    cxr_fsio::write_atomically(&args.out, &bytes, 0o666)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "{{\"bundle\": {:?}, \"bytes\": {}, \"sha256\": {:?}, \"key_id\": {:?}, \"role\": {:?}}}",
         args.out.display().to_string(),

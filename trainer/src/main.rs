@@ -324,7 +324,7 @@ fn train(
     anyhow::ensure!(devices >= 1, "--devices must be 1 or more");
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let config: cxr_trainer::train::TrainConfig =
+    let config: cxr_trainer::config::TrainConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
     let report = with_backend!(backend, |B, device| {
         let kind = burn::tensor::backend::DeviceOps::id(&device).type_id;

@@ -35,9 +35,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use sha2::{Digest, Sha256};
 
+use crate::forward::{batch_gradients, StepInput};
 use crate::groups::GroupedAdamW;
 use crate::optim::clip_global_norm;
-use crate::train::{batch_gradients, StepInput};
 use crate::vit::BurnVit;
 use crate::TrainerError;
 
@@ -137,7 +137,7 @@ pub(crate) fn collective_config(
 /// (`data`, see `Inputs`), the starting weights, and the layout (nodes,
 /// devices per node).
 pub(crate) fn run_digest(
-    config: &crate::train::TrainConfig,
+    config: &crate::config::TrainConfig,
     weights: &cxr_model::Weights,
     data: &[u8; 32],
     (nodes, local): (u32, usize),
@@ -428,7 +428,7 @@ fn leave_collective<B: Backend>(peer: PeerId) {
 /// folder to load the optimiser's moments from on resume.
 pub(crate) struct HelperStart<'a> {
     pub weights: &'a cxr_model::Weights,
-    pub config: &'a crate::train::TrainConfig,
+    pub config: &'a crate::config::TrainConfig,
     pub resume_from: Option<&'a std::path::Path>,
     pub pos_weight: Option<Vec<f32>>,
     pub cluster: Option<&'a Cluster>,
@@ -573,7 +573,7 @@ fn spawn_helper<AB: AutodiffBackend>(
     std::thread::spawn(move || {
         let device = &place.device;
         let replica = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let model = crate::train::replica::<AB>(&weights, &config, device)?;
+            let model = crate::forward::replica::<AB>(&weights, &config, device)?;
             let o = config.optim;
             let mut optimizer = GroupedAdamW::new(&model, o.weight_decay, o.layer_decay);
             if let Some(dir) = &resume_from {
@@ -647,7 +647,7 @@ fn join_within<B: Backend>(
 fn helper_loop<AB: AutodiffBackend>(
     worker: Worker,
     (mut model, mut optimizer): (BurnVit<AB>, GroupedAdamW<AB>),
-    config: &crate::train::TrainConfig,
+    config: &crate::config::TrainConfig,
     pos_weight: Option<Vec<f32>>,
     jobs: &std::sync::mpsc::Receiver<Job>,
     device: &AB::Device,
@@ -669,4 +669,274 @@ fn helper_loop<AB: AutodiffBackend>(
         (model, _, _) = data_parallel_step(worker, model, &mut optimizer, input, device)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::optimisation_step;
+    use crate::forward::tests::{tiny_batch, tiny_step};
+    use crate::optim::Ema;
+    use burn::module::AutodiffModule;
+    use cxr_model::{VitSpec, Weights};
+
+    /// burn's collective is one per process and backend: the tests that
+    /// join it take turns.
+    fn collective_in_use() -> std::sync::MutexGuard<'static, ()> {
+        static COLLECTIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        COLLECTIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A tiny model after `steps` steps on one worker with whole batches,
+    /// or on `workers` workers (threads) each with its share: the weights
+    /// and the EMA after every step, and the losses.
+    fn trained(workers: usize, steps: usize) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
+        use crate::parallel::{data_parallel_step, shard, Worker};
+        type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+        let spec = VitSpec::tiny();
+        let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
+        let run = |rank: usize| {
+            let device = Default::default();
+            let worker = Worker { rank, workers };
+            let collective =
+                crate::parallel::collective_config(workers, None).unwrap_or_else(|e| panic!("{e}"));
+            let worker = (workers > 1).then(|| {
+                worker.join::<burn::backend::NdArray<f32>>(&device, &collective, &[7; 32])
+            });
+            let mut model =
+                BurnVit::<AB>::from_weights(&init, &device).unwrap_or_else(|e| panic!("{e}"));
+            let mut optimizer = GroupedAdamW::new(&model, 0.05, 0.8);
+            let mut ema = Ema::new(init.clone(), 0.9);
+            let mut losses = Vec::new();
+            for step in 0..steps {
+                // The last step has one image: the second worker gets a
+                // padding image with no label defined.
+                let size = if step + 1 == steps { 1 } else { 6 + step };
+                let mut batch = tiny_batch(size, spec);
+                if let Some(Ok(w)) = &worker {
+                    let pixels = spec.in_channels * spec.image_size * spec.image_size;
+                    batch = shard(*w, &batch, pixels);
+                }
+                let input = tiny_step(batch, 1);
+                let (m, loss, _) = match &worker {
+                    Some(Ok(w)) => data_parallel_step(*w, model, &mut optimizer, input, &device),
+                    Some(Err(e)) => panic!("{e}"),
+                    None => optimisation_step(model, &mut optimizer, input, &device),
+                }
+                .unwrap_or_else(|e| panic!("{e}"));
+                model = m;
+                losses.push(loss);
+                ema.update(&model.valid().to_weights().unwrap_or_else(|e| panic!("{e}")))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            if let Some(Ok(w)) = worker {
+                w.leave::<burn::backend::NdArray<f32>>()
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let flat = |w: &Weights| {
+                w.iter()
+                    .flat_map(|(_, _, v)| v.to_vec())
+                    .collect::<Vec<f32>>()
+            };
+            (
+                flat(&model.valid().to_weights().unwrap_or_else(|e| panic!("{e}"))),
+                flat(&ema.weights),
+                losses,
+            )
+        };
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|rank| s.spawn(move || run(rank)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| panic!("a worker panicked")))
+                .collect()
+        });
+        for other in &results[1..] {
+            assert_eq!(other.0, results[0].0, "the replicas drifted apart");
+        }
+        results.into_iter().next().unwrap_or_default()
+    }
+
+    /// Two workers with half-batches end where one worker with the whole
+    /// batches does: AdamW with layer decay, an active clip, the EMA,
+    /// unevenly defined labels (the second image has none), and a last
+    /// batch of one image.
+    #[test]
+    fn data_parallel_two_workers_match_one_worker() {
+        let _one_at_a_time = collective_in_use();
+        let (one, one_ema, one_loss) = trained(1, 4);
+        let (two, two_ema, two_loss) = trained(2, 4);
+        let gap = cxr_bundle::rel_l2(&one, &two);
+        assert!(gap < 1e-5, "1 vs 2 workers: rel L2 {gap:.3e}");
+        let gap = cxr_bundle::rel_l2(&one_ema, &two_ema);
+        assert!(gap < 1e-5, "EMA, 1 vs 2 workers: rel L2 {gap:.3e}");
+        let init = Weights::random(&VitSpec::tiny(), 3).unwrap_or_else(|e| panic!("{e}"));
+        let start: Vec<f32> = init.iter().flat_map(|(_, _, v)| v.to_vec()).collect();
+        assert!(
+            cxr_bundle::rel_l2(&start, &two) > 1e-3,
+            "the steps moved the weights"
+        );
+        for (a, b) in one_loss.iter().zip(&two_loss) {
+            assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+        }
+    }
+
+    /// A worker whose step fails (here: a damaged batch) makes both
+    /// return the error at that step, naming it, instead of leaving the
+    /// other waiting for its gradients.
+    #[test]
+    fn a_failing_worker_stops_every_worker() {
+        use crate::parallel::{data_parallel_step, Worker};
+        let _one_at_a_time = collective_in_use();
+        type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+        let spec = VitSpec::tiny();
+        let init = Weights::random(&spec, 3).unwrap_or_else(|e| panic!("{e}"));
+        let (done, results) = std::sync::mpsc::channel();
+        for rank in 0..2 {
+            let (init, done) = (init.clone(), done.clone());
+            std::thread::spawn(move || {
+                let device = Default::default();
+                let collective =
+                    crate::parallel::collective_config(2, None).unwrap_or_else(|e| panic!("{e}"));
+                let outcome = Worker { rank, workers: 2 }
+                    .join::<burn::backend::NdArray<f32>>(&device, &collective, &[7; 32])
+                    .and_then(|w| {
+                        let model = BurnVit::<AB>::from_weights(&init, &device)?;
+                        let mut optimizer = GroupedAdamW::new(&model, 0.05, 1.0);
+                        let mut batch = tiny_batch(3, spec);
+                        if rank == 1 {
+                            batch.images.truncate(10);
+                        }
+                        let stepped = data_parallel_step(
+                            w,
+                            model,
+                            &mut optimizer,
+                            tiny_step(batch, 1),
+                            &device,
+                        );
+                        let left = w.leave::<burn::backend::NdArray<f32>>();
+                        stepped.map(|_| ()).and(left)
+                    });
+                let _ = done.send((rank, outcome.err().map(|e| e.to_string())));
+            });
+        }
+        let mut errors = [None, None];
+        for _ in 0..2 {
+            let (rank, e) = results
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("a worker is still waiting"));
+            errors[rank] = e;
+        }
+        let [first, second] = errors;
+        assert!(
+            second.is_some_and(|e| e.contains("pixel values")),
+            "worker 1's own error"
+        );
+        assert!(first.is_some_and(
+            |e| e.contains("another worker failed this step") && e.contains("worker(s) 1 of 2")
+        ));
+    }
+
+    /// Workers (nodes, in a cluster) that start from different configs or
+    /// weights are all refused on joining, before any step.
+    #[test]
+    fn workers_with_different_starts_are_refused_on_joining() {
+        use crate::parallel::{collective_config, Worker};
+        let _one_at_a_time = collective_in_use();
+        let (done, results) = std::sync::mpsc::channel();
+        for rank in 0..2 {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let device = Default::default();
+                let mut digest = [9u8; 32];
+                digest[31] = rank as u8;
+                let outcome = Worker { rank, workers: 2 }.join::<burn::backend::NdArray<f32>>(
+                    &device,
+                    &collective_config(2, None).unwrap_or_else(|e| panic!("{e}")),
+                    &digest,
+                );
+                let _ = done.send(outcome.err().map(|e| e.to_string()));
+            });
+        }
+        for _ in 0..2 {
+            let e = results
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("a worker is still waiting"));
+            assert!(
+                e.is_some_and(|e| e.contains("different configs, data or weights")),
+                "both workers refuse"
+            );
+        }
+    }
+
+    /// The nodes' workers hold the global ranks 0..nodes*devices, each once.
+    #[test]
+    fn the_ranks_of_every_node_tile_the_run() {
+        use crate::parallel::{node_ranks, Cluster};
+        assert_eq!(node_ranks(None, 3), 0..3);
+        let mut seen = Vec::new();
+        for node_rank in 0..3 {
+            let cluster = Cluster {
+                nodes: 3,
+                node_rank,
+                orchestrator: "ws://10.0.0.1:4500".into(),
+                node_address: "ws://10.0.0.2:4501".into(),
+                data_port: 4501,
+                join_timeout: std::time::Duration::from_secs(60),
+            };
+            seen.extend(node_ranks(Some(&cluster), 4));
+        }
+        assert_eq!(seen, (0..12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_cluster_needs_two_nodes_a_rank_among_them_and_ws_addresses() {
+        let good = crate::parallel::Cluster {
+            nodes: 2,
+            node_rank: 1,
+            orchestrator: "ws://10.0.0.1:4500".into(),
+            node_address: "ws://10.0.0.2:4501".into(),
+            data_port: 4501,
+            join_timeout: std::time::Duration::from_secs(60),
+        };
+        assert!(good.validate().is_ok());
+        let bad = [
+            crate::parallel::Cluster {
+                nodes: 1,
+                node_rank: 0,
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                node_rank: 2,
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                orchestrator: "10.0.0.1:4500".into(),
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                node_address: "ws://10.0.0.2".into(),
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                node_address: "ws://:4501".into(),
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                data_port: 4502,
+                ..good.clone()
+            },
+            crate::parallel::Cluster {
+                join_timeout: std::time::Duration::ZERO,
+                ..good.clone()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
 }

@@ -27,12 +27,13 @@ use cxr_preprocess::IntensityNorm;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
+use crate::config::{input_spec, DataSource, TrainConfig};
 use crate::data::Split;
 use crate::loader::{Example, Loader};
 use crate::mae::{random_named, Mae, MaeConfig, Masking};
 use crate::optim::{clip_global_norm, warmup_cosine};
+use crate::prepared::Prepared;
 use crate::rng::Rng;
-use crate::train::{input_spec, DataSource, Prepared, TrainConfig};
 use crate::TrainerError;
 
 /// The metadata `format` of a checkpoint `pretrain` wrote.
@@ -445,10 +446,8 @@ fn save<AB: AutodiffBackend>(
     )
     .map_err(|e| TrainerError::invalid("pretrain", e.to_string(), "report this bug"))?;
     let path = out.join(MAE_CHECKPOINT);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| TrainerError::io("writing", &path, e))?;
+    cxr_fsio::write_atomically(&path, &bytes, 0o666)
+        .map_err(|f| TrainerError::io(f.action, &path, f.error))?;
     // The previous epoch's state is no checkpoint's any more.
     if let Some(previous) = epoch.checked_sub(1) {
         let _ = std::fs::remove_file(out.join(optimizer_file(previous)).with_extension("bin"));
@@ -469,7 +468,7 @@ pub struct MaeCheckpoint {
 impl MaeCheckpoint {
     /// Read and check the format; anything else is refused.
     pub fn read(path: &Path) -> Result<Self, TrainerError> {
-        let bytes = crate::init::read(path)?;
+        let bytes = crate::checkpoint::read(path)?;
         let not_ours = |why: String| {
             TrainerError::invalid(
                 "mae checkpoint",

@@ -8,9 +8,10 @@ use std::process::Command;
 
 use cxr_model::{VitSpec, Weights};
 use cxr_tests::data::{scratch_dir, shared_file};
+use cxr_trainer::config::TrainConfig;
 use cxr_trainer::init::Init;
+use cxr_trainer::prepared::Prepared;
 use cxr_trainer::pretrain::{MaeCheckpoint, PretrainConfig};
-use cxr_trainer::train::{Prepared, TrainConfig};
 
 /// The demo configs shrunk to a 32 px, one-block model.
 fn tiny(text: &str, nih: &Path, kermany: &Path, train_config: &Path) -> String {

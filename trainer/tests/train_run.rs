@@ -6,7 +6,8 @@ use burn::backend::{Autodiff, NdArray};
 use cxr_bundle::ModelParams;
 use cxr_tests::data::{scratch_dir, shared_file};
 use cxr_tests::dicom_net::{free_port, wait_until};
-use cxr_trainer::train::{train, TrainConfig};
+use cxr_trainer::config::TrainConfig;
+use cxr_trainer::train::train;
 use std::time::Duration;
 
 /// The demo's config on the shared subset at `csv`, shrunk to a 32 px,
@@ -112,7 +113,7 @@ fn train_resume_and_finalize_a_tiny_model_on_the_nih_subset() {
     );
     // keep = "swa": the SWA mean is the model, whatever validates best.
     let mut swa_config = config.clone();
-    swa_config.optim.keep = cxr_trainer::train::Keep::Swa;
+    swa_config.optim.keep = cxr_trainer::config::Keep::Swa;
     let kept = dir.join("keep-swa");
     train::<Autodiff<NdArray<f32>>>(&swa_config, &kept, false, &device).unwrap();
     assert_eq!(
@@ -433,14 +434,14 @@ fn split_seed_keeps_the_split_across_seeds() {
     let member: TrainConfig = toml::from_str(&text).unwrap();
     let demo = TrainConfig {
         seed: 20261127,
-        data: cxr_trainer::train::DataConfig {
+        data: cxr_trainer::config::DataConfig {
             split_seed: None,
             ..member.data.clone()
         },
         ..member.clone()
     };
     let split = |c: &TrainConfig| {
-        cxr_trainer::train::Prepared::load(&c.data, c.seed)
+        cxr_trainer::prepared::Prepared::load(&c.data, c.seed)
             .unwrap()
             .split
     };
@@ -471,7 +472,7 @@ fn an_ensemble_of_two_runs_finalizes_locks_and_runs_as_one_bundle() {
     let first: TrainConfig = toml::from_str(&text).unwrap();
     let second = TrainConfig {
         seed: first.seed + 1,
-        data: cxr_trainer::train::DataConfig {
+        data: cxr_trainer::config::DataConfig {
             split_seed: Some(first.seed),
             ..first.data.clone()
         },

@@ -8,9 +8,7 @@ use serde_json::{json, Value};
 
 use crate::{AuditError, Event, Record, VerifyReport};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use cxr_fsio::hex;
 
 fn bundle_json(b: &crate::BundleRef) -> Value {
     json!({ "model_id": b.model_id, "version": b.version, "digest": hex(&b.digest) })

@@ -1,8 +1,6 @@
 //! Lower-case hex for key ids, keys and digests in text files and reports.
 
-pub fn encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use cxr_fsio::hex as encode;
 
 /// Decode exactly `N` bytes of hex; `None` on any other input.
 pub fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {

@@ -57,22 +57,10 @@ pub struct InstanceIdentity {
     pub series_instance_uid: Option<String>,
     /// The patient and study attributes a derived object (a result SR)
     /// repeats, as decoded text.
-    pub study: StudyAttributes,
+    pub study: StudyHeader,
 }
 
-/// Patient and General Study module values, as text (absent when empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StudyAttributes {
-    pub patient_name: Option<String>,
-    pub patient_id: Option<String>,
-    pub patient_birth_date: Option<String>,
-    pub patient_sex: Option<String>,
-    pub study_date: Option<String>,
-    pub study_time: Option<String>,
-    pub accession_number: Option<String>,
-    pub study_id: Option<String>,
-    pub referring_physician_name: Option<String>,
-}
+pub use cxr_radiograph::StudyHeader;
 
 /// Read only an instance's identity (SOP class, SOP instance and study
 /// UIDs): the same structural scan as [`read_radiograph`], then the header
@@ -105,7 +93,7 @@ pub fn read_identity(bytes: &[u8], limits: &ReadLimits) -> Result<InstanceIdenti
         sop_instance_uid: uid(t::SOP_INSTANCE_UID, "SOP Instance UID")?,
         study_instance_uid: uid(t::STUDY_INSTANCE_UID, "Study Instance UID")?,
         series_instance_uid: tags::text(&file, t::SERIES_INSTANCE_UID),
-        study: StudyAttributes {
+        study: StudyHeader {
             patient_name: tags::text(&file, t::PATIENT_NAME),
             patient_id: tags::text(&file, t::PATIENT_ID),
             patient_birth_date: tags::text(&file, t::PATIENT_BIRTH_DATE),

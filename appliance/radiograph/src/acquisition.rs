@@ -28,6 +28,23 @@ impl Default for Portable {
     }
 }
 
+/// Patient and General Study module values of the source study, as text
+/// (absent when empty): what ingest reads, and what results, queries and
+/// reports carry. Unlike [`StudyUids`] it is serialised, into the study's
+/// result files only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StudyHeader {
+    pub patient_name: Option<String>,
+    pub patient_id: Option<String>,
+    pub patient_birth_date: Option<String>,
+    pub patient_sex: Option<String>,
+    pub study_date: Option<String>,
+    pub study_time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_id: Option<String>,
+    pub referring_physician_name: Option<String>,
+}
+
 /// Study, series and SOP instance UIDs.
 ///
 /// Kept in memory only: they identify a patient's study, so they are never

@@ -104,11 +104,7 @@ impl Radiograph {
         for v in &self.pixels {
             hasher.update(v.to_le_bytes());
         }
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        cxr_fsio::hex(&hasher.finalize())
     }
 
     /// Replace the pixels with a same-sized buffer (after a flip, say).

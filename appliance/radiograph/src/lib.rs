@@ -12,7 +12,7 @@ mod acquisition;
 mod image;
 mod step;
 
-pub use acquisition::{AcquisitionInfo, Portable, Sex, StudyUids};
+pub use acquisition::{AcquisitionInfo, Portable, Sex, StudyHeader, StudyUids};
 pub use cxr_core::InputClass;
 pub use image::{Radiograph, RadiographError, VoiWindow};
 pub use step::Step;

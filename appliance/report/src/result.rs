@@ -6,19 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The version of the result formats.
 pub const RESULT_SCHEMA: &str = "cxr-result/1";
 
-/// Patient and General Study values of the source study, as text.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StudyHeader {
-    pub patient_name: Option<String>,
-    pub patient_id: Option<String>,
-    pub patient_birth_date: Option<String>,
-    pub patient_sex: Option<String>,
-    pub study_date: Option<String>,
-    pub study_time: Option<String>,
-    pub accession_number: Option<String>,
-    pub study_id: Option<String>,
-    pub referring_physician_name: Option<String>,
-}
+pub use cxr_radiograph::StudyHeader;
 
 /// How one instance ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

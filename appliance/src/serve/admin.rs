@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cxr_audit::AuditLog;
-use cxr_server::outbox::Outbox;
-use cxr_server::results::Reason;
+use cxr_store::outbox::Outbox;
+use cxr_store::results::Reason;
 
 use super::Model;
 use crate::access_cmd::DEVICE_CONSOLE;
@@ -166,7 +166,7 @@ impl Admin {
     }
 }
 
-impl cxr_server::http::operator::Operations for Admin {
+impl cxr_http::operator::Operations for Admin {
     fn system(&self) -> Value {
         let board = &self.device.board;
         let serving = self
@@ -179,7 +179,7 @@ impl cxr_server::http::operator::Operations for Admin {
             let audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
             (audit.next_seq(), cxr_bundle::hex::encode(&audit.head()))
         };
-        let certificate = cxr_server::http::tls::certificate_info(&board.state_dir)
+        let certificate = cxr_http::tls::certificate_info(&board.state_dir)
             .ok()
             .map(|c| json!({ "fingerprint_sha256": c.fingerprint_sha256, "not_after": c.not_after, "self_signed_here": c.self_signed_here }));
         json!({

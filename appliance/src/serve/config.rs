@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cxr_board::{BoardKind, BoardProfile, ServeSettings};
-use cxr_server::destination::Destination;
-use cxr_server::outbox::RetryPolicy;
-use cxr_server::scp::{AllowRule, PeerFilter, ScpConfig};
+use cxr_delivery::destination::Destination;
+use cxr_net::scp::{AllowRule, PeerFilter, ScpConfig};
+use cxr_store::outbox::RetryPolicy;
 
 use super::ServeArgs;
 
@@ -154,7 +154,7 @@ pub(super) fn web_tls(
             path.display()
         )
     })?;
-    cxr_server::web_send::client_config(&bytes)
+    cxr_delivery::web_send::client_config(&bytes)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("SERVE_BAD_TRUST: forward_trust_pem {}: {e}", path.display()))
 }
@@ -250,10 +250,7 @@ pub(super) fn audit_applied(
     };
     log.append(crate::device::now_unix_ms(), event)
         .context("SERVE_CONFIG_UNAUDITED: the audit log cannot record the settings, so the service does not start")?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, &bytes)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &path))
+    cxr_store::files::write_atomically(&path, &bytes, 0o666)
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cxr_audit::Event;
+use cxr_http::credentials::CredentialStore;
+use cxr_http::metrics::{Gauges, Metrics};
+use cxr_http::{HttpConfig, HttpEvent, HttpObserver, HttpService, Readiness, Sessions};
+use cxr_net::scp::{Associations, Watermarks};
 use cxr_report::SrDevice;
-use cxr_server::assembly::StudyBoard;
-use cxr_server::http::credentials::CredentialStore;
-use cxr_server::http::{HttpConfig, HttpEvent, HttpObserver, HttpService, Readiness, Sessions};
-use cxr_server::intake::Intake;
-use cxr_server::metrics::{Gauges, Metrics};
-use cxr_server::outbox::{EntryState, Outbox};
-use cxr_server::results::{Reason, ResultStore};
-use cxr_server::scp::{Associations, Watermarks};
+use cxr_store::assembly::StudyBoard;
+use cxr_store::intake::Intake;
+use cxr_store::outbox::{EntryState, Outbox};
+use cxr_store::results::{Reason, ResultStore};
 
 use super::{notes, Model};
 
@@ -34,7 +34,7 @@ pub(super) struct HttpWiring<'a> {
     pub metrics: &'a Arc<Metrics>,
     /// Set once the DICOM receiver exists (it binds after this is built).
     pub associations: &'a Arc<OnceLock<Associations>>,
-    pub operations: Arc<dyn cxr_server::http::operator::Operations>,
+    pub operations: Arc<dyn cxr_http::operator::Operations>,
 }
 
 fn readiness(model: &Arc<Mutex<Result<Model, Reason>>>) -> Readiness {
@@ -148,7 +148,7 @@ pub(crate) fn tls_config(
     state: &Path,
     address: &SocketAddr,
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
-    use cxr_server::http::tls;
+    use cxr_http::tls;
     let (date, _) = cxr_report::sr::date_time(crate::device::now_unix_ms());
     let today = (
         date[..4].parse().unwrap_or(2026),
@@ -172,7 +172,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         .parse()
         .with_context(|| format!("serve.http_listen {listen:?}"))?;
     // Uploads a crash left behind were never installed.
-    let _ = std::fs::remove_dir_all(cxr_server::http::operator::upload_dir(w.state));
+    let _ = std::fs::remove_dir_all(cxr_http::operator::upload_dir(w.state));
     let service = HttpService {
         config: HttpConfig {
             max_body_bytes: settings.http_max_body_bytes,
@@ -198,8 +198,8 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         device: w.device,
         outbox: Arc::clone(w.outbox),
         operations: w.operations,
-        jobs: cxr_server::http::operator::Jobs::default(),
-        upload_dir: cxr_server::http::operator::upload_dir(w.state),
+        jobs: cxr_http::operator::Jobs::default(),
+        upload_dir: cxr_http::operator::upload_dir(w.state),
         identities: Default::default(),
         exports: Default::default(),
     };

@@ -1,6 +1,7 @@
 //! `serve`: the resident service. It loads, verifies and self-tests the
 //! active bundle once, owns the audit log and the state directory, and runs
-//! the DICOM receiver (`cxr-server`'s SCP) and the one inference worker
+//! the DICOM receiver (`cxr-net`'s SCP over `cxr-store`'s intake) and the
+//! one inference worker
 //! until SIGTERM or SIGINT. Without a verified bundle it still receives and
 //! stores, and answers every study with "no verified model".
 
@@ -9,6 +10,7 @@ mod config;
 pub(crate) mod http;
 mod notes;
 mod processor;
+pub(crate) mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,20 +18,20 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
+use crate::serve::worker::{Delivery, Worker};
 use anyhow::Context;
 use cxr_audit::{AuditLog, DeviceSecret, Event};
+use cxr_delivery::forward::{Forwarder, OutboxEvent};
 use cxr_engine::Selection;
+use cxr_net::scp::{Scp, ScpConfig, ScpEvent, Watermarks};
+use cxr_net::scu::SendLimits;
 use cxr_report::SrDevice;
-use cxr_server::assembly::StudyBoard;
-use cxr_server::clock::{Clock as ServiceClock, SystemClock};
-use cxr_server::forward::{Forwarder, OutboxEvent};
-use cxr_server::intake::Intake;
-use cxr_server::outbox::{Change, Outbox};
-use cxr_server::results::{Reason, ResultStore};
-use cxr_server::scp::{Scp, ScpConfig, ScpEvent, Watermarks};
-use cxr_server::scu::SendLimits;
-use cxr_server::spool::{Spool, SpoolConfig};
-use cxr_server::worker::{Delivery, Worker};
+use cxr_store::assembly::StudyBoard;
+use cxr_store::clock::{Clock as ServiceClock, SystemClock};
+use cxr_store::intake::Intake;
+use cxr_store::outbox::{Change, Outbox};
+use cxr_store::results::{Reason, ResultStore};
+use cxr_store::spool::{Spool, SpoolConfig};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
@@ -128,7 +130,7 @@ pub(super) fn load_model(
 
 /// Audit the receiver's refusals and aborts (a peer that simply closed
 /// after its work is not a fault), summarised per address and code.
-fn observer(notes: notes::Notes) -> cxr_server::scp::Observer {
+fn observer(notes: notes::Notes) -> cxr_net::scp::Observer {
     Arc::new(move |event: ScpEvent| {
         let (peer, calling_ae, code, transient) = match &event {
             ScpEvent::Refused {
@@ -174,7 +176,7 @@ fn sd_notify(message: &str) {
 }
 
 /// Audit the outbox's changes; a dead letter is also said on stderr.
-fn outbox_observer(notes: notes::Notes) -> cxr_server::forward::OutboxObserver {
+fn outbox_observer(notes: notes::Notes) -> cxr_delivery::forward::OutboxObserver {
     Arc::new(move |event: OutboxEvent| {
         let state = match event.change {
             Change::Delivered { .. } => "delivered",
@@ -208,8 +210,8 @@ fn sr_device(secret: &DeviceSecret) -> SrDevice {
         device_uid: cxr_report::uid::derived_uid("device-observer", &[&serial]),
         serial_number: serial,
         software_version: format!("cxr-appliance {}", env!("CARGO_PKG_VERSION")),
-        implementation_class_uid: cxr_server::part10::IMPLEMENTATION_CLASS_UID.into(),
-        implementation_version_name: cxr_server::part10::IMPLEMENTATION_VERSION_NAME.into(),
+        implementation_class_uid: cxr_net::part10::IMPLEMENTATION_CLASS_UID.into(),
+        implementation_version_name: cxr_net::part10::IMPLEMENTATION_VERSION_NAME.into(),
     }
 }
 
@@ -229,7 +231,7 @@ struct Network {
     /// The HTTP side, when the board (or `--http-listen`) names an address.
     http: Option<http::HttpSide>,
     /// Where the receiver's association count goes once it exists.
-    associations: Arc<std::sync::OnceLock<cxr_server::scp::Associations>>,
+    associations: Arc<std::sync::OnceLock<cxr_net::scp::Associations>>,
     scp: ScpConfig,
     watermarks: Watermarks,
     intake: Arc<Intake>,
@@ -296,7 +298,7 @@ struct Shared {
     audit: Arc<Mutex<AuditLog>>,
     notes: notes::Notes,
     wake: Arc<Notify>,
-    metrics: Arc<cxr_server::metrics::Metrics>,
+    metrics: Arc<cxr_http::metrics::Metrics>,
     state: PathBuf,
 }
 
@@ -336,7 +338,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         board,
         audit,
         wake: Arc::new(Notify::new()),
-        metrics: Arc::new(cxr_server::metrics::Metrics::default()),
+        metrics: Arc::new(cxr_http::metrics::Metrics::default()),
         state,
     };
     let secret = device.secret()?;
@@ -357,7 +359,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         secret,
     };
     let parts = (
-        Box::new(processor) as Box<dyn cxr_server::worker::Processor>,
+        Box::new(processor) as Box<dyn crate::serve::worker::Processor>,
         delivery,
     );
     let running = start_worker(&shared.intake, store, parts, &shared.clock, &shared.metrics)?;
@@ -398,7 +400,7 @@ fn network(
         board: &shared.board,
         metrics: &shared.metrics,
         associations: &associations,
-        operations: Arc::clone(&admin) as Arc<dyn cxr_server::http::operator::Operations>,
+        operations: Arc::clone(&admin) as Arc<dyn cxr_http::operator::Operations>,
     })?;
     Ok(Network {
         listen: settings.dicom_listen.parse()?,
@@ -433,9 +435,9 @@ fn network(
 fn start_worker(
     intake: &Arc<Intake>,
     store: ResultStore,
-    (processor, delivery): (Box<dyn cxr_server::worker::Processor>, Delivery),
+    (processor, delivery): (Box<dyn crate::serve::worker::Processor>, Delivery),
     clock: &Arc<dyn ServiceClock>,
-    metrics: &Arc<cxr_server::metrics::Metrics>,
+    metrics: &Arc<cxr_http::metrics::Metrics>,
 ) -> anyhow::Result<(std::thread::JoinHandle<()>, Liveness)> {
     let mut worker = Worker::new(
         Arc::clone(intake),
@@ -498,7 +500,7 @@ async fn until_stopped(
             config
         });
         let service = Arc::new(side.service);
-        tokio::spawn(cxr_server::http::serve(http, service, tls, stop_rx.clone()));
+        tokio::spawn(cxr_http::serve(http, service, tls, stop_rx.clone()));
     }
     let scp = Scp::new(listener, n.scp, n.intake, observer(n.notes), n.watermarks);
     let _ = n.associations.set(scp.associations());

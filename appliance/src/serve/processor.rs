@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
+use crate::serve::worker::Processor;
 use cxr_audit::{AuditLog, DeviceSecret, Event, Mode};
 use cxr_board::BoardProfile;
-use cxr_server::results::{
+use cxr_store::results::{
     Finding, InstanceOutcome, InstanceResult, LabelResult, ModelRef, Reason, StudyResult,
 };
-use cxr_server::spool::JournalRecord;
-use cxr_server::worker::Processor;
+use cxr_store::spool::JournalRecord;
 use cxr_study::{tightened, StudyPath};
 use sha2::{Digest, Sha256};
 
@@ -116,7 +116,7 @@ impl Processor for ServeProcessor {
             path: StudyPath {
                 selection: &model.selection,
                 params,
-                decision_params: tightened(params.decision_params(), &self.board),
+                decision_params: tightened(params.decision_params(), self.board.gate.require_age),
                 gate_required: model.source.mode() == Mode::Verified,
             },
             clock: &self.clock,
@@ -204,7 +204,7 @@ impl Processor for ServeProcessor {
             .map_err(|e| e.to_string())?;
         eprintln!(
             "cxr-appliance serve: study {} version {}: {} (audit {seq})",
-            cxr_server::results::study_key(&result.study_instance_uid),
+            cxr_store::results::study_key(&result.study_instance_uid),
             result.version,
             result.outcome
         );

@@ -68,14 +68,12 @@ impl std::fmt::Debug for StudyPath<'_> {
     }
 }
 
-/// The bundle's decision parameters with the board's tightening applied: a
-/// board may refuse studies without an age that the bundle lets pass, never
-/// the other way round.
-pub fn tightened<'a>(
-    mut params: DecisionParams<'a>,
-    board: &cxr_board::BoardProfile,
-) -> DecisionParams<'a> {
-    params.input_gate.allow_unknown_age &= !board.gate.require_age;
+/// The bundle's decision parameters with the board's tightening applied:
+/// a board that requires an age (`require_age`, its `gate.require_age`)
+/// refuses studies without one that the bundle lets pass, never the other
+/// way round.
+pub fn tightened(mut params: DecisionParams<'_>, require_age: bool) -> DecisionParams<'_> {
+    params.input_gate.allow_unknown_age &= !require_age;
     params
 }
 

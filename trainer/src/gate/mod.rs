@@ -17,9 +17,10 @@ use cxr_model::{GateSpec, GateWeights};
 use cxr_preprocess::InputSpec;
 use serde::Serialize;
 
+use crate::config::TrainConfig;
 use crate::data::patient_position;
+use crate::prepared::Prepared;
 use crate::rng::Rng;
-use crate::train::{Prepared, TrainConfig};
 use crate::TrainerError;
 pub use sources::GateExample;
 

@@ -1,0 +1,226 @@
+//! Health and the results API: the published study results, newest first,
+//! one study's latest version as written (schema `RESULT_SCHEMA`), and a
+//! change feed ordered by completion time.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::authorize;
+use super::credentials::Role;
+use super::{ApiError, HttpService};
+use cxr_store::results::StudyResult;
+
+/// Liveness: the process answers.
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({ "alive": true }))
+}
+
+/// Readiness: a verified model serves, and the spool takes input.
+pub(super) async fn readyz(State(service): State<Arc<HttpService>>) -> Response {
+    let not_ready = if let Err((code, message)) = (service.ready)() {
+        Some((code, message))
+    } else if service.below_watermark() {
+        Some((
+            "SPOOL_WATERMARK".to_owned(),
+            "the spool or its disk is at the watermark".to_owned(),
+        ))
+    } else {
+        None
+    };
+    match not_ready {
+        None => Json(json!({ "ready": true })).into_response(),
+        Some((code, message)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "code": code, "message": message })),
+        )
+            .into_response(),
+    }
+}
+
+/// The Prometheus text exposition: a viewer's, or a loopback scraper's
+/// when the board allows it.
+pub(super) async fn metrics(
+    State(service): State<Arc<HttpService>>,
+    axum::extract::Extension(super::Peer(peer)): axum::extract::Extension<super::Peer>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let local = service.config.metrics_open_to_loopback && peer.ip().is_loopback();
+    if !local {
+        authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    }
+    let text = {
+        let service = Arc::clone(&service);
+        super::off_task(move || service.metrics.render(&(service.gauges)())).await?
+    };
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// The largest page of studies or changes.
+const MAX_PAGE: usize = 500;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct StudyQuery {
+    limit: Option<usize>,
+    offset: Option<usize>,
+    /// `decision` or `abstention`.
+    outcome: Option<String>,
+    /// Completed at or after this time (Unix ms).
+    since_ms: Option<u64>,
+    accession: Option<String>,
+}
+
+fn summary(r: &StudyResult) -> Value {
+    let positive: Vec<&str> = r
+        .labels
+        .iter()
+        .filter(|l| l.finding == cxr_report::result::Finding::Present)
+        .map(|l| l.label.as_str())
+        .collect();
+    json!({
+        "study_instance_uid": r.study_instance_uid,
+        "version": r.version,
+        "outcome": r.outcome,
+        "completed_unix_ms": r.completed_unix_ms,
+        "accession_number": r.header.accession_number,
+        "study_date": r.header.study_date,
+        "present": positive,
+        "reason": r.reason.as_ref().map(|x| &x.code),
+        "instances": r.instances.len(),
+    })
+}
+
+fn read_all(service: &HttpService) -> Result<Vec<StudyResult>, ApiError> {
+    let studies = service
+        .results
+        .latest_studies()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()))?;
+    Ok(studies.into_values().collect())
+}
+
+pub(super) async fn studies(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    query: Result<Query<StudyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "API_BAD_QUERY", e.to_string()))?;
+    let limit = q.limit.unwrap_or(50).min(MAX_PAGE);
+    let offset = q.offset.unwrap_or(0);
+    let all = {
+        let service = Arc::clone(&service);
+        super::off_task(move || read_all(&service)).await??
+    };
+    let mut matching: Vec<&StudyResult> = all
+        .iter()
+        .filter(|r| q.outcome.as_ref().is_none_or(|o| &r.outcome == o))
+        .filter(|r| q.since_ms.is_none_or(|t| r.completed_unix_ms >= t))
+        .filter(|r| {
+            q.accession
+                .as_ref()
+                .is_none_or(|a| r.header.accession_number.as_ref() == Some(a))
+        })
+        .collect();
+    matching.sort_by(|a, b| {
+        b.completed_unix_ms
+            .cmp(&a.completed_unix_ms)
+            .then_with(|| a.study_instance_uid.cmp(&b.study_instance_uid))
+    });
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| summary(r))
+        .collect();
+    Ok(Json(
+        json!({ "total": matching.len(), "offset": offset, "limit": limit, "studies": page }),
+    ))
+}
+
+pub(super) async fn study(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    let found = {
+        let service = Arc::clone(&service);
+        super::off_task(move || service.results.latest_study_file(&study)).await?
+    };
+    let (_, bytes) = found.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "API_NO_STUDY",
+            "no published result for this Study Instance UID",
+        )
+    })?;
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ChangeQuery {
+    /// The `next` of the previous page (0 for everything).
+    since: Option<u64>,
+}
+
+/// Study versions completed after `since` (a completion time in Unix ms),
+/// oldest first; `next` is the cursor for the following call. A page never
+/// splits one millisecond, so nothing is skipped between calls.
+pub(super) async fn changes(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    query: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "API_BAD_QUERY", e.to_string()))?;
+    let since = q.since.unwrap_or(0);
+    let all = {
+        let service = Arc::clone(&service);
+        super::off_task(move || read_all(&service)).await??
+    };
+    let mut newer: Vec<&StudyResult> = all.iter().filter(|r| r.completed_unix_ms > since).collect();
+    newer.sort_by_key(|r| (r.completed_unix_ms, r.study_instance_uid.clone()));
+    let page = page_of_changes(&newer);
+    let next = page.last().map_or(since, |r| r.completed_unix_ms);
+    let changes: Vec<Value> = page.iter().map(|r| summary(r)).collect();
+    Ok(Json(json!({ "next": next, "changes": changes })))
+}
+
+/// At most a page, cut at a millisecond boundary (unless one millisecond
+/// alone fills the page, which is then returned whole).
+fn page_of_changes<'a>(sorted: &[&'a StudyResult]) -> Vec<&'a StudyResult> {
+    if sorted.len() <= MAX_PAGE {
+        return sorted.to_vec();
+    }
+    let edge = sorted[MAX_PAGE].completed_unix_ms;
+    let cut = sorted[..MAX_PAGE]
+        .iter()
+        .position(|r| r.completed_unix_ms == edge)
+        .unwrap_or(MAX_PAGE);
+    if cut == 0 {
+        sorted
+            .iter()
+            .take_while(|r| r.completed_unix_ms == edge)
+            .copied()
+            .collect()
+    } else {
+        sorted[..cut].to_vec()
+    }
+}

@@ -1,0 +1,237 @@
+//! FHIR R4 read side: `GET /fhir/DiagnosticReport` (search by `identifier`
+//! and `date`), and each DiagnosticReport, Observation and Device by id.
+//! The resources are encoded from the latest version of each study result
+//! by `cxr-report`; nothing FHIR-shaped is stored.
+//!
+//! `identifier` matches the report's identifiers (the result's UID, the
+//! accession number) and the study's (its Study Instance UID, with or
+//! without `urn:oid:`), as `[system|]value`. `date` compares the study's
+//! date with the prefixes `eq` (default), `ge`, `le`, `gt`, `lt`, and may be
+//! given twice for a range.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::auth::authorize;
+use super::credentials::Role;
+use super::{ApiError, HttpService};
+use cxr_store::results::StudyResult;
+
+fn fhir_json(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/fhir+json"),
+    );
+    response
+}
+
+/// An OperationOutcome for a refusal, as FHIR clients expect.
+fn outcome(status: StatusCode, code: &str, text: &str) -> Response {
+    let body = json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{ "severity": "error", "code": code, "diagnostics": text }],
+    });
+    fhir_json(status, &body)
+}
+
+async fn latest(service: &Arc<HttpService>) -> Result<Vec<StudyResult>, ApiError> {
+    let s = Arc::clone(service);
+    super::off_task(move || s.results.latest_studies())
+        .await?
+        .map(|m| m.into_values().collect())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()))
+}
+
+/// Whether a `[system|]value` token names one of `identifiers`.
+fn token_matches(token: &str, identifiers: &[&Value]) -> bool {
+    let (system, value) = match token.split_once('|') {
+        Some((s, v)) => (Some(s), v),
+        None => (None, token),
+    };
+    identifiers.iter().any(|i| {
+        let have = i["value"].as_str().unwrap_or_default();
+        let value_ok = have == value || have.strip_prefix("urn:oid:") == Some(value);
+        // `|value` names an identifier without a system.
+        let system_ok = match system {
+            None => true,
+            Some("") => i["system"].is_null(),
+            Some(s) => i["system"].as_str() == Some(s),
+        };
+        value_ok && system_ok
+    })
+}
+
+/// Whether the report's date (its first 10 characters) passes `query`.
+fn date_matches(query: &str, report: &Value) -> bool {
+    let Some(date) = report["effectiveDateTime"]
+        .as_str()
+        .and_then(|d| d.get(..10))
+    else {
+        return false;
+    };
+    let (op, want) = match query.get(..2) {
+        Some(p @ ("eq" | "ge" | "le" | "gt" | "lt")) => (p, &query[2..]),
+        _ => ("eq", query),
+    };
+    let want = want.get(..10).unwrap_or(want);
+    match op {
+        "ge" => date >= want,
+        "le" => date <= want,
+        "gt" => date > want,
+        "lt" => date < want,
+        _ => date == want,
+    }
+}
+
+fn report_matches(report: &Value, params: &[(String, String)]) -> bool {
+    let mut identifiers: Vec<&Value> = report["identifier"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if let Some(studies) = report["imagingStudy"].as_array() {
+        identifiers.extend(studies.iter().map(|s| &s["identifier"]));
+    }
+    params.iter().all(|(k, v)| match k.as_str() {
+        "identifier" => v.split(',').any(|t| token_matches(t, &identifiers)),
+        "date" => date_matches(v, report),
+        _ => true,
+    })
+}
+
+pub(super) async fn search_reports(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    // Unknown parameters are ignored (FHIR's lenient handling) unless the
+    // client asks for strict handling.
+    let strict = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("handling=strict"));
+    let known = ["identifier", "date", "_count", "_format"];
+    let unknown = params.iter().find(|(k, _)| !known.contains(&k.as_str()));
+    if let (true, Some((k, _))) = (strict, unknown) {
+        return Ok(outcome(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            &format!("search parameter {k:?} is not supported (identifier and date are)"),
+        ));
+    }
+    let count = params
+        .iter()
+        .find(|(k, _)| k == "_count")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(50)
+        .min(500);
+    let scheme = if service.config.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let base = format!("{scheme}://{host}/fhir");
+    let mut seen = std::collections::HashSet::new();
+    let mut entries = Vec::new();
+    let mut total = 0;
+    for result in latest(&service).await? {
+        let resources = cxr_report::fhir::resources(&result, &service.device);
+        if !report_matches(&resources[0], &params) {
+            continue;
+        }
+        total += 1;
+        if total > count {
+            continue;
+        }
+        for (i, r) in resources.into_iter().enumerate() {
+            let mode = if i == 0 { "match" } else { "include" };
+            let url = format!(
+                "{base}/{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            );
+            // One entry per resource: reports of one model share its Device.
+            if !seen.insert(url.clone()) {
+                continue;
+            }
+            entries.push(json!({ "fullUrl": url, "resource": r, "search": { "mode": mode } }));
+        }
+    }
+    let bundle =
+        json!({ "resourceType": "Bundle", "type": "searchset", "total": total, "entry": entries });
+    Ok(fhir_json(StatusCode::OK, &bundle))
+}
+
+/// One resource by type and id.
+pub(super) async fn read(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    if !["DiagnosticReport", "Observation", "Device"].contains(&kind.as_str()) {
+        return Ok(outcome(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "only DiagnosticReport, Observation and Device are served",
+        ));
+    }
+    for result in latest(&service).await? {
+        let found = cxr_report::fhir::resources(&result, &service.device)
+            .into_iter()
+            .find(|r| r["resourceType"] == kind.as_str() && r["id"] == id.as_str());
+        if let Some(r) = found {
+            return Ok(fhir_json(StatusCode::OK, &r));
+        }
+    }
+    Ok(outcome(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such resource",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_match_with_or_without_system_and_urn_prefix() {
+        let ids = [
+            json!({ "system": "urn:dicom:uid", "value": "urn:oid:1.2.3" }),
+            json!({ "value": "ACC1" }),
+        ];
+        let refs: Vec<&Value> = ids.iter().collect();
+        assert!(token_matches("1.2.3", &refs));
+        assert!(token_matches("urn:dicom:uid|urn:oid:1.2.3", &refs));
+        assert!(token_matches("|ACC1", &refs));
+        assert!(
+            !token_matches("|urn:oid:1.2.3", &refs),
+            "that one has a system"
+        );
+        assert!(!token_matches("other|ACC1", &refs));
+        assert!(!token_matches("1.2.4", &refs));
+    }
+
+    #[test]
+    fn dates_compare_with_prefixes() {
+        let r = json!({ "effectiveDateTime": "2004-08-26T12:00:00Z" });
+        assert!(date_matches("2004-08-26", &r));
+        assert!(date_matches("ge2004-01-01", &r) && date_matches("le2004-12-31", &r));
+        assert!(!date_matches("gt2004-08-26", &r));
+        assert!(!date_matches("2005-01-01", &r));
+    }
+}

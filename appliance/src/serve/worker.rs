@@ -1,0 +1,451 @@
+//! The one inference worker: it takes durable instances in arrival order,
+//! runs the injected [`Processor`] (the same study path as `classify`,
+//! wired by the binary: this crate does not know how a decision is made),
+//! writes each instance's result, and publishes a study version when study
+//! assembly says the study is complete.
+//!
+//! Its queue is the spool itself: an instance without a result file is
+//! pending, so the queue is bounded by the spool's quota and survives
+//! restarts. An instance that has a result is never run again, so a
+//! restart cannot give one instance two answers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cxr_report::{encode_sc, encode_sr, PictureFacts, SrDevice};
+use tokio::sync::Notify;
+
+use cxr_delivery::destination::Destination;
+use cxr_http::metrics::Metrics;
+use cxr_store::assembly::Work;
+use cxr_store::clock::Clock;
+use cxr_store::intake::Intake;
+use cxr_store::outbox::{Outbox, Outgoing, Payload};
+use cxr_store::results::{
+    sha256_hex, study_key, study_result, InstanceResult, ResultStore, StudyResult,
+};
+use cxr_store::spool::JournalRecord;
+use cxr_store::SpoolError;
+
+/// What the worker calls; the binary implements it over `cxr-study`.
+pub trait Processor: Send {
+    /// Classify one spool instance from its Part 10 bytes. Faults become a
+    /// `Failed` or `Refused` result, never a panic out of here.
+    fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult;
+    /// A study version is on disk (`file` is its bytes): audit it. An error
+    /// keeps the version from being counted as published, so it is retried.
+    fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<(), String>;
+}
+
+/// Pause after a failed write before trying the same work again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Where published results go: the SR encoder's device identity, and the
+/// outbox with its destinations.
+pub struct Delivery {
+    pub device: SrDevice,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub destinations: Vec<String>,
+    /// Wakes the sender when something is queued.
+    pub wake: Arc<Notify>,
+    /// How long an input is kept after its study's results reached every
+    /// destination (or, with none, after its result was published).
+    pub retain: Duration,
+    /// Send the result picture as a Secondary Capture too, beside the SR.
+    pub secondary_capture: bool,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("destinations", &self.destinations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A study version's objects, encoded before anything is audited or written.
+struct Encoded {
+    sr: cxr_report::SrDocument,
+    png: Vec<u8>,
+    sc: Option<cxr_report::ScDocument>,
+}
+
+/// What the worker remembers of a published study: enough for retention
+/// without reading every result file again.
+#[derive(Debug, Clone)]
+struct Published {
+    instances: Vec<u64>,
+    completed_unix_ms: u64,
+    /// Every input of this version is retired.
+    retired: bool,
+}
+
+pub struct Worker {
+    intake: Arc<Intake>,
+    store: ResultStore,
+    processor: Box<dyn Processor>,
+    clock: Arc<dyn Clock>,
+    delivery: Delivery,
+    /// When retention was last looked at (monotonic ms).
+    retention_checked_ms: Option<u64>,
+    /// Study UID to its latest published version.
+    published: HashMap<String, Published>,
+    /// A result computed but not yet written: written on the retry rather
+    /// than computed again.
+    unsaved: Option<InstanceResult>,
+    /// Monotonic ms of the loop's last turn: a watchdog feeds on it.
+    heartbeat: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    pub fn new(
+        intake: Arc<Intake>,
+        store: ResultStore,
+        processor: Box<dyn Processor>,
+        clock: Arc<dyn Clock>,
+        delivery: Delivery,
+    ) -> Self {
+        Worker {
+            intake,
+            store,
+            processor,
+            clock,
+            delivery,
+            retention_checked_ms: None,
+            published: HashMap::new(),
+            unsaved: None,
+            heartbeat: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// Count into `metrics` (shared with the HTTP side's `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// When the work loop last turned (monotonic ms on the worker's clock):
+    /// a worker stuck in one step stops it moving.
+    pub fn heartbeat(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.heartbeat)
+    }
+
+    /// Fill study assembly from what is on disk: every journalled instance,
+    /// whether it has its result, and each study's latest version. Studies
+    /// with unpublished instances complete `stable` after start-up.
+    pub fn restore(&mut self) -> Result<(), SpoolError> {
+        let board = Arc::clone(self.intake.board());
+        let records: Vec<JournalRecord> = self.intake.spool().records().to_vec();
+        let now = self.clock.monotonic_ms();
+        for r in &records {
+            if self.store.has_instance(r.id) {
+                board.restore_processed(r.id, &r.study_instance_uid);
+            } else {
+                board.arrived(r.id, &r.study_instance_uid, None, now);
+            }
+        }
+        for (uid, s) in self.store.latest_studies()? {
+            let ids: Vec<u64> = s.instances.iter().map(|i| i.instance).collect();
+            board.restore_published(&uid, s.version, &ids);
+            self.remember(&uid, ids, s.completed_unix_ms);
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, uid: &str, instances: Vec<u64>, completed_unix_ms: u64) {
+        let spool = self.intake.spool();
+        let retired = instances.iter().all(|id| spool.is_retired(*id));
+        drop(spool);
+        self.published.insert(
+            uid.to_owned(),
+            Published {
+                instances,
+                completed_unix_ms,
+                retired,
+            },
+        );
+    }
+
+    /// Work until the board says stop: the current item is finished first.
+    pub fn run(mut self) {
+        let board = Arc::clone(self.intake.board());
+        loop {
+            let now = self.clock.monotonic_ms();
+            self.heartbeat.store(now, Ordering::SeqCst);
+            let step = match board.next(now) {
+                Work::Stop => return,
+                Work::Wait(d) => self.retire_if_due().map(|()| board.wait(d)),
+                Work::Instance(id) => self.instance(id),
+                Work::Study {
+                    study_instance_uid,
+                    version,
+                    instances,
+                } => {
+                    if let Err(e) = self.study(&study_instance_uid, version, &instances) {
+                        // Put off this study alone: the others go on.
+                        eprintln!(
+                            "cxr-appliance serve: worker: {e}; this study again in {RETRY_AFTER:?}"
+                        );
+                        let later = self.clock.monotonic_ms() + RETRY_AFTER.as_millis() as u64;
+                        board.defer_study(&study_instance_uid, later);
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
+                eprintln!("cxr-appliance serve: worker: {e}; retrying in {RETRY_AFTER:?}");
+                board.pause(RETRY_AFTER);
+            }
+        }
+    }
+
+    /// Look at retention when idle, at most every `retain / 2` (1 s to 60 s).
+    fn retire_if_due(&mut self) -> Result<(), String> {
+        let now = self.clock.monotonic_ms();
+        let every = (self.delivery.retain.as_millis() as u64 / 2).clamp(1000, 60_000);
+        if self.retention_checked_ms.is_some_and(|t| now < t + every) {
+            return Ok(());
+        }
+        self.retention_checked_ms = Some(now);
+        let retired = self.retire()?;
+        if retired > 0 {
+            eprintln!("cxr-appliance serve: retention: {retired} delivered inputs deleted");
+        }
+        Ok(())
+    }
+
+    /// Delete the inputs of every study whose results all reached every
+    /// destination at least `retain` ago. Undelivered input is never
+    /// deleted: a study with a pending or dead-lettered result keeps all
+    /// its inputs. Without destinations (and without entries left from
+    /// earlier ones) the clock starts when the result was published.
+    fn retire(&mut self) -> Result<usize, String> {
+        let now = self.clock.unix_ms();
+        let retain = self.delivery.retain.as_millis() as u64;
+        let settled = self
+            .delivery
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settled_studies();
+        let no_destinations = self.delivery.destinations.is_empty();
+        let mut retired = 0;
+        for (uid, study) in self.published.iter_mut().filter(|(_, p)| !p.retired) {
+            let since = match settled.get(&study_key(uid)) {
+                Some(finished) => *finished,
+                None if no_destinations => Some(study.completed_unix_ms),
+                None => None,
+            };
+            if since.is_none_or(|t| now < t.saturating_add(retain)) {
+                continue;
+            }
+            for id in &study.instances {
+                let mut spool = self.intake.spool();
+                if spool.retire(*id, now).map_err(|e| e.to_string())? {
+                    self.store.remove_instance_preview(*id);
+                    retired += 1;
+                }
+            }
+            study.retired = true;
+        }
+        Ok(retired)
+    }
+
+    fn record(&self, id: u64) -> Result<JournalRecord, String> {
+        self.intake
+            .spool()
+            .record(id)
+            .cloned()
+            .ok_or_else(|| format!("instance {id} is not in the spool journal"))
+    }
+
+    fn instance(&mut self, id: u64) -> Result<(), String> {
+        let board = Arc::clone(self.intake.board());
+        if let Some(result) = self.unsaved.take_if(|r| r.instance == id) {
+            return self.save(result);
+        }
+        if self.store.has_instance(id) {
+            board.processed(id);
+            return Ok(());
+        }
+        let record = match self.record(id) {
+            Ok(r) => r,
+            Err(e) => {
+                board.requeue(id);
+                return Err(e);
+            }
+        };
+        let path = self.intake.spool().path_of(id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                // Journalled but unreadable: retrying will not help. The
+                // failure is the instance's result, shown to the operator.
+                let result =
+                    cxr_store::results::unreadable(&record, &format!("{}: {e}", path.display()));
+                return self.save(result);
+            }
+        };
+        let result = self.processor.process(&record, &bytes);
+        self.save(result)
+    }
+
+    fn save(&mut self, result: InstanceResult) -> Result<(), String> {
+        let id = result.instance;
+        match self.store.write_instance(&result) {
+            Ok(()) => {
+                let outcome = serde_json::to_value(result.outcome).unwrap_or_default();
+                self.metrics.instance_processed(
+                    outcome.as_str().unwrap_or("unknown"),
+                    &result.detail["timings_ms"],
+                );
+                self.intake.board().processed(id);
+                Ok(())
+            }
+            Err(e) => {
+                // Written on the retry, not computed again.
+                self.unsaved = Some(result);
+                self.intake.board().requeue(id);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn study(&mut self, uid: &str, version: u32, ids: &[u64]) -> Result<(), String> {
+        let mut pairs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let result = self
+                .store
+                .instance(*id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("instance {id} has no result yet"))?;
+            pairs.push((result, self.record(*id)?));
+        }
+        let previous = (version > 1)
+            .then(|| self.store.latest_study_file(uid))
+            .flatten()
+            .map(|(_, bytes)| sha256_hex(&bytes));
+        // Completed when its last instance arrived: the same inputs give the
+        // same result, byte for byte, however often it is published.
+        let completed = pairs
+            .iter()
+            .map(|(_, j)| j.received_unix_ms)
+            .max()
+            .unwrap_or(0);
+        let refs: Vec<_> = pairs.iter().map(|(r, j)| (r, j)).collect();
+        let result = study_result(uid, version, previous, completed, &refs);
+        // Everything is encoded first (a failure there leaves no audit
+        // record behind to be repeated on the retry); then audited, then the
+        // objects written and queued, then the version's JSON: a crash in
+        // between publishes the same version again, with the same bytes and
+        // UIDs, and the outbox queues nothing twice.
+        let file = serde_json::to_vec_pretty(&result).map_err(|e| e.to_string())?;
+        let instances: Vec<&InstanceResult> = pairs.iter().map(|(r, _)| r).collect();
+        let facts = cxr_store::picture_facts::picture_facts(&result, &instances, |id| {
+            self.store.instance_preview(id)
+        });
+        let objects = self.encode(&result, &facts)?;
+        self.processor.published(&result, &file)?;
+        self.deliver(&result, objects)?;
+        self.store.write_study(&result).map_err(|e| e.to_string())?;
+        self.intake.board().published(uid, version, ids);
+        self.metrics.study_published(&result.outcome);
+        self.remember(uid, ids.to_vec(), completed);
+        Ok(())
+    }
+
+    /// Encode the SR and draw the picture (and its Secondary Capture when
+    /// the board asks for it). A Secondary Capture that cannot be made is
+    /// said on stderr and left out: it never holds the result back.
+    fn encode(&self, result: &StudyResult, facts: &PictureFacts) -> Result<Encoded, String> {
+        let d = &self.delivery;
+        let sr = encode_sr(result, &d.device).map_err(|e| e.to_string())?;
+        let picture = cxr_report::picture::draw(result, facts);
+        let png = cxr_report::picture::encode_png(&picture).map_err(|e| e.to_string())?;
+        let sc = if d.secondary_capture {
+            encode_sc(result, &picture, &d.device)
+                .map_err(|e| {
+                    eprintln!(
+                        "cxr-appliance serve: study version {}: no Secondary Capture: {e}",
+                        result.version
+                    )
+                })
+                .ok()
+        } else {
+            None
+        };
+        Ok(Encoded { sr, png, sc })
+    }
+
+    /// Write the encoded objects beside the result and queue the DICOM ones
+    /// for every destination.
+    fn deliver(&mut self, result: &StudyResult, encoded: Encoded) -> Result<(), String> {
+        let d = &self.delivery;
+        let uid = &result.study_instance_uid;
+        let sr_path = self
+            .store
+            .write_study_sr(uid, result.version, &encoded.sr.bytes)
+            .map_err(|e| e.to_string())?;
+        self.store
+            .write_study_picture(uid, result.version, &encoded.png)
+            .map_err(|e| e.to_string())?;
+        let sr = encoded.sr;
+        // A FHIR server gets the result itself, identified like the SR.
+        let fhir = Outgoing {
+            file: self.store.study_file(uid, result.version),
+            sop_class_uid: String::new(),
+            sop_instance_uid: sr.sop_instance_uid.clone(),
+            payload: Payload::FhirResult,
+        };
+        let mut dicom = vec![Outgoing {
+            file: sr_path,
+            sop_class_uid: sr.sop_class_uid,
+            sop_instance_uid: sr.sop_instance_uid,
+            payload: Payload::Dicom,
+        }];
+        if let Some(sc) = encoded.sc {
+            let sc_path = self
+                .store
+                .write_study_sc(uid, result.version, &sc.bytes)
+                .map_err(|e| e.to_string())?;
+            dicom.push(Outgoing {
+                file: sc_path,
+                sop_class_uid: sc.sop_class_uid,
+                sop_instance_uid: sc.sop_instance_uid,
+                payload: Payload::Dicom,
+            });
+        }
+        let mut outbox = d.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let key = study_key(uid);
+        for destination in &d.destinations {
+            let objects = match Destination::parse(destination) {
+                Ok(parsed) if !parsed.takes_dicom() => std::slice::from_ref(&fhir),
+                _ => dicom.as_slice(),
+            };
+            for object in objects {
+                outbox
+                    .ensure(
+                        &key,
+                        result.version,
+                        object,
+                        destination,
+                        self.clock.unix_ms(),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        drop(outbox);
+        d.wake.notify_one();
+        Ok(())
+    }
+}

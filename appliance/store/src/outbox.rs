@@ -1,0 +1,540 @@
+//! The outbox: store-and-forward of result SRs to each configured
+//! destination. Every (result, destination) pair is an entry in an
+//! append-only journal (`outbox/journal.jsonl`, each line fsynced), so the
+//! outbox survives restarts and power loss. Retries back off exponentially
+//! (from `retry_initial` up to `retry_max`) for `retention`, then the entry
+//! is dead-lettered: visible in `outbox list`, audited, retried only on a
+//! field engineer's `outbox retry`. A retry sends the same file, so the
+//! same SOP Instance UID: a PACS deduplicates it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::files::{append_line, create_dir, lock_folder, open_journal, read_lines, sync_dir};
+use crate::SpoolError;
+
+/// The state of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    Pending,
+    Delivered,
+    /// Retention ran out: no more automatic retries.
+    Dead,
+    /// Dropped by a field engineer.
+    Dropped,
+}
+
+/// What an entry sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// The DICOM file (an SR or a Secondary Capture), by C-STORE or STOW-RS.
+    #[default]
+    Dicom,
+    /// The study result version (its JSON), as a FHIR transaction Bundle.
+    FhirResult,
+}
+
+/// One object to queue: a file of a study version and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Relative to the state directory.
+    pub file: PathBuf,
+    pub sop_class_uid: String,
+    /// For a FHIR result, the result identifier (the SR's instance UID).
+    pub sop_instance_uid: String,
+    pub payload: Payload,
+}
+
+/// One (result, destination) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: u64,
+    /// The study folder (a digest of the Study Instance UID) and version.
+    pub study_key: String,
+    pub version: u32,
+    /// The SR file, relative to the state directory.
+    pub file: PathBuf,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub destination: String,
+    #[serde(default)]
+    pub payload: Payload,
+    pub created_unix_ms: u64,
+    pub state: EntryState,
+    pub attempts: u32,
+    pub next_attempt_unix_ms: u64,
+    pub last_error: Option<String>,
+    /// When it was delivered or dropped.
+    #[serde(default)]
+    pub finished_unix_ms: Option<u64>,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Line {
+    Enqueue(Entry),
+    Attempt {
+        id: u64,
+        at_unix_ms: u64,
+        error: String,
+    },
+    Delivered {
+        id: u64,
+        at_unix_ms: u64,
+        status: u16,
+    },
+    Dead {
+        id: u64,
+        at_unix_ms: u64,
+    },
+    Retry {
+        id: u64,
+        at_unix_ms: u64,
+    },
+    Drop {
+        id: u64,
+        at_unix_ms: u64,
+    },
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub retention: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 30 s doubling to 1 h, for 14 days.
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(30),
+            max: Duration::from_secs(3600),
+            retention: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after the `attempts`-th failure.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(20);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What an attempt changed, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Delivered { status: u16 },
+    WillRetry { in_ms: u64 },
+    Dead,
+}
+
+/// The outbox of one state directory. One owner at a time (its lock).
+#[derive(Debug)]
+pub struct Outbox {
+    path: PathBuf,
+    journal: File,
+    _lock: File,
+    entries: BTreeMap<u64, Entry>,
+    /// Set when a failed append could not be cut back: nothing more is
+    /// written until the service restarts (and replays what is whole).
+    poisoned: Option<String>,
+}
+
+impl Outbox {
+    /// Open (or create) `root/outbox`; a torn last line is cut.
+    pub fn open(root: &Path) -> Result<Outbox, SpoolError> {
+        let dir = root.join("outbox");
+        create_dir(&dir)?;
+        let lock = lock_folder(&dir)?;
+        let path = dir.join("journal.jsonl");
+        let mut journal = open_journal(&path)?;
+        sync_dir(&dir)?;
+        let entries = replay(&mut journal, &path)?;
+        Ok(Outbox {
+            path,
+            journal,
+            _lock: lock,
+            entries,
+            poisoned: None,
+        })
+    }
+
+    fn append(&mut self, line: &Line) -> Result<(), SpoolError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(SpoolError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let mut bytes =
+            serde_json::to_vec(line).map_err(|e| SpoolError::io("encoding", &self.path, e))?;
+        bytes.push(b'\n');
+        if let Err(e) = append_line(&mut self.journal, &bytes) {
+            self.poisoned = e.poisoned;
+            return Err(SpoolError::io("appending to", &self.path, e.error));
+        }
+        apply(&mut self.entries, line.clone());
+        Ok(())
+    }
+
+    /// Put off an entry's next attempt (in memory too, so that a journal
+    /// that cannot be written does not make the sender spin).
+    fn defer(&mut self, id: u64, until_unix_ms: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.next_attempt_unix_ms = until_unix_ms;
+        }
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn entry(&self, id: u64) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// Queue `object` for `destination` unless that pair is already queued
+    /// (in any state): calling it again after a crash adds nothing.
+    pub fn ensure(
+        &mut self,
+        study_key: &str,
+        version: u32,
+        object: &Outgoing,
+        destination: &str,
+        now_unix_ms: u64,
+    ) -> Result<bool, SpoolError> {
+        let known = self.entries.values().any(|e| {
+            e.sop_instance_uid == object.sop_instance_uid
+                && e.payload == object.payload
+                && e.destination == destination
+        });
+        if known {
+            return Ok(false);
+        }
+        let id = self.entries.keys().next_back().map_or(1, |k| k + 1);
+        self.append(&Line::Enqueue(Entry {
+            id,
+            study_key: study_key.to_owned(),
+            version,
+            file: object.file.clone(),
+            sop_class_uid: object.sop_class_uid.clone(),
+            sop_instance_uid: object.sop_instance_uid.clone(),
+            destination: destination.to_owned(),
+            payload: object.payload,
+            created_unix_ms: now_unix_ms,
+            state: EntryState::Pending,
+            attempts: 0,
+            next_attempt_unix_ms: now_unix_ms,
+            last_error: None,
+            finished_unix_ms: None,
+        }))?;
+        Ok(true)
+    }
+
+    /// For every study with entries: when its last entry was delivered or
+    /// dropped, or `None` while any is pending or dead.
+    pub fn settled_studies(&self) -> BTreeMap<String, Option<u64>> {
+        let mut out: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        for e in self.entries.values() {
+            let finished = match e.state {
+                EntryState::Delivered | EntryState::Dropped => e.finished_unix_ms,
+                EntryState::Pending | EntryState::Dead => None,
+            };
+            let slot = out.entry(e.study_key.clone()).or_insert(Some(0));
+            *slot = match (*slot, finished) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        out
+    }
+
+    /// Pending entries due at `now`, oldest first.
+    pub fn due(&self, now_unix_ms: u64) -> Vec<Entry> {
+        self.entries
+            .values()
+            .filter(|e| e.state == EntryState::Pending && e.next_attempt_unix_ms <= now_unix_ms)
+            .cloned()
+            .collect()
+    }
+
+    /// When the next pending entry is due.
+    pub fn next_due(&self) -> Option<u64> {
+        self.entries
+            .values()
+            .filter(|e| e.state == EntryState::Pending)
+            .map(|e| e.next_attempt_unix_ms)
+            .min()
+    }
+
+    /// Record how an attempt ended.
+    pub fn record(
+        &mut self,
+        id: u64,
+        outcome: Result<u16, String>,
+        policy: &RetryPolicy,
+        now_unix_ms: u64,
+    ) -> Result<Change, SpoolError> {
+        let Some(entry) = self.entries.get(&id).cloned() else {
+            return Err(SpoolError::io(
+                "recording",
+                &self.path,
+                format!("no outbox entry {id}"),
+            ));
+        };
+        let in_ms = policy.backoff(entry.attempts + 1).as_millis() as u64;
+        let later = now_unix_ms.saturating_add(in_ms);
+        let result = match outcome {
+            Ok(status) => self
+                .append(&Line::Delivered {
+                    id,
+                    at_unix_ms: now_unix_ms,
+                    status,
+                })
+                .map(|()| Change::Delivered { status }),
+            Err(error) => self
+                .failed(&entry, error, policy, now_unix_ms)
+                .map(|change| {
+                    if change == Change::Dead {
+                        change
+                    } else {
+                        Change::WillRetry { in_ms }
+                    }
+                }),
+        };
+        if !matches!(result, Ok(Change::Delivered { .. } | Change::Dead)) {
+            self.defer(id, later);
+        }
+        result
+    }
+
+    fn failed(
+        &mut self,
+        entry: &Entry,
+        error: String,
+        policy: &RetryPolicy,
+        now_unix_ms: u64,
+    ) -> Result<Change, SpoolError> {
+        let id = entry.id;
+        self.append(&Line::Attempt {
+            id,
+            at_unix_ms: now_unix_ms,
+            error,
+        })?;
+        let age = now_unix_ms.saturating_sub(entry.created_unix_ms);
+        if age >= policy.retention.as_millis() as u64 {
+            self.append(&Line::Dead {
+                id,
+                at_unix_ms: now_unix_ms,
+            })?;
+            return Ok(Change::Dead);
+        }
+        Ok(Change::WillRetry { in_ms: 0 })
+    }
+
+    /// A field engineer's retry: the entry is pending again, due now, with
+    /// a fresh retention period.
+    pub fn retry(&mut self, id: u64, now_unix_ms: u64) -> Result<(), SpoolError> {
+        self.known(id)?;
+        self.append(&Line::Retry {
+            id,
+            at_unix_ms: now_unix_ms,
+        })
+    }
+
+    /// A field engineer's drop: never sent again.
+    pub fn drop_entry(&mut self, id: u64, now_unix_ms: u64) -> Result<(), SpoolError> {
+        self.known(id)?;
+        self.append(&Line::Drop {
+            id,
+            at_unix_ms: now_unix_ms,
+        })
+    }
+
+    fn known(&self, id: u64) -> Result<(), SpoolError> {
+        if self.entries.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(SpoolError::io(
+                "changing",
+                &self.path,
+                format!("no outbox entry {id} (fix: see `outbox list`)"),
+            ))
+        }
+    }
+}
+
+/// Apply one line to the entries (replay and live alike).
+fn apply(entries: &mut BTreeMap<u64, Entry>, line: Line) {
+    match line {
+        Line::Enqueue(e) => {
+            entries.insert(e.id, e);
+        }
+        Line::Attempt {
+            id,
+            at_unix_ms,
+            error,
+        } => {
+            if let Some(e) = entries.get_mut(&id) {
+                e.attempts += 1;
+                e.last_error = Some(error);
+                // Replayed without the policy: due again at once after a
+                // restart, then backed off from there.
+                e.next_attempt_unix_ms = at_unix_ms;
+            }
+        }
+        Line::Delivered { id, at_unix_ms, .. } => {
+            set_state(entries, id, EntryState::Delivered, Some(at_unix_ms))
+        }
+        Line::Dead { id, .. } => set_state(entries, id, EntryState::Dead, None),
+        Line::Drop { id, at_unix_ms } => {
+            set_state(entries, id, EntryState::Dropped, Some(at_unix_ms))
+        }
+        Line::Retry { id, at_unix_ms } => {
+            if let Some(e) = entries.get_mut(&id) {
+                e.state = EntryState::Pending;
+                e.created_unix_ms = at_unix_ms;
+                e.next_attempt_unix_ms = at_unix_ms;
+            }
+        }
+    }
+}
+
+fn set_state(
+    entries: &mut BTreeMap<u64, Entry>,
+    id: u64,
+    state: EntryState,
+    finished: Option<u64>,
+) {
+    if let Some(e) = entries.get_mut(&id) {
+        e.state = state;
+        e.finished_unix_ms = finished;
+    }
+}
+
+fn replay(journal: &mut File, path: &Path) -> Result<BTreeMap<u64, Entry>, SpoolError> {
+    let (lines, _torn): (Vec<Line>, u64) = read_lines(journal, path)?;
+    let mut entries = BTreeMap::new();
+    for line in lines {
+        apply(&mut entries, line);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cxr-outbox-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        dir
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            retention: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_secs(30));
+        assert_eq!(p.backoff(2), Duration::from_secs(60));
+        assert_eq!(p.backoff(8), Duration::from_secs(3600));
+        assert_eq!(p.backoff(1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn entries_survive_reopening_retry_then_die_and_are_never_queued_twice() {
+        let dir = scratch("life");
+        let sr = Outgoing {
+            file: PathBuf::from("results/studies/k/v1.dcm"),
+            sop_class_uid: "1.2".into(),
+            sop_instance_uid: "1.2.3".into(),
+            payload: Payload::Dicom,
+        };
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(o
+            .ensure("k", 1, &sr, "PACS@h:1", 1000)
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert!(!o
+            .ensure("k", 1, &sr, "PACS@h:1", 2000)
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert!(o
+            .ensure("k", 1, &sr, "OTHER@h:1", 1000)
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(o.due(1000).len(), 2);
+        let p = policy();
+        assert_eq!(
+            o.record(1, Err("down".into()), &p, 1000).ok(),
+            Some(Change::WillRetry { in_ms: 1000 })
+        );
+        assert_eq!(
+            o.record(1, Err("down".into()), &p, 2000).ok(),
+            Some(Change::WillRetry { in_ms: 2000 })
+        );
+        assert!(o.due(3999).iter().all(|e| e.id != 1));
+        assert!(o.due(4000).iter().any(|e| e.id == 1));
+        assert_eq!(
+            o.record(2, Ok(0), &p, 1500).ok(),
+            Some(Change::Delivered { status: 0 })
+        );
+        drop(o);
+        // A torn line from a power loss is cut; the rest replays.
+        let journal = dir.join("outbox/journal.jsonl");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(b"{\"op\":\"deliv")
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(f);
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            o.entry(1).map(|e| (e.state, e.attempts)),
+            Some((EntryState::Pending, 2))
+        );
+        assert_eq!(o.entry(2).map(|e| e.state), Some(EntryState::Delivered));
+        assert_eq!(
+            o.record(1, Err("still down".into()), &p, 61_000).ok(),
+            Some(Change::Dead)
+        );
+        assert!(
+            o.due(u64::MAX).is_empty(),
+            "dead entries are not retried automatically"
+        );
+        o.retry(1, 70_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.due(70_000).len(), 1);
+        o.drop_entry(1, 71_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            o.settled_studies().get("k"),
+            Some(&Some(71_000)),
+            "delivered or dropped"
+        );
+        assert!(o.due(u64::MAX).is_empty());
+        assert!(o.retry(99, 0).is_err());
+        // One owner at a time.
+        assert_eq!(
+            Outbox::open(&dir).map(|_| ()).unwrap_err().code(),
+            "SPOOL_LOCKED"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,573 @@
+//! Results: one file per processed instance and one per study version,
+//! each written whole (temporary file, fsync, rename, directory fsync), so
+//! that after a power loss a result is either complete or absent. File
+//! names are our instance ids and a digest of the Study Instance UID: never
+//! the peer's strings.
+//!
+//! The study rule (how a study's decision is taken from its instances):
+//! - Only **frontal chest views that reached a decision** (every gate
+//!   passed) count. Laterals, other images and refused or failed instances
+//!   are listed with their outcome but never decide.
+//! - With no such view, the study abstains with the reason of its first
+//!   instance (in arrival order), and publishes no per-label probability.
+//! - With one, the study takes its calls and probabilities.
+//! - With several, a label on which they all make the same call keeps it
+//!   (with the first view's probability); a label on which they disagree
+//!   is Indeterminate, with no probability.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::files::{create_dir, hex};
+use crate::spool::{Disposition, JournalRecord};
+use crate::SpoolError;
+
+pub use cxr_report::result::{
+    Finding, InstanceOutcome, InstanceSummary, LabelResult, ModelRef, Reason, StudyHeader,
+    StudyResult, RESULT_SCHEMA,
+};
+
+/// What the engine made of one spool instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceResult {
+    pub schema: String,
+    pub instance: u64,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: Option<String>,
+    /// The patient and study attributes the instance carries.
+    pub header: StudyHeader,
+    pub sha256: String,
+    pub outcome: InstanceOutcome,
+    /// A frontal chest view by the gates (tags and content): only these decide.
+    pub frontal: bool,
+    pub labels: Vec<LabelResult>,
+    pub reason: Option<Reason>,
+    pub model: Option<ModelRef>,
+    pub audit_seq: Option<u64>,
+    /// The study path's full line (as `classify` prints it).
+    pub detail: serde_json::Value,
+    /// A PNG of the model input exactly as the engine saw it, written
+    /// beside the result (`instances/ID.png`), not inside it.
+    #[serde(skip)]
+    pub preview_png: Option<Vec<u8>>,
+}
+
+impl InstanceResult {
+    /// A result for `record` with nothing decided yet: the base every
+    /// processor fills in.
+    pub fn new(record: &JournalRecord, outcome: InstanceOutcome) -> InstanceResult {
+        InstanceResult {
+            schema: RESULT_SCHEMA.into(),
+            instance: record.id,
+            sop_class_uid: record.sop_class_uid.clone(),
+            sop_instance_uid: record.sop_instance_uid.clone(),
+            // What a derived object (the SR) repeats of the source study,
+            // as read when the instance was received.
+            series_instance_uid: record.series_instance_uid.clone(),
+            header: record.header.clone(),
+            sha256: record.sha256.clone(),
+            outcome,
+            frontal: false,
+            labels: Vec::new(),
+            reason: None,
+            model: None,
+            audit_seq: None,
+            detail: serde_json::Value::Null,
+            preview_png: None,
+        }
+    }
+}
+
+/// The result of a journalled instance whose file cannot be read.
+pub fn unreadable(record: &JournalRecord, why: &str) -> InstanceResult {
+    InstanceResult {
+        reason: Some(Reason {
+            code: "SPOOL_UNREADABLE".into(),
+            message: format!("the stored instance cannot be read: {why} (fix: check the state directory's disk; ask the modality to resend)"),
+        }),
+        ..InstanceResult::new(record, InstanceOutcome::Failed)
+    }
+}
+
+fn summary(r: &InstanceResult, record: &JournalRecord) -> InstanceSummary {
+    InstanceSummary {
+        instance: r.instance,
+        sop_class_uid: r.sop_class_uid.clone(),
+        sop_instance_uid: r.sop_instance_uid.clone(),
+        series_instance_uid: r.series_instance_uid.clone(),
+        sha256: r.sha256.clone(),
+        outcome: r.outcome,
+        frontal: r.frontal,
+        reason_code: r.reason.as_ref().map(|x| x.code.clone()),
+        conflicts_with: match &record.disposition {
+            Disposition::Conflict { with } => with.clone(),
+            Disposition::New => Vec::new(),
+        },
+    }
+}
+
+/// Apply the study rule (module docs) to a study's instances, in arrival order.
+pub fn study_result(
+    study_instance_uid: &str,
+    version: u32,
+    previous: Option<String>,
+    completed_unix_ms: u64,
+    instances: &[(&InstanceResult, &JournalRecord)],
+) -> StudyResult {
+    let deciding: Vec<&InstanceResult> = instances
+        .iter()
+        .map(|(r, _)| *r)
+        .filter(|r| {
+            r.frontal
+                && matches!(
+                    r.outcome,
+                    InstanceOutcome::Decision | InstanceOutcome::Undecided
+                )
+        })
+        .collect();
+    let mut result = StudyResult {
+        schema: RESULT_SCHEMA.into(),
+        study_instance_uid: study_instance_uid.to_owned(),
+        // The first instance whose header was read (one whose file could
+        // not be read has none).
+        header: instances
+            .iter()
+            .map(|(r, _)| &r.header)
+            .find(|h| h.patient_id.is_some() || h.patient_name.is_some())
+            .or_else(|| instances.first().map(|(r, _)| &r.header))
+            .cloned()
+            .unwrap_or_default(),
+        version,
+        previous,
+        completed_unix_ms,
+        outcome: "decision".into(),
+        labels: Vec::new(),
+        reason: None,
+        decided_by: deciding.iter().map(|r| r.instance).collect(),
+        instances: instances.iter().map(|(r, j)| summary(r, j)).collect(),
+        model: None,
+    };
+    let Some(first) = deciding.first() else {
+        result.outcome = "abstention".into();
+        result.reason = Some(instances.first().and_then(|(r, _)| r.reason.clone()).unwrap_or_else(|| Reason {
+            code: "NO_FRONTAL_VIEW".into(),
+            message: "The study has no frontal chest view that passed every gate: no finding is reported".into(),
+        }));
+        result.model = instances.iter().find_map(|(r, _)| r.model.clone());
+        // Every finding the model would report, Indeterminate, without a
+        // probability.
+        result.labels = instances
+            .iter()
+            .map(|(r, _)| &r.labels)
+            .find(|l| !l.is_empty())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|l| LabelResult {
+                        label: l.label.clone(),
+                        finding: Finding::Indeterminate,
+                        probability: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return result;
+    };
+    result.model = first.model.clone();
+    result.labels = first
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let agree = deciding.iter().all(|r| {
+                r.labels
+                    .get(i)
+                    .is_some_and(|o| o.label == l.label && o.finding == l.finding)
+            });
+            if agree {
+                l.clone()
+            } else {
+                LabelResult {
+                    label: l.label.clone(),
+                    finding: Finding::Indeterminate,
+                    probability: None,
+                }
+            }
+        })
+        .collect();
+    result
+}
+
+/// The results folder of one state directory.
+#[derive(Debug, Clone)]
+pub struct ResultStore {
+    instances: PathBuf,
+    studies: PathBuf,
+}
+
+/// The folder name of a study: a digest of its UID, never the UID.
+pub fn study_key(study_instance_uid: &str) -> String {
+    let d = Sha256::digest(study_instance_uid.as_bytes());
+    hex(&d[..16])
+}
+
+/// Write `bytes` to `path` whole: temporary file (`v1.json.tmp`, one per
+/// final name), fsync, rename, directory fsync.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    cxr_fsio::write_atomically(path, bytes, 0o666)
+        .map_err(|f| SpoolError::io(f.action, path, f.error))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SpoolError> {
+    let bytes = std::fs::read(path).map_err(|e| SpoolError::io("reading", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| SpoolError::io("parsing", path, e))
+}
+
+/// A study's file `name`, relative to the state directory.
+fn relative_study_file(study_instance_uid: &str, name: &str) -> PathBuf {
+    PathBuf::from("results/studies")
+        .join(study_key(study_instance_uid))
+        .join(name)
+}
+
+impl ResultStore {
+    /// Open (or create) `root/results`.
+    pub fn open(root: &Path) -> Result<ResultStore, SpoolError> {
+        let base = root.join("results");
+        create_dir(&base)?;
+        let store = ResultStore {
+            instances: base.join("instances"),
+            studies: base.join("studies"),
+        };
+        create_dir(&store.instances)?;
+        create_dir(&store.studies)?;
+        Ok(store)
+    }
+
+    fn instance_path(&self, id: u64) -> PathBuf {
+        self.instances.join(format!("{id}.json"))
+    }
+
+    fn instance_preview_path(&self, id: u64) -> PathBuf {
+        self.instances.join(format!("{id}.png"))
+    }
+
+    /// Delete the model input's PNG of a retired instance (it is the
+    /// patient's image: it goes with the input).
+    pub fn remove_instance_preview(&self, id: u64) {
+        let _ = std::fs::remove_file(self.instance_preview_path(id));
+    }
+
+    /// The model input's PNG of instance `id`, once it was processed.
+    pub fn instance_preview(&self, id: u64) -> Option<Vec<u8>> {
+        std::fs::read(self.instance_preview_path(id)).ok()
+    }
+
+    pub fn study_dir(&self, study_instance_uid: &str) -> PathBuf {
+        self.studies.join(study_key(study_instance_uid))
+    }
+
+    pub fn study_path(&self, study_instance_uid: &str, version: u32) -> PathBuf {
+        self.study_dir(study_instance_uid)
+            .join(format!("v{version}.json"))
+    }
+
+    pub fn write_instance(&self, result: &InstanceResult) -> Result<(), SpoolError> {
+        if let Some(png) = &result.preview_png {
+            write_whole(&self.instance_preview_path(result.instance), png)?;
+        }
+        let path = self.instance_path(result.instance);
+        let bytes =
+            serde_json::to_vec_pretty(result).map_err(|e| SpoolError::io("encoding", &path, e))?;
+        write_whole(&path, &bytes)
+    }
+
+    /// Whether instance `id` has its result file.
+    pub fn has_instance(&self, id: u64) -> bool {
+        self.instance_path(id).is_file()
+    }
+
+    /// The stored result of an instance, if it has one.
+    pub fn instance(&self, id: u64) -> Result<Option<InstanceResult>, SpoolError> {
+        let path = self.instance_path(id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+
+    /// Write a study version (the same bytes `serde_json::to_vec_pretty` gives).
+    pub fn write_study(&self, result: &StudyResult) -> Result<Vec<u8>, SpoolError> {
+        create_dir(&self.study_dir(&result.study_instance_uid))?;
+        let path = self.study_path(&result.study_instance_uid, result.version);
+        let bytes =
+            serde_json::to_vec_pretty(result).map_err(|e| SpoolError::io("encoding", &path, e))?;
+        write_whole(&path, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Write `name` (one of a study version's files) beside its JSON;
+    /// returns its path relative to the state directory (what the outbox
+    /// records).
+    fn write_study_file(
+        &self,
+        study_instance_uid: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, SpoolError> {
+        let dir = self.study_dir(study_instance_uid);
+        create_dir(&dir)?;
+        write_whole(&dir.join(name), bytes)?;
+        Ok(relative_study_file(study_instance_uid, name))
+    }
+
+    /// A study version's JSON, relative to the state directory.
+    pub fn study_file(&self, study_instance_uid: &str, version: u32) -> PathBuf {
+        relative_study_file(study_instance_uid, &format!("v{version}.json"))
+    }
+
+    /// Write a study version's SR (`vN.dcm`).
+    pub fn write_study_sr(
+        &self,
+        study_instance_uid: &str,
+        version: u32,
+        bytes: &[u8],
+    ) -> Result<PathBuf, SpoolError> {
+        self.write_study_file(study_instance_uid, &format!("v{version}.dcm"), bytes)
+    }
+
+    /// Write a study version's result picture (`vN.png`).
+    pub fn write_study_picture(
+        &self,
+        study_instance_uid: &str,
+        version: u32,
+        png: &[u8],
+    ) -> Result<(), SpoolError> {
+        self.write_study_file(study_instance_uid, &format!("v{version}.png"), png)
+            .map(|_| ())
+    }
+
+    /// Write a study version's Secondary Capture (`vN-sc.dcm`).
+    pub fn write_study_sc(
+        &self,
+        study_instance_uid: &str,
+        version: u32,
+        bytes: &[u8],
+    ) -> Result<PathBuf, SpoolError> {
+        self.write_study_file(study_instance_uid, &format!("v{version}-sc.dcm"), bytes)
+    }
+
+    /// Every DICOM object the appliance wrote (each study version's SR, and
+    /// its Secondary Capture when one is made).
+    pub fn derived_files(&self) -> Vec<PathBuf> {
+        let Ok(dirs) = std::fs::read_dir(&self.studies) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = dirs
+            .flatten()
+            .filter_map(|d| std::fs::read_dir(d.path()).ok())
+            .flat_map(|files| files.flatten().map(|f| f.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+            // Only a published version's objects: its JSON is written last.
+            .filter(|p| {
+                let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                let version = stem.strip_suffix("-sc").unwrap_or(stem);
+                p.with_file_name(format!("{version}.json")).is_file()
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The result picture (`vN.png`) of the study version that wrote
+    /// `object` (`vN.dcm` or `vN-sc.dcm`), if it was drawn.
+    pub fn picture_for(&self, object: &Path) -> Option<Vec<u8>> {
+        let stem = object.file_stem()?.to_str()?;
+        let version = stem.strip_suffix("-sc").unwrap_or(stem);
+        std::fs::read(object.with_file_name(format!("{version}.png"))).ok()
+    }
+
+    /// The latest version of every study on disk.
+    pub fn latest_studies(&self) -> Result<BTreeMap<String, StudyResult>, SpoolError> {
+        let mut out: BTreeMap<String, StudyResult> = BTreeMap::new();
+        let dirs = std::fs::read_dir(&self.studies)
+            .map_err(|e| SpoolError::io("listing", &self.studies, e))?;
+        for dir in dirs.flatten() {
+            let Some(latest) = latest_version(&dir.path()) else {
+                continue;
+            };
+            let r: StudyResult = read_json(&dir.path().join(format!("v{latest}.json")))?;
+            out.insert(r.study_instance_uid.clone(), r);
+        }
+        Ok(out)
+    }
+
+    /// The latest version's file of a study, if any: (version, bytes).
+    pub fn latest_study_file(&self, study_instance_uid: &str) -> Option<(u32, Vec<u8>)> {
+        let dir = self.study_dir(study_instance_uid);
+        let v = latest_version(&dir)?;
+        std::fs::read(dir.join(format!("v{v}.json")))
+            .ok()
+            .map(|b| (v, b))
+    }
+}
+
+fn latest_version(dir: &Path) -> Option<u32> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix('v')?
+                .strip_suffix(".json")?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+}
+
+/// SHA-256 in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, disposition: Disposition) -> JournalRecord {
+        JournalRecord {
+            id,
+            bytes: 1,
+            sha256: format!("{id:064}"),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
+            sop_instance_uid: format!("1.2.{id}"),
+            study_instance_uid: "1.2".into(),
+            source: "test".into(),
+            received_unix_ms: 0,
+            disposition,
+            series_instance_uid: Some("1.2.9".into()),
+            header: StudyHeader::default(),
+        }
+    }
+
+    fn instance(
+        id: u64,
+        frontal: bool,
+        outcome: InstanceOutcome,
+        calls: &[(Finding, f32)],
+    ) -> InstanceResult {
+        InstanceResult {
+            schema: RESULT_SCHEMA.into(),
+            instance: id,
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.1".into(),
+            sop_instance_uid: format!("1.2.{id}"),
+            series_instance_uid: Some("1.2.9".into()),
+            header: StudyHeader::default(),
+            sha256: format!("{id:064}"),
+            outcome,
+            frontal,
+            labels: calls
+                .iter()
+                .enumerate()
+                .map(|(i, (f, p))| LabelResult {
+                    label: format!("L{i}"),
+                    finding: *f,
+                    probability: Some(*p),
+                })
+                .collect(),
+            reason: (outcome == InstanceOutcome::Abstention).then(|| Reason {
+                code: "NOT_FRONTAL_CHEST".into(),
+                message: "a lateral".into(),
+            }),
+            model: None,
+            audit_seq: None,
+            detail: serde_json::Value::Null,
+            preview_png: None,
+        }
+    }
+
+    #[test]
+    fn a_lateral_never_decides_and_disagreeing_frontals_are_indeterminate() {
+        use Finding::*;
+        let lateral = instance(1, false, InstanceOutcome::Abstention, &[]);
+        let a = instance(
+            2,
+            true,
+            InstanceOutcome::Decision,
+            &[(Present, 0.9), (Absent, 0.1)],
+        );
+        let b = instance(
+            3,
+            true,
+            InstanceOutcome::Decision,
+            &[(Present, 0.8), (Present, 0.6)],
+        );
+        let (r1, r2, r3) = (
+            record(1, Disposition::New),
+            record(2, Disposition::New),
+            record(3, Disposition::Conflict { with: vec![2] }),
+        );
+        let one = study_result("1.2", 1, None, 0, &[(&lateral, &r1), (&a, &r2)]);
+        assert_eq!(one.outcome, "decision");
+        assert_eq!(one.decided_by, vec![2]);
+        assert_eq!(one.labels, a.labels);
+        let two = study_result(
+            "1.2",
+            2,
+            Some("x".into()),
+            0,
+            &[(&lateral, &r1), (&a, &r2), (&b, &r3)],
+        );
+        assert_eq!(
+            two.labels[0], a.labels[0],
+            "agreeing label keeps the first view's probability"
+        );
+        assert_eq!(two.labels[1].finding, Indeterminate);
+        assert_eq!(two.labels[1].probability, None);
+        assert_eq!(two.instances[2].conflicts_with, vec![2]);
+        let only_lateral = study_result("1.2", 1, None, 0, &[(&lateral, &r1)]);
+        assert_eq!(only_lateral.outcome, "abstention");
+        assert!(
+            only_lateral.labels.is_empty(),
+            "a lateral alone names no finding"
+        );
+        assert_eq!(
+            only_lateral.reason.map(|r| r.code),
+            Some("NOT_FRONTAL_CHEST".into())
+        );
+    }
+
+    #[test]
+    fn results_are_written_whole_and_found_again() {
+        let dir = std::env::temp_dir().join(format!("cxr-results-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = ResultStore::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let r = instance(
+            5,
+            true,
+            InstanceOutcome::Decision,
+            &[(Finding::Absent, 0.2)],
+        );
+        store.write_instance(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store.instance(5).unwrap_or_else(|e| panic!("{e}")),
+            Some(r.clone())
+        );
+        assert_eq!(store.instance(6).unwrap_or_else(|e| panic!("{e}")), None);
+        let j = record(5, Disposition::New);
+        for v in 1..=2 {
+            store
+                .write_study(&study_result("1.2", v, None, 0, &[(&r, &j)]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let latest = store.latest_studies().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(latest["1.2"].version, 2);
+        assert!(!store.study_dir("1.2").join("v2.json.tmp").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
