@@ -591,35 +591,13 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let source = match load_source(args, &device)? {
         Ok(s) => s,
         Err((code, message)) => {
-            log.append(
-                now_unix_ms(),
-                Event::StartRefused {
-                    code: code.clone(),
-                    message: message.clone(),
-                },
-            )?;
-            print(&error_json(
-                &code,
-                &format!("no verified model, nothing is classified: {message}"),
-            ));
-            return Ok(ExitCode::from(4));
+            return refuse_start(&mut log, &code, "no verified model", &message)
         }
     };
     let selection = match select_for_source(&source, &device, args.engine, args.threads)? {
         Ok(s) => s,
         Err((code, message)) => {
-            log.append(
-                now_unix_ms(),
-                Event::StartRefused {
-                    code: code.clone(),
-                    message: message.clone(),
-                },
-            )?;
-            print(&error_json(
-                &code,
-                &format!("no engine passed its checks, nothing is classified: {message}"),
-            ));
-            return Ok(ExitCode::from(4));
+            return refuse_start(&mut log, &code, "no engine passed its checks", &message)
         }
     };
     // The log says which engine runs and why (the audit record says it too).
@@ -648,70 +626,107 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         engine: selection.engine.name().to_owned(),
         engine_reasons: selection.reasons.clone(),
     };
-    let mode = match source.mode() {
-        Mode::Verified => {
-            json!({ "mode": "verified", "bundle": { "model_id": auditor.bundle.model_id, "version": auditor.bundle.version, "digest": cxr_bundle::hex::encode(&auditor.bundle.digest) } })
-        }
-        Mode::Developer => {
-            json!({ "mode": "developer (loose model and params, not a verified bundle; never for patients)" })
-        }
-    };
+    let mode = mode_json(source.mode(), &auditor.bundle);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut worst = Outcome::Decided;
     for file in &args.files {
-        let started = StdInstant::now();
-        // Refuse the study, not the record, when the log is full.
-        if let Err(e) = auditor.log.ensure_room() {
-            let mut line = refused(file, e.code(), e.to_string()).line;
-            merge(&mut line, mode.clone());
-            writeln!(out, "{line}")?;
-            worst = Outcome::Refused;
-            continue;
-        }
-        let (input, result) = match read_input(file) {
-            Ok(bytes) => {
-                // One bad study (a fault past ingest, even a panic) is
-                // failed and audited; the studies after it still run.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    study.run(file, &bytes)
-                }))
-                .unwrap_or_else(|p| {
-                    failed(
-                        file,
-                        "STUDY_PANICKED",
-                        format!(
-                            "internal fault while processing this study: {} (fix: report this study to service)",
-                            panic_text(p.as_ref())
-                        ),
-                    )
-                });
-                (bytes, r)
-            }
-            Err((code, message)) => (Vec::new(), refused(file, &code, message)),
-        };
-        // No result is shown without its whole audit record.
-        let (result, decision) = encode_record(file, result);
-        let latency_us = started.elapsed().as_micros() as u64;
-        // The record is on disk before the result is shown.
-        let seq = auditor
-            .record(&input, &result, decision, latency_us)
-            .with_context(|| {
-                format!(
-                    "writing the audit record for {}: its result is withheld",
-                    file.display()
-                )
-            })?;
-        let mut line = result.line;
-        merge(&mut line, mode.clone());
-        merge(&mut line, json!({ "audit_seq": seq }));
+        let (line, outcome) = classify_file(&study, &mut auditor, file, &mode)?;
         writeln!(out, "{line}")?;
-        if result.outcome.severity() > worst.severity() {
-            worst = result.outcome;
+        if outcome.severity() > worst.severity() {
+            worst = outcome;
         }
     }
     out.flush()?;
     Ok(ExitCode::from(worst.exit_code()))
+}
+
+/// Nothing can be classified (`why`): audit the refusal, say so, exit 4.
+fn refuse_start(
+    log: &mut AuditLog,
+    code: &str,
+    why: &str,
+    message: &str,
+) -> anyhow::Result<ExitCode> {
+    log.append(
+        now_unix_ms(),
+        Event::StartRefused {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    )?;
+    print(&error_json(
+        code,
+        &format!("{why}, nothing is classified: {message}"),
+    ));
+    Ok(ExitCode::from(4))
+}
+
+/// What every result line says of the model it came from.
+fn mode_json(mode: Mode, bundle: &BundleRef) -> Value {
+    match mode {
+        Mode::Verified => {
+            json!({ "mode": "verified", "bundle": { "model_id": bundle.model_id, "version": bundle.version, "digest": cxr_bundle::hex::encode(&bundle.digest) } })
+        }
+        Mode::Developer => {
+            json!({ "mode": "developer (loose model and params, not a verified bundle; never for patients)" })
+        }
+    }
+}
+
+/// One file, audited before its line is returned: the result line (with
+/// `mode` and its audit sequence number) and its outcome. An error means
+/// its record could not be written, and its result is withheld.
+fn classify_file(
+    study: &Study<'_>,
+    auditor: &mut Auditor<'_>,
+    file: &Path,
+    mode: &Value,
+) -> anyhow::Result<(Value, Outcome)> {
+    let started = StdInstant::now();
+    // Refuse the study, not the record, when the log is full.
+    if let Err(e) = auditor.log.ensure_room() {
+        let mut line = refused(file, e.code(), e.to_string()).line;
+        merge(&mut line, mode.clone());
+        return Ok((line, Outcome::Refused));
+    }
+    let (input, result) = match read_input(file) {
+        Ok(bytes) => {
+            // One bad study (a fault past ingest, even a panic) is
+            // failed and audited; the studies after it still run.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                study.run(file, &bytes)
+            }))
+            .unwrap_or_else(|p| {
+                failed(
+                    file,
+                    "STUDY_PANICKED",
+                    format!(
+                        "internal fault while processing this study: {} (fix: report this study to service)",
+                        panic_text(p.as_ref())
+                    ),
+                )
+            });
+            (bytes, r)
+        }
+        Err((code, message)) => (Vec::new(), refused(file, &code, message)),
+    };
+    // No result is shown without its whole audit record.
+    let (result, decision) = encode_record(file, result);
+    let latency_us = started.elapsed().as_micros() as u64;
+    // The record is on disk before the result is shown.
+    let seq = auditor
+        .record(&input, &result, decision, latency_us)
+        .with_context(|| {
+            format!(
+                "writing the audit record for {}: its result is withheld",
+                file.display()
+            )
+        })?;
+    let mut line = result.line;
+    merge(&mut line, mode.clone());
+    merge(&mut line, json!({ "audit_seq": seq }));
+    Ok((line, result.outcome))
 }
 
 /// The decision record's bytes for the audit log. A record that does not

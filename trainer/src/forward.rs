@@ -300,6 +300,41 @@ pub(crate) mod tests {
         assert!(e.contains("bf16 on a backend without bf16"), "{e}");
     }
 
+    /// Regression: burn-autodiff 0.21 forgets the leaves a backward pass
+    /// used, and a backward pass on another thread could then sweep the
+    /// half-built graph of a leaf reused by the next micro-batch, silently
+    /// dropping part of its gradient (seen as a two-worker run drifting
+    /// from the one-worker run under load). With other threads running
+    /// backward passes throughout, accumulated steps stay those of a quiet
+    /// run, bit for bit.
+    #[test]
+    fn micro_batches_keep_their_gradients_while_other_threads_run_backward() {
+        type AB = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+        let quiet = steps_in::<AB>(Precision::F32, 3, 2);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let device = Default::default();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let x = Tensor::<AB, 1>::ones([64], &device).require_grad();
+                        let _ = x.sum().backward();
+                    }
+                });
+            }
+            let busy: Vec<_> = (0..12)
+                .map(|_| steps_in::<AB>(Precision::F32, 3, 2))
+                .collect();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for (round, run) in busy.iter().enumerate() {
+                assert!(
+                    run == &quiet,
+                    "round {round}: steps beside other backward passes differ from the quiet run"
+                );
+            }
+        });
+    }
+
     #[test]
     fn gradient_accumulation_matches_the_whole_batch() {
         let (whole, whole_loss) = weights_after_steps(1);

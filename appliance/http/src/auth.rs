@@ -4,7 +4,7 @@
 //! limited per address and audited whether it succeeds or not.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -285,48 +285,14 @@ pub(super) async fn login(
         )
     })?;
     if let Some(wait) = service.sessions.blocked(peer.ip()) {
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "AUTH_RATE_LIMITED",
-            "too many failed logins from this address (fix: wait, then try again)",
-        )
-        .into_response();
+        let mut response = rate_limited().into_response();
         response.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(wait.as_secs().max(1)),
         );
         return Ok(response);
     }
-    let permit = Arc::clone(&service.sessions.checking)
-        .acquire_owned()
-        .await
-        .map_err(internal)?;
-    // Checked again with the permit held, and a failure counted before it
-    // is given back: waiting attempts cannot slip past the limit together.
-    if service.sessions.blocked(peer.ip()).is_some() {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "AUTH_RATE_LIMITED",
-            "too many failed logins from this address (fix: wait, then try again)",
-        ));
-    }
-    let credentials = service.credentials.current();
-    let (user, password) = (form.user.clone(), form.password);
-    let checker = Arc::clone(&service);
-    let role = super::off_task(move || {
-        let _permit = permit;
-        let role = credentials.check_password(&user, &password);
-        if role.is_none() {
-            checker.sessions.failed(peer.ip());
-        }
-        let credential = credentials
-            .users
-            .iter()
-            .find(|u| u.name == user)
-            .map(|u| credential_digest(&u.hash));
-        role.zip(credential)
-    })
-    .await?;
+    let role = check_password(&service, peer, form.user.clone(), form.password).await?;
     let event = |granted: bool, detail: &str| HttpEvent::Login {
         user: form.user.chars().take(64).collect(),
         peer: peer.to_string(),
@@ -355,6 +321,50 @@ pub(super) async fn login(
         session_cookie(&cookie, service.config.secure_cookies, lifetime),
     );
     Ok(response)
+}
+
+fn rate_limited() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "AUTH_RATE_LIMITED",
+        "too many failed logins from this address (fix: wait, then try again)",
+    )
+}
+
+/// The user's role and credential digest when the password is right; a
+/// failure is counted against `peer`. One check at a time, off the async
+/// workers (argon2 is slow on purpose).
+async fn check_password(
+    service: &Arc<HttpService>,
+    peer: SocketAddr,
+    user: String,
+    password: String,
+) -> Result<Option<(Role, String)>, ApiError> {
+    let permit = Arc::clone(&service.sessions.checking)
+        .acquire_owned()
+        .await
+        .map_err(internal)?;
+    // Checked again with the permit held, and a failure counted before it
+    // is given back: waiting attempts cannot slip past the limit together.
+    if service.sessions.blocked(peer.ip()).is_some() {
+        return Err(rate_limited());
+    }
+    let credentials = service.credentials.current();
+    let checker = Arc::clone(service);
+    super::off_task(move || {
+        let _permit = permit;
+        let role = credentials.check_password(&user, &password);
+        if role.is_none() {
+            checker.sessions.failed(peer.ip());
+        }
+        let credential = credentials
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .map(|u| credential_digest(&u.hash));
+        role.zip(credential)
+    })
+    .await
 }
 
 pub(super) async fn logout(

@@ -564,22 +564,7 @@ async fn association<S: StoreSink>(
         }
     };
     let (results, contexts) = negotiate_contexts(&rq, &shared.config);
-    let ac = Pdu::AssociationAC(AssociationAC {
-        protocol_version: 1,
-        calling_ae_title: rq.calling_ae_title.clone(),
-        called_ae_title: rq.called_ae_title.clone(),
-        application_context_name: APPLICATION_CONTEXT.into(),
-        presentation_contexts: results,
-        user_variables: vec![
-            UserVariableItem::MaxLength(shared.config.max_pdu),
-            UserVariableItem::ImplementationClassUID(
-                crate::part10::IMPLEMENTATION_CLASS_UID.into(),
-            ),
-            UserVariableItem::ImplementationVersionName(
-                crate::part10::IMPLEMENTATION_VERSION_NAME.into(),
-            ),
-        ],
-    });
+    let ac = acceptance(&rq, results, shared.config.max_pdu);
     let sent = tokio::time::timeout(shared.config.acse_timeout, send(&mut stream, &ac)).await;
     if !matches!(sent, Ok(Ok(()))) {
         return;
@@ -601,6 +586,27 @@ async fn association<S: StoreSink>(
     };
     session.serve(stop).await;
     drop(admission);
+}
+
+/// The A-ASSOCIATE-AC for `rq`: the answer to each context, our maximum
+/// P-DATA length and our implementation's identity.
+fn acceptance(rq: &AssociationRQ, results: Vec<PresentationContextResult>, max_pdu: u32) -> Pdu {
+    Pdu::AssociationAC(AssociationAC {
+        protocol_version: 1,
+        calling_ae_title: rq.calling_ae_title.clone(),
+        called_ae_title: rq.called_ae_title.clone(),
+        application_context_name: APPLICATION_CONTEXT.into(),
+        presentation_contexts: results,
+        user_variables: vec![
+            UserVariableItem::MaxLength(max_pdu),
+            UserVariableItem::ImplementationClassUID(
+                crate::part10::IMPLEMENTATION_CLASS_UID.into(),
+            ),
+            UserVariableItem::ImplementationVersionName(
+                crate::part10::IMPLEMENTATION_VERSION_NAME.into(),
+            ),
+        ],
+    })
 }
 
 /// Tells study assembly that an association ended, when dropped.

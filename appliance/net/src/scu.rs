@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use dicom_ul::pdu::{
-    AssociationRQ, PDataValue, PDataValueType, Pdu, PresentationContextProposed,
+    AssociationAC, AssociationRQ, PDataValue, PDataValueType, Pdu, PresentationContextProposed,
     PresentationContextResultReason, UserVariableItem,
 };
 use tokio::net::TcpStream;
@@ -101,26 +101,7 @@ async fn associate(
         .map_err(|_| format!("connecting to {address}: timed out"))?
         .map_err(|e| format!("connecting to {address}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let rq = Pdu::AssociationRQ(AssociationRQ {
-        protocol_version: 1,
-        calling_ae_title: calling_ae.to_owned(),
-        called_ae_title: destination.ae_title.clone(),
-        application_context_name: APPLICATION_CONTEXT.into(),
-        presentation_contexts: vec![PresentationContextProposed {
-            id: 1,
-            abstract_syntax: abstract_syntax.to_owned(),
-            transfer_syntaxes: vec![EXPLICIT_VR_LE.into(), IMPLICIT_VR_LE.into()],
-        }],
-        user_variables: vec![
-            UserVariableItem::MaxLength(MAX_RECEIVE),
-            UserVariableItem::ImplementationClassUID(
-                crate::part10::IMPLEMENTATION_CLASS_UID.into(),
-            ),
-            UserVariableItem::ImplementationVersionName(
-                crate::part10::IMPLEMENTATION_VERSION_NAME.into(),
-            ),
-        ],
-    });
+    let rq = association_request(destination, calling_ae, abstract_syntax);
     send(&mut stream, &rq)
         .await
         .map_err(|e| format!("sending A-ASSOCIATE-RQ: {e}"))?;
@@ -157,16 +138,7 @@ async fn associate(
             pc.transfer_syntax
         ));
     }
-    let peer_max = ac.user_variables.iter().find_map(|u| match u {
-        UserVariableItem::MaxLength(n) => Some(*n as usize),
-        _ => None,
-    });
-    // A PDV item is the PDU's variable field less its 4-byte length, context
-    // id and control header.
-    let max_pdv = match peer_max {
-        Some(n) if n > 12 => (n - 6).min(DEFAULT_SEND * 4),
-        _ => DEFAULT_SEND,
-    };
+    let max_pdv = max_pdv(&ac);
     Ok(Association {
         stream,
         buf,
@@ -174,6 +146,46 @@ async fn associate(
         max_pdv,
         limits,
     })
+}
+
+/// The A-ASSOCIATE-RQ: one context for `abstract_syntax` in explicit or
+/// implicit VR little endian, our maximum P-DATA length and identity.
+fn association_request(destination: &Destination, calling_ae: &str, abstract_syntax: &str) -> Pdu {
+    Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: calling_ae.to_owned(),
+        called_ae_title: destination.ae_title.clone(),
+        application_context_name: APPLICATION_CONTEXT.into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: abstract_syntax.to_owned(),
+            transfer_syntaxes: vec![EXPLICIT_VR_LE.into(), IMPLICIT_VR_LE.into()],
+        }],
+        user_variables: vec![
+            UserVariableItem::MaxLength(MAX_RECEIVE),
+            UserVariableItem::ImplementationClassUID(
+                crate::part10::IMPLEMENTATION_CLASS_UID.into(),
+            ),
+            UserVariableItem::ImplementationVersionName(
+                crate::part10::IMPLEMENTATION_VERSION_NAME.into(),
+            ),
+        ],
+    })
+}
+
+/// The largest PDV we send: what the peer's maximum length allows, within
+/// our own bound.
+fn max_pdv(ac: &AssociationAC) -> usize {
+    let peer_max = ac.user_variables.iter().find_map(|u| match u {
+        UserVariableItem::MaxLength(n) => Some(*n as usize),
+        _ => None,
+    });
+    // A PDV item is the PDU's variable field less its 4-byte length, context
+    // id and control header.
+    match peer_max {
+        Some(n) if n > 12 => (n - 6).min(DEFAULT_SEND * 4),
+        _ => DEFAULT_SEND,
+    }
 }
 
 impl Association {

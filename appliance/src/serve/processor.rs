@@ -1,6 +1,6 @@
 //! The worker's study path: the same as `classify`'s, audited the same way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
@@ -102,15 +102,10 @@ fn no_model(record: &JournalRecord, reason: &Reason) -> InstanceResult {
     }
 }
 
-impl Processor for ServeProcessor {
-    fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult {
-        let slot = Arc::clone(&self.model);
-        let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let model = match &*slot {
-            Ok(m) => m,
-            Err(reason) => return no_model(record, reason),
-        };
-        let file = PathBuf::from(format!("spool/{}.dcm", record.id));
+impl ServeProcessor {
+    /// The study path `classify` runs, on one spool instance; a panic past
+    /// ingest fails this instance only.
+    fn run_study(&self, model: &Model, file: &Path, bytes: &[u8]) -> StudyRun {
         let params = model.source.params();
         let study = Study {
             path: StudyPath {
@@ -122,6 +117,23 @@ impl Processor for ServeProcessor {
             clock: &self.clock,
             keep_input: true,
         };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| study.run(file, bytes)))
+            .unwrap_or_else(|p| {
+                failed(file, "STUDY_PANICKED", format!("internal fault while processing this study: {} (fix: report this study to service)", panic_text(p.as_ref())))
+            })
+    }
+}
+
+impl Processor for ServeProcessor {
+    fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult {
+        let slot = Arc::clone(&self.model);
+        let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let model = match &*slot {
+            Ok(m) => m,
+            Err(reason) => return no_model(record, reason),
+        };
+        let file = PathBuf::from(format!("spool/{}.dcm", record.id));
+        let params = model.source.params();
         let bundle = model.source.bundle_ref();
         let model_ref = Some(ModelRef {
             model_id: bundle.model_id.clone(),
@@ -145,10 +157,7 @@ impl Processor for ServeProcessor {
             );
         }
         let started = StdInstant::now();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| study.run(&file, bytes)))
-            .unwrap_or_else(|p| {
-                failed(&file, "STUDY_PANICKED", format!("internal fault while processing this study: {} (fix: report this study to service)", panic_text(p.as_ref())))
-            });
+        let run = self.run_study(model, &file, bytes);
         let preview = run
             .input
             .as_ref()

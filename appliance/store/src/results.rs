@@ -152,33 +152,36 @@ pub fn study_result(
         model: None,
     };
     let Some(first) = deciding.first() else {
-        result.outcome = "abstention".into();
-        result.reason = Some(instances.first().and_then(|(r, _)| r.reason.clone()).unwrap_or_else(|| Reason {
-            code: "NO_FRONTAL_VIEW".into(),
-            message: "The study has no frontal chest view that passed every gate: no finding is reported".into(),
-        }));
-        result.model = instances.iter().find_map(|(r, _)| r.model.clone());
-        // Every finding the model would report, Indeterminate, without a
-        // probability.
-        result.labels = instances
-            .iter()
-            .map(|(r, _)| &r.labels)
-            .find(|l| !l.is_empty())
-            .map(|labels| {
-                labels
-                    .iter()
-                    .map(|l| LabelResult {
-                        label: l.label.clone(),
-                        finding: Finding::Indeterminate,
-                        probability: None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        abstain(&mut result, instances);
         return result;
     };
     result.model = first.model.clone();
-    result.labels = first
+    result.labels = agreed_labels(first, &deciding);
+    result
+}
+
+/// No instance decides: the study abstains with its first instance's
+/// reason, and lists every finding the model would report, Indeterminate,
+/// without a probability.
+fn abstain(result: &mut StudyResult, instances: &[(&InstanceResult, &JournalRecord)]) {
+    result.outcome = "abstention".into();
+    result.reason = Some(instances.first().and_then(|(r, _)| r.reason.clone()).unwrap_or_else(|| Reason {
+        code: "NO_FRONTAL_VIEW".into(),
+        message: "The study has no frontal chest view that passed every gate: no finding is reported".into(),
+    }));
+    result.model = instances.iter().find_map(|(r, _)| r.model.clone());
+    result.labels = instances
+        .iter()
+        .map(|(r, _)| &r.labels)
+        .find(|l| !l.is_empty())
+        .map(|labels| labels.iter().map(|l| indeterminate(&l.label)).collect())
+        .unwrap_or_default();
+}
+
+/// The first deciding instance's findings where every deciding instance
+/// agrees, Indeterminate (without a probability) where any differs.
+fn agreed_labels(first: &InstanceResult, deciding: &[&InstanceResult]) -> Vec<LabelResult> {
+    first
         .labels
         .iter()
         .enumerate()
@@ -191,15 +194,18 @@ pub fn study_result(
             if agree {
                 l.clone()
             } else {
-                LabelResult {
-                    label: l.label.clone(),
-                    finding: Finding::Indeterminate,
-                    probability: None,
-                }
+                indeterminate(&l.label)
             }
         })
-        .collect();
-    result
+        .collect()
+}
+
+fn indeterminate(label: &str) -> LabelResult {
+    LabelResult {
+        label: label.to_owned(),
+        finding: Finding::Indeterminate,
+        probability: None,
+    }
 }
 
 /// The results folder of one state directory.
