@@ -64,7 +64,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Writ
     file.sync_all().map_err(fault("syncing"))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(fault("renaming"))?;
-    sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(fault("syncing the folder of"))
+    sync_dir(folder_of(path)).map_err(fault("syncing the folder of"))
+}
+
+/// The folder `path` is in: `.` for a bare file name (whose parent is the
+/// empty path, which cannot be opened).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    }
 }
 
 /// Fsync a folder, so that the entries just made or renamed in it survive
@@ -110,6 +119,13 @@ mod tests {
         let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode.ok(), Some(0o600));
         std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_bare_file_name_is_replaced_in_the_current_folder() {
+        assert_eq!(folder_of(Path::new("demo-v1.cxrb")), Path::new("."));
+        assert_eq!(folder_of(Path::new("out/demo.cxrb")), Path::new("out"));
+        assert_eq!(folder_of(Path::new("/demo.cxrb")), Path::new("/"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::credentials::{random_hex, Role};
 use super::{ApiError, HttpEvent, HttpService, Peer};
-use cxr_store::files::hex;
+use cxr_fsio::hex;
 
 const COOKIE: &str = "cxr_session";
 const CSRF_HEADER: &str = "x-csrf-token";

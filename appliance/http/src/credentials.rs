@@ -17,7 +17,8 @@ use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use cxr_store::files::{create_dir, hex, write_atomically};
+use cxr_fsio::{hex, write_atomically};
+use cxr_store::files::create_dir;
 
 /// What a principal may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -95,7 +95,7 @@ fn listed(name: &str, query: Option<&str>) -> String {
             h.update(query_key());
             h.update(q.as_bytes());
             let d = h.finalize();
-            let short = cxr_store::files::hex(&d[..6]);
+            let short = cxr_fsio::hex(&d[..6]);
             format!("{name} (query {short})")
         }
     }

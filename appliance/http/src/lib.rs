@@ -7,8 +7,9 @@
 //! Every route but `/healthz` and `/readyz` needs a principal: a bearer
 //! token, or a session cookie with its CSRF token on every state change.
 //!
-//! It reads and writes the store (`cxr-store`) through its public API only,
-//! and must not know the spool's files, DIMSE or how a decision is made.
+//! It reads and writes the store (`cxr-store`) through its public API only
+//! (the intake, result and outbox types, the spool's records), and must not
+//! know how the spool lays out its files, nor how a decision is made.
 
 pub mod credentials;
 pub mod tls;

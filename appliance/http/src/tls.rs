@@ -57,7 +57,7 @@ pub struct CertificateInfo {
 }
 
 fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    cxr_store::files::write_atomically(path, bytes, mode).map_err(|f| TlsError::Io {
+    cxr_fsio::write_atomically(path, bytes, mode).map_err(|f| TlsError::Io {
         action: f.action,
         path: path.to_owned(),
         source: f.error,

@@ -3,7 +3,7 @@
 //!
 //! [`MessageReader`] takes the P-DATA values of one association in order and
 //! yields the command, then the data set's bytes as they arrive (for the
-//! spool to stream to disk: a data set is never held whole). Decoding is
+//! receiver's sink to stream to disk: a data set is never held whole). Decoding is
 //! strict and bounded: the command set is capped ([`MAX_COMMAND_BYTES`]),
 //! only group 0000 is allowed, elements must ascend, every length must fit,
 //! and the group length must agree with what follows it.
@@ -27,13 +27,13 @@ pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
 /// Statuses this node answers with (PS3.4 Annex B.2.3, PS3.7 Annex C).
 pub mod status {
     pub const SUCCESS: u16 = 0x0000;
-    /// Refused: out of resources (the spool is full).
+    /// Refused: out of resources (the store is full).
     pub const OUT_OF_RESOURCES: u16 = 0xA700;
     /// Error: cannot understand (a data set that cannot be parsed).
     pub const CANNOT_UNDERSTAND: u16 = 0xC000;
     /// Refused: SOP class not supported.
     pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
-    /// Failure: processing failure (the spool could not write).
+    /// Failure: processing failure (the store could not write).
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     /// STOW-RS (PS3.18 Table 10.5.3-1 uses 0xA900 for a data set that does
     /// not match): the instance is not of the study the URL names.

@@ -7,15 +7,16 @@
 //!   `catch_unwind` (it indexes past the end of some malformed items).
 //! - The called AE title must be ours; calling AE title and source address
 //!   must match the allow-list. Above the global or per-calling-AE cap, or
-//!   when the spool is near its quota or its disk near full, the
+//!   when the sink is near its quota or its disk near full, the
 //!   association is refused with
 //!   A-ASSOCIATE-RJ *transient*, local limit exceeded, so the modality
 //!   retries later. Every refusal and abort is reported to the observer
 //!   (the binary audits it).
 //! - Only Verification and the CR, DX and Secondary Capture storage classes
 //!   are accepted, with the transfer syntaxes the ingest path decodes.
-//! - Data PDVs stream into the spool; the C-STORE-RSP says success only
-//!   once the spool says the instance is durable.
+//! - Data PDVs stream into the [`StoreSink`] (the service's spool); the
+//!   C-STORE-RSP says success only once the sink says the instance is
+//!   durable.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -232,9 +233,9 @@ struct Shared<S: StoreSink> {
 /// New associations are refused (transiently) below either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watermarks {
-    /// Bytes the spool may still take before its quota.
+    /// Bytes the sink (the spool) may still take before its quota.
     pub spool_headroom: u64,
-    /// Bytes free on the spool's file system.
+    /// Bytes free on the sink's file system.
     pub free_disk: u64,
 }
 
@@ -699,8 +700,8 @@ impl<S: StoreSink> Session<S> {
             }
         };
         if let End::Aborted(code, detail) = end {
-            // Whatever was being received goes (its `.part` is removed):
-            // it was never acknowledged.
+            // Whatever was being received goes (the sink discards it when
+            // it is dropped): it was never acknowledged.
             self.transfer = None;
             if code != "ASSOCIATION_ABORTED_BY_PEER" && code != "ASSOCIATION_DROPPED" {
                 abort(&mut self.stream).await;
@@ -824,7 +825,7 @@ impl<S: StoreSink> Session<S> {
         }
     }
 
-    /// One data fragment: to the spool, unless the instance is refused.
+    /// One data fragment: to the sink, unless the instance is refused.
     fn data(&mut self, chunk: &[u8]) {
         let Some(t) = self.transfer.as_mut() else {
             return;
@@ -862,6 +863,17 @@ impl<S: StoreSink> Session<S> {
                 "no transfer in progress",
             ),
         };
+        // Success is acknowledged only when the sink vouches the instance
+        // is durable.
+        let reply = if reply.status == status::SUCCESS && !reply.durable {
+            StoreReply::refused(
+                status::PROCESSING_FAILURE,
+                "STORE_NOT_DURABLE",
+                "the instance was not made durable",
+            )
+        } else {
+            reply
+        };
         let rsp = store_response(
             t.message_id,
             &t.request.sop_class_uid,
@@ -870,5 +882,89 @@ impl<S: StoreSink> Session<S> {
             reply.comment.as_deref(),
         );
         self.respond(t.context, rsp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_ul::pdu::PresentationContextProposed;
+
+    /// A sink that takes nothing and reports the given headroom.
+    struct Headroom(u64, Option<u64>);
+
+    impl StoreSink for Headroom {
+        type Incoming = ();
+
+        fn begin(&self, _: &StoreRequest) -> Result<(), StoreReply> {
+            Err(StoreReply::refused(
+                status::PROCESSING_FAILURE,
+                "TEST",
+                "no",
+            ))
+        }
+
+        fn write(&self, _: &mut (), _: &[u8]) -> Result<(), StoreReply> {
+            Ok(())
+        }
+
+        fn finish(&self, _: (), _: &StoreRequest) -> StoreReply {
+            StoreReply::refused(status::PROCESSING_FAILURE, "TEST", "no")
+        }
+
+        fn headroom(&self) -> (u64, Option<u64>) {
+            (self.0, self.1)
+        }
+
+        fn association_ended(&self, _: u64) {}
+    }
+
+    fn admission_code(sink: Headroom) -> Option<&'static str> {
+        let shared = Arc::new(Shared {
+            config: ScpConfig::development(),
+            sink: Arc::new(sink),
+            observer: Arc::new(|_| {}),
+            counts: Arc::new(Mutex::new(Counts::default())),
+            sockets: AtomicUsize::new(0),
+            next_association: AtomicU64::new(1),
+            watermarks: Watermarks {
+                spool_headroom: 1 << 20,
+                free_disk: 1 << 20,
+            },
+        });
+        let rq = AssociationRQ {
+            protocol_version: 1,
+            calling_ae_title: "MODALITY".into(),
+            called_ae_title: "CXR_APPLIANCE".into(),
+            application_context_name: APPLICATION_CONTEXT.into(),
+            presentation_contexts: vec![PresentationContextProposed {
+                id: 1,
+                abstract_syntax: VERIFICATION.into(),
+                transfer_syntaxes: vec!["1.2.840.10008.1.2.1".into()],
+            }],
+            user_variables: Vec::new(),
+        };
+        let peer: SocketAddr = ([127, 0, 0, 1], 40000).into();
+        shared.admit(&rq, peer).err().map(|refusal| {
+            assert!(refusal.transient, "{}", refusal.code);
+            refusal.code
+        })
+    }
+
+    #[test]
+    fn associations_are_refused_below_the_watermarks_and_when_free_space_is_unknown() {
+        assert_eq!(admission_code(Headroom(u64::MAX, Some(u64::MAX))), None);
+        assert_eq!(
+            admission_code(Headroom(1, Some(u64::MAX))),
+            Some("ASSOCIATION_SPOOL_WATERMARK")
+        );
+        assert_eq!(
+            admission_code(Headroom(u64::MAX, Some(1))),
+            Some("ASSOCIATION_DISK_WATERMARK")
+        );
+        assert_eq!(
+            admission_code(Headroom(u64::MAX, None)),
+            Some("ASSOCIATION_DISK_WATERMARK")
+        );
     }
 }

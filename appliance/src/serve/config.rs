@@ -250,7 +250,7 @@ pub(super) fn audit_applied(
     };
     log.append(crate::device::now_unix_ms(), event)
         .context("SERVE_CONFIG_UNAUDITED: the audit log cannot record the settings, so the service does not start")?;
-    cxr_store::files::write_atomically(&path, &bytes, 0o666)
+    cxr_fsio::write_atomically(&path, &bytes, 0o666)
         .with_context(|| format!("writing {}", path.display()))
 }
 

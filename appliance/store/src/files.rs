@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::SpoolError;
 
-pub use cxr_fsio::{hex, write_atomically, WriteFault};
+pub(crate) use cxr_fsio::hex;
 
 /// Fsync a folder, so that the entries just made or renamed in it survive
 /// power loss.
@@ -32,7 +32,7 @@ pub fn create_dir(dir: &Path) -> Result<(), SpoolError> {
 
 /// Take the exclusive lock `dir/lock` that makes this process the one
 /// owner of the folder for as long as the returned file is held.
-pub fn lock_folder(dir: &Path) -> Result<File, SpoolError> {
+pub(crate) fn lock_folder(dir: &Path) -> Result<File, SpoolError> {
     let lock_path = dir.join("lock");
     let lock = OpenOptions::new()
         .create(true)
@@ -47,7 +47,7 @@ pub fn lock_folder(dir: &Path) -> Result<File, SpoolError> {
 }
 
 /// Open (or create) a journal for reading and appending.
-pub fn open_journal(path: &Path) -> Result<File, SpoolError> {
+pub(crate) fn open_journal(path: &Path) -> Result<File, SpoolError> {
     OpenOptions::new()
         .read(true)
         .append(true)
@@ -59,14 +59,14 @@ pub fn open_journal(path: &Path) -> Result<File, SpoolError> {
 /// Why an append failed, and whether the file could not be cut back to
 /// where it was (then nothing more may be appended).
 #[derive(Debug)]
-pub struct AppendError {
+pub(crate) struct AppendError {
     pub error: std::io::Error,
     pub poisoned: Option<String>,
 }
 
 /// Append one whole line and fsync it; a failed write is cut back, so a
 /// partial line never precedes the next one.
-pub fn append_line(file: &mut File, line: &[u8]) -> Result<(), AppendError> {
+pub(crate) fn append_line(file: &mut File, line: &[u8]) -> Result<(), AppendError> {
     let before = file
         .metadata()
         .map_err(|error| AppendError {
@@ -89,7 +89,7 @@ pub fn append_line(file: &mut File, line: &[u8]) -> Result<(), AppendError> {
 /// Every complete line of a journal, parsed; a torn last line (a power cut
 /// mid-append: that record never counted) is cut off and its length
 /// returned. A complete line that does not parse is damage: refused.
-pub fn read_lines<T: DeserializeOwned>(
+pub(crate) fn read_lines<T: DeserializeOwned>(
     journal: &mut File,
     path: &Path,
 ) -> Result<(Vec<T>, u64), SpoolError> {
