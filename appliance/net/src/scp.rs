@@ -123,8 +123,8 @@ impl StoreReply {
 }
 
 /// Where the receiver hands each instance: the service's intake, which
-/// checks it and makes it durable. The receiver acknowledges on the reply's
-/// status and nothing else.
+/// checks it and makes it durable. The receiver answers with the reply's
+/// status, and answers success only for a reply that says durable.
 pub trait StoreSink: Send + Sync + 'static {
     /// One instance being received; dropping it discards what was written.
     type Incoming: Send + 'static;
