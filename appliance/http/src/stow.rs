@@ -273,13 +273,7 @@ async fn commit(
         service.intake.finish_file(incoming, &source, scope)
     })
     .await
-    .unwrap_or_else(|_| {
-        StoreReply::refused(
-            status::PROCESSING_FAILURE,
-            "STORE_PANICKED",
-            "internal fault while storing",
-        )
-    })
+    .unwrap_or_else(|_| StoreReply::internal_fault())
 }
 
 fn ui(value: &str) -> Value {

@@ -115,6 +115,16 @@ impl StoreReply {
         }
     }
 
+    /// The reply when storing faulted inside (a panic off the network
+    /// task): nothing was acknowledged, so the sender may retry.
+    pub fn internal_fault() -> Self {
+        StoreReply::refused(
+            status::PROCESSING_FAILURE,
+            "STORE_PANICKED",
+            "internal fault while storing",
+        )
+    }
+
     /// The same reply, naming the instance it is about.
     pub fn about(mut self, sop_class_uid: &str, sop_instance_uid: &str) -> Self {
         self.instance = Some((sop_class_uid.to_owned(), sop_instance_uid.to_owned()));
@@ -849,13 +859,7 @@ impl<S: StoreSink> Session<S> {
                 let request = t.request.clone();
                 tokio::task::spawn_blocking(move || sink.finish(incoming, &request))
                     .await
-                    .unwrap_or_else(|_| {
-                        StoreReply::refused(
-                            status::PROCESSING_FAILURE,
-                            "STORE_PANICKED",
-                            "internal fault while storing",
-                        )
-                    })
+                    .unwrap_or_else(|_| StoreReply::internal_fault())
             }
             (None, None) => StoreReply::refused(
                 status::PROCESSING_FAILURE,
