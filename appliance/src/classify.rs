@@ -138,12 +138,17 @@ fn decision_json(d: &Decision, params: &ModelParams, facts: &StudyFacts) -> Valu
             "gates": gates_json(d),
         });
     }
+    // A label without an operating point (an infinite band: always
+    // Uncertain) shows no threshold.
     let labels: Vec<Value> = d
         .labels
         .iter()
         .zip(&params.labels)
-        .zip(&params.thresholds)
-        .map(|((l, name), threshold)| json!({ "label": name, "probability": l.probability, "spread": l.spread, "threshold": threshold, "call": l.call.map(call_name) }))
+        .zip(params.thresholds.iter().zip(&params.bands))
+        .map(|((l, name), (threshold, band))| {
+            let operating_point = band.is_finite();
+            json!({ "label": name, "probability": l.probability, "spread": l.spread, "threshold": operating_point.then_some(threshold), "operating_point": operating_point, "call": l.call.map(call_name) })
+        })
         .collect();
     json!({
         "labels": labels,
@@ -229,7 +234,7 @@ fn without_decision(file: &Path, outcome: Outcome, code: &str, message: String) 
     };
     StudyResult {
         outcome,
-        line: json!({ "file": file.display().to_string(), "outcome": name, "error": { "code": code, "message": message } }),
+        line: json!({ "file": file.display().to_string(), "outcome": name, "flags": [], "error": { "code": code, "message": message } }),
         audit_outcome,
         study_uid: None,
         record: None,
@@ -366,6 +371,8 @@ impl Study<'_> {
         let line = json!({
             "file": file.display().to_string(),
             "input_class": out.facts.input_class.code(),
+            "frontal_chest": cxr_study::is_frontal_chest(&out.facts),
+            "flags": [],
             "content": content,
             "engine": engine_json,
             "outcome": name,

@@ -17,6 +17,7 @@ mod dicom_cmd;
 mod inspect;
 mod outbox_cmd;
 mod serve;
+mod study_cmd;
 #[cfg(feature = "testing")]
 mod testing;
 mod tls_cmd;
@@ -57,6 +58,9 @@ enum Command {
     /// through a running `serve`, or opens the outbox when none runs.
     #[command(subcommand)]
     Outbox(outbox_cmd::OutboxCommand),
+    /// Studies the running service holds: `study rerun UID`.
+    #[command(subcommand)]
+    Study(study_cmd::StudyCommand),
     /// DICOM network checks: `dicom echo AE@HOST:PORT`.
     #[command(subcommand)]
     Dicom(dicom_cmd::DicomCommand),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Outbox(cmd) => outbox_cmd::run(&cmd),
         Command::Dicom(cmd) => dicom_cmd::run(&cmd),
+        Command::Study(cmd) => study_cmd::run(&cmd),
         Command::Bundle(cmd) => bundle_cmd::run(&cmd),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
         Command::User(cmd) => access_cmd::run_user(&cmd),

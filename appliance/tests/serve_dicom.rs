@@ -607,7 +607,7 @@ fn results_reach_a_dicomweb_server_and_a_fhir_server_once_each() {
     assert!(valid, "FHIR R4 validation of the transactions:\n{report}");
 }
 
-/// One DiagnosticReport (identified by the result's SR UID), one Device,
+/// One DiagnosticReport (one per study, whatever the version), one Device,
 /// one Observation per label, and the report's results point at the
 /// Observations the server stored.
 fn the_fhir_server_holds_the_result_once(fhir: &FhirPeer, state: &Path) {
@@ -625,10 +625,14 @@ fn the_fhir_server_holds_the_result_once(fhir: &FhirPeer, state: &Path) {
         result["labels"].as_array().unwrap().len()
     );
     let report = &reports[0];
+    assert_eq!(report["status"], "preliminary");
     assert_eq!(
-        report["identifier"][0]["value"],
-        format!("urn:oid:{}", published_srs(state)[0]).as_str()
+        report["imagingStudy"][0]["identifier"]["value"],
+        format!("urn:oid:{RG1_STUDY}").as_str()
     );
+    // The lost answer's retry updated the same report: a second version.
+    assert_eq!(report["meta"]["versionId"], "2", "{report}");
+    assert_eq!(fhir.history("DiagnosticReport").len(), 1);
     let mut stored: Vec<String> = observations
         .iter()
         .map(|o| format!("Observation/{}", o["id"].as_str().unwrap()))
@@ -642,4 +646,280 @@ fn the_fhir_server_holds_the_result_once(fhir: &FhirPeer, state: &Path) {
     referenced.sort();
     stored.sort();
     assert_eq!(referenced, stored);
+}
+
+/// The SR files a PACS received, as (SOP Instance UID, dcmdump text).
+fn received_srs(pacs: &Pacs) -> Vec<(String, String)> {
+    let dcmdump = tool("dcmdump").unwrap();
+    pacs.received()
+        .iter()
+        .map(|f| {
+            let (_, text) = run(&dcmdump, &["-M", "+L", f.to_str().unwrap()]);
+            (sop_instance_uid(&dcmdump, f), text)
+        })
+        .collect()
+}
+
+/// The latest result of `study` once it reaches `version`.
+fn wait_for_version(state: &Path, study: &str, version: u64, service: &Service) -> Value {
+    let reached = wait_until(Duration::from_secs(90), || {
+        latest(&study_results(state), study).is_some_and(|r| r["version"].as_u64() >= Some(version))
+    });
+    assert!(
+        reached,
+        "study {study} never reached version {version}:\n{}",
+        service.stderr_text()
+    );
+    latest(&study_results(state), study).unwrap()
+}
+
+fn send(storescu: &Path, port: u16, files: &[&Path]) {
+    let port = port.to_string();
+    let mut args = vec!["-aec", "CXR_APPLIANCE", "127.0.0.1", port.as_str()];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let (code, text) = run(storescu, &args);
+    assert_eq!(code, 0, "storescu: {text}");
+}
+
+/// What a result says is true, current and about one patient, with real
+/// peers: a PACS that takes only Implicit VR Little Endian (`storescp
+/// +xi`) gets every SR and answers `dicom echo`; a study that failed for
+/// want of a model runs again when one is installed and its new version
+/// names the one it replaces; a second patient under the same Study UID
+/// withdraws the decision; a film without view tags that the content gate
+/// calls frontal decides; a resent UID with another patient name abstains;
+/// `study rerun` is audited and re-runs.
+#[test]
+fn a_result_is_true_current_and_about_one_patient() {
+    let names = [
+        "storescu", "storescp", "dcmodify", "dcmdump", "dciodvfy", "dsrdump",
+    ];
+    if names.iter().any(|t| tool(t).is_none()) {
+        return;
+    }
+    let Some(rg1) = pydicom_file("RG1_UNCR.dcm") else {
+        return;
+    };
+    let (storescu, dcmodify) = (tool("storescu").unwrap(), tool("dcmodify").unwrap());
+    let dir = scratch_dir("serve-truth");
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap();
+    let pacs_port = free_port();
+    let pacs = Pacs::start_with(
+        &tool("storescp").unwrap(),
+        &dir.join("pacs"),
+        pacs_port,
+        &["+xi"],
+    );
+    let destination = format!("PACS@127.0.0.1:{pacs_port}");
+    let echo = Command::new(appliance())
+        .args(["dicom", "echo", &destination])
+        .output()
+        .unwrap();
+    assert_eq!(
+        echo.status.code(),
+        Some(0),
+        "echo to an implicit-only SCP: {}",
+        String::from_utf8_lossy(&echo.stdout)
+    );
+    let args = [
+        "--state-dir",
+        state_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--stable-s",
+        "1",
+        "--forward",
+        &destination,
+        "--retry-initial-s",
+        "1",
+    ];
+    let service = Service::start(&appliance(), &args, &[], &dir.join("serve.err"));
+    assert_eq!(service.ready["model"]["ready"], false);
+    send(&storescu, service.port, &[&rg1]);
+    let v1 = wait_for_version(&state, RG1_STUDY, 1, &service);
+    assert_eq!(v1["outcome"], "failed", "no model yet: {v1}");
+    // A model arrives: what failed for want of one runs again.
+    let out = Command::new(appliance())
+        .args(["bundle", "install", &demo(), "--state-dir", state_arg])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v2 = wait_for_version(&state, RG1_STUDY, 2, &service);
+    assert_eq!(v2["outcome"], "decision", "{v2}");
+    assert_eq!(v2["supersedes"]["version"], 1, "{v2}");
+    // The second patient under the same Study Instance UID.
+    let other = modified(
+        &dcmodify,
+        &rg1,
+        &dir.join("pat-b.dcm"),
+        &["-gin", "-m", "(0010,0020)=PAT-B"],
+    );
+    send(&storescu, service.port, &[&other]);
+    let v3 = wait_for_version(&state, RG1_STUDY, 3, &service);
+    assert_eq!(v3["outcome"], "abstention", "{v3}");
+    assert_eq!(v3["reason"]["code"], "ABSTAIN_PATIENT_CONFLICT", "{v3}");
+    assert_eq!(v3["flags"], serde_json::json!(["patient_conflict"]));
+    assert!(v3["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["probability"].is_null()));
+    // Every version reached the implicit-only PACS, in order, each naming
+    // the one it replaces.
+    let arrived = wait_until(Duration::from_secs(60), || pacs.received().len() >= 3);
+    assert!(
+        arrived,
+        "SRs at the PACS: {:?}\n{}",
+        pacs.received(),
+        service.stderr_text()
+    );
+    let srs = received_srs(&pacs);
+    let sr_of = |v: &Value| -> String {
+        let file = state
+            .join("results/studies")
+            .join(cxr_store::results::study_key(RG1_STUDY))
+            .join(format!("v{}.dcm", v["version"]));
+        sop_instance_uid(&tool("dcmdump").unwrap(), &file)
+    };
+    let v2_uid = sr_of(&v2);
+    let v3_text = srs
+        .iter()
+        .find(|(uid, _)| *uid == sr_of(&v3))
+        .map(|(_, t)| t.clone())
+        .expect("v3 at the PACS");
+    assert!(
+        v3_text.contains("LittleEndianImplicit"),
+        "sent in implicit VR: {v3_text}"
+    );
+    assert!(
+        v3_text.contains("PredecessorDocumentsSequence") && v3_text.contains(&v2_uid),
+        "v3 names v2: {v3_text}"
+    );
+    assert!(v3_text.contains("ABSTAIN_PATIENT_CONFLICT"), "{v3_text}");
+    assert_valid_srs(&pacs.received());
+    untagged_and_resent(&storescu, &dcmodify, &dir, &state, &service, &rg1);
+    assert_eq!(service.terminate(), Some(0));
+}
+
+/// A study whose film has no view tags decides by the content gate, as
+/// `classify` does; the same SOP Instance UID resent with another patient
+/// name makes its study abstain; `study rerun` runs it again, audited.
+fn untagged_and_resent(
+    storescu: &Path,
+    dcmodify: &Path,
+    dir: &Path,
+    state: &Path,
+    service: &Service,
+    rg1: &Path,
+) {
+    let untagged = modified(
+        dcmodify,
+        rg1,
+        &dir.join("untagged.dcm"),
+        &[
+            "-gst",
+            "-gse",
+            "-gin",
+            "-ea",
+            "(0018,5101)",
+            "-ea",
+            "(0020,0020)",
+        ],
+    );
+    let study = Command::new(tool("dcmdump").unwrap())
+        .args(["+P", "0020,000d"])
+        .arg(&untagged)
+        .output()
+        .unwrap();
+    let study = String::from_utf8_lossy(&study.stdout)
+        .split('[')
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap()
+        .to_owned();
+    send(storescu, service.port, &[&untagged]);
+    let v1 = wait_for_version(state, &study, 1, service);
+    assert_eq!(
+        v1["outcome"], "decision",
+        "no view tags, frontal by content: {v1}"
+    );
+    assert_eq!(v1["instances"][0]["frontal"], true);
+    let renamed = modified(
+        dcmodify,
+        &untagged,
+        &dir.join("renamed.dcm"),
+        &["-m", "(0010,0010)=OTHER^PATIENT"],
+    );
+    send(storescu, service.port, &[&renamed]);
+    let v2 = wait_for_version(state, &study, 2, service);
+    assert_eq!(v2["reason"]["code"], "ABSTAIN_INSTANCE_CONFLICT", "{v2}");
+    // The resend names another patient too: both flags.
+    assert_eq!(
+        v2["flags"],
+        serde_json::json!(["patient_conflict", "instance_conflict"])
+    );
+    let state_arg = state.to_str().unwrap();
+    let out = Command::new(appliance())
+        .args(["study", "rerun", &study, "--state-dir", state_arg])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new(appliance())
+        .args(["study", "rerun", "1.2.3.4", "--state-dir", state_arg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "an unknown study is refused");
+    let rerun = serve_common::audit_records(&["--state-dir", state_arg])
+        .into_iter()
+        .any(|r| r["event"]["type"] == "operator_action" && r["event"]["action"] == "study_rerun");
+    assert!(rerun, "the re-run is audited");
+}
+
+/// The same film to two appliances (two state directories, two device
+/// identities): two different SR UIDs, never one UID with two contents.
+#[test]
+fn two_appliances_give_the_same_film_different_sr_uids() {
+    let (Some(storescu), Some(dcmdump)) = (tool("storescu"), tool("dcmdump")) else {
+        return;
+    };
+    let Some(rg1) = pydicom_file("RG1_UNCR.dcm") else {
+        return;
+    };
+    let dir = scratch_dir("serve-two-devices");
+    let mut uids = Vec::new();
+    for name in ["a", "b"] {
+        let state = dir.join(name);
+        let args = [
+            "--bundle",
+            &demo(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--stable-s",
+            "1",
+        ];
+        let service = Service::start(&appliance(), &args, &[], &dir.join(format!("{name}.err")));
+        send(&storescu, service.port, &[&rg1]);
+        let r = wait_for_version(&state, RG1_STUDY, 1, &service);
+        assert_eq!(r["outcome"], "decision");
+        let sr = state
+            .join("results/studies")
+            .join(cxr_store::results::study_key(RG1_STUDY))
+            .join("v1.dcm");
+        uids.push(sop_instance_uid(&dcmdump, &sr));
+        assert_eq!(service.terminate(), Some(0));
+    }
+    assert_ne!(uids[0], uids[1], "two appliances, two SR UIDs");
 }

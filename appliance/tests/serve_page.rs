@@ -3,9 +3,12 @@
 //! studies through the page, waits for their results, opens the chest
 //! film's study page (findings table) and the extremity film's (its
 //! abstention, no probability), verifies the audit log from the system
-//! page, installs a bundle from the bundles page, and adds a user and
-//! creates an API token from the access page, taking a screenshot at each
-//! step (`target/page-screenshots/`).
+//! page, installs a bundle from the bundles page (one whose labels have no
+//! operating point: it decides nothing), runs the chest study again from
+//! its page (an undecided second version, the version history), uploads a
+//! second patient's film under the extremity's Study UID (a patient
+//! conflict), and adds a user and creates an API token from the access
+//! page, taking a screenshot at each step (`target/page-screenshots/`).
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -13,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cxr_tests::bundles::{dev_signer, draft, write_trust_dir};
 use cxr_tests::data::scratch_dir;
-use cxr_tests::dicom_net::Service;
+use cxr_tests::dicom_net::{tool, Service};
 use cxr_tests::webdriver::Browser;
 
 mod serve_common;
@@ -82,6 +86,8 @@ fn an_operator_works_the_page_in_a_real_browser() {
         "--stable-s",
         "1",
     ];
+    // The test key signs the bundle installed from the page.
+    write_trust_dir(&state.join("trust"), &[&dev_signer()], &[]);
     let service = Service::start(&appliance(), &args, &[], &dir.join("serve.err"));
     let port = service.http_port.unwrap();
     add_admin(&state_arg);
@@ -104,7 +110,9 @@ fn an_operator_works_the_page_in_a_real_browser() {
     upload_and_wait(&browser, &shots);
     study_pages(&browser, &base, &shots);
     system_page(&browser, &base, &shots);
-    install_from_page(&browser, &base, &shots);
+    install_from_page(&browser, &base, &shots, &dir);
+    rerun_from_page(&browser, &base, &shots);
+    conflict_from_page(&browser, &base, &shots, &dir);
     access_from_page(&browser, &base, &shots, port);
     eprintln!("screenshots in {}", shots.display());
     drop(browser);
@@ -150,7 +158,7 @@ fn upload_and_wait(browser: &Browser, shots: &Path) {
     let (stored, text) = browser.wait_for_text("#upload-result", WAIT, |t| t.contains("2 stored"));
     assert!(stored, "the page's upload: {text}");
     let (done, text) = browser.wait_for_text("#worklist", WAIT, |t| {
-        t.contains("decision") && t.contains("abstained")
+        t.contains("decision") && t.contains("abstention")
     });
     assert!(done, "the worklist did not show both results:\n{text}");
     assert!(
@@ -193,7 +201,7 @@ fn study_pages(browser: &Browser, base: &str, shots: &Path) {
         .find("#worklist tbody tr", WAIT)
         .expect("worklist rows");
     let other = browser.script(
-        "const r = [...document.querySelectorAll('#worklist tbody tr')].find(r => r.innerText.includes('abstained')); return r ? r.dataset.study : null;",
+        "const r = [...document.querySelectorAll('#worklist tbody tr')].find(r => r.innerText.includes('abstention')); return r ? r.dataset.study : null;",
         &[],
     );
     let other = other.as_str().expect("an abstained row").to_owned();
@@ -220,10 +228,21 @@ fn system_page(browser: &Browser, base: &str, shots: &Path) {
     browser.screenshot(&shots.join("05-system.png"));
 }
 
-fn install_from_page(browser: &Browser, base: &str, shots: &Path) {
+/// A tiny test model whose labels all have no operating point (an
+/// infinite Uncertain band): every study it runs is undecided.
+fn undecided_bundle(dir: &Path) -> PathBuf {
+    let mut d = draft("cxr-test-undecided", 1, &["dev-x86"], 11);
+    d.params.bands = vec![f32::INFINITY; d.params.labels.len()];
+    let bytes = d.lock(&dev_signer()).unwrap();
+    let path = dir.join("undecided.cxrb");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn install_from_page(browser: &Browser, base: &str, shots: &Path, dir: &Path) {
     browser.goto(&format!("{base}#/bundles"));
     // The browser takes a file by its canonical path.
-    let bundle = std::fs::canonicalize(demo()).unwrap();
+    let bundle = std::fs::canonicalize(undecided_bundle(dir)).unwrap();
     browser.type_into("#bundle-file", bundle.to_str().unwrap());
     browser.click("#bundle-install");
     let (done, stage) = browser.wait_for_text("#bundle-progress", Duration::from_secs(600), |t| {
@@ -235,6 +254,91 @@ fn install_from_page(browser: &Browser, base: &str, shots: &Path) {
     browser.screenshot(&shots.join("06-bundle-install.png"));
     assert!(done && stage.contains("installed"), "{stage}\n{output}");
     assert!(output.contains("\"ok\": true"), "{output}");
+}
+
+/// The chest study runs again from its page under the installed model: a
+/// second version, undecided (no label has an operating point), shown as
+/// such, with the version history naming both models.
+fn rerun_from_page(browser: &Browser, base: &str, shots: &Path) {
+    browser.goto(&format!("{base}#/study/{RG1_STUDY}"));
+    browser.find("#rerun", WAIT).expect("the re-run button");
+    browser.click("#rerun");
+    let (queued, text) = browser.wait_for_text("#rerun-output", WAIT, |t| !t.is_empty());
+    assert!(queued && text.contains("queued"), "{text}");
+    let shown = cxr_tests::dicom_net::wait_until(WAIT, || {
+        // The same hash does not route again: through the worklist.
+        browser.goto(&format!("{base}#/worklist"));
+        browser.goto(&format!("{base}#/study/{RG1_STUDY}"));
+        browser.find("#history", Duration::from_secs(10)).is_some()
+            && browser.text("#history").contains("undecided")
+    });
+    assert!(shown, "the second version: {}", browser.text("body"));
+    let history = browser.text("#history");
+    assert!(
+        history.contains("cxr-demo-nih") && history.contains("cxr-test-undecided"),
+        "{history}"
+    );
+    assert!(
+        history.contains("version 1"),
+        "version 2 names the one it replaces: {history}"
+    );
+    let outcome = browser.text("#outcome");
+    assert!(
+        outcome.contains("undecided") && !outcome.contains("decision ("),
+        "{outcome}"
+    );
+    assert!(
+        browser.text("#summary").contains("indeterminate"),
+        "never 'none present'"
+    );
+    assert!(browser.text("#findings").contains("no operating point"));
+    browser.screenshot(&shots.join("07-study-undecided.png"));
+    browser.script("document.getElementById('history').scrollIntoView();", &[]);
+    browser.screenshot(&shots.join("08-study-version-history.png"));
+    browser.goto(&format!("{base}#/worklist"));
+    let (listed, text) = browser.wait_for_text("#worklist", WAIT, |t| t.contains("undecided"));
+    assert!(listed && !text.contains("none present"), "{text}");
+}
+
+/// A second patient's film under the extremity's Study Instance UID: the
+/// study abstains with the conflict flagged, on the worklist and its page.
+fn conflict_from_page(browser: &Browser, base: &str, shots: &Path, dir: &Path) {
+    let Some(dcmodify) = tool("dcmodify") else {
+        return;
+    };
+    let copy = dir.join("rg3-pat-b.dcm");
+    std::fs::copy(sample("RG3_J2KI.dcm"), &copy).unwrap();
+    let out = Command::new(dcmodify)
+        .args(["-nb", "-gin", "-m", "(0010,0020)=PAT-B"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    browser.goto(&format!("{base}#/worklist"));
+    browser.find("#study-files", WAIT).expect("the upload form");
+    browser.type_into(
+        "#study-files",
+        std::fs::canonicalize(&copy).unwrap().to_str().unwrap(),
+    );
+    browser.click("#upload");
+    let (listed, text) =
+        browser.wait_for_text("#worklist", WAIT, |t| t.contains("patient_conflict"));
+    assert!(listed, "the worklist shows the conflict: {text}");
+    let study = browser.script(
+        "const r = [...document.querySelectorAll('#worklist tbody tr')].find(r => r.innerText.includes('patient_conflict')); return r ? r.dataset.study : null;",
+        &[],
+    );
+    browser.goto(&format!("{base}#/study/{}", study.as_str().unwrap()));
+    let (shown, text) = browser.wait_for_text("#abstention", WAIT, |t| {
+        t.contains("ABSTAIN_PATIENT_CONFLICT")
+    });
+    assert!(shown, "{text}");
+    assert!(browser.text("body").contains("Flag: patient_conflict"));
+    browser.screenshot(&shots.join("09-study-patient-conflict.png"));
 }
 
 /// The admin adds a viewer and creates a token from the access page; the
@@ -252,7 +356,7 @@ fn access_from_page(browser: &Browser, base: &str, shots: &Path, port: u16) {
     let (created, token) = browser.wait_for_text("#new-token", WAIT, |t| t.starts_with("cxr_"));
     assert!(created, "the new token is shown: {token}");
     assert!(browser.text("#tokens").contains("ward 3 modality"));
-    browser.screenshot(&shots.join("07-access.png"));
+    browser.screenshot(&shots.join("10-access.png"));
     let auth = format!("Bearer {}", token.trim());
     let reply = cxr_tests::http::request(
         port,

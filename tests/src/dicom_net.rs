@@ -173,8 +173,15 @@ pub struct Pacs {
 
 impl Pacs {
     pub fn start(storescp: &Path, dir: &Path, port: u16) -> Pacs {
+        Pacs::start_with(storescp, dir, port, &[])
+    }
+
+    /// [`Pacs::start`] with more `storescp` options (`+xi`: accept only
+    /// Implicit VR Little Endian).
+    pub fn start_with(storescp: &Path, dir: &Path, port: u16, options: &[&str]) -> Pacs {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(storescp)
+            .args(options)
             .args(["-od"])
             .arg(dir)
             .args(["-aet", "PACS", &port.to_string()])

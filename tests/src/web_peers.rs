@@ -3,9 +3,11 @@
 //! - [`Orthanc`]: Debian's Orthanc with its DICOMweb plugin, a real
 //!   DICOMweb server that takes STOW-RS.
 //! - [`FhirPeer`]: a FHIR server of our own, as small as the test needs:
-//!   transaction Bundles with conditional creates (`ifNoneExist` on
-//!   `identifier=system|value`), `urn:uuid:` references replaced by the ids
-//!   it assigns, and faults on demand (a 503; a transaction committed whose
+//!   transaction Bundles of updates (`PUT Kind/id`: a new version of the
+//!   resource, the older ones kept as its history, `meta.versionId` counted
+//!   by the server) or conditional creates (`ifNoneExist` on
+//!   `identifier=system|value`, `urn:uuid:` references replaced by the ids
+//!   it assigns), and faults on demand (a 503; a transaction committed whose
 //!   answer is lost); over HTTP, or HTTPS (rustls) with a certificate from
 //!   a CA made for the test. No FHIR server is packaged for Debian or PyPI,
 //!   and a lost answer is the case idempotence is for.
@@ -154,6 +156,8 @@ struct FhirStore {
     resources: Vec<Value>,
     /// Every transaction Bundle received, as sent.
     received: Vec<Value>,
+    /// Versions replaced by an update, oldest first.
+    history: Vec<Value>,
     faults: VecDeque<Fault>,
 }
 
@@ -255,6 +259,17 @@ impl FhirPeer {
     pub fn resources(&self, kind: &str) -> Vec<Value> {
         self.with(|s| {
             s.resources
+                .iter()
+                .filter(|r| r["resourceType"] == kind)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The earlier versions of every updated resource, oldest first.
+    pub fn history(&self, kind: &str) -> Vec<Value> {
+        self.with(|s| {
+            s.history
                 .iter()
                 .filter(|r| r["resourceType"] == kind)
                 .cloned()
@@ -397,7 +412,8 @@ fn read_request(stream: impl Read) -> Option<(String, Vec<u8>)> {
     Some((request_line.trim_end().to_owned(), body))
 }
 
-/// Process a transaction: every entry a POST, conditional when it says so.
+/// Process a transaction: every entry a PUT (an update, creating the
+/// resource at its id the first time) or a POST, conditional when it says so.
 fn transaction(store: &mut FhirStore, bundle: &Value) -> Result<Value, String> {
     if bundle["resourceType"] != "Bundle" || bundle["type"] != "transaction" {
         return Err("not a transaction Bundle".into());
@@ -407,6 +423,10 @@ fn transaction(store: &mut FhirStore, bundle: &Value) -> Result<Value, String> {
     let mut created: Vec<usize> = Vec::new();
     let mut statuses = Vec::new();
     for e in &entries {
+        if e["request"]["method"] == "PUT" {
+            statuses.push(update(store, e)?);
+            continue;
+        }
         let kind = e["request"]["url"].as_str().unwrap_or_default().to_owned();
         if e["request"]["method"] != "POST" || e["resource"]["resourceType"] != kind.as_str() {
             return Err(format!("entry {e}: not a POST of its resource type"));
@@ -440,6 +460,44 @@ fn transaction(store: &mut FhirStore, bundle: &Value) -> Result<Value, String> {
         .map(|(status, location)| json!({ "response": { "status": status, "location": location } }))
         .collect();
     Ok(json!({ "resourceType": "Bundle", "type": "transaction-response", "entry": answers }))
+}
+
+/// `PUT Kind/id`: the resource's next version; the one it replaces goes to
+/// the history. The server counts `meta.versionId` itself.
+fn update(store: &mut FhirStore, e: &Value) -> Result<(&'static str, String), String> {
+    let url = e["request"]["url"].as_str().unwrap_or_default();
+    let (kind, id) = url
+        .split_once('/')
+        .ok_or_else(|| format!("PUT {url}: not Kind/id"))?;
+    let r = &e["resource"];
+    if r["resourceType"] != kind || r["id"] != id {
+        return Err(format!(
+            "PUT {url}: the resource's type and id differ from the URL"
+        ));
+    }
+    let mut next = r.clone();
+    let at = store
+        .resources
+        .iter()
+        .position(|x| x["resourceType"] == kind && x["id"] == id);
+    let status = match at {
+        Some(i) => {
+            let old = store.resources.remove(i);
+            let version = old["meta"]["versionId"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            next["meta"]["versionId"] = json!((version + 1).to_string());
+            store.history.push(old);
+            "200 OK"
+        }
+        None => {
+            next["meta"]["versionId"] = json!("1");
+            "201 Created"
+        }
+    };
+    store.resources.push(next);
+    Ok((status, url.to_owned()))
 }
 
 /// The id of the stored `kind` whose identifiers match `identifier=S|V`.

@@ -120,6 +120,15 @@ pub fn record_json(r: &Record) -> Value {
         } => {
             json!({ "type": "operator_action", "actor": actor, "action": action, "detail": detail })
         }
+        Event::InstanceRepeated {
+            study_key,
+            instance,
+            same_as,
+            sha256,
+        } => json!({
+            "type": "instance_repeated", "study_key": hex(study_key), "instance": instance,
+            "same_as": same_as, "sha256": hex(sha256),
+        }),
         Event::Exported {
             actor,
             peer,

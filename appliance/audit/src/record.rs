@@ -171,6 +171,15 @@ pub enum Event {
         settings_sha256: [u8; 32],
         changed: Vec<String>,
     },
+    /// An instance arrived again under its SOP Instance UID with other
+    /// bytes but the same decoded pixels and patient: recorded as a repeat
+    /// of `same_as`, not run again, never a second view.
+    InstanceRepeated {
+        study_key: [u8; 32],
+        instance: u64,
+        same_as: u64,
+        sha256: [u8; 32],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

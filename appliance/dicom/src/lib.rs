@@ -23,6 +23,7 @@ mod reduced;
 mod scan;
 mod syntax;
 mod tags;
+mod transcode;
 
 use std::io::Read;
 use std::path::Path;
@@ -34,6 +35,7 @@ pub use limits::ReadLimits;
 pub use pixels::inside_decoder_guard;
 pub use reduced::DecodeTarget;
 pub use syntax::decodable_transfer_syntaxes;
+pub use transcode::{data_set_in_implicit_vr_le, IMPLICIT_VR_LE};
 
 use dicom_object::file::ReadPreamble;
 use dicom_object::OpenFileOptions;

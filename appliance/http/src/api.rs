@@ -73,7 +73,7 @@ const MAX_PAGE: usize = 500;
 pub(super) struct StudyQuery {
     limit: Option<usize>,
     offset: Option<usize>,
-    /// `decision` or `abstention`.
+    /// `decision`, `undecided`, `abstention`, `refused` or `failed`.
     outcome: Option<String>,
     /// Completed at or after this time (Unix ms).
     since_ms: Option<u64>,
@@ -91,6 +91,8 @@ fn summary(r: &StudyResult) -> Value {
         "study_instance_uid": r.study_instance_uid,
         "version": r.version,
         "outcome": r.outcome,
+        "flags": r.flags,
+        "summary": r.findings_summary(),
         "completed_unix_ms": r.completed_unix_ms,
         "accession_number": r.header.accession_number,
         "study_date": r.header.study_date,
@@ -124,7 +126,7 @@ pub(super) async fn studies(
     };
     let mut matching: Vec<&StudyResult> = all
         .iter()
-        .filter(|r| q.outcome.as_ref().is_none_or(|o| &r.outcome == o))
+        .filter(|r| q.outcome.as_ref().is_none_or(|o| r.outcome.as_str() == o))
         .filter(|r| q.since_ms.is_none_or(|t| r.completed_unix_ms >= t))
         .filter(|r| {
             q.accession

@@ -241,6 +241,7 @@ fn api_routes() -> Routes {
             "/api/v1/studies/{study}/picture",
             get(operator::study_picture),
         )
+        .route("/api/v1/studies/{study}/rerun", post(operator::rerun_study))
         .route(
             "/api/v1/deliveries/{entry}/retry",
             post(operator::retry_delivery),

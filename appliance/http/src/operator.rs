@@ -39,6 +39,8 @@ pub trait Operations: Send + Sync {
     fn install_bundle(&self, file: &std::path::Path, actor: &str, progress: &dyn Fn(&str))
         -> Value;
     fn rollback_bundle(&self, actor: &str) -> Value;
+    /// Run every instance of a study again on the model served now.
+    fn rerun_study(&self, study_instance_uid: &str, actor: &str) -> Value;
     /// One user or token request (`access_list`, `access_user_add`, ...),
     /// as `cxr-appliance user|token` makes it, audited with `actor`.
     fn access(&self, request: &Value, actor: &str) -> Value;
@@ -160,21 +162,13 @@ fn delivery_state(entries: &[&Entry]) -> &'static str {
     }
 }
 
-fn study_status(
-    result: Option<&StudyResult>,
-    instances: &[&InstanceResult],
-    queued: bool,
-) -> &'static str {
-    use cxr_store::results::InstanceOutcome as O;
+/// A worklist row's status: the study outcome's own word once published
+/// (the one vocabulary of every channel), or where it waits.
+fn study_status(result: Option<&StudyResult>, queued: bool) -> &'static str {
     match result {
         None if queued => "queued",
         None => "processing",
-        Some(r) if r.outcome == "decision" => "decision",
-        Some(_) if !instances.is_empty() && instances.iter().all(|i| i.outcome == O::Refused) => {
-            "refused"
-        }
-        Some(_) if instances.iter().any(|i| i.outcome == O::Failed) => "failed",
-        Some(_) => "abstained",
+        Some(r) => r.outcome.as_str(),
     }
 }
 
@@ -204,7 +198,7 @@ fn rows(s: &Snapshot) -> Vec<Value> {
                 .or_else(|| instances.first().copied());
             let line = deciding.map(|i| &i.detail);
             let mut top: Vec<(&str, f32)> = result
-                .filter(|r| r.outcome == "decision")
+                .filter(|r| r.outcome.carries_calls())
                 .map(|r| {
                     r.labels
                         .iter()
@@ -224,7 +218,9 @@ fn rows(s: &Snapshot) -> Vec<Value> {
                 "instances": records.len(),
                 "input_class": line.and_then(|l| l["input_class"].as_str()),
                 "content_class": line.and_then(|l| l["content"]["class"].as_str()),
-                "status": study_status(result, &instances, queued),
+                "status": study_status(result, queued),
+                "summary": result.map(|r| r.findings_summary()),
+                "flags": result.map(|r| r.flags.clone()).unwrap_or_default(),
                 "reason": result.and_then(|r| r.reason.as_ref()).map(|r| &r.code),
                 "top_findings": top.iter().take(3).map(|(l, _)| l).collect::<Vec<_>>(),
                 "delivery": delivery_state(&entries),
@@ -311,7 +307,14 @@ pub(super) async fn study_detail(
             .filter(|e| e.study_key == key)
             .map(|e| json!({ "id": e.id, "destination": e.destination, "state": e.state, "attempts": e.attempts, "version": e.version, "sop_class_uid": e.sop_class_uid, "last_error": e.last_error }))
             .collect();
-        Ok(json!({ "study_instance_uid": study, "result": snap.studies.get(&study), "instances": instances, "delivery": delivery }))
+        let versions: Vec<Value> = s
+            .results
+            .study_versions(&study)
+            .iter()
+            .map(|v| json!({ "version": v.version, "outcome": v.outcome, "summary": v.findings_summary(), "flags": v.flags, "reason": v.reason.as_ref().map(|r| &r.code), "completed_unix_ms": v.completed_unix_ms, "model": v.model, "supersedes": v.supersedes }))
+            .collect();
+        let result = snap.studies.get(&study);
+        Ok(json!({ "study_instance_uid": study, "result": result, "summary": result.map(|r| r.findings_summary()), "versions": versions, "instances": instances, "delivery": delivery }))
     }).await??;
     Ok(Json(detail))
 }
@@ -368,6 +371,17 @@ pub(super) async fn retry_delivery(
 ) -> Result<Json<Value>, ApiError> {
     act(&service, &headers, Role::Operator, move |ops, actor| {
         ops.retry_delivery(entry, actor)
+    })
+    .await
+}
+
+pub(super) async fn rerun_study(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Path(study): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    act(&service, &headers, Role::Admin, move |ops, actor| {
+        ops.rerun_study(&study, actor)
     })
     .await
 }

@@ -87,6 +87,8 @@ struct Association {
     context: u8,
     max_pdv: usize,
     limits: SendLimits,
+    /// The transfer syntax the peer accepted for the data set.
+    transfer_syntax: String,
 }
 
 async fn associate(
@@ -130,12 +132,14 @@ async fn associate(
             destination.name()
         ));
     };
-    if pc.transfer_syntax.trim_end_matches('\0') != EXPLICIT_VR_LE {
+    // Either of the two proposed is one we can send; anything else breaks
+    // the protocol.
+    let transfer_syntax = pc.transfer_syntax.trim_end_matches('\0').to_owned();
+    if transfer_syntax != EXPLICIT_VR_LE && transfer_syntax != IMPLICIT_VR_LE {
         abort(&mut stream).await;
         return Err(format!(
-            "{} accepted only {}; results are sent in explicit VR little endian",
+            "{} accepted {transfer_syntax}, which was not proposed",
             destination.name(),
-            pc.transfer_syntax
         ));
     }
     let max_pdv = max_pdv(&ac);
@@ -145,6 +149,7 @@ async fn associate(
         context: 1,
         max_pdv,
         limits,
+        transfer_syntax,
     })
 }
 
@@ -290,8 +295,10 @@ pub fn data_set_of(part10: &[u8]) -> Result<&[u8], String> {
         .ok_or_else(|| "the meta group runs past the end".into())
 }
 
-/// C-STORE one Part 10 instance to `destination`. Ok(status) when the
-/// destination answered; a success or warning status means stored.
+/// C-STORE one Part 10 instance (ours: Explicit VR Little Endian) to
+/// `destination`, in whichever of Explicit or Implicit VR Little Endian it
+/// accepts. Ok(status) when the destination answered; a success or warning
+/// status means stored.
 pub async fn store(
     destination: &Destination,
     calling_ae: &str,
@@ -300,8 +307,26 @@ pub async fn store(
     part10: &[u8],
     limits: SendLimits,
 ) -> Result<u16, String> {
-    let data = data_set_of(part10)?;
+    let explicit = data_set_of(part10)?;
     let mut a = associate(destination, calling_ae, sop_class_uid, limits).await?;
+    let implicit;
+    let data = if a.transfer_syntax == IMPLICIT_VR_LE {
+        match cxr_dicom::data_set_in_implicit_vr_le(part10) {
+            Ok(d) => {
+                implicit = d;
+                implicit.as_slice()
+            }
+            Err(e) => {
+                abort(&mut a.stream).await;
+                return Err(format!(
+                    "{} accepts only implicit VR: {e}",
+                    destination.name()
+                ));
+            }
+        }
+    } else {
+        explicit
+    };
     a.pdv(
         true,
         true,

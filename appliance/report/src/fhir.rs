@@ -6,15 +6,19 @@
 //! a component, never for an abstained study) and a Device for the
 //! algorithm (bundle id, version and digest).
 //!
-//! Ids are derived like the SR's UIDs, so the same result always gives the
-//! same resources; the report's identifier is what a FHIR server's
-//! conditional create (`If-None-Exist`) matches on.
+//! One DiagnosticReport per study and appliance: its id and identifier
+//! derive from the appliance's Device Observer UID and the Study Instance
+//! UID only, so each new result version updates the same logical resource
+//! (a new `meta.versionId`, the older ones in the server's `_history`)
+//! instead of standing beside it. Each Observation is one per study and
+//! label in the same way. A version that withdraws an earlier result (a
+//! patient conflict found late) is `entered-in-error`.
 
 use serde_json::{json, Value};
 
 use crate::codes::{self, Code};
-use crate::result::{Finding, StudyResult};
-use crate::sr::{sr_uids, SrDevice};
+use crate::result::{Finding, Flag, StudyResult};
+use crate::sr::SrDevice;
 use crate::uid::derived_uid;
 
 /// The FHIR system for DICOM UIDs (RFC 3001 OIDs).
@@ -40,29 +44,13 @@ fn uid_identifier(uid: &str) -> Value {
     json!({ "system": DICOM_UID_SYSTEM, "value": format!("urn:oid:{uid}") })
 }
 
-/// The parts every id of this result derives from.
-fn parts(result: &StudyResult) -> Vec<String> {
-    let model = result
-        .model
-        .as_ref()
-        .map_or("none".to_owned(), |m| m.digest.clone());
-    vec![
-        result.study_instance_uid.clone(),
-        result.version.to_string(),
-        model,
-    ]
-}
-
-fn id(kind: &str, result: &StudyResult, extra: &str) -> String {
-    let mut p = parts(result);
-    p.push(extra.to_owned());
-    let refs: Vec<&str> = p.iter().map(String::as_str).collect();
-    derived_uid(kind, &refs)
-}
-
-/// The DiagnosticReport's id.
-pub fn report_id(result: &StudyResult) -> String {
-    id("fhir-report", result, "")
+/// The DiagnosticReport's id: one per study and appliance, whatever the
+/// version.
+pub fn report_id(result: &StudyResult, device: &SrDevice) -> String {
+    derived_uid(
+        "fhir-report",
+        &[&device.device_uid, &result.study_instance_uid],
+    )
 }
 
 /// The algorithm Device's id: one per model and appliance.
@@ -71,17 +59,38 @@ pub fn device_id(result: &StudyResult, device: &SrDevice) -> String {
     derived_uid("fhir-device", &[model, &device.serial_number])
 }
 
-fn observation_id(result: &StudyResult, label: &str) -> String {
-    id("fhir-observation", result, label)
+fn observation_id(result: &StudyResult, device: &SrDevice, label: &str) -> String {
+    derived_uid(
+        "fhir-observation",
+        &[&device.device_uid, &result.study_instance_uid, label],
+    )
 }
 
-/// The identifier a FHIR server's conditional create matches: the result
-/// SR's instance UID (one per result version).
-pub fn result_identifier(result: &StudyResult) -> Value {
-    uid_identifier(&sr_uids(result).1)
+/// The report's identifier: the same for every version of a study's result.
+pub fn result_identifier(result: &StudyResult, device: &SrDevice) -> Value {
+    uid_identifier(&report_id(result, device))
 }
 
+/// `preliminary` until a reader signs off; `entered-in-error` for a version
+/// that withdraws what an earlier one said (the study's instances turned
+/// out to name more than one patient).
+pub fn report_status(result: &StudyResult) -> &'static str {
+    if result.flags.contains(&Flag::PatientConflict) && result.supersedes.is_some() {
+        "entered-in-error"
+    } else {
+        "preliminary"
+    }
+}
+
+fn meta(result: &StudyResult) -> Value {
+    json!({ "versionId": result.version.to_string(), "lastUpdated": instant(result.completed_unix_ms) })
+}
+
+/// The patient, unless the study's instances name more than one.
 fn subject(result: &StudyResult) -> Option<Value> {
+    if result.flags.contains(&Flag::PatientConflict) {
+        return None;
+    }
     let h = &result.header;
     let id = h.patient_id.as_ref()?;
     let mut reference = json!({ "type": "Patient", "identifier": { "value": id } });
@@ -133,7 +142,12 @@ fn presence(f: Finding) -> Code {
 
 /// The conclusion: the calls, or the abstention and its reason.
 pub fn conclusion(result: &StudyResult) -> String {
-    if result.outcome != "decision" {
+    let flags: String = result
+        .flags
+        .iter()
+        .map(|f| format!("Flag: {}. ", f.as_str()))
+        .collect();
+    if !result.outcome.carries_calls() {
         let why = result
             .reason
             .as_ref()
@@ -141,7 +155,7 @@ pub fn conclusion(result: &StudyResult) -> String {
                 format!("{}: {}", r.code, r.message)
             });
         return format!(
-            "No AI decision ({}): {why}. No finding is reported. {WARNING}",
+            "No AI decision ({}): {why}. No finding is reported. {flags}{WARNING}",
             result.outcome
         );
     }
@@ -159,7 +173,9 @@ pub fn conclusion(result: &StudyResult) -> String {
         }
     };
     format!(
-        "Present: {}. Absent: {}. Indeterminate: {}. {WARNING}",
+        "{} ({}). Present: {}. Absent: {}. Indeterminate: {}. {flags}{WARNING}",
+        result.findings_summary(),
+        result.outcome,
         named(Finding::Present),
         named(Finding::Absent),
         named(Finding::Indeterminate)
@@ -168,7 +184,8 @@ pub fn conclusion(result: &StudyResult) -> String {
 
 /// One Observation per label.
 pub fn observations(result: &StudyResult, device: &SrDevice) -> Vec<Value> {
-    let abstained = result.outcome != "decision";
+    let abstained = !result.outcome.carries_calls();
+    let status = report_status(result);
     let device_ref = json!({ "reference": format!("Device/{}", device_id(result, device)) });
     result
         .labels
@@ -180,9 +197,10 @@ pub fn observations(result: &StudyResult, device: &SrDevice) -> Vec<Value> {
             }
             let mut o = json!({
                 "resourceType": "Observation",
-                "id": observation_id(result, &l.label),
-                "identifier": [uid_identifier(&observation_id(result, &l.label))],
-                "status": "preliminary",
+                "id": observation_id(result, device, &l.label),
+                "meta": meta(result),
+                "identifier": [uid_identifier(&observation_id(result, device, &l.label))],
+                "status": status,
                 "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging" }] }],
                 "code": code,
                 "issued": instant(result.completed_unix_ms),
@@ -208,9 +226,9 @@ pub fn observations(result: &StudyResult, device: &SrDevice) -> Vec<Value> {
 }
 
 /// The DiagnosticReport of `result`.
-pub fn diagnostic_report(result: &StudyResult) -> Value {
+pub fn diagnostic_report(result: &StudyResult, device: &SrDevice) -> Value {
     let h = &result.header;
-    let mut identifiers = vec![result_identifier(result)];
+    let mut identifiers = vec![result_identifier(result, device)];
     if let Some(a) = &h.accession_number {
         identifiers.push(json!({
             "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN", "display": "Accession ID" }] },
@@ -221,14 +239,15 @@ pub fn diagnostic_report(result: &StudyResult) -> Value {
         .labels
         .iter()
         .map(
-            |l| json!({ "reference": format!("Observation/{}", observation_id(result, &l.label)) }),
+            |l| json!({ "reference": format!("Observation/{}", observation_id(result, device, &l.label)) }),
         )
         .collect();
     let mut report = json!({
         "resourceType": "DiagnosticReport",
-        "id": report_id(result),
+        "id": report_id(result, device),
+        "meta": meta(result),
         "identifier": identifiers,
-        "status": "preliminary",
+        "status": report_status(result),
         "category": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology" }] }],
         "code": { "coding": [{ "system": "http://loinc.org", "code": "36554-4", "display": "XR Chest Single view" }], "text": "Chest X-ray, AI classification" },
         "issued": instant(result.completed_unix_ms),
@@ -274,7 +293,7 @@ pub fn device_resource(result: &StudyResult, device: &SrDevice) -> Value {
 
 /// Every resource of `result`: the report, its Observations, the Device.
 pub fn resources(result: &StudyResult, device: &SrDevice) -> Vec<Value> {
-    let mut all = vec![diagnostic_report(result)];
+    let mut all = vec![diagnostic_report(result, device)];
     all.extend(observations(result, device));
     all.push(device_resource(result, device));
     all
@@ -299,71 +318,35 @@ fn entry_url(id: &str) -> String {
 }
 
 /// The result as one FHIR transaction Bundle, for a FHIR server destination.
-/// Every entry is a conditional create (`ifNoneExist`, the transaction form
-/// of `If-None-Exist`) on the resource's first identifier, so a retry after
-/// a lost answer creates nothing twice; the report's is the result
-/// identifier, the others' their derived UIDs.
-/// References between the entries go by their `urn:uuid:` full URLs, which
-/// the server replaces with the ids it assigns.
+/// Every entry is an update (`PUT Kind/id`) of a resource whose id we
+/// derive, so a retry after a lost answer creates nothing twice, and a new
+/// version of the study's result becomes a new version of the same
+/// resources, with the older ones kept in the server's history.
 pub fn transaction_bundle(result: &StudyResult, device: &SrDevice) -> Value {
-    let all = resources(result, device);
-    let urls: Vec<(String, String)> = all
-        .iter()
-        .map(|r| {
-            let id = r["id"].as_str().unwrap_or_default();
-            let kind = r["resourceType"].as_str().unwrap_or_default();
-            (format!("{kind}/{id}"), entry_url(id))
-        })
-        .collect();
-    let entries: Vec<Value> = all
+    let entries: Vec<Value> = resources(result, device)
         .into_iter()
-        .map(|mut r| {
-            let id = r["id"].as_str().unwrap_or_default().to_owned();
-            let kind = r["resourceType"].as_str().unwrap_or_default().to_owned();
-            if let Some(o) = r.as_object_mut() {
-                o.remove("id");
-            }
-            rewrite_references(&mut r, &urls);
-            let own = &r["identifier"][0];
-            let condition = format!(
-                "identifier={}|{}",
-                own["system"].as_str().unwrap_or_default(),
-                own["value"].as_str().unwrap_or_default()
+        .map(|r| {
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
             );
             json!({
-                "fullUrl": entry_url(&id),
+                "fullUrl": entry_url(r["id"].as_str().unwrap_or_default()),
                 "resource": r,
-                "request": {
-                    "method": "POST",
-                    "url": kind,
-                    "ifNoneExist": condition,
-                },
+                "request": { "method": "PUT", "url": url },
             })
         })
         .collect();
     json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
 }
 
-fn rewrite_references(value: &mut Value, urls: &[(String, String)]) {
-    match value {
-        Value::Object(o) => {
-            for (key, v) in o.iter_mut() {
-                let local = urls.iter().find(|(r, _)| Some(r.as_str()) == v.as_str());
-                match (key.as_str(), local) {
-                    ("reference", Some((_, url))) => *v = json!(url),
-                    _ => rewrite_references(v, urls),
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|v| rewrite_references(v, urls)),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{LabelResult, ModelRef, Reason, StudyHeader, RESULT_SCHEMA};
+    use crate::result::{
+        LabelResult, ModelRef, Reason, StudyHeader, StudyOutcome, Superseded, RESULT_SCHEMA,
+    };
 
     fn device() -> SrDevice {
         SrDevice {
@@ -377,7 +360,7 @@ mod tests {
         }
     }
 
-    fn result(outcome: &str) -> StudyResult {
+    fn result(outcome: StudyOutcome) -> StudyResult {
         StudyResult {
             schema: RESULT_SCHEMA.into(),
             study_instance_uid: "1.2.3".into(),
@@ -390,13 +373,16 @@ mod tests {
             version: 1,
             previous: None,
             completed_unix_ms: 1_709_214_307_000,
-            outcome: outcome.into(),
+            outcome,
+            flags: Vec::new(),
+            supersedes: None,
             labels: vec![LabelResult {
                 label: "Effusion".into(),
                 finding: Finding::Present,
                 probability: Some(0.75),
+                threshold: Some(0.5),
             }],
-            reason: (outcome != "decision").then(|| Reason {
+            reason: (outcome != StudyOutcome::Decision).then(|| Reason {
                 code: "ABSTAIN_OOD".into(),
                 message: "unlike the training data".into(),
             }),
@@ -412,10 +398,10 @@ mod tests {
 
     #[test]
     fn a_decision_carries_probabilities_and_an_abstention_none() {
-        let decided = observations(&result("decision"), &device());
+        let decided = observations(&result(StudyOutcome::Decision), &device());
         assert_eq!(decided[0]["component"][0]["valueQuantity"]["value"], 0.75);
         assert_eq!(decided[0]["code"]["coding"][0]["code"], "60046008");
-        let abstained = result("abstention");
+        let abstained = result(StudyOutcome::Abstention);
         let text = serde_json::to_string(&resources(&abstained, &device())).expect("JSON");
         assert!(
             !text.contains("0.75") && !text.contains("valueQuantity"),
@@ -426,8 +412,11 @@ mod tests {
 
     #[test]
     fn the_same_result_gives_the_same_ids_and_dates_are_fhir_dates() {
-        let a = diagnostic_report(&result("decision"));
-        assert_eq!(a, diagnostic_report(&result("decision")));
+        let a = diagnostic_report(&result(StudyOutcome::Decision), &device());
+        assert_eq!(
+            a,
+            diagnostic_report(&result(StudyOutcome::Decision), &device())
+        );
         assert_eq!(a["effectiveDateTime"], "2004-08-26");
         assert_eq!(a["issued"], "2024-02-29T13:45:07Z");
         assert_eq!(a["status"], "preliminary");
@@ -436,48 +425,67 @@ mod tests {
     }
 
     #[test]
-    fn the_transaction_creates_each_resource_once_and_links_them_by_full_url() {
-        let r = result("decision");
-        let bundle = transaction_bundle(&r, &device());
+    fn every_version_updates_the_same_report_and_a_withdrawal_is_entered_in_error() {
+        let v1 = result(StudyOutcome::Decision);
+        let bundle = transaction_bundle(&v1, &device());
         assert_eq!(
             bundle,
-            transaction_bundle(&r, &device()),
+            transaction_bundle(&v1, &device()),
             "retries send the same"
         );
         let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
-        assert_eq!(entries.len(), resources(&r, &device()).len());
-        let urls: Vec<&str> = entries
-            .iter()
-            .filter_map(|e| e["fullUrl"].as_str())
-            .collect();
-        let text = bundle.to_string();
+        assert_eq!(entries.len(), resources(&v1, &device()).len());
         for e in &entries {
-            let kind = e["resource"]["resourceType"].as_str().unwrap_or_default();
-            assert_eq!(e["request"]["method"], "POST");
-            assert_eq!(e["request"]["url"], kind);
-            assert!(e["resource"].get("id").is_none(), "a create carries no id");
-            // The condition names the resource's own identifier.
-            let own = &e["resource"]["identifier"][0];
-            let want = format!(
-                "identifier={}|{}",
-                own["system"].as_str().unwrap_or_default(),
-                own["value"].as_str().unwrap_or_default()
+            let r = &e["resource"];
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
             );
-            assert_eq!(e["request"]["ifNoneExist"], want.as_str());
-            let url = e["fullUrl"].as_str().unwrap_or_default();
-            assert!(url.starts_with("urn:uuid:") && url.len() == 45, "{url}");
+            assert_eq!(e["request"]["method"], "PUT");
+            assert_eq!(e["request"]["url"], url.as_str());
+            assert!(e["fullUrl"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("urn:uuid:") && u.len() == 45));
         }
-        let report = &entries[0]["resource"];
-        assert_eq!(report["identifier"][0], result_identifier(&r));
-        // Every reference is to an entry of the bundle: none is left local.
-        assert!(!text.contains("\"Observation/") && !text.contains("\"Device/"));
-        for reference in report["result"].as_array().into_iter().flatten() {
-            assert!(urls.contains(&reference["reference"].as_str().unwrap_or_default()));
-        }
-        let device_url = entries.last().and_then(|e| e["fullUrl"].as_str());
+        let mut v2 = v1.clone();
+        v2.version = 2;
+        v2.outcome = StudyOutcome::Abstention;
+        v2.flags = vec![Flag::PatientConflict];
+        v2.supersedes = Some(Superseded {
+            version: 1,
+            series_instance_uid: "2.25.1".into(),
+            sop_instance_uid: "2.25.2".into(),
+        });
+        let (r1, r2) = (
+            diagnostic_report(&v1, &device()),
+            diagnostic_report(&v2, &device()),
+        );
+        assert_eq!(r1["id"], r2["id"], "one report per study");
+        assert_eq!(r1["identifier"][0], r2["identifier"][0]);
         assert_eq!(
-            entries[1]["resource"]["device"]["reference"].as_str(),
-            device_url
+            (
+                r1["meta"]["versionId"].as_str(),
+                r2["meta"]["versionId"].as_str()
+            ),
+            (Some("1"), Some("2"))
+        );
+        assert_eq!(r1["status"], "preliminary");
+        assert_eq!(r2["status"], "entered-in-error");
+        assert!(
+            r2.get("subject").is_none(),
+            "a conflicted study names no patient"
+        );
+        assert!(r2["conclusion"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("patient_conflict"));
+        let mut other = device();
+        other.device_uid = "2.25.77".into();
+        assert_ne!(
+            r1["id"],
+            diagnostic_report(&v1, &other)["id"],
+            "another appliance, another report"
         );
     }
 }

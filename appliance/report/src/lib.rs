@@ -9,6 +9,7 @@
 pub mod codes;
 mod error;
 pub mod fhir;
+pub mod identity;
 pub mod picture;
 pub mod result;
 pub mod sc;

@@ -173,14 +173,24 @@ fn column(result: &StudyResult, facts: &PictureFacts) -> Vec<String> {
         format!("RESULT VERSION {}", result.version),
         String::new(),
     ];
-    let abstained = result.outcome != "decision";
+    let abstained = !result.outcome.carries_calls();
     if abstained {
-        lines.push(format!("NO DECISION: {}", result.outcome.to_uppercase()));
+        lines.push(format!(
+            "NO DECISION: {}",
+            result.outcome.as_str().to_uppercase()
+        ));
         if let Some(r) = &result.reason {
             lines.extend(wrap(&format!("{}: {}", r.code, r.message), COLUMN_CHARS));
         }
     } else {
-        lines.push("DECISION".into());
+        lines.push(result.outcome.as_str().to_uppercase());
+        lines.extend(wrap(
+            &result.findings_summary().to_uppercase(),
+            COLUMN_CHARS,
+        ));
+    }
+    for f in &result.flags {
+        lines.push(format!("FLAG {}", f.as_str().to_uppercase()));
     }
     lines.push(String::new());
     lines.push(format!("{:<18} {:>5} {:>5} CALL", "FINDING", "PROB", "CUT"));
@@ -190,12 +200,11 @@ fn column(result: &StudyResult, facts: &PictureFacts) -> Vec<String> {
             (false, Some(p)) => format!("{p:.3}"),
             _ => "-".into(),
         };
-        let threshold = facts
-            .thresholds
-            .get(i)
-            .copied()
-            .flatten()
-            .map_or("-".into(), |t| format!("{t:.3}"));
+        // A label with no operating point shows none, never a threshold.
+        let threshold = match (l.threshold, facts.thresholds.get(i).copied().flatten()) {
+            (Some(t), _) | (None, Some(t)) if t.is_finite() => format!("{t:.3}"),
+            _ => "NO OP".into(),
+        };
         let name: String = l.label.chars().take(18).collect();
         lines.push(format!(
             "{name:<18} {probability:>5} {threshold:>5} {}",
@@ -279,9 +288,14 @@ pub fn grey_rows(png: &[u8]) -> Option<(u32, u32, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{LabelResult, Reason, StudyHeader, RESULT_SCHEMA};
+    use crate::result::{LabelResult, Reason, StudyHeader, StudyOutcome, RESULT_SCHEMA};
 
     fn result(outcome: &str, probability: Option<f32>) -> StudyResult {
+        let outcome = if outcome == "decision" {
+            StudyOutcome::Decision
+        } else {
+            StudyOutcome::Abstention
+        };
         StudyResult {
             schema: RESULT_SCHEMA.into(),
             study_instance_uid: "1.2.3".into(),
@@ -289,13 +303,16 @@ mod tests {
             version: 1,
             previous: None,
             completed_unix_ms: 0,
-            outcome: outcome.into(),
+            outcome,
+            flags: Vec::new(),
+            supersedes: None,
             labels: vec![LabelResult {
                 label: "Effusion".into(),
                 finding: Finding::Present,
                 probability,
+                threshold: None,
             }],
-            reason: (outcome != "decision").then(|| Reason {
+            reason: (outcome != StudyOutcome::Decision).then(|| Reason {
                 code: "ABSTAIN_NOT_CHEST".into(),
                 message: "not a chest radiograph".into(),
             }),

@@ -26,13 +26,9 @@ pub struct ScDocument {
 }
 
 /// The SC's series and instance UIDs, from the same parts as the SR's.
-pub fn sc_uids(result: &StudyResult) -> (String, String) {
-    let version = result.version.to_string();
-    let model = result.model.as_ref().map_or("none", |m| m.digest.as_str());
-    let mut inputs: Vec<&str> = result.instances.iter().map(|i| i.sha256.as_str()).collect();
-    inputs.sort_unstable();
-    let mut parts = vec![result.study_instance_uid.as_str(), version.as_str(), model];
-    parts.extend(inputs);
+pub fn sc_uids(result: &StudyResult, device: &SrDevice) -> (String, String) {
+    let parts = crate::sr::uid_parts(result, device);
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     (
         derived_uid("sc-series", &parts),
         derived_uid("sc-instance", &parts),
@@ -95,7 +91,7 @@ pub fn encode_sc(
             reason: "the picture is larger than 65535 pixels".into(),
         });
     }
-    let (series_uid, instance_uid) = sc_uids(result);
+    let (series_uid, instance_uid) = sc_uids(result, device);
     let obj = Obj::from_element_iter(elements(
         result,
         device,

@@ -99,16 +99,14 @@ fn item(rel: Rel, value_type: &str, concept: Code, rest: Vec<DataElement<Obj>>) 
     o
 }
 
+/// A CONTAINER item; one without children carries no Content Sequence at
+/// all (Type 1C: an empty one is invalid), as a study with no model has.
 fn container(rel: Rel, concept: Code, children: Vec<Obj>) -> Obj {
-    item(
-        rel,
-        "CONTAINER",
-        concept,
-        vec![
-            text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"),
-            sequence(tags::CONTENT_SEQUENCE, children),
-        ],
-    )
+    let mut rest = vec![text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE")];
+    if !children.is_empty() {
+        rest.push(sequence(tags::CONTENT_SEQUENCE, children));
+    }
+    item(rel, "CONTAINER", concept, rest)
 }
 
 fn code_value(rel: Rel, concept: Code, value: Code) -> Obj {
@@ -220,7 +218,7 @@ fn measurement_group(
         code_value(Rel::Contains, codes::PRESENCE, presence(label.finding)),
     ];
     // An abstained study publishes no per-label probability.
-    if let (Some(p), "decision") = (label.probability, result.outcome.as_str()) {
+    if let (Some(p), true) = (label.probability, result.outcome.carries_calls()) {
         children.push(num_value(
             Rel::Contains,
             codes::CERTAINTY_OF_FINDING,
@@ -281,8 +279,7 @@ fn content(result: &StudyResult, device: &SrDevice) -> Vec<Obj> {
     ];
     // Only instances the evidence sequence can name (those with a series).
     let images: Vec<Obj> = result
-        .instances
-        .iter()
+        .counted_instances()
         .filter(|i| i.series_instance_uid.is_some())
         .map(|i| image_value(&i.sop_class_uid, &i.sop_instance_uid))
         .collect();
@@ -301,25 +298,32 @@ fn content(result: &StudyResult, device: &SrDevice) -> Vec<Obj> {
         codes::IMAGING_MEASUREMENTS,
         groups,
     ));
+    let mut comment = format!(
+        "Outcome: {}. {}.",
+        result.outcome,
+        result.findings_summary()
+    );
+    if !result.flags.is_empty() {
+        let flags: Vec<&str> = result.flags.iter().map(|f| f.as_str()).collect();
+        comment.push_str(&format!(" Flags: {}.", flags.join(", ")));
+    }
     if let Some(reason) = &result.reason {
-        let what = if result.outcome == "decision" {
-            "Note"
-        } else {
-            "Abstained"
-        };
-        items.push(text_value(
-            Rel::Contains,
-            codes::COMMENT,
-            &format!("{what}: {}: {}", reason.code, reason.message),
+        comment.push_str(&format!(" {}: {}", reason.code, reason.message));
+    }
+    if let Some(old) = &result.supersedes {
+        comment.push_str(&format!(
+            " Replaces result version {} (SR {}).",
+            old.version, old.sop_instance_uid
         ));
     }
+    items.push(text_value(Rel::Contains, codes::COMMENT, &comment));
     items
 }
 
 /// Current Requested Procedure Evidence: the source instances by series.
 fn evidence(result: &StudyResult) -> Obj {
     let mut series: Vec<(String, Vec<Obj>)> = Vec::new();
-    for i in &result.instances {
+    for i in result.counted_instances() {
         let Some(s) = &i.series_instance_uid else {
             continue;
         };
@@ -349,6 +353,30 @@ fn evidence(result: &StudyResult) -> Obj {
         sequence(tags::REFERENCED_SERIES_SEQUENCE, series),
         text(tags::STUDY_INSTANCE_UID, VR::UI, &result.study_instance_uid),
     ])
+}
+
+/// Predecessor Documents Sequence: the SR this version replaces, so a PACS
+/// links the versions instead of keeping two contradictory results.
+fn predecessor(result: &StudyResult, old: &crate::result::Superseded) -> DataElement<Obj> {
+    let sop = Obj::from_element_iter([
+        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR),
+        text(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            &old.sop_instance_uid,
+        ),
+    ]);
+    let series = Obj::from_element_iter([
+        sequence(tags::REFERENCED_SOP_SEQUENCE, vec![sop]),
+        text(tags::SERIES_INSTANCE_UID, VR::UI, &old.series_instance_uid),
+    ]);
+    sequence(
+        tags::PREDECESSOR_DOCUMENTS_SEQUENCE,
+        vec![Obj::from_element_iter([
+            sequence(tags::REFERENCED_SERIES_SEQUENCE, vec![series]),
+            text(tags::STUDY_INSTANCE_UID, VR::UI, &result.study_instance_uid),
+        ])],
+    )
 }
 
 /// Patient, General Study, SR Document Series, equipment and SOP Common.
@@ -438,17 +466,31 @@ pub(crate) fn source_study_elements(
     ]
 }
 
-/// The SR's series and instance UIDs: derived from the study, the version,
-/// the model, and the digests of the inputs it covers, so that publishing
-/// the same result again gives the same UIDs, and a version computed over
-/// other inputs (after a crash, say) never reuses them.
-pub fn sr_uids(result: &StudyResult) -> (String, String) {
-    let version = result.version.to_string();
+/// What every object of one result version derives its UIDs from (see
+/// [`sr_uids`]).
+pub(crate) fn uid_parts(result: &StudyResult, device: &SrDevice) -> Vec<String> {
     let model = result.model.as_ref().map_or("none", |m| m.digest.as_str());
-    let mut inputs: Vec<&str> = result.instances.iter().map(|i| i.sha256.as_str()).collect();
+    let mut inputs: Vec<String> = result.instances.iter().map(|i| i.sha256.clone()).collect();
     inputs.sort_unstable();
-    let mut parts = vec![result.study_instance_uid.as_str(), version.as_str(), model];
+    let mut parts = vec![
+        device.device_uid.clone(),
+        result.study_instance_uid.clone(),
+        result.version.to_string(),
+        model.to_owned(),
+        result.outcome.as_str().to_owned(),
+    ];
     parts.extend(inputs);
+    parts
+}
+
+/// The SR's series and instance UIDs: derived from this appliance (its
+/// Device Observer UID), the study, the version, the model, the outcome and
+/// the digests of the inputs it covers, so that publishing the same result
+/// again gives the same UIDs, while another appliance, or a version
+/// computed over other inputs (after a crash, say), never reuses them.
+pub fn sr_uids(result: &StudyResult, device: &SrDevice) -> (String, String) {
+    let parts = uid_parts(result, device);
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     (
         derived_uid("sr-series", &parts),
         derived_uid("sr-instance", &parts),
@@ -457,7 +499,7 @@ pub fn sr_uids(result: &StudyResult) -> (String, String) {
 
 /// Encode `result` as a Part 10 Comprehensive 3D SR file.
 pub fn encode_sr(result: &StudyResult, device: &SrDevice) -> Result<SrDocument, ReportError> {
-    let (series_uid, instance_uid) = sr_uids(result);
+    let (series_uid, instance_uid) = sr_uids(result, device);
     let mut obj = Obj::from_element_iter(header_elements(
         result,
         device,
@@ -497,6 +539,9 @@ pub fn encode_sr(result: &StudyResult, device: &SrDevice) -> Result<SrDocument, 
             vec![evidence(result)],
         ));
     }
+    if let Some(old) = &result.supersedes {
+        obj.put(predecessor(result, old));
+    }
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(COMPREHENSIVE_3D_SR)
         .media_storage_sop_instance_uid(instance_uid.as_str())
@@ -526,7 +571,21 @@ pub fn encode_sr(result: &StudyResult, device: &SrDevice) -> Result<SrDocument, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{InstanceOutcome, InstanceSummary, StudyHeader, RESULT_SCHEMA};
+    use crate::result::{
+        InstanceOutcome, InstanceSummary, StudyHeader, StudyOutcome, Superseded, RESULT_SCHEMA,
+    };
+
+    pub(crate) fn device(uid: &str) -> SrDevice {
+        SrDevice {
+            manufacturer: "m".into(),
+            model_name: "n".into(),
+            serial_number: "S1".into(),
+            software_version: "v".into(),
+            device_uid: uid.into(),
+            implementation_class_uid: "1.2".into(),
+            implementation_version_name: "x".into(),
+        }
+    }
 
     fn result(inputs: &[&str]) -> StudyResult {
         StudyResult {
@@ -536,7 +595,9 @@ mod tests {
             version: 1,
             previous: None,
             completed_unix_ms: 0,
-            outcome: "abstention".into(),
+            outcome: StudyOutcome::Abstention,
+            flags: Vec::new(),
+            supersedes: None,
             labels: Vec::new(),
             reason: None,
             decided_by: Vec::new(),
@@ -553,6 +614,7 @@ mod tests {
                     frontal: false,
                     reason_code: None,
                     conflicts_with: Vec::new(),
+                    same_as: None,
                 })
                 .collect(),
             model: None,
@@ -561,17 +623,83 @@ mod tests {
 
     #[test]
     fn the_same_result_keeps_its_uids_and_other_inputs_never_reuse_them() {
+        let d = device("1.2.9");
         let a = result(&["aa", "bb"]);
         assert_eq!(
-            sr_uids(&a),
-            sr_uids(&result(&["bb", "aa"])),
+            sr_uids(&a, &d),
+            sr_uids(&result(&["bb", "aa"]), &d),
             "order of arrival aside"
         );
-        assert_ne!(sr_uids(&a).1, sr_uids(&result(&["aa", "bb", "cc"])).1);
+        assert_ne!(
+            sr_uids(&a, &d).1,
+            sr_uids(&result(&["aa", "bb", "cc"]), &d).1
+        );
         let mut v2 = a.clone();
         v2.version = 2;
-        assert_ne!(sr_uids(&a).1, sr_uids(&v2).1);
-        assert_ne!(sr_uids(&a).0, sr_uids(&a).1, "series and instance differ");
+        assert_ne!(sr_uids(&a, &d).1, sr_uids(&v2, &d).1);
+        assert_ne!(
+            sr_uids(&a, &d).0,
+            sr_uids(&a, &d).1,
+            "series and instance differ"
+        );
+    }
+
+    #[test]
+    fn two_appliances_never_share_an_sr_uid_for_the_same_film() {
+        let a = result(&["aa"]);
+        let (one, other) = (
+            sr_uids(&a, &device("2.25.1")),
+            sr_uids(&a, &device("2.25.2")),
+        );
+        assert_ne!(one.0, other.0);
+        assert_ne!(one.1, other.1);
+    }
+
+    #[test]
+    fn a_new_version_names_the_sr_it_replaces() {
+        let mut r = result(&["aa"]);
+        r.version = 2;
+        r.supersedes = Some(Superseded {
+            version: 1,
+            series_instance_uid: "2.25.11".into(),
+            sop_instance_uid: "2.25.12".into(),
+        });
+        let doc = encode_sr(&r, &device("2.25.1")).expect("encodes");
+        let obj = dicom_object::from_reader(&doc.bytes[128..]).expect("reads back");
+        let item = &obj
+            .element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE)
+            .expect("predecessor")
+            .items()
+            .expect("items")[0];
+        let series = &item
+            .element(tags::REFERENCED_SERIES_SEQUENCE)
+            .expect("series")
+            .items()
+            .expect("items")[0];
+        assert_eq!(
+            series
+                .element(tags::SERIES_INSTANCE_UID)
+                .expect("uid")
+                .to_str()
+                .expect("text"),
+            "2.25.11"
+        );
+        let sop = &series
+            .element(tags::REFERENCED_SOP_SEQUENCE)
+            .expect("sop")
+            .items()
+            .expect("items")[0];
+        assert_eq!(
+            sop.element(tags::REFERENCED_SOP_INSTANCE_UID)
+                .expect("uid")
+                .to_str()
+                .expect("text"),
+            "2.25.12"
+        );
+        r.supersedes = None;
+        let first = encode_sr(&r, &device("2.25.1")).expect("encodes");
+        let obj = dicom_object::from_reader(&first.bytes[128..]).expect("reads back");
+        assert!(obj.element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE).is_err());
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(super) struct Admin {
     pub model: Arc<Mutex<Result<Model, Reason>>>,
     pub device: Device,
     pub engine: (Option<EngineChoice>, Option<usize>),
+    /// Study assembly, to run a study again.
+    pub board: Arc<cxr_store::assembly::StudyBoard>,
 }
 
 impl Admin {
@@ -49,6 +51,11 @@ impl Admin {
                 let state = &self.device.board.state_dir;
                 crate::access_cmd::apply(request, state, &mut audit, DEVICE_CONSOLE)
             }
+            Some("study_rerun") => {
+                let uid = request["study_instance_uid"].as_str().unwrap_or_default();
+                let actor = request["actor"].as_str().unwrap_or(DEVICE_CONSOLE);
+                self.rerun(uid, actor)
+            }
             Some("bundle_install" | "bundle_rollback") => self.bundle(request).unwrap_or_else(|e| {
                 json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } })
             }),
@@ -60,6 +67,19 @@ impl Admin {
                 reply
             }
         }
+    }
+
+    /// Run every instance of a study again, audited first.
+    fn rerun(&self, study_instance_uid: &str, actor: &str) -> Value {
+        let key = cxr_store::results::study_key(study_instance_uid);
+        if self.board.rerun_study(study_instance_uid).is_none() {
+            return json!({ "ok": false, "error": { "code": "STUDY_UNKNOWN", "message": format!("no study {key} is held here (fix: check the Study Instance UID; a retired study's inputs are gone and cannot run again)") } });
+        }
+        // The board queued it; the record says who asked, before it runs.
+        if let Err(refusal) = self.audit_action(actor, "study_rerun", format!("study {key}")) {
+            return refusal;
+        }
+        json!({ "ok": true, "study_key": key, "queued": true })
     }
 
     /// Install or roll back (verified, self-tested and audited as the
@@ -239,6 +259,10 @@ impl cxr_http::operator::Operations for Admin {
             progress("loading into the service and self-testing again")
         });
         reply.unwrap_or_else(|e| json!({ "ok": false, "error": { "code": "ADMIN_FAULT", "message": format!("{e:#}") } }))
+    }
+
+    fn rerun_study(&self, study_instance_uid: &str, actor: &str) -> Value {
+        self.rerun(study_instance_uid, actor)
     }
 
     fn rollback_bundle(&self, actor: &str) -> Value {

@@ -350,6 +350,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         wake: Arc::clone(&shared.wake),
         retain: Duration::from_secs_f64(settings.retain_hours * 3600.0),
         secondary_capture: settings.send_secondary_capture,
+        // A study's passing fault is retried on the outbox's schedule.
+        fault_retry: Duration::from_secs_f64(settings.retry_initial_s),
     };
     let processor = processor::ServeProcessor {
         model: Arc::clone(&shared.model),
@@ -372,6 +374,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         model: Arc::clone(&shared.model),
         device: Device::open(&args.device)?,
         engine,
+        board: Arc::clone(&shared.board),
     });
     let board = Arc::clone(&shared.board);
     let network = network(shared, &settings, plan, admin, report_device)?;

@@ -64,6 +64,7 @@ fn instance_result(
                 label: l["label"].as_str().unwrap_or_default().to_owned(),
                 finding: finding(l["call"].as_str()),
                 probability: l["probability"].as_f64().map(|p| p as f32),
+                threshold: l["threshold"].as_f64().map(|t| t as f32),
             })
             .collect(),
         None => names
@@ -72,6 +73,7 @@ fn instance_result(
                 label: n.clone(),
                 finding: Finding::Indeterminate,
                 probability: None,
+                threshold: None,
             })
             .collect(),
     };
@@ -85,7 +87,8 @@ fn instance_result(
         message: why["message"].as_str().unwrap_or_default().to_owned(),
     });
     InstanceResult {
-        frontal: line["input_class"] == "frontal_chest",
+        // The study path's own rule (tags and content), never the tags alone.
+        frontal: line["frontal_chest"] == true,
         labels,
         reason,
         model,
@@ -124,7 +127,52 @@ impl ServeProcessor {
     }
 }
 
+/// The decoded pixels of a Part 10 file, as one digest with their shape;
+/// `None` when they cannot be decoded.
+fn pixel_identity(bytes: &[u8]) -> Option<(usize, usize, String)> {
+    let r = cxr_dicom::read_any_modality(bytes, &cxr_dicom::ReadLimits::default()).ok()?;
+    Some((r.rows(), r.cols(), r.pixel_sha256()))
+}
+
 impl Processor for ServeProcessor {
+    fn model(&self) -> Option<ModelRef> {
+        let slot = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let model = slot.as_ref().ok()?;
+        let bundle = model.source.bundle_ref();
+        Some(ModelRef {
+            model_id: bundle.model_id.clone(),
+            version: bundle.version,
+            digest: cxr_bundle::hex::encode(&bundle.digest),
+        })
+    }
+
+    fn is_repeat(
+        &mut self,
+        record: &JournalRecord,
+        bytes: &[u8],
+        earlier: &JournalRecord,
+        earlier_bytes: &[u8],
+    ) -> bool {
+        if cxr_report::identity::patient_conflict(&record.header, &earlier.header).is_some() {
+            return false;
+        }
+        let decoded =
+            std::panic::catch_unwind(|| (pixel_identity(bytes), pixel_identity(earlier_bytes)));
+        let same = matches!(decoded, Ok((Some(a), Some(b))) if a == b);
+        if !same {
+            return false;
+        }
+        let event = Event::InstanceRepeated {
+            study_key: self.secret.study_key(&record.study_instance_uid),
+            instance: record.id,
+            same_as: earlier.id,
+            sha256: cxr_bundle::hex::decode::<32>(&record.sha256).unwrap_or([0; 32]),
+        };
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        // Unaudited, it is not a repeat: the study then abstains on the conflict.
+        log.append(now_unix_ms(), event).is_ok()
+    }
+
     fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult {
         let slot = Arc::clone(&self.model);
         let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,7 +251,7 @@ impl Processor for ServeProcessor {
         let event = Event::StudyResult {
             study_key: self.secret.study_key(&result.study_instance_uid),
             version: result.version,
-            outcome: result.outcome.clone(),
+            outcome: result.outcome.as_str().to_owned(),
             result_sha256: Sha256::digest(file).into(),
             inputs_sha256: inputs,
         };

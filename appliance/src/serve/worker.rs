@@ -6,8 +6,11 @@
 //!
 //! Its queue is the spool itself: an instance without a result file is
 //! pending, so the queue is bounded by the spool's quota and survives
-//! restarts. An instance that has a result is never run again, so a
-//! restart cannot give one instance two answers.
+//! restarts. An instance that has a result runs again only when asked
+//! (study assembly's rerun mark): a transient fault's retry, another model
+//! installed, an operator's `study rerun`. Its new result replaces the old
+//! one and its study publishes a new version that names the one it
+//! replaces, so one instance never has two answers at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,9 +27,10 @@ use cxr_store::clock::Clock;
 use cxr_store::intake::Intake;
 use cxr_store::outbox::{Outbox, Outgoing, Payload};
 use cxr_store::results::{
-    sha256_hex, study_key, study_result, InstanceResult, ResultStore, StudyResult,
+    says_the_same, sha256_hex, study_key, study_result, InstanceResult, ModelRef, Reason,
+    ResultStore, StudyResult, StudyVersion, Superseded,
 };
-use cxr_store::spool::JournalRecord;
+use cxr_store::spool::{Disposition, JournalRecord};
 use cxr_store::SpoolError;
 
 /// What the worker calls; the binary implements it over `cxr-study`.
@@ -37,10 +41,26 @@ pub trait Processor: Send {
     /// A study version is on disk (`file` is its bytes): audit it. An error
     /// keeps the version from being counted as published, so it is retried.
     fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<(), String>;
+    /// The model studies run on now (`None` without a verified one).
+    fn model(&self) -> Option<ModelRef>;
+    /// Whether `record` (a SOP Instance UID seen before, with other bytes)
+    /// repeats `earlier`: the same decoded pixels and the same patient.
+    /// A repeat is audited here; anything that cannot be compared is not
+    /// one.
+    fn is_repeat(
+        &mut self,
+        record: &JournalRecord,
+        bytes: &[u8],
+        earlier: &JournalRecord,
+        earlier_bytes: &[u8],
+    ) -> bool;
 }
 
 /// Pause after a failed write before trying the same work again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// How often a transient fault is tried in all.
+const MAX_ATTEMPTS: u32 = 5;
 
 /// Where published results go: the SR encoder's device identity, and the
 /// outbox with its destinations.
@@ -55,6 +75,9 @@ pub struct Delivery {
     pub retain: Duration,
     /// Send the result picture as a Secondary Capture too, beside the SR.
     pub secondary_capture: bool,
+    /// The first pause before an instance's transient fault (no model, the
+    /// audit log without room, the engine) is tried again, doubled each time.
+    pub fault_retry: Duration,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -98,6 +121,9 @@ pub struct Worker {
     /// Monotonic ms of the loop's last turn: a watchdog feeds on it.
     heartbeat: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    /// The model seen at the last turn: a change re-runs what failed for
+    /// want of one.
+    last_model: Option<ModelRef>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -125,6 +151,7 @@ impl Worker {
             unsaved: None,
             heartbeat: Arc::new(AtomicU64::new(0)),
             metrics: Arc::new(Metrics::default()),
+            last_model: None,
         }
     }
 
@@ -182,6 +209,7 @@ impl Worker {
         loop {
             let now = self.clock.monotonic_ms();
             self.heartbeat.store(now, Ordering::SeqCst);
+            self.notice_model_change();
             let step = match board.next(now) {
                 Work::Stop => return,
                 Work::Wait(d) => self.retire_if_due().map(|()| board.wait(d)),
@@ -269,15 +297,51 @@ impl Worker {
             .ok_or_else(|| format!("instance {id} is not in the spool journal"))
     }
 
+    /// Another model is being served (or the first since start): what
+    /// failed for want of one, or for another passing fault, runs again.
+    fn notice_model_change(&mut self) {
+        let current = self.processor.model();
+        if current == self.last_model {
+            return;
+        }
+        self.last_model = current.clone();
+        if current.is_none() {
+            return;
+        }
+        let board = Arc::clone(self.intake.board());
+        let records: Vec<u64> = self.intake.spool().records().iter().map(|r| r.id).collect();
+        let mut again = 0;
+        for id in records {
+            let transient = self
+                .store
+                .instance(id)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.is_transient());
+            if transient && !self.intake.spool().is_retired(id) && board.rerun(id) {
+                again += 1;
+            }
+        }
+        if again > 0 {
+            eprintln!("cxr-appliance serve: a model is served: {again} instances that failed for a passing fault run again");
+        }
+    }
+
     fn instance(&mut self, id: u64) -> Result<(), String> {
         let board = Arc::clone(self.intake.board());
         if let Some(result) = self.unsaved.take_if(|r| r.instance == id) {
             return self.save(result);
         }
-        if self.store.has_instance(id) {
+        let rerun = board.take_rerun(id);
+        if !rerun && self.store.has_instance(id) {
             board.processed(id);
             return Ok(());
         }
+        let before = if rerun {
+            self.store.instance(id).ok().flatten()
+        } else {
+            None
+        };
         let record = match self.record(id) {
             Ok(r) => r,
             Err(e) => {
@@ -296,8 +360,56 @@ impl Worker {
                 return self.save(result);
             }
         };
-        let result = self.processor.process(&record, &bytes);
+        if let Some(repeat) = self.repeat(&record, &bytes) {
+            return self.save(repeat);
+        }
+        let mut result = self.processor.process(&record, &bytes);
+        // A transient fault's retry counts on; any other run starts afresh.
+        result.attempt = match before {
+            Some(b) if b.is_transient() => b.attempt.saturating_add(1),
+            _ => 1,
+        };
         self.save(result)
+    }
+
+    /// For an instance whose SOP Instance UID arrived before with other
+    /// bytes: the result that records it as a repeat of the earlier one, if
+    /// the processor finds it is one (same pixels, same patient).
+    fn repeat(&mut self, record: &JournalRecord, bytes: &[u8]) -> Option<InstanceResult> {
+        let Disposition::Conflict { with } = &record.disposition else {
+            return None;
+        };
+        for earlier_id in with {
+            let Ok(earlier) = self.record(*earlier_id) else {
+                continue;
+            };
+            let path = self.intake.spool().path_of(*earlier_id);
+            let Ok(earlier_bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if self
+                .processor
+                .is_repeat(record, bytes, &earlier, &earlier_bytes)
+            {
+                let outcome = self
+                    .store
+                    .instance(*earlier_id)
+                    .ok()
+                    .flatten()
+                    .map_or(cxr_store::results::InstanceOutcome::Abstention, |r| {
+                        r.outcome
+                    });
+                return Some(InstanceResult {
+                    same_as: Some(*earlier_id),
+                    reason: Some(Reason {
+                        code: "INSTANCE_REPEATED".into(),
+                        message: format!("The same image and patient as instance {earlier_id}, sent again with other bytes: counted once"),
+                    }),
+                    ..InstanceResult::new(record, outcome)
+                });
+            }
+        }
+        None
     }
 
     fn save(&mut self, result: InstanceResult) -> Result<(), String> {
@@ -310,6 +422,19 @@ impl Worker {
                     &result.detail["timings_ms"],
                 );
                 self.intake.board().processed(id);
+                // Without a model a retry cannot help: a model's arrival
+                // runs it again (`notice_model_change`).
+                let retry = result.is_transient()
+                    && result.outcome != cxr_store::results::InstanceOutcome::NoModel
+                    && result.attempt < MAX_ATTEMPTS;
+                if retry {
+                    let pause = self
+                        .delivery
+                        .fault_retry
+                        .saturating_mul(1 << (result.attempt - 1).min(16));
+                    let due = self.clock.monotonic_ms() + pause.as_millis() as u64;
+                    self.intake.board().retry_at(id, due);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -331,10 +456,17 @@ impl Worker {
                 .ok_or_else(|| format!("instance {id} has no result yet"))?;
             pairs.push((result, self.record(*id)?));
         }
-        let previous = (version > 1)
+        if self.run_again_under_current_model(&pairs) {
+            return Ok(());
+        }
+        let latest = (version > 1)
             .then(|| self.store.latest_study_file(uid))
-            .flatten()
-            .map(|(_, bytes)| sha256_hex(&bytes));
+            .flatten();
+        let previous = latest.as_ref().map(|(_, bytes)| sha256_hex(bytes));
+        let old: Option<StudyResult> = latest
+            .as_ref()
+            .and_then(|(_, bytes)| serde_json::from_slice(bytes).ok());
+        let supersedes = latest.and_then(|(v, bytes)| self.superseded(v, &bytes));
         // Completed when its last instance arrived: the same inputs give the
         // same result, byte for byte, however often it is published.
         let completed = pairs
@@ -343,7 +475,18 @@ impl Worker {
             .max()
             .unwrap_or(0);
         let refs: Vec<_> = pairs.iter().map(|(r, j)| (r, j)).collect();
-        let result = study_result(uid, version, previous, completed, &refs);
+        let at = StudyVersion {
+            version,
+            previous,
+            supersedes,
+            completed_unix_ms: completed,
+        };
+        let result = study_result(uid, at, &refs);
+        if let Some(old) = old.filter(|o| says_the_same(o, &result)) {
+            // Run again, nothing changed: the published version stays current.
+            self.intake.board().published(uid, old.version, ids);
+            return Ok(());
+        }
         // Everything is encoded first (a failure there leaves no audit
         // record behind to be repeated on the retry); then audited, then the
         // objects written and queued, then the version's JSON: a crash in
@@ -359,9 +502,44 @@ impl Worker {
         self.deliver(&result, objects)?;
         self.store.write_study(&result).map_err(|e| e.to_string())?;
         self.intake.board().published(uid, version, ids);
-        self.metrics.study_published(&result.outcome);
+        self.metrics.study_published(result.outcome.as_str());
         self.remember(uid, ids.to_vec(), completed);
         Ok(())
+    }
+
+    /// Views run on a model other than the one served now (a bundle was
+    /// installed or rolled back before the study was published) run again,
+    /// so a result names exactly one model; `true` when any was queued.
+    fn run_again_under_current_model(&mut self, pairs: &[(InstanceResult, JournalRecord)]) -> bool {
+        let Some(current) = self.processor.model() else {
+            return false;
+        };
+        let board = Arc::clone(self.intake.board());
+        let mut queued = false;
+        for (r, _) in pairs {
+            if r.model.as_ref().is_some_and(|m| *m != current) && r.same_as.is_none() {
+                queued |= board.rerun(r.instance);
+            }
+        }
+        queued
+    }
+
+    /// The SR of the version a new one replaces, from that version's JSON.
+    fn superseded(&self, version: u32, bytes: &[u8]) -> Option<Superseded> {
+        match serde_json::from_slice::<StudyResult>(bytes) {
+            Ok(old) => {
+                let (series, sop) = cxr_report::sr::sr_uids(&old, &self.delivery.device);
+                Some(Superseded {
+                    version,
+                    series_instance_uid: series,
+                    sop_instance_uid: sop,
+                })
+            }
+            Err(e) => {
+                eprintln!("cxr-appliance serve: result version {version} cannot be read again ({e}): the new version names no predecessor");
+                None
+            }
+        }
     }
 
     /// Encode the SR and draw the picture (and its Secondary Capture when

@@ -20,13 +20,16 @@ struct StudyState {
     version: u32,
     /// Put off after a failed publication (monotonic ms).
     not_before_ms: u64,
+    /// An instance was run again since the latest version: publish anew
+    /// even though the instances are the same.
+    rerun: bool,
 }
 
 impl StudyState {
     fn due_at(&self, stable_ms: u64) -> Option<u64> {
         let settled = self.open_associations.is_empty()
             && self.processed.len() == self.instances.len()
-            && self.published != self.instances;
+            && (self.published != self.instances || self.rerun);
         settled.then(|| {
             self.last_arrival_ms
                 .saturating_add(stable_ms)
@@ -43,7 +46,31 @@ struct Board {
     /// Instance to its study.
     study_of: HashMap<u64, String>,
     pending: VecDeque<u64>,
+    /// Instances to run again although they have a result.
+    rerun: BTreeSet<u64>,
+    /// Instances to run again at a time (monotonic ms): a transient fault's
+    /// retry.
+    retries: BTreeMap<u64, u64>,
     stopping: bool,
+}
+
+impl Board {
+    /// Queue `id` to run again (at the head when `first`): its study is
+    /// not complete until it has.
+    fn queue_rerun(&mut self, id: u64) -> bool {
+        let Some(study) = self.study_of.get(&id).cloned() else {
+            return false;
+        };
+        if let Some(s) = self.studies.get_mut(&study) {
+            s.processed.remove(&id);
+            s.rerun = true;
+        }
+        self.retries.remove(&id);
+        if self.rerun.insert(id) {
+            self.pending.push_back(id);
+        }
+        true
+    }
 }
 
 /// What the worker should do next.
@@ -161,6 +188,43 @@ impl StudyBoard {
     /// A study version is on disk.
     pub fn published(&self, study: &str, version: u32, instances: &[u64]) {
         self.restore_published(study, version, instances);
+        if let Some(s) = self.lock().studies.get_mut(study) {
+            s.rerun = false;
+        }
+    }
+
+    /// Run instance `id` again although it has a result (a transient fault
+    /// cleared, another model is installed, an operator asked): its study
+    /// publishes a new version once it has run. `false` for an unknown id.
+    pub fn rerun(&self, id: u64) -> bool {
+        let queued = self.lock().queue_rerun(id);
+        self.wake.notify_all();
+        queued
+    }
+
+    /// Run every instance of `study` again; the ids, or `None` for a study
+    /// the board does not know.
+    pub fn rerun_study(&self, study: &str) -> Option<Vec<u64>> {
+        let mut b = self.lock();
+        let ids: Vec<u64> = b.studies.get(study)?.instances.iter().copied().collect();
+        for id in &ids {
+            b.queue_rerun(*id);
+        }
+        drop(b);
+        self.wake.notify_all();
+        Some(ids)
+    }
+
+    /// Run instance `id` again at `due_ms` (monotonic): a transient fault's
+    /// retry, after a back-off.
+    pub fn retry_at(&self, id: u64, due_ms: u64) {
+        self.lock().retries.insert(id, due_ms);
+    }
+
+    /// Whether `id` was queued to run again; the worker takes the mark
+    /// when it runs it.
+    pub fn take_rerun(&self, id: u64) -> bool {
+        self.lock().rerun.remove(&id)
     }
 
     /// A study's publication failed: other studies go first until `until_ms`.
@@ -192,7 +256,7 @@ impl StudyBoard {
         let studies = b
             .studies
             .values()
-            .filter(|s| s.published != s.instances)
+            .filter(|s| s.published != s.instances || s.rerun)
             .count();
         (b.pending.len(), studies)
     }
@@ -204,10 +268,19 @@ impl StudyBoard {
         if b.stopping {
             return Work::Stop;
         }
+        let due: Vec<u64> = b
+            .retries
+            .iter()
+            .filter(|(_, t)| **t <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            b.queue_rerun(id);
+        }
         if let Some(id) = b.pending.pop_front() {
             return Work::Instance(id);
         }
-        let mut soonest: Option<u64> = None;
+        let mut soonest: Option<u64> = b.retries.values().min().copied();
         for (uid, s) in &b.studies {
             let Some(due) = s.due_at(self.stable_ms) else {
                 continue;
@@ -292,5 +365,33 @@ mod tests {
         assert!(matches!(board.next(50), Work::Study { version: 4, .. }));
         board.stop();
         assert_eq!(board.next(50), Work::Stop);
+    }
+
+    #[test]
+    fn a_rerun_instance_runs_again_and_its_study_publishes_a_new_version() {
+        let board = StudyBoard::new(Duration::ZERO);
+        board.arrived(1, "7.7", None, 0);
+        assert_eq!(board.next(0), Work::Instance(1));
+        board.processed(1);
+        assert!(matches!(board.next(0), Work::Study { version: 1, .. }));
+        board.published("7.7", 1, &[1]);
+        assert!(
+            matches!(board.next(0), Work::Wait(_)),
+            "published, nothing due"
+        );
+        assert!(board.rerun(1));
+        assert!(!board.rerun(99), "unknown instance");
+        assert_eq!(board.next(0), Work::Instance(1));
+        assert!(board.take_rerun(1) && !board.take_rerun(1));
+        assert!(matches!(board.next(0), Work::Wait(_)), "not yet run again");
+        board.processed(1);
+        assert!(matches!(board.next(0), Work::Study { version: 2, .. }));
+        board.published("7.7", 2, &[1]);
+        // A retry waits for its time.
+        board.retry_at(1, 5_000);
+        assert!(matches!(board.next(4_000), Work::Wait(d) if d <= Duration::from_millis(500)));
+        assert_eq!(board.next(5_000), Work::Instance(1));
+        assert_eq!(board.rerun_study("7.7"), Some(vec![1]));
+        assert_eq!(board.rerun_study("8.8"), None);
     }
 }

@@ -260,10 +260,28 @@ impl Outbox {
     }
 
     /// Pending entries due at `now`, oldest first.
+    /// Entries due at `now_unix_ms`, in version order per study and
+    /// destination: a version waits while an older one of its study is
+    /// still pending for the same destination (delivered or dead-lettered
+    /// lets it go), so a peer never gets a newer result before an older.
     pub fn due(&self, now_unix_ms: u64) -> Vec<Entry> {
+        let mut oldest: std::collections::HashMap<(&str, &str), u32> = Default::default();
+        for e in self
+            .entries
+            .values()
+            .filter(|e| e.state == EntryState::Pending)
+        {
+            let v = oldest
+                .entry((e.study_key.as_str(), e.destination.as_str()))
+                .or_insert(e.version);
+            *v = (*v).min(e.version);
+        }
         self.entries
             .values()
             .filter(|e| e.state == EntryState::Pending && e.next_attempt_unix_ms <= now_unix_ms)
+            .filter(|e| {
+                oldest.get(&(e.study_key.as_str(), e.destination.as_str())) == Some(&e.version)
+            })
             .cloned()
             .collect()
     }
@@ -450,6 +468,45 @@ mod tests {
             max: Duration::from_secs(4),
             retention: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_destination_gets_a_study_s_versions_in_order() {
+        let dir = scratch("order");
+        let sr = |v: u32| Outgoing {
+            file: PathBuf::from(format!("results/studies/k/v{v}.dcm")),
+            sop_class_uid: "1.2".into(),
+            sop_instance_uid: format!("1.2.{v}"),
+            payload: Payload::Dicom,
+        };
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        for v in [1, 2] {
+            o.ensure("k", v, &sr(v), "PACS@h:1", 1000)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        o.ensure("k", 2, &sr(2), "OTHER@h:1", 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let versions = |o: &Outbox, at| {
+            let mut v: Vec<(String, u32)> = o
+                .due(at)
+                .into_iter()
+                .map(|e| (e.destination, e.version))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            versions(&o, 1000),
+            vec![("OTHER@h:1".into(), 2), ("PACS@h:1".into(), 1)]
+        );
+        // Version 1 failed once and waits: version 2 still waits behind it.
+        o.record(1, Err("down".into()), &policy(), 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(versions(&o, 1000), vec![("OTHER@h:1".into(), 2)]);
+        o.record(1, Ok(0), &policy(), 5000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(versions(&o, 5000).contains(&("PACS@h:1".into(), 2)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,15 +5,30 @@
 //! the peer's strings.
 //!
 //! The study rule (how a study's decision is taken from its instances):
-//! - Only **frontal chest views that reached a decision** (every gate
-//!   passed) count. Laterals, other images and refused or failed instances
-//!   are listed with their outcome but never decide.
-//! - With no such view, the study abstains with the reason of its first
-//!   instance (in arrival order), and publishes no per-label probability.
+//! - An instance that repeats an earlier one (same SOP Instance UID, same
+//!   pixels, same patient: `same_as`) is listed but never counted.
+//! - **One patient**: if two counted instances name different patients
+//!   ([`cxr_report::identity::patient_conflict`]), the study abstains with
+//!   `ABSTAIN_PATIENT_CONFLICT` and the `patient_conflict` flag.
+//! - **One instance per UID**: a SOP Instance UID that arrived with other
+//!   content that is not a repeat makes the study abstain with
+//!   `ABSTAIN_INSTANCE_CONFLICT` and the `instance_conflict` flag.
+//! - Only **frontal chest views that passed every gate** (tags and
+//!   content, as `cxr-study` judges them) count. Laterals, other images and
+//!   refused or failed instances are listed with their outcome but never
+//!   decide.
+//! - With no such view, the study ends as its first instance did (refused,
+//!   failed or abstention), with its reason, and publishes no per-label
+//!   probability.
 //! - With one, the study takes its calls and probabilities.
 //! - With several, a label on which they all make the same call keeps it
 //!   (with the first view's probability); a label on which they disagree
 //!   is Indeterminate, with no probability.
+//! - Views of different models never merge: the study abstains with
+//!   `ABSTAIN_MIXED_MODELS` (the worker re-runs such views first, so this
+//!   is the last guard, not the rule).
+//! - A study with no label called present or absent is `undecided`, never
+//!   a decision.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +41,13 @@ use crate::spool::{Disposition, JournalRecord};
 use crate::SpoolError;
 
 pub use cxr_report::result::{
-    Finding, InstanceOutcome, InstanceSummary, LabelResult, ModelRef, Reason, StudyHeader,
-    StudyResult, RESULT_SCHEMA,
+    Finding, Flag, InstanceOutcome, InstanceSummary, LabelResult, ModelRef, Reason, StudyHeader,
+    StudyOutcome, StudyResult, Superseded, RESULT_SCHEMA,
 };
+
+fn first_attempt() -> u32 {
+    1
+}
 
 /// What the engine made of one spool instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +69,13 @@ pub struct InstanceResult {
     pub audit_seq: Option<u64>,
     /// The study path's full line (as `classify` prints it).
     pub detail: serde_json::Value,
+    /// The earlier instance this one repeats (same SOP Instance UID, same
+    /// decoded pixels and patient): not run, never a second view.
+    #[serde(default)]
+    pub same_as: Option<u64>,
+    /// How many times the instance was run (a transient fault is retried).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     /// A PNG of the model input exactly as the engine saw it, written
     /// beside the result (`instances/ID.png`), not inside it.
     #[serde(skip)]
@@ -77,7 +103,24 @@ impl InstanceResult {
             model: None,
             audit_seq: None,
             detail: serde_json::Value::Null,
+            same_as: None,
+            attempt: 1,
             preview_png: None,
+        }
+    }
+
+    /// A fault that may clear by itself (no model installed yet, the audit
+    /// log without room, the engine failing): worth running again.
+    pub fn is_transient(&self) -> bool {
+        let code = self.reason.as_ref().map_or("", |r| r.code.as_str());
+        match self.outcome {
+            InstanceOutcome::NoModel => true,
+            InstanceOutcome::Failed | InstanceOutcome::Refused => {
+                code.starts_with("AUDIT_")
+                    || code.starts_with("ENGINE_")
+                    || code == "CONTENT_GATE_UNAVAILABLE"
+            }
+            _ => false,
         }
     }
 }
@@ -107,18 +150,33 @@ fn summary(r: &InstanceResult, record: &JournalRecord) -> InstanceSummary {
             Disposition::Conflict { with } => with.clone(),
             Disposition::New => Vec::new(),
         },
+        same_as: r.same_as,
     }
+}
+
+/// Which version of a study is being published, and what it replaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StudyVersion {
+    pub version: u32,
+    /// SHA-256 of the previous version's file.
+    pub previous: Option<String>,
+    /// The previous version's SR.
+    pub supersedes: Option<Superseded>,
+    pub completed_unix_ms: u64,
 }
 
 /// Apply the study rule (module docs) to a study's instances, in arrival order.
 pub fn study_result(
     study_instance_uid: &str,
-    version: u32,
-    previous: Option<String>,
-    completed_unix_ms: u64,
+    at: StudyVersion,
     instances: &[(&InstanceResult, &JournalRecord)],
 ) -> StudyResult {
-    let deciding: Vec<&InstanceResult> = instances
+    let counted: Vec<(&InstanceResult, &JournalRecord)> = instances
+        .iter()
+        .filter(|(r, _)| r.same_as.is_none())
+        .copied()
+        .collect();
+    let deciding: Vec<&InstanceResult> = counted
         .iter()
         .map(|(r, _)| *r)
         .filter(|r| {
@@ -141,31 +199,121 @@ pub fn study_result(
             .or_else(|| instances.first().map(|(r, _)| &r.header))
             .cloned()
             .unwrap_or_default(),
-        version,
-        previous,
-        completed_unix_ms,
-        outcome: "decision".into(),
+        version: at.version,
+        previous: at.previous,
+        completed_unix_ms: at.completed_unix_ms,
+        outcome: StudyOutcome::Decision,
+        flags: Vec::new(),
         labels: Vec::new(),
         reason: None,
         decided_by: deciding.iter().map(|r| r.instance).collect(),
         instances: instances.iter().map(|(r, j)| summary(r, j)).collect(),
         model: None,
+        supersedes: at.supersedes,
     };
+    if let Some(reason) = conflict(&counted, &mut result.flags) {
+        abstain(&mut result, &counted, Some(reason));
+        return result;
+    }
     let Some(first) = deciding.first() else {
-        abstain(&mut result, instances);
+        abstain(&mut result, &counted, None);
         return result;
     };
+    if deciding.iter().any(|r| r.model != first.model) {
+        abstain(
+            &mut result,
+            &counted,
+            Some(Reason {
+                code: "ABSTAIN_MIXED_MODELS".into(),
+                message: "The study's views were classified by different models and are not combined; it runs again under the installed model".into(),
+            }),
+        );
+        return result;
+    }
     result.model = first.model.clone();
     result.labels = agreed_labels(first, &deciding);
+    if !result
+        .labels
+        .iter()
+        .any(|l| matches!(l.finding, Finding::Present | Finding::Absent))
+    {
+        result.outcome = StudyOutcome::Undecided;
+    }
     result
 }
 
-/// No instance decides: the study abstains with its first instance's
-/// reason, and lists every finding the model would report, Indeterminate,
-/// without a probability.
-fn abstain(result: &mut StudyResult, instances: &[(&InstanceResult, &JournalRecord)]) {
-    result.outcome = "abstention".into();
-    result.reason = Some(instances.first().and_then(|(r, _)| r.reason.clone()).unwrap_or_else(|| Reason {
+/// Whether the counted instances name one patient and give each SOP
+/// Instance UID one content; sets the flags and returns the reason to
+/// abstain when not (an instance conflict's reason first: it is the more
+/// specific one when a resend changed the patient's name).
+fn conflict(
+    counted: &[(&InstanceResult, &JournalRecord)],
+    flags: &mut Vec<Flag>,
+) -> Option<Reason> {
+    let mut reason = None;
+    let repeated = counted
+        .iter()
+        .find(|(_, j)| matches!(j.disposition, Disposition::Conflict { .. }));
+    if let Some((r, _)) = repeated {
+        flags.push(Flag::InstanceConflict);
+        reason = Some(Reason {
+            code: "ABSTAIN_INSTANCE_CONFLICT".into(),
+            message: format!("Instance {} arrived again with other image or patient content under the same SOP Instance UID: nothing is reported; check which copy is right and resend the study with new UIDs", r.sop_instance_uid),
+        });
+    }
+    let pairs = counted
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| counted[i + 1..].iter().map(move |b| (a.0, b.0)));
+    for (a, b) in pairs {
+        if let Some(field) = cxr_report::identity::patient_conflict(&a.header, &b.header) {
+            flags.push(Flag::PatientConflict);
+            reason = reason.or_else(|| Some(Reason {
+                code: "ABSTAIN_PATIENT_CONFLICT".into(),
+                message: format!("The study's images name different patients ({field} differs between instances {} and {}): nothing is reported; check the study at the modality and resend it under the right patient", a.instance, b.instance),
+            }));
+            break;
+        }
+    }
+    flags.sort_unstable();
+    reason
+}
+
+/// Whether `new` says what `old` said: the same outcome, calls,
+/// probabilities, reason, flags and model over the same inputs. A re-run
+/// that changes nothing (a fault that persists) publishes no new version.
+pub fn says_the_same(old: &StudyResult, new: &StudyResult) -> bool {
+    let inputs = |r: &StudyResult| -> Vec<(String, InstanceOutcome, Option<u64>)> {
+        r.instances
+            .iter()
+            .map(|i| (i.sha256.clone(), i.outcome, i.same_as))
+            .collect()
+    };
+    old.outcome == new.outcome
+        && old.labels == new.labels
+        && old.reason == new.reason
+        && old.flags == new.flags
+        && old.model == new.model
+        && old.decided_by == new.decided_by
+        && inputs(old) == inputs(new)
+}
+
+/// No instance decides: the study ends as its first instance did (or with
+/// `reason`), and lists every finding the model would report,
+/// Indeterminate, without a probability.
+fn abstain(
+    result: &mut StudyResult,
+    instances: &[(&InstanceResult, &JournalRecord)],
+    reason: Option<Reason>,
+) {
+    let first = instances.first().map(|(r, _)| *r);
+    result.outcome = match (&reason, first.map(|r| r.outcome)) {
+        (None, Some(InstanceOutcome::Refused)) => StudyOutcome::Refused,
+        (None, Some(InstanceOutcome::Failed | InstanceOutcome::NoModel)) => StudyOutcome::Failed,
+        _ => StudyOutcome::Abstention,
+    };
+    result.decided_by.clear();
+    result.reason = Some(reason.or_else(|| first.and_then(|r| r.reason.clone())).unwrap_or_else(|| Reason {
         code: "NO_FRONTAL_VIEW".into(),
         message: "The study has no frontal chest view that passed every gate: no finding is reported".into(),
     }));
@@ -174,7 +322,7 @@ fn abstain(result: &mut StudyResult, instances: &[(&InstanceResult, &JournalReco
         .iter()
         .map(|(r, _)| &r.labels)
         .find(|l| !l.is_empty())
-        .map(|labels| labels.iter().map(|l| indeterminate(&l.label)).collect())
+        .map(|labels| labels.iter().map(indeterminate).collect())
         .unwrap_or_default();
 }
 
@@ -194,17 +342,18 @@ fn agreed_labels(first: &InstanceResult, deciding: &[&InstanceResult]) -> Vec<La
             if agree {
                 l.clone()
             } else {
-                indeterminate(&l.label)
+                indeterminate(l)
             }
         })
         .collect()
 }
 
-fn indeterminate(label: &str) -> LabelResult {
+fn indeterminate(label: &LabelResult) -> LabelResult {
     LabelResult {
-        label: label.to_owned(),
+        label: label.label.clone(),
         finding: Finding::Indeterminate,
         probability: None,
+        threshold: label.threshold,
     }
 }
 
@@ -412,6 +561,18 @@ impl ResultStore {
         Ok(out)
     }
 
+    /// Every published version of a study, oldest first (a version whose
+    /// file cannot be read is left out).
+    pub fn study_versions(&self, study_instance_uid: &str) -> Vec<StudyResult> {
+        let dir = self.study_dir(study_instance_uid);
+        let Some(latest) = latest_version(&dir) else {
+            return Vec::new();
+        };
+        (1..=latest)
+            .filter_map(|v| read_json(&dir.join(format!("v{v}.json"))).ok())
+            .collect()
+    }
+
     /// The latest version's file of a study, if any: (version, bytes).
     pub fn latest_study_file(&self, study_instance_uid: &str) -> Option<(u32, Vec<u8>)> {
         let dir = self.study_dir(study_instance_uid);
@@ -484,6 +645,7 @@ mod tests {
                     label: format!("L{i}"),
                     finding: *f,
                     probability: Some(*p),
+                    threshold: Some(0.5),
                 })
                 .collect(),
             reason: (outcome == InstanceOutcome::Abstention).then(|| Reason {
@@ -493,7 +655,16 @@ mod tests {
             model: None,
             audit_seq: None,
             detail: serde_json::Value::Null,
+            same_as: None,
+            attempt: 1,
             preview_png: None,
+        }
+    }
+
+    fn at(version: u32) -> StudyVersion {
+        StudyVersion {
+            version,
+            ..StudyVersion::default()
         }
     }
 
@@ -516,28 +687,21 @@ mod tests {
         let (r1, r2, r3) = (
             record(1, Disposition::New),
             record(2, Disposition::New),
-            record(3, Disposition::Conflict { with: vec![2] }),
+            record(3, Disposition::New),
         );
-        let one = study_result("1.2", 1, None, 0, &[(&lateral, &r1), (&a, &r2)]);
-        assert_eq!(one.outcome, "decision");
+        let one = study_result("1.2", at(1), &[(&lateral, &r1), (&a, &r2)]);
+        assert_eq!(one.outcome, StudyOutcome::Decision);
         assert_eq!(one.decided_by, vec![2]);
         assert_eq!(one.labels, a.labels);
-        let two = study_result(
-            "1.2",
-            2,
-            Some("x".into()),
-            0,
-            &[(&lateral, &r1), (&a, &r2), (&b, &r3)],
-        );
+        let two = study_result("1.2", at(2), &[(&lateral, &r1), (&a, &r2), (&b, &r3)]);
         assert_eq!(
             two.labels[0], a.labels[0],
             "agreeing label keeps the first view's probability"
         );
         assert_eq!(two.labels[1].finding, Indeterminate);
         assert_eq!(two.labels[1].probability, None);
-        assert_eq!(two.instances[2].conflicts_with, vec![2]);
-        let only_lateral = study_result("1.2", 1, None, 0, &[(&lateral, &r1)]);
-        assert_eq!(only_lateral.outcome, "abstention");
+        let only_lateral = study_result("1.2", at(1), &[(&lateral, &r1)]);
+        assert_eq!(only_lateral.outcome, StudyOutcome::Abstention);
         assert!(
             only_lateral.labels.is_empty(),
             "a lateral alone names no finding"
@@ -568,12 +732,136 @@ mod tests {
         let j = record(5, Disposition::New);
         for v in 1..=2 {
             store
-                .write_study(&study_result("1.2", v, None, 0, &[(&r, &j)]))
+                .write_study(&study_result("1.2", at(v), &[(&r, &j)]))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         let latest = store.latest_studies().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(latest["1.2"].version, 2);
         assert!(!store.study_dir("1.2").join("v2.json.tmp").exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_study_with_every_label_uncertain_is_undecided_not_a_decision() {
+        use Finding::*;
+        let all_uncertain = instance(
+            1,
+            true,
+            InstanceOutcome::Undecided,
+            &[(Indeterminate, 0.5), (Indeterminate, 0.4)],
+        );
+        let r = study_result(
+            "1.2",
+            at(1),
+            &[(&all_uncertain, &record(1, Disposition::New))],
+        );
+        assert_eq!(r.outcome, StudyOutcome::Undecided);
+        assert_eq!(r.findings_summary(), "0 present, 0 absent, 2 indeterminate");
+        let text = serde_json::to_string(&r).unwrap_or_default();
+        assert!(text.contains("\"outcome\":\"undecided\""), "{text}");
+    }
+
+    fn of_patient(mut r: InstanceResult, id: &str, name: &str) -> InstanceResult {
+        r.header.patient_id = Some(id.into());
+        r.header.patient_name = Some(name.into());
+        r
+    }
+
+    #[test]
+    fn two_patients_under_one_study_uid_abstain_with_the_conflict_flagged() {
+        use Finding::*;
+        let a = of_patient(
+            instance(1, true, InstanceOutcome::Decision, &[(Present, 0.9)]),
+            "PAT-A",
+            "DOE^JOHN",
+        );
+        let b = of_patient(
+            instance(2, true, InstanceOutcome::Decision, &[(Present, 0.9)]),
+            "PAT-B",
+            "DOE^JOHN",
+        );
+        let (r1, r2) = (record(1, Disposition::New), record(2, Disposition::New));
+        let r = study_result("1.2", at(1), &[(&a, &r1), (&b, &r2)]);
+        assert_eq!(r.outcome, StudyOutcome::Abstention);
+        assert_eq!(r.flags, vec![Flag::PatientConflict]);
+        assert_eq!(
+            r.reason.map(|x| x.code),
+            Some("ABSTAIN_PATIENT_CONFLICT".into())
+        );
+        assert!(r
+            .labels
+            .iter()
+            .all(|l| l.probability.is_none() && l.finding == Indeterminate));
+        assert!(r.decided_by.is_empty());
+        let same = of_patient(
+            instance(2, true, InstanceOutcome::Decision, &[(Present, 0.9)]),
+            "PAT-A",
+            " doe^john^^",
+        );
+        let r = study_result("1.2", at(1), &[(&a, &r1), (&same, &r2)]);
+        assert_eq!(
+            r.outcome,
+            StudyOutcome::Decision,
+            "one patient, names normalised"
+        );
+    }
+
+    #[test]
+    fn a_resent_uid_with_other_content_abstains_and_an_identical_repeat_is_one_view() {
+        use Finding::*;
+        let a = instance(1, true, InstanceOutcome::Decision, &[(Present, 0.9)]);
+        let resent = instance(2, true, InstanceOutcome::Decision, &[(Present, 0.8)]);
+        let (r1, r2) = (
+            record(1, Disposition::New),
+            record(2, Disposition::Conflict { with: vec![1] }),
+        );
+        let r = study_result("1.2", at(1), &[(&a, &r1), (&resent, &r2)]);
+        assert_eq!(r.outcome, StudyOutcome::Abstention);
+        assert_eq!(r.flags, vec![Flag::InstanceConflict]);
+        assert_eq!(
+            r.reason.map(|x| x.code),
+            Some("ABSTAIN_INSTANCE_CONFLICT".into())
+        );
+        let repeat = InstanceResult {
+            same_as: Some(1),
+            ..resent
+        };
+        let r = study_result("1.2", at(1), &[(&a, &r1), (&repeat, &r2)]);
+        assert_eq!(r.outcome, StudyOutcome::Decision);
+        assert_eq!(r.decided_by, vec![1], "a repeat is never a second view");
+        assert_eq!(r.counted_instances().count(), 1);
+        assert_eq!(r.instances[1].same_as, Some(1));
+    }
+
+    #[test]
+    fn views_of_two_models_never_merge() {
+        use Finding::*;
+        let model = |v: u64| {
+            Some(ModelRef {
+                model_id: "m".into(),
+                version: v,
+                digest: format!("{v}"),
+            })
+        };
+        let a = InstanceResult {
+            model: model(1),
+            ..instance(1, true, InstanceOutcome::Decision, &[(Present, 0.9)])
+        };
+        let b = InstanceResult {
+            model: model(2),
+            ..instance(2, true, InstanceOutcome::Decision, &[(Present, 0.9)])
+        };
+        let r = study_result(
+            "1.2",
+            at(1),
+            &[
+                (&a, &record(1, Disposition::New)),
+                (&b, &record(2, Disposition::New)),
+            ],
+        );
+        assert_eq!(
+            r.reason.map(|x| x.code),
+            Some("ABSTAIN_MIXED_MODELS".into())
+        );
     }
 }

@@ -8,7 +8,10 @@
 use std::time::Instant as StdInstant;
 
 use cxr_bundle::ModelParams;
-use cxr_core::{decide, gate_input, ContentVerdict, Decision, DecisionParams, StudyFacts};
+use cxr_core::{
+    combine, decide, gate_input, Combined, ContentVerdict, Decision, DecisionParams, InputClass,
+    StudyFacts,
+};
 use cxr_engine::{Engine, Selection};
 use cxr_preprocess::{prepare, tta_view, ModelInput};
 use cxr_radiograph::Radiograph;
@@ -47,6 +50,15 @@ pub struct StudyOutput {
     /// The classifier's input, exactly as the engine saw it (the identity
     /// view); `None` when a gate stopped the study before it was prepared.
     pub input: Option<ModelInput>,
+}
+
+/// The one rule for "a frontal chest view", for `classify` (per file) and
+/// the service (per study) alike: the tags and the content gate's verdict
+/// combined as the input gate combines them. A film without view tags that
+/// the content gate calls frontal is one; a film tagged frontal that does
+/// not look like one is not.
+pub fn is_frontal_chest(facts: &StudyFacts) -> bool {
+    combine(facts.input_class, facts.content.as_ref()) == Combined::Class(InputClass::FrontalChest)
 }
 
 /// The model, its parameters and gates, ready for studies.
@@ -199,5 +211,55 @@ impl StudyPath<'_> {
             })?;
         let distance = out.features.first().copied().unwrap_or(f32::NAN);
         Ok(Some(data.cuts.judge(&logits, distance)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxr_core::ContentClass;
+
+    fn facts(tags: InputClass, content: Option<ContentClass>) -> StudyFacts {
+        StudyFacts {
+            input_class: tags,
+            content: content.map(|class| ContentVerdict {
+                class,
+                score: 0.9,
+                frontal_probability: 0.9,
+                distance: 1.0,
+            }),
+            age_years: Some(40.0),
+            received: Instant::from_secs(0),
+        }
+    }
+
+    #[test]
+    fn frontal_comes_from_the_tags_and_the_content_together() {
+        assert!(
+            is_frontal_chest(&facts(
+                InputClass::Unknown,
+                Some(ContentClass::FrontalChest)
+            )),
+            "no view tags, frontal content"
+        );
+        assert!(is_frontal_chest(&facts(
+            InputClass::FrontalChest,
+            Some(ContentClass::FrontalChest)
+        )));
+        assert!(
+            !is_frontal_chest(&facts(
+                InputClass::FrontalChest,
+                Some(ContentClass::NotRadiograph)
+            )),
+            "a mismatch is not frontal"
+        );
+        assert!(!is_frontal_chest(&facts(
+            InputClass::LateralChest,
+            Some(ContentClass::FrontalChest)
+        )));
+        assert!(
+            !is_frontal_chest(&facts(InputClass::Unknown, None)),
+            "no tags and no gate"
+        );
     }
 }

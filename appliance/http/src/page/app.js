@@ -93,7 +93,7 @@ async function ensureSession() {
 
 // ---- worklist ---------------------------------------------------------------
 
-const STATUSES = ["", "queued", "processing", "decision", "abstained", "refused", "failed"];
+const STATUSES = ["", "queued", "processing", "decision", "undecided", "abstention", "refused", "failed"];
 
 function uploadForm() {
   const result = el("p", { id: "upload-result" });
@@ -134,8 +134,8 @@ async function refreshWorklist() {
       el("td", {}, s.source),
       el("td", {}, s.accession_number || ""),
       el("td", {}, [s.input_class, s.content_class].filter(Boolean).join(" / ")),
-      el("td", { class: `status status-${s.status}` }, s.status + (s.reason ? ` (${s.reason})` : "")),
-      el("td", {}, (s.top_findings || []).join(", ") || (s.status === "decision" ? "none present" : "")),
+      el("td", { class: `status status-${s.status}` }, s.status + (s.reason ? ` (${s.reason})` : "") + (s.flags || []).map((f) => ` [${f}]`).join("")),
+      el("td", {}, (s.top_findings || []).join(", ") || s.summary || ""),
       el("td", {}, s.delivery)));
   table.tBodies[0].replaceChildren(...rows);
   document.getElementById("worklist-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -154,17 +154,38 @@ function showWorklist() {
 
 // ---- study ---------------------------------------------------------------------
 
-function findingsTable(result, line) {
-  const thresholds = {};
-  for (const l of ((line || {}).decision || {}).labels || []) thresholds[l.label] = l.threshold;
-  const abstained = result.outcome !== "decision";
+// The outcomes that carry calls; every other one shows no number.
+const WITH_CALLS = ["decision", "undecided"];
+
+function findingsTable(result) {
+  const abstained = !WITH_CALLS.includes(result.outcome);
   return el("table", { id: "findings" },
     el("thead", {}, el("tr", {}, ["Finding", "Probability", "Threshold", "Call"].map((h) => el("th", {}, h)))),
     el("tbody", {}, result.labels.map((l) => el("tr", {},
       el("td", {}, l.label),
       el("td", {}, abstained || l.probability === null ? "—" : l.probability.toFixed(3)),
-      el("td", {}, thresholds[l.label] === undefined ? "—" : Number(thresholds[l.label]).toFixed(3)),
+      el("td", {}, l.threshold === null || l.threshold === undefined ? "no operating point" : Number(l.threshold).toFixed(3)),
       el("td", {}, l.finding)))));
+}
+
+function historyTable(uid, versions) {
+  return el("table", { id: "history" },
+    el("thead", {}, el("tr", {}, ["Version", "Outcome", "Findings", "Flags", "Model", "Replaces"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, versions.slice().reverse().map((v) => el("tr", {},
+      el("td", {}, String(v.version)),
+      el("td", { class: `status-${v.outcome}` }, v.outcome + (v.reason ? ` (${v.reason})` : "")),
+      el("td", {}, v.summary),
+      el("td", {}, (v.flags || []).join(", ")),
+      el("td", {}, v.model ? `${v.model.model_id} v${v.model.version}` : "—"),
+      el("td", {}, v.supersedes ? `version ${v.supersedes.version}` : "—")))));
+}
+
+function rerunButton(uid) {
+  const out = el("span", { id: "rerun-output" });
+  return el("p", {}, el("button", { id: "rerun", type: "button", onclick: async () => {
+    const r = await api(`/api/v1/studies/${encodeURIComponent(uid)}/rerun`, { method: "POST" });
+    out.textContent = r.body.ok ? " queued: a new version follows" : ` ${errorText(r.body)}`;
+  } }, "Run this study again"), out);
 }
 
 function oodBlock(line) {
@@ -209,16 +230,19 @@ async function showStudy(uid) {
   }
   const deciding = d.instances.find((i) => i.result && result.decided_by.includes(i.instance)) || d.instances.find((i) => i.result);
   const line = deciding ? deciding.result.detail : null;
-  parts.push(el("p", { id: "outcome", class: `status-${result.outcome === "decision" ? "decision" : "abstained"}` }, `Outcome: ${result.outcome} (result version ${result.version})`));
+  parts.push(el("p", { id: "outcome", class: `status-${result.outcome}` }, `Outcome: ${result.outcome} (result version ${result.version})`));
+  parts.push(el("p", { id: "summary" }, d.summary || ""));
+  for (const f of result.flags || []) parts.push(el("p", { class: "flag status-abstention" }, `Flag: ${f}`));
   if (result.reason) {
     parts.push(el("div", { id: "abstention", class: "abstention" }, el("strong", {}, result.reason.code), el("p", {}, result.reason.message)));
   }
   parts.push(el("div", { class: "columns" },
     el("div", {}, el("img", { id: "picture", class: "picture", alt: "result picture", src: `/api/v1/studies/${encodeURIComponent(uid)}/picture?v=${result.version}` })),
-    el("div", {}, el("h3", {}, "Findings"), findingsTable(result, line), el("h3", {}, "Gates"), oodBlock(line),
+    el("div", {}, el("h3", {}, "Findings"), findingsTable(result), el("h3", {}, "Gates"), oodBlock(line),
       el("p", {}, `Input class: ${(line || {}).input_class || "—"}; content: ${((line || {}).content || {}).class || "—"}`),
       el("h3", {}, "Engine"), engineBlock(line),
       el("h3", {}, "Timings (ms)"), el("pre", { id: "timings" }, JSON.stringify((line || {}).timings_ms || {}, null, 1)))));
+  parts.push(el("h3", {}, "Result versions"), historyTable(uid, d.versions || []), rerunButton(uid));
   parts.push(el("h3", {}, "Delivery"), deliveryTable(d.delivery));
   parts.push(el("h3", {}, "Instances"), el("ul", {}, d.instances.map((i) => el("li", {}, `${i.sop_instance_uid}: ${i.result ? i.result.outcome : "waiting"} (from ${i.source})`))));
   view(...parts);
