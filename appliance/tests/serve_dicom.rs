@@ -803,8 +803,46 @@ fn a_result_is_true_current_and_about_one_patient() {
     );
     assert!(v3_text.contains("ABSTAIN_PATIENT_CONFLICT"), "{v3_text}");
     assert_valid_srs(&pacs.received());
+    fhir_keeps_one_report_with_its_history(&service, state_arg);
     untagged_and_resent(&storescu, &dcmodify, &dir, &state, &service, &rg1);
     assert_eq!(service.terminate(), Some(0));
+}
+
+/// The appliance's own FHIR side: one DiagnosticReport for the study, at
+/// its third version (withdrawn: `entered-in-error`), with versions 1 and
+/// 2 still readable through `_history`.
+fn fhir_keeps_one_report_with_its_history(service: &Service, state: &str) {
+    let out = Command::new(appliance())
+        .args(["token", "create", "--role", "viewer", "--label", "fhir", "--state-dir", state])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text.lines().last().unwrap().trim().to_owned();
+    let auth = format!("Bearer {token}");
+    let port = service.http_port.unwrap();
+    let get = |path: &str| {
+        let reply = cxr_tests::http::request(port, "GET", path, &[("authorization", auth.as_str())], b"");
+        assert_eq!(reply.status, 200, "{path}");
+        reply.json()
+    };
+    let found = get(&format!("/fhir/DiagnosticReport?identifier={RG1_STUDY}"));
+    assert_eq!(found["total"], 1, "one report per study: {found}");
+    let report = &found["entry"][0]["resource"];
+    assert_eq!(report["meta"]["versionId"], "3");
+    assert_eq!(report["status"], "entered-in-error", "the decision is withdrawn");
+    let id = report["id"].as_str().unwrap();
+    let history = get(&format!("/fhir/DiagnosticReport/{id}/_history"));
+    assert_eq!(history["type"], "history");
+    let versions: Vec<&str> = history["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["3", "2", "1"]);
+    let v2 = get(&format!("/fhir/DiagnosticReport/{id}/_history/2"));
+    assert_eq!((v2["status"].as_str(), v2["id"].as_str()), (Some("preliminary"), Some(id)));
+    assert!(v2["conclusion"].as_str().unwrap().contains("present"), "{v2}");
 }
 
 /// A study whose film has no view tags decides by the content gate, as

@@ -1,7 +1,10 @@
 //! FHIR R4 read side: `GET /fhir/DiagnosticReport` (search by `identifier`
 //! and `date`), and each DiagnosticReport, Observation and Device by id.
 //! The resources are encoded from the latest version of each study result
-//! by `cxr-report`; nothing FHIR-shaped is stored.
+//! by `cxr-report`; nothing FHIR-shaped is stored. Each study has one
+//! report whose `meta.versionId` is the result's version; the earlier
+//! versions stay readable: `GET /fhir/{kind}/{id}/_history` (a `history`
+//! Bundle, newest first) and `GET /fhir/{kind}/{id}/_history/{vid}`.
 //!
 //! `identifier` matches the report's identifiers (the result's UID, the
 //! accession number) and the study's (its Study Instance UID, with or
@@ -182,7 +185,7 @@ pub(super) async fn read(
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
-    if !["DiagnosticReport", "Observation", "Device"].contains(&kind.as_str()) {
+    if !SERVED.contains(&kind.as_str()) {
         return Ok(outcome(
             StatusCode::NOT_FOUND,
             "not-supported",
@@ -202,6 +205,82 @@ pub(super) async fn read(
         "not-found",
         "no such resource",
     ))
+}
+
+const SERVED: [&str; 3] = ["DiagnosticReport", "Observation", "Device"];
+
+/// Every version of the resource `kind/id`, oldest first (empty when no
+/// study has it).
+async fn versions_of(
+    service: &Arc<HttpService>,
+    kind: &str,
+    id: &str,
+) -> Result<Vec<Value>, ApiError> {
+    let study = latest(service).await?.into_iter().find(|r| {
+        cxr_report::fhir::resources(r, &service.device)
+            .iter()
+            .any(|x| x["resourceType"] == kind && x["id"] == id)
+    });
+    let Some(study) = study else {
+        return Ok(Vec::new());
+    };
+    let s = Arc::clone(service);
+    let (kind, id) = (kind.to_owned(), id.to_owned());
+    super::off_task(move || {
+        s.results
+            .study_versions(&study.study_instance_uid)
+            .iter()
+            .filter_map(|v| {
+                cxr_report::fhir::resources(v, &s.device)
+                    .into_iter()
+                    .find(|x| x["resourceType"] == kind.as_str() && x["id"] == id.as_str())
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Every version of one resource: a `history` Bundle, newest first.
+pub(super) async fn history(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    if !SERVED.contains(&kind.as_str()) {
+        return Ok(outcome(StatusCode::NOT_FOUND, "not-supported", "only DiagnosticReport, Observation and Device are served"));
+    }
+    let versions = versions_of(&service, &kind, &id).await?;
+    if versions.is_empty() {
+        return Ok(outcome(StatusCode::NOT_FOUND, "not-found", "no such resource"));
+    }
+    let entries: Vec<Value> = versions
+        .into_iter()
+        .rev()
+        .map(|r| json!({ "fullUrl": format!("{kind}/{id}"), "resource": r, "request": { "method": "PUT", "url": format!("{kind}/{id}") }, "response": { "status": "200" } }))
+        .collect();
+    let bundle = json!({ "resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries });
+    Ok(fhir_json(StatusCode::OK, &bundle))
+}
+
+/// One version of one resource (`vread`).
+pub(super) async fn version(
+    State(service): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Path((kind, id, vid)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    authorize(&service, &headers, &Method::GET, Role::Viewer)?;
+    if !SERVED.contains(&kind.as_str()) {
+        return Ok(outcome(StatusCode::NOT_FOUND, "not-supported", "only DiagnosticReport, Observation and Device are served"));
+    }
+    let found = versions_of(&service, &kind, &id)
+        .await?
+        .into_iter()
+        .find(|r| r["meta"]["versionId"] == vid.as_str());
+    Ok(match found {
+        Some(r) => fhir_json(StatusCode::OK, &r),
+        None => outcome(StatusCode::NOT_FOUND, "not-found", "no such version"),
+    })
 }
 
 #[cfg(test)]

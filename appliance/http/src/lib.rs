@@ -269,6 +269,8 @@ fn read_routes() -> Routes {
     Router::new()
         .route("/fhir/DiagnosticReport", get(fhir::search_reports))
         .route("/fhir/{kind}/{id}", get(fhir::read))
+        .route("/fhir/{kind}/{id}/_history", get(fhir::history))
+        .route("/fhir/{kind}/{id}/_history/{vid}", get(fhir::version))
         .route("/dicomweb/studies", get(dicomweb::studies))
         .route("/dicomweb/studies/{study}", get(dicomweb::retrieve_study))
         .route(
