@@ -94,7 +94,10 @@ fn chest_gets_a_decision_and_others_abstain_or_are_refused() {
     assert_eq!(code, 0, "{lines:?}");
     let d = &lines[0];
     assert_eq!(d["outcome"], "decision");
-    assert_eq!(d["frontal_chest"], true, "the study path's own frontal rule");
+    assert_eq!(
+        d["frontal_chest"], true,
+        "the study path's own frontal rule"
+    );
     assert_eq!(d["flags"], serde_json::json!([]));
     assert_eq!(d["engine"]["name"], "tract");
     assert!(!d["engine"]["reasons"].as_array().unwrap().is_empty());

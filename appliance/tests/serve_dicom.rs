@@ -813,7 +813,16 @@ fn a_result_is_true_current_and_about_one_patient() {
 /// 2 still readable through `_history`.
 fn fhir_keeps_one_report_with_its_history(service: &Service, state: &str) {
     let out = Command::new(appliance())
-        .args(["token", "create", "--role", "viewer", "--label", "fhir", "--state-dir", state])
+        .args([
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--label",
+            "fhir",
+            "--state-dir",
+            state,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -821,7 +830,8 @@ fn fhir_keeps_one_report_with_its_history(service: &Service, state: &str) {
     let auth = format!("Bearer {token}");
     let port = service.http_port.unwrap();
     let get = |path: &str| {
-        let reply = cxr_tests::http::request(port, "GET", path, &[("authorization", auth.as_str())], b"");
+        let reply =
+            cxr_tests::http::request(port, "GET", path, &[("authorization", auth.as_str())], b"");
         assert_eq!(reply.status, 200, "{path}");
         reply.json()
     };
@@ -829,7 +839,10 @@ fn fhir_keeps_one_report_with_its_history(service: &Service, state: &str) {
     assert_eq!(found["total"], 1, "one report per study: {found}");
     let report = &found["entry"][0]["resource"];
     assert_eq!(report["meta"]["versionId"], "3");
-    assert_eq!(report["status"], "entered-in-error", "the decision is withdrawn");
+    assert_eq!(
+        report["status"], "entered-in-error",
+        "the decision is withdrawn"
+    );
     let id = report["id"].as_str().unwrap();
     let history = get(&format!("/fhir/DiagnosticReport/{id}/_history"));
     assert_eq!(history["type"], "history");
@@ -841,8 +854,14 @@ fn fhir_keeps_one_report_with_its_history(service: &Service, state: &str) {
         .collect();
     assert_eq!(versions, ["3", "2", "1"]);
     let v2 = get(&format!("/fhir/DiagnosticReport/{id}/_history/2"));
-    assert_eq!((v2["status"].as_str(), v2["id"].as_str()), (Some("preliminary"), Some(id)));
-    assert!(v2["conclusion"].as_str().unwrap().contains("present"), "{v2}");
+    assert_eq!(
+        (v2["status"].as_str(), v2["id"].as_str()),
+        (Some("preliminary"), Some(id))
+    );
+    assert!(
+        v2["conclusion"].as_str().unwrap().contains("present"),
+        "{v2}"
+    );
 }
 
 /// A study whose film has no view tags decides by the content gate, as

@@ -185,12 +185,8 @@ pub(super) async fn read(
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
-    if !SERVED.contains(&kind.as_str()) {
-        return Ok(outcome(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            "only DiagnosticReport, Observation and Device are served",
-        ));
+    if let Some(refusal) = unserved(&kind) {
+        return Ok(refusal);
     }
     for result in latest(&service).await? {
         let found = cxr_report::fhir::resources(&result, &service.device)
@@ -207,15 +203,29 @@ pub(super) async fn read(
     ))
 }
 
-const SERVED: [&str; 3] = ["DiagnosticReport", "Observation", "Device"];
+/// A 404 for a resource type this side does not serve.
+fn unserved(kind: &str) -> Option<Response> {
+    let served = ["DiagnosticReport", "Observation", "Device"].contains(&kind);
+    (!served).then(|| {
+        outcome(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "only DiagnosticReport, Observation and Device are served",
+        )
+    })
+}
 
 /// Every version of the resource `kind/id`, oldest first (empty when no
-/// study has it).
+/// study has it, and for a Device: one per model, not per study, it has no
+/// versions of its own).
 async fn versions_of(
     service: &Arc<HttpService>,
     kind: &str,
     id: &str,
 ) -> Result<Vec<Value>, ApiError> {
+    if kind == "Device" {
+        return Ok(Vec::new());
+    }
     let study = latest(service).await?.into_iter().find(|r| {
         cxr_report::fhir::resources(r, &service.device)
             .iter()
@@ -247,12 +257,16 @@ pub(super) async fn history(
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
-    if !SERVED.contains(&kind.as_str()) {
-        return Ok(outcome(StatusCode::NOT_FOUND, "not-supported", "only DiagnosticReport, Observation and Device are served"));
+    if let Some(refusal) = unserved(&kind) {
+        return Ok(refusal);
     }
     let versions = versions_of(&service, &kind, &id).await?;
     if versions.is_empty() {
-        return Ok(outcome(StatusCode::NOT_FOUND, "not-found", "no such resource"));
+        return Ok(outcome(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "no such resource",
+        ));
     }
     let entries: Vec<Value> = versions
         .into_iter()
@@ -270,8 +284,8 @@ pub(super) async fn version(
     Path((kind, id, vid)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
-    if !SERVED.contains(&kind.as_str()) {
-        return Ok(outcome(StatusCode::NOT_FOUND, "not-supported", "only DiagnosticReport, Observation and Device are served"));
+    if let Some(refusal) = unserved(&kind) {
+        return Ok(refusal);
     }
     let found = versions_of(&service, &kind, &id)
         .await?

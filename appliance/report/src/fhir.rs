@@ -376,6 +376,7 @@ mod tests {
             outcome,
             flags: Vec::new(),
             supersedes: None,
+            sr: None,
             labels: vec![LabelResult {
                 label: "Effusion".into(),
                 finding: Finding::Present,

@@ -306,6 +306,7 @@ mod tests {
             outcome,
             flags: Vec::new(),
             supersedes: None,
+            sr: None,
             labels: vec![LabelResult {
                 label: "Effusion".into(),
                 finding: Finding::Present,

@@ -108,6 +108,14 @@ impl Flag {
     }
 }
 
+/// The UIDs of a version's own SR, recorded with it, so that the next
+/// version names exactly what was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SrUids {
+    pub series_instance_uid: String,
+    pub sop_instance_uid: String,
+}
+
 /// The SR a new version replaces (its Predecessor Documents Sequence).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superseded {
@@ -175,6 +183,9 @@ pub struct StudyResult {
     /// The SR of the version this one replaces.
     #[serde(default)]
     pub supersedes: Option<Superseded>,
+    /// This version's own SR (the SR encoder derives the same UIDs).
+    #[serde(default)]
+    pub sr: Option<SrUids>,
 }
 
 impl StudyResult {
@@ -238,6 +249,7 @@ mod tests {
             instances: Vec::new(),
             model: None,
             supersedes: None,
+            sr: None,
         }
     }
 

@@ -598,6 +598,7 @@ mod tests {
             outcome: StudyOutcome::Abstention,
             flags: Vec::new(),
             supersedes: None,
+            sr: None,
             labels: Vec::new(),
             reason: None,
             decided_by: Vec::new(),

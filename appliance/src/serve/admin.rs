@@ -35,8 +35,8 @@ pub(super) struct Admin {
     pub model: Arc<Mutex<Result<Model, Reason>>>,
     pub device: Device,
     pub engine: (Option<EngineChoice>, Option<usize>),
-    /// Study assembly, to run a study again.
-    pub board: Arc<cxr_store::assembly::StudyBoard>,
+    /// The spool and study assembly, to run a study again.
+    pub intake: Arc<cxr_store::intake::Intake>,
 }
 
 impl Admin {
@@ -69,16 +69,27 @@ impl Admin {
         }
     }
 
-    /// Run every instance of a study again, audited first.
+    /// Run every instance of a study again, audited first. A study whose
+    /// inputs were retired (deleted after delivery) cannot run again.
     fn rerun(&self, study_instance_uid: &str, actor: &str) -> Value {
         let key = cxr_store::results::study_key(study_instance_uid);
-        if self.board.rerun_study(study_instance_uid).is_none() {
-            return json!({ "ok": false, "error": { "code": "STUDY_UNKNOWN", "message": format!("no study {key} is held here (fix: check the Study Instance UID; a retired study's inputs are gone and cannot run again)") } });
+        let board = self.intake.board();
+        if !board.knows_study(study_instance_uid) {
+            return json!({ "ok": false, "error": { "code": "STUDY_UNKNOWN", "message": format!("no study {key} is held here (fix: check the Study Instance UID)") } });
         }
-        // The board queued it; the record says who asked, before it runs.
+        let spool = self.intake.spool();
+        let retired = spool
+            .records()
+            .iter()
+            .any(|r| r.study_instance_uid == study_instance_uid && spool.is_retired(r.id));
+        drop(spool);
+        if retired {
+            return json!({ "ok": false, "error": { "code": "STUDY_RETIRED", "message": format!("study {key}'s inputs were deleted after delivery (retention), so it cannot run again (fix: ask the modality or PACS to send the study again)") } });
+        }
         if let Err(refusal) = self.audit_action(actor, "study_rerun", format!("study {key}")) {
             return refusal;
         }
+        board.rerun_study(study_instance_uid);
         json!({ "ok": true, "study_key": key, "queued": true })
     }
 

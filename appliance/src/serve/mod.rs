@@ -374,7 +374,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         model: Arc::clone(&shared.model),
         device: Device::open(&args.device)?,
         engine,
-        board: Arc::clone(&shared.board),
+        intake: Arc::clone(&shared.intake),
     });
     let board = Arc::clone(&shared.board);
     let network = network(shared, &settings, plan, admin, report_device)?;

@@ -45,7 +45,7 @@ fn finding(call: Option<&str>) -> Finding {
 fn instance_result(
     record: &JournalRecord,
     run: &StudyRun,
-    names: &[String],
+    params: &cxr_bundle::ModelParams,
     model: Option<ModelRef>,
     audit_seq: Option<u64>,
 ) -> InstanceResult {
@@ -67,13 +67,17 @@ fn instance_result(
                 threshold: l["threshold"].as_f64().map(|t| t as f32),
             })
             .collect(),
-        None => names
+        // The model's labels with their operating points (none where the
+        // band is infinite), nothing called.
+        None => params
+            .labels
             .iter()
-            .map(|n| LabelResult {
+            .zip(params.thresholds.iter().zip(&params.bands))
+            .map(|(n, (t, band))| LabelResult {
                 label: n.clone(),
                 finding: Finding::Indeterminate,
                 probability: None,
-                threshold: None,
+                threshold: band.is_finite().then_some(*t),
             })
             .collect(),
     };
@@ -127,23 +131,34 @@ impl ServeProcessor {
     }
 }
 
-/// The decoded pixels of a Part 10 file, as one digest with their shape;
-/// `None` when they cannot be decoded.
-fn pixel_identity(bytes: &[u8]) -> Option<(usize, usize, String)> {
+/// How a result names the model it came from.
+fn model_ref(model: &Model) -> ModelRef {
+    let bundle = model.source.bundle_ref();
+    ModelRef {
+        model_id: bundle.model_id.clone(),
+        version: bundle.version,
+        digest: cxr_bundle::hex::encode(&bundle.digest),
+    }
+}
+
+/// What decides a study, of one Part 10 file: its decoded pixels (shape
+/// and digest) and the tags the gates read (modality, body part, view,
+/// age, sex, input class), never how it was encoded; `None` when it cannot
+/// be decoded.
+fn decisive_content(bytes: &[u8]) -> Option<(usize, usize, String, String)> {
     let r = cxr_dicom::read_any_modality(bytes, &cxr_dicom::ReadLimits::default()).ok()?;
-    Some((r.rows(), r.cols(), r.pixel_sha256()))
+    let a = &r.acquisition;
+    let tags = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        a.modality, a.body_part, a.view_position, a.age_years, a.sex, a.input_class
+    );
+    Some((r.rows(), r.cols(), r.pixel_sha256(), tags))
 }
 
 impl Processor for ServeProcessor {
     fn model(&self) -> Option<ModelRef> {
         let slot = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        let model = slot.as_ref().ok()?;
-        let bundle = model.source.bundle_ref();
-        Some(ModelRef {
-            model_id: bundle.model_id.clone(),
-            version: bundle.version,
-            digest: cxr_bundle::hex::encode(&bundle.digest),
-        })
+        slot.as_ref().ok().map(model_ref)
     }
 
     fn is_repeat(
@@ -157,7 +172,7 @@ impl Processor for ServeProcessor {
             return false;
         }
         let decoded =
-            std::panic::catch_unwind(|| (pixel_identity(bytes), pixel_identity(earlier_bytes)));
+            std::panic::catch_unwind(|| (decisive_content(bytes), decisive_content(earlier_bytes)));
         let same = matches!(decoded, Ok((Some(a), Some(b))) if a == b);
         if !same {
             return false;
@@ -183,11 +198,7 @@ impl Processor for ServeProcessor {
         let file = PathBuf::from(format!("spool/{}.dcm", record.id));
         let params = model.source.params();
         let bundle = model.source.bundle_ref();
-        let model_ref = Some(ModelRef {
-            model_id: bundle.model_id.clone(),
-            version: bundle.version,
-            digest: cxr_bundle::hex::encode(&bundle.digest),
-        });
+        let model_ref = Some(model_ref(model));
         // The audit log is locked only to check for room and to append:
         // never across an inference.
         let room = self
@@ -199,7 +210,7 @@ impl Processor for ServeProcessor {
             return instance_result(
                 record,
                 &refused(&file, e.code(), e.to_string()),
-                &params.labels,
+                params,
                 model_ref,
                 None,
             );
@@ -222,7 +233,7 @@ impl Processor for ServeProcessor {
         };
         let latency_us = started.elapsed().as_micros() as u64;
         let result = match auditor.record(bytes, &run, decision, latency_us) {
-            Ok(seq) => instance_result(record, &run, &params.labels, model_ref, Some(seq)),
+            Ok(seq) => instance_result(record, &run, params, model_ref, Some(seq)),
             // No result is published without its audit record.
             Err(e) => instance_result(
                 record,
@@ -231,7 +242,7 @@ impl Processor for ServeProcessor {
                     e.code(),
                     format!("the audit record could not be written, the result is withheld: {e}"),
                 ),
-                &params.labels,
+                params,
                 model_ref,
                 None,
             ),

@@ -28,7 +28,7 @@ use cxr_store::intake::Intake;
 use cxr_store::outbox::{Outbox, Outgoing, Payload};
 use cxr_store::results::{
     says_the_same, sha256_hex, study_key, study_result, InstanceResult, ModelRef, Reason,
-    ResultStore, StudyResult, StudyVersion, Superseded,
+    ResultStore, SrUids, StudyResult, StudyVersion, Superseded,
 };
 use cxr_store::spool::{Disposition, JournalRecord};
 use cxr_store::SpoolError;
@@ -184,9 +184,30 @@ impl Worker {
         for (uid, s) in self.store.latest_studies()? {
             let ids: Vec<u64> = s.instances.iter().map(|i| i.instance).collect();
             board.restore_published(&uid, s.version, &ids);
+            if self.changed_since(&s) {
+                board.restore_stale(&uid);
+            }
             self.remember(&uid, ids, s.completed_unix_ms);
         }
         Ok(())
+    }
+
+    /// Whether an instance of `published` has a result other than the one
+    /// the version was made from (it ran again before a stop, and the new
+    /// version was not yet written).
+    fn changed_since(&self, published: &StudyResult) -> bool {
+        published
+            .instances
+            .iter()
+            .any(|i| match self.store.instance(i.instance) {
+                Ok(Some(r)) => {
+                    r.outcome != i.outcome
+                        || r.same_as != i.same_as
+                        || (published.decided_by.contains(&i.instance)
+                            && r.model != published.model)
+                }
+                _ => false,
+            })
     }
 
     fn remember(&mut self, uid: &str, instances: Vec<u64>, completed_unix_ms: u64) {
@@ -333,7 +354,9 @@ impl Worker {
             return self.save(result);
         }
         let rerun = board.take_rerun(id);
-        if !rerun && self.store.has_instance(id) {
+        // A retired input is gone: its result stands, it cannot run again.
+        let retired = self.intake.spool().is_retired(id);
+        if (!rerun || retired) && self.store.has_instance(id) {
             board.processed(id);
             return Ok(());
         }
@@ -345,7 +368,11 @@ impl Worker {
         let record = match self.record(id) {
             Ok(r) => r,
             Err(e) => {
-                board.requeue(id);
+                if rerun {
+                    board.rerun(id);
+                } else {
+                    board.requeue(id);
+                }
                 return Err(e);
             }
         };
@@ -481,7 +508,12 @@ impl Worker {
             supersedes,
             completed_unix_ms: completed,
         };
-        let result = study_result(uid, at, &refs);
+        let mut result = study_result(uid, at, &refs);
+        let (series, sop) = cxr_report::sr::sr_uids(&result, &self.delivery.device);
+        result.sr = Some(SrUids {
+            series_instance_uid: series,
+            sop_instance_uid: sop,
+        });
         if let Some(old) = old.filter(|o| says_the_same(o, &result)) {
             // Run again, nothing changed: the published version stays current.
             self.intake.board().published(uid, old.version, ids);
@@ -517,18 +549,25 @@ impl Worker {
         let board = Arc::clone(self.intake.board());
         let mut queued = false;
         for (r, _) in pairs {
-            if r.model.as_ref().is_some_and(|m| *m != current) && r.same_as.is_none() {
+            // A retired view cannot run again: the study rule's guard then
+            // keeps the two models apart (it abstains).
+            let retired = self.intake.spool().is_retired(r.instance);
+            if r.model.as_ref().is_some_and(|m| *m != current) && r.same_as.is_none() && !retired {
                 queued |= board.rerun(r.instance);
             }
         }
         queued
     }
 
-    /// The SR of the version a new one replaces, from that version's JSON.
+    /// The SR of the version a new one replaces, from that version's JSON
+    /// (the UIDs it recorded; derived again for a version that has none).
     fn superseded(&self, version: u32, bytes: &[u8]) -> Option<Superseded> {
         match serde_json::from_slice::<StudyResult>(bytes) {
             Ok(old) => {
-                let (series, sop) = cxr_report::sr::sr_uids(&old, &self.delivery.device);
+                let (series, sop) = match old.sr {
+                    Some(sr) => (sr.series_instance_uid, sr.sop_instance_uid),
+                    None => cxr_report::sr::sr_uids(&old, &self.delivery.device),
+                };
                 Some(Superseded {
                     version,
                     series_instance_uid: series,

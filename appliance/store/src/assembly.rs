@@ -58,6 +58,7 @@ impl Board {
     /// Queue `id` to run again (at the head when `first`): its study is
     /// not complete until it has.
     fn queue_rerun(&mut self, id: u64) -> bool {
+        self.retries.remove(&id);
         let Some(study) = self.study_of.get(&id).cloned() else {
             return false;
         };
@@ -65,7 +66,6 @@ impl Board {
             s.processed.remove(&id);
             s.rerun = true;
         }
-        self.retries.remove(&id);
         if self.rerun.insert(id) {
             self.pending.push_back(id);
         }
@@ -185,12 +185,31 @@ impl StudyBoard {
         }
     }
 
-    /// A study version is on disk.
+    /// A study version is on disk. A re-run asked for while it was being
+    /// published keeps the study due.
     pub fn published(&self, study: &str, version: u32, instances: &[u64]) {
         self.restore_published(study, version, instances);
-        if let Some(s) = self.lock().studies.get_mut(study) {
-            s.rerun = false;
+        let mut b = self.lock();
+        let Board { studies, rerun, .. } = &mut *b;
+        if let Some(s) = studies.get_mut(study) {
+            let running_again = s.instances.iter().any(|id| rerun.contains(id));
+            if !running_again && s.processed == s.instances {
+                s.rerun = false;
+            }
         }
+    }
+
+    /// At start-up: a study whose instances' results changed after its
+    /// latest version (a re-run written before a stop) publishes again.
+    pub fn restore_stale(&self, study: &str) {
+        if let Some(s) = self.lock().studies.get_mut(study) {
+            s.rerun = true;
+        }
+    }
+
+    /// Whether the board holds `study`.
+    pub fn knows_study(&self, study: &str) -> bool {
+        self.lock().studies.contains_key(study)
     }
 
     /// Run instance `id` again although it has a result (a transient fault
@@ -295,7 +314,7 @@ impl StudyBoard {
             soonest = Some(soonest.map_or(due, |t| t.min(due)));
         }
         let wait = soonest.map_or(IDLE_TICK, |t| {
-            Duration::from_millis(t - now_ms).min(IDLE_TICK)
+            Duration::from_millis(t.saturating_sub(now_ms)).min(IDLE_TICK)
         });
         Work::Wait(wait)
     }

@@ -8,6 +8,7 @@
 //! same SOP Instance UID: a PACS deduplicates it.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -260,39 +261,48 @@ impl Outbox {
     }
 
     /// Pending entries due at `now`, oldest first.
-    /// Entries due at `now_unix_ms`, in version order per study and
-    /// destination: a version waits while an older one of its study is
-    /// still pending for the same destination (delivered or dead-lettered
-    /// lets it go), so a peer never gets a newer result before an older.
-    pub fn due(&self, now_unix_ms: u64) -> Vec<Entry> {
-        let mut oldest: std::collections::HashMap<(&str, &str), u32> = Default::default();
-        for e in self
-            .entries
-            .values()
-            .filter(|e| e.state == EntryState::Pending)
-        {
-            let v = oldest
-                .entry((e.study_key.as_str(), e.destination.as_str()))
-                .or_insert(e.version);
-            *v = (*v).min(e.version);
+    /// The pending entries that may go now or later: per study and
+    /// destination, only the oldest pending version (a newer one waits
+    /// while an older is pending; delivered or dead-lettered lets it go),
+    /// and never one older than a version already delivered there (a retried
+    /// dead letter must not overwrite a newer result).
+    fn sendable(&self) -> impl Iterator<Item = &Entry> {
+        type Key<'a> = (&'a str, &'a str);
+        let mut oldest_pending: HashMap<Key<'_>, u32> = HashMap::new();
+        let mut newest_delivered: HashMap<Key<'_>, u32> = HashMap::new();
+        for e in self.entries.values() {
+            let key = (e.study_key.as_str(), e.destination.as_str());
+            match e.state {
+                EntryState::Pending => {
+                    let v = oldest_pending.entry(key).or_insert(e.version);
+                    *v = (*v).min(e.version);
+                }
+                EntryState::Delivered => {
+                    let v = newest_delivered.entry(key).or_insert(e.version);
+                    *v = (*v).max(e.version);
+                }
+                _ => {}
+            }
         }
-        self.entries
-            .values()
-            .filter(|e| e.state == EntryState::Pending && e.next_attempt_unix_ms <= now_unix_ms)
-            .filter(|e| {
-                oldest.get(&(e.study_key.as_str(), e.destination.as_str())) == Some(&e.version)
-            })
+        self.entries.values().filter(move |e| {
+            let key = (e.study_key.as_str(), e.destination.as_str());
+            e.state == EntryState::Pending
+                && oldest_pending.get(&key) == Some(&e.version)
+                && newest_delivered.get(&key).is_none_or(|d| *d <= e.version)
+        })
+    }
+
+    /// Entries due at `now_unix_ms` (see [`Outbox::sendable`]).
+    pub fn due(&self, now_unix_ms: u64) -> Vec<Entry> {
+        self.sendable()
+            .filter(|e| e.next_attempt_unix_ms <= now_unix_ms)
             .cloned()
             .collect()
     }
 
-    /// When the next pending entry is due.
+    /// When the next sendable entry is due.
     pub fn next_due(&self) -> Option<u64> {
-        self.entries
-            .values()
-            .filter(|e| e.state == EntryState::Pending)
-            .map(|e| e.next_attempt_unix_ms)
-            .min()
+        self.sendable().map(|e| e.next_attempt_unix_ms).min()
     }
 
     /// Record how an attempt ended.
@@ -364,6 +374,23 @@ impl Outbox {
     /// a fresh retention period.
     pub fn retry(&mut self, id: u64, now_unix_ms: u64) -> Result<(), SpoolError> {
         self.known(id)?;
+        // A newer version already at that destination: sending this one
+        // would put an older result over it.
+        let newer = self.entries.get(&id).and_then(|e| {
+            self.entries.values().find(|o| {
+                o.state == EntryState::Delivered
+                    && o.study_key == e.study_key
+                    && o.destination == e.destination
+                    && o.version > e.version
+            })
+        });
+        if let Some(newer) = newer {
+            return Err(SpoolError::io(
+                "retrying",
+                &self.path,
+                format!("entry {id} is superseded: version {} of its study already reached {} (fix: nothing to send; drop it with `outbox drop {id}`)", newer.version, newer.destination),
+            ));
+        }
         self.append(&Line::Retry {
             id,
             at_unix_ms: now_unix_ms,
@@ -506,6 +533,20 @@ mod tests {
         o.record(1, Ok(0), &policy(), 5000)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(versions(&o, 5000).contains(&("PACS@h:1".into(), 2)));
+        let id_of = |o: &Outbox, v: u32| {
+            o.entries()
+                .find(|e| e.destination == "PACS@h:1" && e.version == v)
+                .map(|e| e.id)
+                .unwrap_or_default()
+        };
+        let (v1, v2) = (id_of(&o, 1), id_of(&o, 2));
+        o.record(v2, Ok(0), &policy(), 6000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            o.retry(v1, 7000).is_err(),
+            "version 1 never goes over version 2"
+        );
+        assert!(o.retry(v2, 7000).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

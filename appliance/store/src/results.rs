@@ -41,8 +41,8 @@ use crate::spool::{Disposition, JournalRecord};
 use crate::SpoolError;
 
 pub use cxr_report::result::{
-    Finding, Flag, InstanceOutcome, InstanceSummary, LabelResult, ModelRef, Reason, StudyHeader,
-    StudyOutcome, StudyResult, Superseded, RESULT_SCHEMA,
+    Finding, Flag, InstanceOutcome, InstanceSummary, LabelResult, ModelRef, Reason, SrUids,
+    StudyHeader, StudyOutcome, StudyResult, Superseded, RESULT_SCHEMA,
 };
 
 fn first_attempt() -> u32 {
@@ -210,6 +210,7 @@ pub fn study_result(
         instances: instances.iter().map(|(r, j)| summary(r, j)).collect(),
         model: None,
         supersedes: at.supersedes,
+        sr: None,
     };
     if let Some(reason) = conflict(&counted, &mut result.flags) {
         abstain(&mut result, &counted, Some(reason));

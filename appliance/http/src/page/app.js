@@ -157,15 +157,22 @@ function showWorklist() {
 // The outcomes that carry calls; every other one shows no number.
 const WITH_CALLS = ["decision", "undecided"];
 
-function findingsTable(result) {
+function findingsTable(result, line) {
+  // A result written before thresholds were kept with it: the line's.
+  const fromLine = {};
+  for (const l of ((line || {}).decision || {}).labels || []) fromLine[l.label] = l.threshold;
   const abstained = !WITH_CALLS.includes(result.outcome);
   return el("table", { id: "findings" },
     el("thead", {}, el("tr", {}, ["Finding", "Probability", "Threshold", "Call"].map((h) => el("th", {}, h)))),
     el("tbody", {}, result.labels.map((l) => el("tr", {},
       el("td", {}, l.label),
       el("td", {}, abstained || l.probability === null ? "—" : l.probability.toFixed(3)),
-      el("td", {}, l.threshold === null || l.threshold === undefined ? "no operating point" : Number(l.threshold).toFixed(3)),
+      el("td", {}, abstained ? "—" : thresholdText(l.threshold ?? fromLine[l.label])),
       el("td", {}, l.finding)))));
+}
+
+function thresholdText(t) {
+  return t === null || t === undefined ? "no operating point" : Number(t).toFixed(3);
 }
 
 function historyTable(uid, versions) {
@@ -238,7 +245,7 @@ async function showStudy(uid) {
   }
   parts.push(el("div", { class: "columns" },
     el("div", {}, el("img", { id: "picture", class: "picture", alt: "result picture", src: `/api/v1/studies/${encodeURIComponent(uid)}/picture?v=${result.version}` })),
-    el("div", {}, el("h3", {}, "Findings"), findingsTable(result), el("h3", {}, "Gates"), oodBlock(line),
+    el("div", {}, el("h3", {}, "Findings"), findingsTable(result, line), el("h3", {}, "Gates"), oodBlock(line),
       el("p", {}, `Input class: ${(line || {}).input_class || "—"}; content: ${((line || {}).content || {}).class || "—"}`),
       el("h3", {}, "Engine"), engineBlock(line),
       el("h3", {}, "Timings (ms)"), el("pre", { id: "timings" }, JSON.stringify((line || {}).timings_ms || {}, null, 1)))));
