@@ -220,7 +220,12 @@ impl Forwarder {
     ) -> Result<u16, String> {
         let result: StudyResult = serde_json::from_slice(bytes)
             .map_err(|e| format!("parsing {}: {e}", path.display()))?;
-        let bundle = cxr_report::fhir::transaction_bundle(&result, &self.device);
+        // The version it replaces, beside it: its labels this one dropped.
+        let previous: Option<StudyResult> = (result.version > 1)
+            .then(|| path.with_file_name(format!("v{}.json", result.version - 1)))
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let bundle = cxr_report::fhir::transaction_bundle(&result, previous.as_ref(), &self.device);
         web_send::fhir_transaction(self.route(server), &bundle).await
     }
 

@@ -299,6 +299,36 @@ pub fn resources(result: &StudyResult, device: &SrDevice) -> Vec<Value> {
     all
 }
 
+/// The Observations of `previous` whose labels `result` no longer has,
+/// cancelled as of `result`'s version.
+fn dropped_observations(
+    result: &StudyResult,
+    previous: Option<&StudyResult>,
+    device: &SrDevice,
+) -> Vec<Value> {
+    let Some(previous) = previous else {
+        return Vec::new();
+    };
+    observations(previous, device)
+        .into_iter()
+        .filter(|o| {
+            let label = o["code"]["text"].as_str().unwrap_or_default();
+            !result.labels.iter().any(|l| l.label == label)
+        })
+        .map(|mut o| {
+            if let Some(fields) = o.as_object_mut() {
+                fields.remove("component");
+                fields.remove("valueCodeableConcept");
+            }
+            o["status"] = json!("cancelled");
+            o["meta"] = meta(result);
+            o["note"] =
+                json!([{ "text": format!("Not reported by result version {}.", result.version) }]);
+            o
+        })
+        .collect()
+}
+
 /// The `urn:uuid:` a transaction entry goes by: our ids are `2.25.N`
 /// UIDs, and N is a 128-bit number, which is what a UUID is.
 fn entry_url(id: &str) -> String {
@@ -322,8 +352,18 @@ fn entry_url(id: &str) -> String {
 /// derive, so a retry after a lost answer creates nothing twice, and a new
 /// version of the study's result becomes a new version of the same
 /// resources, with the older ones kept in the server's history.
-pub fn transaction_bundle(result: &StudyResult, device: &SrDevice) -> Value {
-    let entries: Vec<Value> = resources(result, device)
+///
+/// `previous` is the version this one replaces: an Observation of a label
+/// it had and this one has not (another model, or no model) is updated to
+/// `cancelled`, without a value, so no stale call stays current.
+pub fn transaction_bundle(
+    result: &StudyResult,
+    previous: Option<&StudyResult>,
+    device: &SrDevice,
+) -> Value {
+    let mut all = resources(result, device);
+    all.extend(dropped_observations(result, previous, device));
+    let entries: Vec<Value> = all
         .into_iter()
         .map(|r| {
             let url = format!(
@@ -428,10 +468,10 @@ mod tests {
     #[test]
     fn every_version_updates_the_same_report_and_a_withdrawal_is_entered_in_error() {
         let v1 = result(StudyOutcome::Decision);
-        let bundle = transaction_bundle(&v1, &device());
+        let bundle = transaction_bundle(&v1, None, &device());
         assert_eq!(
             bundle,
-            transaction_bundle(&v1, &device()),
+            transaction_bundle(&v1, None, &device()),
             "retries send the same"
         );
         let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
@@ -481,6 +521,25 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .contains("patient_conflict"));
+        // A version without the label cancels its Observation.
+        let mut v3 = v2.clone();
+        v3.version = 3;
+        v3.labels.clear();
+        let b3 = transaction_bundle(&v3, Some(&v2), &device());
+        let cancelled: Vec<&Value> = b3["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .filter(|r| r["resourceType"] == "Observation")
+            .collect();
+        assert_eq!(cancelled.len(), 1);
+        assert_eq!(cancelled[0]["status"], "cancelled");
+        assert!(
+            cancelled[0].get("valueCodeableConcept").is_none()
+                && cancelled[0].get("component").is_none()
+        );
+        assert_eq!(cancelled[0]["id"], observations(&v1, &device())[0]["id"]);
         let mut other = device();
         other.device_uid = "2.25.77".into();
         assert_ne!(

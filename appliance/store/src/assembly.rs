@@ -301,6 +301,11 @@ impl StudyBoard {
         }
         let mut soonest: Option<u64> = b.retries.values().min().copied();
         for (uid, s) in &b.studies {
+            // An instance waiting to retry a passing fault holds its study:
+            // the fault is not published only to be corrected.
+            if s.instances.iter().any(|id| b.retries.contains_key(id)) {
+                continue;
+            }
             let Some(due) = s.due_at(self.stable_ms) else {
                 continue;
             };
@@ -406,11 +411,17 @@ mod tests {
         board.processed(1);
         assert!(matches!(board.next(0), Work::Study { version: 2, .. }));
         board.published("7.7", 2, &[1]);
-        // A retry waits for its time.
+        // A retry waits for its time, and holds its study back meanwhile.
+        board.arrived(2, "7.7", None, 0);
+        assert_eq!(board.next(0), Work::Instance(2));
+        board.processed(2);
         board.retry_at(1, 5_000);
         assert!(matches!(board.next(4_000), Work::Wait(d) if d <= Duration::from_millis(500)));
         assert_eq!(board.next(5_000), Work::Instance(1));
-        assert_eq!(board.rerun_study("7.7"), Some(vec![1]));
+        assert!(board.take_rerun(1));
+        board.processed(1);
+        assert!(matches!(board.next(5_000), Work::Study { version: 3, .. }));
+        assert_eq!(board.rerun_study("7.7"), Some(vec![1, 2]));
         assert_eq!(board.rerun_study("8.8"), None);
     }
 }
