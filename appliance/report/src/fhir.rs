@@ -495,8 +495,10 @@ mod tests {
         v2.flags = vec![Flag::PatientConflict];
         v2.supersedes = Some(Superseded {
             version: 1,
-            series_instance_uid: "2.25.1".into(),
-            sop_instance_uid: "2.25.2".into(),
+            sr: crate::result::SrUids {
+                series_instance_uid: "2.25.1".into(),
+                sop_instance_uid: "2.25.2".into(),
+            },
         });
         let (r1, r2) = (
             diagnostic_report(&v1, &device()),

@@ -33,9 +33,6 @@ const WARNING: &str = "AI RESULT, UNVERIFIED: NOT FOR DIAGNOSIS WITHOUT REVIEW";
 pub struct PictureFacts {
     /// The deciding instance's model input: width, height, 8-bit grey rows.
     pub image: Option<(u32, u32, Vec<u8>)>,
-    /// Each label's threshold on the calibrated probability, in the order
-    /// of `StudyResult::labels`.
-    pub thresholds: Vec<Option<f32>>,
     /// One line per gate, e.g. `input: frontal_chest (passed)`.
     pub gates: Vec<String>,
     /// The engine that ran, and why it was chosen.
@@ -194,16 +191,18 @@ fn column(result: &StudyResult, facts: &PictureFacts) -> Vec<String> {
     }
     lines.push(String::new());
     lines.push(format!("{:<18} {:>5} {:>5} CALL", "FINDING", "PROB", "CUT"));
-    for (i, l) in result.labels.iter().enumerate() {
+    for l in &result.labels {
         // An abstained study publishes no per-label probability anywhere.
         let probability = match (abstained, l.probability) {
             (false, Some(p)) => format!("{p:.3}"),
             _ => "-".into(),
         };
-        // A label with no operating point shows none, never a threshold.
-        let threshold = match (l.threshold, facts.thresholds.get(i).copied().flatten()) {
-            (Some(t), _) | (None, Some(t)) if t.is_finite() => format!("{t:.3}"),
-            _ => "NO OP".into(),
+        // As on the page: an abstention shows no number, and a label with
+        // no operating point shows none, never a threshold.
+        let threshold = match (abstained, l.threshold) {
+            (true, _) => "-".into(),
+            (false, Some(t)) if t.is_finite() => format!("{t:.3}"),
+            (false, _) => "NO OP".into(),
         };
         let name: String = l.label.chars().take(18).collect();
         lines.push(format!(
@@ -311,7 +310,7 @@ mod tests {
                 label: "Effusion".into(),
                 finding: Finding::Present,
                 probability,
-                threshold: None,
+                threshold: Some(0.5),
             }],
             reason: (outcome != StudyOutcome::Decision).then(|| Reason {
                 code: "ABSTAIN_NOT_CHEST".into(),
@@ -325,10 +324,7 @@ mod tests {
 
     #[test]
     fn an_abstention_shows_its_reason_and_no_probability() {
-        let facts = PictureFacts {
-            thresholds: vec![Some(0.5)],
-            ..PictureFacts::default()
-        };
+        let facts = PictureFacts::default();
         let decided = column(&result("decision", Some(0.8125)), &facts).join("\n");
         assert!(
             decided.contains("0.812") && decided.contains("0.500"),

@@ -120,8 +120,8 @@ pub struct SrUids {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superseded {
     pub version: u32,
-    pub series_instance_uid: String,
-    pub sop_instance_uid: String,
+    #[serde(flatten)]
+    pub sr: SrUids,
 }
 
 /// A stable code and the operator's message.

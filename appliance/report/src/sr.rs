@@ -313,7 +313,7 @@ fn content(result: &StudyResult, device: &SrDevice) -> Vec<Obj> {
     if let Some(old) = &result.supersedes {
         comment.push_str(&format!(
             " Replaces result version {} (SR {}).",
-            old.version, old.sop_instance_uid
+            old.version, old.sr.sop_instance_uid
         ));
     }
     items.push(text_value(Rel::Contains, codes::COMMENT, &comment));
@@ -363,12 +363,16 @@ fn predecessor(result: &StudyResult, old: &crate::result::Superseded) -> DataEle
         text(
             tags::REFERENCED_SOP_INSTANCE_UID,
             VR::UI,
-            &old.sop_instance_uid,
+            &old.sr.sop_instance_uid,
         ),
     ]);
     let series = Obj::from_element_iter([
         sequence(tags::REFERENCED_SOP_SEQUENCE, vec![sop]),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, &old.series_instance_uid),
+        text(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &old.sr.series_instance_uid,
+        ),
     ]);
     sequence(
         tags::PREDECESSOR_DOCUMENTS_SEQUENCE,
@@ -572,7 +576,8 @@ pub fn encode_sr(result: &StudyResult, device: &SrDevice) -> Result<SrDocument, 
 mod tests {
     use super::*;
     use crate::result::{
-        InstanceOutcome, InstanceSummary, StudyHeader, StudyOutcome, Superseded, RESULT_SCHEMA,
+        InstanceOutcome, InstanceSummary, SrUids, StudyHeader, StudyOutcome, Superseded,
+        RESULT_SCHEMA,
     };
 
     pub(crate) fn device(uid: &str) -> SrDevice {
@@ -662,8 +667,10 @@ mod tests {
         r.version = 2;
         r.supersedes = Some(Superseded {
             version: 1,
-            series_instance_uid: "2.25.11".into(),
-            sop_instance_uid: "2.25.12".into(),
+            sr: SrUids {
+                series_instance_uid: "2.25.11".into(),
+                sop_instance_uid: "2.25.12".into(),
+            },
         });
         let doc = encode_sr(&r, &device("2.25.1")).expect("encodes");
         let obj = dicom_object::from_reader(&doc.bytes[128..]).expect("reads back");

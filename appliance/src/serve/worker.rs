@@ -490,10 +490,12 @@ impl Worker {
             .then(|| self.store.latest_study_file(uid))
             .flatten();
         let previous = latest.as_ref().map(|(_, bytes)| sha256_hex(bytes));
-        let old: Option<StudyResult> = latest
-            .as_ref()
-            .and_then(|(_, bytes)| serde_json::from_slice(bytes).ok());
-        let supersedes = latest.and_then(|(v, bytes)| self.superseded(v, &bytes));
+        let old: Option<StudyResult> = latest.as_ref().and_then(|(v, bytes)| {
+            serde_json::from_slice(bytes)
+                .map_err(|e| eprintln!("cxr-appliance serve: result version {v} cannot be read again ({e}): the new version names no predecessor"))
+                .ok()
+        });
+        let supersedes = old.as_ref().map(|o| self.superseded(o));
         // Completed when its last instance arrived: the same inputs give the
         // same result, byte for byte, however often it is published.
         let completed = pairs
@@ -559,25 +561,19 @@ impl Worker {
         queued
     }
 
-    /// The SR of the version a new one replaces, from that version's JSON
-    /// (the UIDs it recorded; derived again for a version that has none).
-    fn superseded(&self, version: u32, bytes: &[u8]) -> Option<Superseded> {
-        match serde_json::from_slice::<StudyResult>(bytes) {
-            Ok(old) => {
-                let (series, sop) = match old.sr {
-                    Some(sr) => (sr.series_instance_uid, sr.sop_instance_uid),
-                    None => cxr_report::sr::sr_uids(&old, &self.delivery.device),
-                };
-                Some(Superseded {
-                    version,
-                    series_instance_uid: series,
-                    sop_instance_uid: sop,
-                })
+    /// The SR of the version a new one replaces: the UIDs it recorded, or
+    /// derived again for a version written before they were.
+    fn superseded(&self, old: &StudyResult) -> Superseded {
+        let sr = old.sr.clone().unwrap_or_else(|| {
+            let (series, sop) = cxr_report::sr::sr_uids(old, &self.delivery.device);
+            SrUids {
+                series_instance_uid: series,
+                sop_instance_uid: sop,
             }
-            Err(e) => {
-                eprintln!("cxr-appliance serve: result version {version} cannot be read again ({e}): the new version names no predecessor");
-                None
-            }
+        });
+        Superseded {
+            version: old.version,
+            sr,
         }
     }
 

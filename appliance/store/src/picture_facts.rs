@@ -48,7 +48,7 @@ fn gate_lines(line: &Value) -> Vec<String> {
 }
 
 /// The facts for `result`'s picture: the deciding instance (the first
-/// arrival when none decided) gives the image, thresholds, gates and engine.
+/// arrival when none decided) gives the image, gates and engine.
 pub fn picture_facts(
     result: &StudyResult,
     instances: &[&InstanceResult],
@@ -63,17 +63,6 @@ pub fn picture_facts(
         return PictureFacts::default();
     };
     let line = &chosen.detail;
-    let labels = line["decision"]["labels"].as_array();
-    let thresholds = result
-        .labels
-        .iter()
-        .map(|l| {
-            labels
-                .and_then(|ls| ls.iter().find(|x| x["label"] == l.label.as_str()))
-                .and_then(|x| number(&x["threshold"]))
-                .map(|t| t as f32)
-        })
-        .collect();
     let engine = line["engine"]["name"].as_str().map(|name| {
         let precision = line["engine"]["precision"].as_str().unwrap_or("?");
         let why = line["engine"]["reasons"][0].as_str().unwrap_or_default();
@@ -81,7 +70,6 @@ pub fn picture_facts(
     });
     PictureFacts {
         image: preview(chosen.instance).and_then(|png| cxr_report::picture::grey_rows(&png)),
-        thresholds,
         gates: gate_lines(line),
         engine,
         // The engine ran when inference was timed (an OOD or deadline

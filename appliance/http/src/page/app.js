@@ -157,17 +157,14 @@ function showWorklist() {
 // The outcomes that carry calls; every other one shows no number.
 const WITH_CALLS = ["decision", "undecided"];
 
-function findingsTable(result, line) {
-  // A result written before thresholds were kept with it: the line's.
-  const fromLine = {};
-  for (const l of ((line || {}).decision || {}).labels || []) fromLine[l.label] = l.threshold;
+function findingsTable(result) {
   const abstained = !WITH_CALLS.includes(result.outcome);
   return el("table", { id: "findings" },
     el("thead", {}, el("tr", {}, ["Finding", "Probability", "Threshold", "Call"].map((h) => el("th", {}, h)))),
     el("tbody", {}, result.labels.map((l) => el("tr", {},
       el("td", {}, l.label),
       el("td", {}, abstained || l.probability === null ? "—" : l.probability.toFixed(3)),
-      el("td", {}, abstained ? "—" : thresholdText(l.threshold ?? fromLine[l.label])),
+      el("td", {}, abstained ? "—" : thresholdText(l.threshold)),
       el("td", {}, l.finding)))));
 }
 
@@ -175,7 +172,7 @@ function thresholdText(t) {
   return t === null || t === undefined ? "no operating point" : Number(t).toFixed(3);
 }
 
-function historyTable(uid, versions) {
+function historyTable(versions) {
   return el("table", { id: "history" },
     el("thead", {}, el("tr", {}, ["Version", "Outcome", "Findings", "Flags", "Model", "Replaces"].map((h) => el("th", {}, h)))),
     el("tbody", {}, versions.slice().reverse().map((v) => el("tr", {},
@@ -245,11 +242,11 @@ async function showStudy(uid) {
   }
   parts.push(el("div", { class: "columns" },
     el("div", {}, el("img", { id: "picture", class: "picture", alt: "result picture", src: `/api/v1/studies/${encodeURIComponent(uid)}/picture?v=${result.version}` })),
-    el("div", {}, el("h3", {}, "Findings"), findingsTable(result, line), el("h3", {}, "Gates"), oodBlock(line),
+    el("div", {}, el("h3", {}, "Findings"), findingsTable(result), el("h3", {}, "Gates"), oodBlock(line),
       el("p", {}, `Input class: ${(line || {}).input_class || "—"}; content: ${((line || {}).content || {}).class || "—"}`),
       el("h3", {}, "Engine"), engineBlock(line),
       el("h3", {}, "Timings (ms)"), el("pre", { id: "timings" }, JSON.stringify((line || {}).timings_ms || {}, null, 1)))));
-  parts.push(el("h3", {}, "Result versions"), historyTable(uid, d.versions || []), rerunButton(uid));
+  parts.push(el("h3", {}, "Result versions"), historyTable(d.versions || []), rerunButton(uid));
   parts.push(el("h3", {}, "Delivery"), deliveryTable(d.delivery));
   parts.push(el("h3", {}, "Instances"), el("ul", {}, d.instances.map((i) => el("li", {}, `${i.sop_instance_uid}: ${i.result ? i.result.outcome : "waiting"} (from ${i.source})`))));
   view(...parts);
