@@ -290,6 +290,8 @@ fn a_modality_and_a_pacs_interoperate_with_the_service() {
             &forward,
             "--retry-initial-s",
             "1",
+            "--retry-max-s",
+            "4",
             "--retain-hours",
             "0",
         ],
@@ -561,6 +563,8 @@ fn results_reach_a_dicomweb_server_and_a_fhir_server_once_each() {
             trust.to_str().unwrap(),
             "--retry-initial-s",
             "1",
+            "--retry-max-s",
+            "4",
         ],
         &[],
         &dir.join("serve.err"),
@@ -733,6 +737,8 @@ fn a_result_is_true_current_and_about_one_patient() {
         &destination,
         "--retry-initial-s",
         "1",
+        "--retry-max-s",
+        "4",
     ];
     let service = Service::start(&appliance(), &args, &[], &dir.join("serve.err"));
     assert_eq!(service.ready["model"]["ready"], false);

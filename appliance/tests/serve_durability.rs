@@ -127,6 +127,8 @@ fn start(state: &Path, dir: &Path, pacs_port: u16, round: usize) -> Service {
             &format!("PACS@127.0.0.1:{pacs_port}"),
             "--retry-initial-s",
             "1",
+            "--retry-max-s",
+            "4",
         ],
         &[],
         &dir.join(format!("serve-{round}.err")),

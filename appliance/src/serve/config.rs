@@ -23,10 +23,11 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
         || args.forward_trust_pem.is_some()
         || args.stable_s.is_some()
         || args.retry_initial_s.is_some()
+        || args.retry_max_s.is_some()
         || args.retain_hours.is_some();
     if overridden && board.kind == BoardKind::Release {
         anyhow::bail!(
-            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --http-listen, --ae-title, --allow, --forward, --forward-trust-pem, --stable-s, --retry-initial-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
+            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --http-listen, --ae-title, --allow, --forward, --forward-trust-pem, --stable-s, --retry-initial-s, --retry-max-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
             board.id
         );
     }
@@ -51,6 +52,14 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
     }
     if let Some(pem) = &args.forward_trust_pem {
         s.forward_trust_pem = Some(pem.clone());
+    }
+    if let Some(t) = args.retry_max_s {
+        anyhow::ensure!(
+            t.is_finite() && (1.0..=24.0 * 3600.0).contains(&t),
+            "--retry-max-s {t}: use 1 to 86400 seconds"
+        );
+        s.retry_max_s = t;
+        s.retry_initial_s = s.retry_initial_s.min(t);
     }
     if let Some(t) = args.retry_initial_s {
         anyhow::ensure!(

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// cap; development boards only).
     #[arg(long)]
     retry_initial_s: Option<f64>,
+    /// The outbox's longest retry wait in seconds (the profile's cap;
+    /// development boards only).
+    #[arg(long)]
+    retry_max_s: Option<f64>,
     /// Hours an input is kept after its results reached every destination
     /// (development boards only).
     #[arg(long)]

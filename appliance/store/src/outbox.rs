@@ -340,10 +340,22 @@ impl Outbox {
                     }
                 }),
         };
-        if !matches!(result, Ok(Change::Delivered { .. } | Change::Dead)) {
-            self.defer(id, later);
+        match result {
+            Ok(Change::Delivered { .. }) => self.destination_answers(&entry.destination, now_unix_ms),
+            Ok(Change::Dead) => {}
+            _ => self.defer(id, later),
         }
         result
+    }
+
+    /// A destination that took a file is up again: its backed-off entries
+    /// are due now rather than after their (up to `retry_max`) wait.
+    fn destination_answers(&mut self, destination: &str, now_unix_ms: u64) {
+        for e in self.entries.values_mut() {
+            if e.state == EntryState::Pending && e.destination == destination {
+                e.next_attempt_unix_ms = e.next_attempt_unix_ms.min(now_unix_ms);
+            }
+        }
     }
 
     fn failed(
@@ -557,6 +569,35 @@ mod tests {
         assert_eq!(p.backoff(2), Duration::from_secs(60));
         assert_eq!(p.backoff(8), Duration::from_secs(3600));
         assert_eq!(p.backoff(1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_destination_that_answers_again_gets_its_backlog_at_once() {
+        let dir = scratch("backlog");
+        let sr = |k: &str| Outgoing {
+            file: PathBuf::from(format!("results/studies/{k}/v1.dcm")),
+            sop_class_uid: "1.2".into(),
+            sop_instance_uid: format!("1.2.{k}"),
+            payload: Payload::Dicom,
+        };
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        for (k, dest) in [("a", "PACS@h:1"), ("b", "PACS@h:1"), ("c", "OTHER@h:1")] {
+            o.ensure(k, 1, &sr(k), dest, 0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for id in [1, 2, 3] {
+            o.record(id, Err("refused".into()), &policy(), 0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(o.due(10).is_empty(), "all backed off by 1 s");
+        // A new study reaches the PACS: the older one there is due again,
+        // the other destination's entry keeps its wait.
+        o.ensure("d", 1, &sr("d"), "PACS@h:1", 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        o.record(4, Ok(0), &policy(), 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let due: Vec<u64> = o.due(10).iter().map(|e| e.id).collect();
+        assert_eq!(due, vec![1, 2]);
     }
 
     #[test]
