@@ -1400,3 +1400,65 @@ fn https_serves_tls_1_2_and_1_3_only_with_the_printed_certificate() {
     );
     assert_eq!(service.terminate(), Some(0));
 }
+
+/// An audit log that cannot take one more record refuses every study, so
+/// the service says it is not ready (and why) rather than take films in.
+#[test]
+fn readyz_says_not_ready_while_the_audit_log_cannot_take_a_record() {
+    let dir = scratch_dir("serve-audit-full");
+    let state = dir.join("state");
+    let board = board_file(&dir, false);
+    let text = std::fs::read_to_string(&board).unwrap();
+    let small = text
+        .replace("segment_bytes = 4_194_304", "segment_bytes = 65_536")
+        .replace("max_total_bytes = 268_435_456", "max_total_bytes = 131_072");
+    assert_ne!(small, text, "the board's audit limits are set");
+    std::fs::write(&board, small).unwrap();
+    let config = cxr_audit::AuditConfig {
+        segment_bytes: 65_536,
+        max_total_bytes: 131_072,
+        fsync_every_record: false,
+        lock_wait_ms: 0,
+    };
+    {
+        // Filled to within one record of its cap by earlier use.
+        let (mut log, _) = cxr_audit::AuditLog::open(&state.join("audit"), config, 0).unwrap();
+        while log.used_bytes() < 70_000 {
+            let event = cxr_audit::Event::Login {
+                user: "filler".into(),
+                peer: "127.0.0.1".into(),
+                granted: false,
+                detail: "x".repeat(1000),
+            };
+            log.append(0, event).unwrap();
+        }
+        assert!(log.ensure_room().is_err());
+    }
+    let service = Service::start(
+        &appliance(),
+        &[
+            "--bundle",
+            &demo(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--board-file",
+            board.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        &dir.join("serve.err"),
+    );
+    let port = service.http_port.expect("the HTTP side listens");
+    let ready = request(port, "GET", "/readyz", &[], b"");
+    assert_eq!(
+        ready.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    assert_eq!(ready.json()["ready"], false);
+    assert_eq!(ready.json()["code"], "AUDIT_FULL");
+    assert_eq!(request(port, "GET", "/healthz", &[], b"").status, 200);
+    assert_eq!(service.terminate(), Some(0));
+}

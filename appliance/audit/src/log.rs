@@ -40,6 +40,9 @@ pub struct AuditLog {
     next_seq: u64,
     last_hash: [u8; 32],
     crash_hook: Option<fn(&'static str)>,
+    /// Why the last append failed to write (cleared by one that succeeds):
+    /// a log that cannot take a record makes the service not ready.
+    last_write_failure: Option<(&'static str, String)>,
     /// Held until the log is dropped: no other process appends meanwhile.
     _writer: WriterLock,
 }
@@ -204,6 +207,7 @@ impl AuditLog {
                 next_seq: 0,
                 last_hash: [0; 32],
                 crash_hook: None,
+                last_write_failure: None,
                 _writer: writer,
             };
             log.start_segment(1)?;
@@ -272,6 +276,7 @@ impl AuditLog {
             next_seq: last.map_or(0, |(s, _)| s + 1),
             last_hash: last.map_or([0; 32], |(_, h)| h),
             crash_hook: None,
+            last_write_failure: None,
             _writer: writer,
         };
         if keep < bytes.len() {
@@ -368,6 +373,30 @@ impl AuditLog {
     /// when this returns. On a failed write the segment is cut back to its
     /// last whole record.
     pub fn append(&mut self, time_unix_ms: u64, event: Event) -> Result<u64, AuditError> {
+        let result = self.append_record(time_unix_ms, event);
+        match &result {
+            Ok(_) => self.last_write_failure = None,
+            Err(e @ (AuditError::Io { .. } | AuditError::Full { .. })) => {
+                self.last_write_failure = Some((e.code(), e.to_string()));
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Whether the log can take the next record: room for it, and the last
+    /// write did not fail. `Err` holds the stable code and the message.
+    pub fn takes_records(&self) -> Result<(), (&'static str, String)> {
+        if let Err(e) = self.ensure_room() {
+            return Err((e.code(), e.to_string()));
+        }
+        match &self.last_write_failure {
+            Some((code, message)) => Err((code, message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn append_record(&mut self, time_unix_ms: u64, event: Event) -> Result<u64, AuditError> {
         let record = Record {
             seq: self.next_seq,
             time_unix_ms,

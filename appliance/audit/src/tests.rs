@@ -86,6 +86,7 @@ fn a_full_log_refuses_rather_than_drops() {
         lock_wait_ms: 0,
     };
     let (mut log, _) = AuditLog::open(&dir, config, 0).unwrap();
+    assert_eq!(log.takes_records(), Ok(()));
     let mut appended = 0u64;
     loop {
         match log.append(0, event(appended)) {
@@ -98,6 +99,10 @@ fn a_full_log_refuses_rather_than_drops() {
         assert!(appended < 10_000);
     }
     assert!(log.ensure_room().is_err());
+    assert_eq!(
+        log.takes_records().map_err(|(code, _)| code),
+        Err("AUDIT_FULL")
+    );
     assert!(log.used_bytes() <= config.max_total_bytes);
     assert_eq!(verify(&dir).unwrap().records, appended);
 }

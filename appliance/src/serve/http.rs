@@ -37,14 +37,17 @@ pub(super) struct HttpWiring<'a> {
     pub operations: Arc<dyn cxr_http::operator::Operations>,
 }
 
-fn readiness(model: &Arc<Mutex<Result<Model, Reason>>>) -> Readiness {
+/// Ready when a verified model serves and the audit log takes records
+/// (otherwise every study would be refused).
+fn readiness(model: &Arc<Mutex<Result<Model, Reason>>>, notes: &notes::Notes) -> Readiness {
     let model = Arc::clone(model);
-    Arc::new(
-        move || match &*model.lock().unwrap_or_else(|p| p.into_inner()) {
-            Ok(_) => Ok(()),
-            Err(r) => Err((r.code.clone(), r.message.clone())),
-        },
-    )
+    let notes = notes.clone();
+    Arc::new(move || {
+        if let Err(r) = &*model.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err((r.code.clone(), r.message.clone()));
+        }
+        notes.audit_health()
+    })
 }
 
 /// Logins and exports, into the audit log.
@@ -187,7 +190,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         results: ResultStore::open(w.state)?,
         credentials: CredentialStore::new(w.state),
         sessions: Sessions::new(),
-        ready: readiness(w.model),
+        ready: readiness(w.model, w.notes),
         watermarks: Watermarks {
             spool_headroom: settings.min_headroom_bytes,
             free_disk: settings.min_free_disk_bytes,

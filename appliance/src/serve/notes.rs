@@ -35,7 +35,12 @@ pub(super) struct Notes {
     tx: SyncSender<Event>,
     windows: Arc<Mutex<Windows>>,
     audit: Arc<Mutex<AuditLog>>,
+    /// What the audit log last said of itself, for when it is busy.
+    audit_health: Arc<Mutex<AuditHealth>>,
 }
+
+/// `Err((code, message))` while the audit log cannot take a record.
+pub(super) type AuditHealth = Result<(), (String, String)>;
 
 impl std::fmt::Debug for Notes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +67,7 @@ impl Notes {
             tx,
             windows: Arc::new(Mutex::new(HashMap::new())),
             audit,
+            audit_health: Arc::new(Mutex::new(Ok(()))),
         })
     }
 
@@ -92,6 +98,22 @@ impl Notes {
                 false
             }
         }
+    }
+
+    /// Whether the audit log can take the next record (full, or its last
+    /// write failed: every study would be refused). Never waits: while an
+    /// append holds the log, its previous answer stands.
+    pub(super) fn audit_health(&self) -> AuditHealth {
+        let mut last = self.audit_health.lock().unwrap_or_else(|p| p.into_inner());
+        let now = match self.audit.try_lock() {
+            Ok(log) => Some(log.takes_records()),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().takes_records()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(now) = now {
+            *last = now.map_err(|(code, message)| (code.to_owned(), message));
+        }
+        last.clone()
     }
 
     /// Queue a record; a full queue drops it, says so on stderr and

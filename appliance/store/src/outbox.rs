@@ -341,7 +341,9 @@ impl Outbox {
                 }),
         };
         match result {
-            Ok(Change::Delivered { .. }) => self.destination_answers(&entry.destination, now_unix_ms),
+            Ok(Change::Delivered { .. }) => {
+                self.destination_answers(&entry.destination, now_unix_ms)
+            }
             Ok(Change::Dead) => {}
             _ => self.defer(id, later),
         }
