@@ -160,6 +160,7 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     let admin = access_from_the_api(port, &state_arg, &board_arg, &operator);
     auth_matrix(port, &state_arg, &board_arg, &operator, &viewer);
     results_api(port, &bearer(&viewer), &service, &dir);
+    own_results_are_refused(port, &bearer(&operator), &dir);
     metrics_for_a_local_scraper(port);
     slow_clients_are_cut_off(port, &bearer(&operator));
     an_export_is_in_the_log_before_its_answer(port, &state_arg, &board_arg);
@@ -1056,6 +1057,19 @@ fn only_part(body: &[u8]) -> &[u8] {
 /// The result picture is served for the SR and the SC, and the SC passes
 /// dicom3tools' `dciodvfy` as a Secondary Capture Image. The picture is
 /// kept in the scratch folder to be looked at.
+/// The appliance's own Secondary Capture, routed back to it by a PACS, is
+/// refused as a result (not read as a film: that would loop).
+fn own_results_are_refused(port: u16, auth: &str, dir: &Path) {
+    let sc = std::fs::read(dir.join("result-sc.dcm")).unwrap();
+    let back = stow(port, auth, &[&sc]);
+    assert_eq!(back.status, 409, "{}", String::from_utf8_lossy(&back.body));
+    let codes = failure_codes(&back);
+    assert!(
+        codes.len() == 1 && codes[0].starts_with("STORE_APPLIANCE_RESULT"),
+        "{codes:?}"
+    );
+}
+
 fn result_picture_and_secondary_capture(
     get: &dyn Fn(&str) -> Reply,
     sc_url: &str,

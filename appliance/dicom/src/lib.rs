@@ -60,6 +60,36 @@ pub struct InstanceIdentity {
     /// The patient and study attributes a derived object (a result SR)
     /// repeats, as decoded text.
     pub study: StudyHeader,
+    /// Modality (0008,0060), upper case.
+    pub modality: Option<String>,
+    /// The equipment that made or changed the object: the General Equipment
+    /// module's, then each Contributing Equipment item's.
+    pub equipment: Vec<Equipment>,
+}
+
+/// One piece of equipment an object names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equipment {
+    pub manufacturer: Option<String>,
+    pub model_name: Option<String>,
+}
+
+/// The General Equipment module's manufacturer and model, then those of
+/// each Contributing Equipment Sequence item.
+fn equipment(obj: &tags::Obj) -> Vec<Equipment> {
+    use dicom_dictionary_std::tags as t;
+    let one = |o: &tags::Obj| Equipment {
+        manufacturer: tags::text(o, t::MANUFACTURER),
+        model_name: tags::text(o, t::MANUFACTURER_MODEL_NAME),
+    };
+    let mut out = vec![one(obj)];
+    if let Some(items) = obj
+        .get(t::CONTRIBUTING_EQUIPMENT_SEQUENCE)
+        .and_then(|e| e.items())
+    {
+        out.extend(items.iter().map(one));
+    }
+    out
 }
 
 pub use cxr_radiograph::StudyHeader;
@@ -106,6 +136,8 @@ pub fn read_identity(bytes: &[u8], limits: &ReadLimits) -> Result<InstanceIdenti
             study_id: tags::text(&file, t::STUDY_ID),
             referring_physician_name: tags::text(&file, t::REFERRING_PHYSICIAN_NAME),
         },
+        modality: tags::code(&file, t::MODALITY),
+        equipment: equipment(&file),
     })
 }
 

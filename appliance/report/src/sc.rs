@@ -60,6 +60,7 @@ fn elements(
         // Type 2C in General Series; empty: the picture has no side.
         DataElement::new(tags::LATERALITY, VR::CS, PrimitiveValue::Empty),
         text(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"),
+        crate::sr::contributing_equipment(device),
         us(tags::SAMPLES_PER_PIXEL, 1),
         text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
         us(tags::ROWS, picture.height() as u16),

@@ -389,7 +389,29 @@ fn header_elements(
     device: &SrDevice,
     uids: (&str, &str),
 ) -> Vec<DataElement<Obj>> {
-    let contributing = Obj::from_element_iter([
+    let mut elements = source_study_elements(result, device, (uids.0, uids.1, "990"));
+    elements.extend([
+        text(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR),
+        text(tags::MODALITY, VR::CS, "SR"),
+        text(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            "AI result (preliminary, unverified)",
+        ),
+        sequence(
+            tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+            Vec::new(),
+        ),
+        contributing_equipment(device),
+    ]);
+    elements
+}
+
+/// This appliance as Contributing Equipment: what marks an object as its
+/// own (a receiver refuses it, so a PACS that routes results back cannot
+/// make a loop).
+pub(crate) fn contributing_equipment(device: &SrDevice) -> DataElement<Obj> {
+    let item = Obj::from_element_iter([
         text(tags::MANUFACTURER, VR::LO, &device.manufacturer),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, &device.model_name),
         text(tags::DEVICE_SERIAL_NUMBER, VR::LO, &device.serial_number),
@@ -404,22 +426,17 @@ fn header_elements(
             "Chest X-ray classifier result",
         ),
     ]);
-    let mut elements = source_study_elements(result, device, (uids.0, uids.1, "990"));
-    elements.extend([
-        text(tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR),
-        text(tags::MODALITY, VR::CS, "SR"),
-        text(
-            tags::SERIES_DESCRIPTION,
-            VR::LO,
-            "AI result (preliminary, unverified)",
-        ),
-        sequence(
-            tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
-            Vec::new(),
-        ),
-        sequence(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE, vec![contributing]),
-    ]);
-    elements
+    sequence(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE, vec![item])
+}
+
+/// The Manufacturer and Manufacturer's Model Name every appliance writes.
+pub const APPLIANCE_MANUFACTURER: &str = "CXR appliance project";
+pub const APPLIANCE_MODEL_NAME: &str = "CXR classifier appliance";
+
+/// Whether equipment named by an object (its manufacturer and model) is a
+/// CXR appliance: the object is a result, never a radiograph.
+pub fn is_appliance(manufacturer: Option<&str>, model_name: Option<&str>) -> bool {
+    manufacturer == Some(APPLIANCE_MANUFACTURER) && model_name == Some(APPLIANCE_MODEL_NAME)
 }
 
 /// What every object the appliance writes for a study carries: the source

@@ -209,8 +209,8 @@ fn sr_device(secret: &DeviceSecret) -> SrDevice {
         .map(|b| format!("{b:02X}"))
         .collect();
     SrDevice {
-        manufacturer: "CXR appliance project".into(),
-        model_name: "CXR classifier appliance".into(),
+        manufacturer: cxr_report::sr::APPLIANCE_MANUFACTURER.into(),
+        model_name: cxr_report::sr::APPLIANCE_MODEL_NAME.into(),
         device_uid: cxr_report::uid::derived_uid("device-observer", &[&serial]),
         serial_number: serial,
         software_version: format!("cxr-appliance {}", env!("CARGO_PKG_VERSION")),

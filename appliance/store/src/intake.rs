@@ -159,6 +159,18 @@ impl Intake {
             Ok(i) => i,
             Err(e) => return StoreReply::refused(status::CANNOT_UNDERSTAND, e.code(), e),
         };
+        if identity.equipment.iter().any(|e| {
+            cxr_report::sr::is_appliance(e.manufacturer.as_deref(), e.model_name.as_deref())
+        }) {
+            // A PACS that routes results back would otherwise start a loop:
+            // each SC read as a film, each a new version and a new SC.
+            return StoreReply::refused(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "STORE_APPLIANCE_RESULT",
+                "this object is a result a CXR appliance wrote (its equipment says so); it is not classified again (fix: do not route the appliance's SR and Secondary Capture back to it)",
+            )
+            .about(&identity.sop_class_uid, &identity.sop_instance_uid);
+        }
         if let Some(refusal) = refuse(&identity) {
             return refusal.about(&identity.sop_class_uid, &identity.sop_instance_uid);
         }
