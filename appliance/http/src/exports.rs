@@ -24,7 +24,6 @@ use sha2::{Digest, Sha256};
 use super::auth::authorize;
 use super::credentials::Role;
 use super::{ApiError, HttpEvent, HttpService, Peer};
-use cxr_store::results::study_key;
 
 /// Reads of the same thing within this are one record.
 pub const WINDOW: Duration = Duration::from_secs(600);
@@ -124,6 +123,11 @@ pub fn classify(path: &str, query: Option<&str>) -> Option<ExportKind> {
         }
         ["fhir", "DiagnosticReport"] => kind("fhir", None, listed("FHIR search", query)),
         ["fhir", resource, id] => kind("fhir", None, format!("FHIR read {resource}/{id}")),
+        ["fhir", resource, id, "_history", version @ ..] => kind(
+            "fhir",
+            None,
+            format!("FHIR history {resource}/{id}/{}", version.join("/")),
+        ),
         _ => None,
     }
 }
@@ -229,7 +233,11 @@ pub(super) async fn audited(
     // The handler authorized this request; this names who it was.
     let actor = authorize(&service, &headers, &Method::GET, Role::Viewer)
         .map_or_else(|_| "unknown".to_owned(), |p| p.name);
-    let study = export.study.as_deref().map(study_key).unwrap_or_default();
+    let study = export
+        .study
+        .as_deref()
+        .map(|uid| (service.study_pseudonym)(uid))
+        .unwrap_or_default();
     let key: Key = (actor, peer, export.channel, study, export.what);
     let Some(repeats) = service.exports.admit(&key, Instant::now()) else {
         return response;
@@ -281,6 +289,10 @@ mod tests {
         assert_eq!(
             study("/fhir/Observation/2.25.1").map(|k| k.2),
             Some("FHIR read Observation/2.25.1".into())
+        );
+        assert_eq!(
+            study("/fhir/DiagnosticReport/2.25.1/_history/2").map(|k| k.2),
+            Some("FHIR history DiagnosticReport/2.25.1/2".into())
         );
         // The study is named as the route reads it: percent-decoded, and
         // only `%` with two hex digits.

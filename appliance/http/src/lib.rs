@@ -95,6 +95,10 @@ pub type NotReady = (String, String);
 /// Whether a verified model is serving (the binary knows; this crate does not).
 pub type Readiness = Arc<dyn Fn() -> Result<(), NotReady> + Send + Sync>;
 
+/// A Study Instance UID's pseudonym in audit records: the keyed digest
+/// (HMAC under the device secret) the inference records carry too.
+pub type StudyPseudonym = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// What the audit log hears from the HTTP side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpEvent {
@@ -129,6 +133,7 @@ pub struct HttpService {
     pub credentials: CredentialStore,
     pub sessions: Sessions,
     pub ready: Readiness,
+    pub study_pseudonym: StudyPseudonym,
     pub watermarks: Watermarks,
     pub observer: HttpObserver,
     /// This appliance as its results name it (FHIR Device, SR equipment).

@@ -37,6 +37,8 @@ pub(super) struct Admin {
     pub engine: (Option<EngineChoice>, Option<usize>),
     /// The spool and study assembly, to run a study again.
     pub intake: Arc<cxr_store::intake::Intake>,
+    /// How audit records name a study.
+    pub study_pseudonym: cxr_http::StudyPseudonym,
 }
 
 impl Admin {
@@ -72,7 +74,7 @@ impl Admin {
     /// Run every instance of a study again, audited first. A study whose
     /// inputs were retired (deleted after delivery) cannot run again.
     fn rerun(&self, study_instance_uid: &str, actor: &str) -> Value {
-        let key = cxr_store::results::study_key(study_instance_uid);
+        let key = (self.study_pseudonym)(study_instance_uid);
         let board = self.intake.board();
         if !board.knows_study(study_instance_uid) {
             return json!({ "ok": false, "error": { "code": "STUDY_UNKNOWN", "message": format!("no study {key} is held here (fix: check the Study Instance UID)") } });

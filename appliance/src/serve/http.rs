@@ -35,6 +35,7 @@ pub(super) struct HttpWiring<'a> {
     /// Set once the DICOM receiver exists (it binds after this is built).
     pub associations: &'a Arc<OnceLock<Associations>>,
     pub operations: Arc<dyn cxr_http::operator::Operations>,
+    pub study_pseudonym: cxr_http::StudyPseudonym,
 }
 
 /// Ready when a verified model serves and the audit log takes records
@@ -191,6 +192,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         credentials: CredentialStore::new(w.state),
         sessions: Sessions::new(),
         ready: readiness(w.model, w.notes),
+        study_pseudonym: Arc::clone(&w.study_pseudonym),
         watermarks: Watermarks {
             spool_headroom: settings.min_headroom_bytes,
             free_disk: settings.min_free_disk_bytes,

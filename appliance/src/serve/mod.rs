@@ -201,6 +201,12 @@ fn outbox_observer(notes: notes::Notes) -> cxr_delivery::forward::OutboxObserver
     })
 }
 
+/// How audit records and operator messages name a study: the hex of its
+/// keyed digest, as the inference records carry it.
+fn pseudonym(secret: DeviceSecret) -> cxr_http::StudyPseudonym {
+    Arc::new(move |uid: &str| cxr_fsio::hex(&secret.study_key(uid)))
+}
+
 /// This appliance as the SR names it: its serial and observer UID derive
 /// from the device secret, so they are stable per device and reveal nothing.
 fn sr_device(secret: &DeviceSecret) -> SrDevice {
@@ -347,6 +353,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let secret = device.secret()?;
     let report_device = sr_device(&secret);
+    let study_pseudonym = pseudonym(device.secret()?);
     let delivery = Delivery {
         device: sr_device(&secret),
         outbox: Arc::clone(&shared.outbox),
@@ -379,6 +386,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         device: Device::open(&args.device)?,
         engine,
         intake: Arc::clone(&shared.intake),
+        study_pseudonym: Arc::clone(&study_pseudonym),
     });
     let board = Arc::clone(&shared.board);
     let network = network(shared, &settings, plan, admin, report_device)?;
@@ -407,6 +415,7 @@ fn network(
         board: &shared.board,
         metrics: &shared.metrics,
         associations: &associations,
+        study_pseudonym: Arc::clone(&admin.study_pseudonym),
         operations: Arc::clone(&admin) as Arc<dyn cxr_http::operator::Operations>,
     })?;
     Ok(Network {
