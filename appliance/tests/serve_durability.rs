@@ -345,3 +345,56 @@ fn an_instance_is_acknowledged_only_once_it_is_durable() {
         1
     );
 }
+
+fn outbox_entries(state: &Path) -> Vec<serde_json::Value> {
+    let list = Command::new(appliance())
+        .args(["outbox", "list", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+    list["entries"].as_array().cloned().unwrap_or_default()
+}
+
+/// A destination removed from the board: its queued results are dropped
+/// (audited) at the next start, and a dropped entry cannot be revived.
+#[test]
+fn entries_for_a_removed_destination_are_dropped_and_stay_dropped() {
+    if tool("storescu").is_none() {
+        return;
+    }
+    let dir = scratch_dir("serve-removed-destination");
+    let state = dir.join("state");
+    let files = burst(&dir.join("one"), 1);
+    let first = start(&state, &dir, free_port(), 0);
+    let mut sender = storescu(first.port, &[files[0].0.as_path()]);
+    assert!(sender.wait().unwrap().success());
+    let queued = wait_until(Duration::from_secs(120), || {
+        outbox_entries(&state)
+            .iter()
+            .any(|e| e["state"] == "pending")
+    });
+    assert!(queued, "{}", first.stderr_text());
+    assert_eq!(first.terminate(), Some(0));
+    // The next start names another destination.
+    let second = start(&state, &dir, free_port(), 1);
+    let entries = outbox_entries(&state);
+    let old = entries
+        .iter()
+        .find(|e| e["state"] == "dropped")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    let id = old["id"].as_u64().unwrap().to_string();
+    let retry = Command::new(appliance())
+        .args(["outbox", "retry", &id, "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!retry.status.success(), "a dropped entry stays dropped");
+    assert!(String::from_utf8_lossy(&retry.stdout).contains("is dropped"));
+    assert_eq!(second.terminate(), Some(0));
+    let records = serve_common::audit_records(&["--state-dir", state.to_str().unwrap()]);
+    assert!(records
+        .iter()
+        .any(|r| r["event"]["type"] == "outbox_changed"
+            && r["event"]["detail"] == "destination removed from the board"
+            && r["event"]["entry"].to_string() == id));
+}

@@ -201,6 +201,33 @@ fn outbox_observer(notes: notes::Notes) -> cxr_delivery::forward::OutboxObserver
     })
 }
 
+/// Entries queued for a destination the board no longer names are
+/// dropped, each audited and printed: they would wait forever, and hold
+/// their inputs.
+fn drop_removed_destinations(shared: &Shared, configured: &[String]) -> anyhow::Result<()> {
+    let mut outbox = shared.outbox.lock().unwrap_or_else(|p| p.into_inner());
+    let dropped = outbox.drop_removed_destinations(configured, now_unix_ms())?;
+    drop(outbox);
+    let mut audit = shared.audit.lock().unwrap_or_else(|p| p.into_inner());
+    for e in dropped {
+        eprintln!(
+            "cxr-appliance serve: outbox entry {} to {}: dropped (the destination is no longer configured)",
+            e.id, e.destination
+        );
+        audit.append(
+            now_unix_ms(),
+            Event::OutboxChanged {
+                entry: e.id,
+                destination: e.destination,
+                sop_instance_uid: e.sop_instance_uid,
+                state: "dropped".into(),
+                detail: "destination removed from the board".into(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// How audit records and operator messages name a study: the hex of its
 /// keyed digest, as the inference records carry it.
 fn pseudonym(secret: DeviceSecret) -> cxr_http::StudyPseudonym {
@@ -351,6 +378,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         metrics: Arc::new(cxr_http::metrics::Metrics::default()),
         state,
     };
+    drop_removed_destinations(&shared, &plan.destinations)?;
     let secret = device.secret()?;
     let report_device = sr_device(&secret);
     let study_pseudonym = pseudonym(device.secret()?);

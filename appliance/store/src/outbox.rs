@@ -30,6 +30,18 @@ pub enum EntryState {
     Dropped,
 }
 
+impl EntryState {
+    /// The word `outbox list` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Pending => "pending",
+            EntryState::Delivered => "delivered",
+            EntryState::Dead => "dead",
+            EntryState::Dropped => "dropped",
+        }
+    }
+}
+
 /// What an entry sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -384,10 +396,13 @@ impl Outbox {
         Ok(Change::WillRetry { in_ms: 0 })
     }
 
-    /// A field engineer's retry: the entry is pending again, due now, with
-    /// a fresh retention period.
+    /// A field engineer's retry of a dead letter: pending again, due now,
+    /// with a fresh retention period. Anything else is refused: a dropped
+    /// entry stays dropped (its input may be gone), a delivered one is
+    /// there, a pending one is already being tried.
     pub fn retry(&mut self, id: u64, now_unix_ms: u64) -> Result<(), SpoolError> {
         self.known(id)?;
+        self.in_state(id, &[EntryState::Dead], "retried")?;
         // A newer version already at that destination: sending this one
         // would put an older result over it.
         let newer = self.entries.get(&id).and_then(|e| {
@@ -411,13 +426,58 @@ impl Outbox {
         })
     }
 
-    /// A field engineer's drop: never sent again.
+    /// A field engineer's drop of an entry not yet delivered: never sent
+    /// again.
     pub fn drop_entry(&mut self, id: u64, now_unix_ms: u64) -> Result<(), SpoolError> {
         self.known(id)?;
+        self.in_state(id, &[EntryState::Pending, EntryState::Dead], "dropped")?;
         self.append(&Line::Drop {
             id,
             at_unix_ms: now_unix_ms,
         })
+    }
+
+    /// Drop every undelivered entry whose destination is no longer among
+    /// `configured` (the board's list changed): they would never be sent.
+    /// Returns the entries dropped, for the audit log.
+    pub fn drop_removed_destinations(
+        &mut self,
+        configured: &[String],
+        now_unix_ms: u64,
+    ) -> Result<Vec<Entry>, SpoolError> {
+        let removed: Vec<Entry> = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.state, EntryState::Pending | EntryState::Dead))
+            .filter(|e| !configured.contains(&e.destination))
+            .cloned()
+            .collect();
+        for e in &removed {
+            self.append(&Line::Drop {
+                id: e.id,
+                at_unix_ms: now_unix_ms,
+            })?;
+        }
+        Ok(removed)
+    }
+
+    fn in_state(&self, id: u64, allowed: &[EntryState], verb: &str) -> Result<(), SpoolError> {
+        match self.entries.get(&id) {
+            Some(e) if !allowed.contains(&e.state) => Err(SpoolError::io(
+                "changing",
+                &self.path,
+                format!(
+                    "entry {id} is {}: only {} entries are {verb} (fix: see `outbox list`)",
+                    e.state.as_str(),
+                    allowed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn known(&self, id: u64) -> Result<(), SpoolError> {
@@ -560,7 +620,45 @@ mod tests {
             o.retry(v1, 7000).is_err(),
             "version 1 never goes over version 2"
         );
-        assert!(o.retry(v2, 7000).is_ok());
+        assert!(
+            o.retry(v2, 7000).is_err(),
+            "a delivered entry is not sent again"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn entries_for_a_destination_removed_from_the_board_are_dropped() {
+        let dir = scratch("removed");
+        let sr = Outgoing {
+            file: PathBuf::from("results/studies/k/v1.dcm"),
+            sop_class_uid: "1.2".into(),
+            sop_instance_uid: "1.2.3".into(),
+            payload: Payload::Dicom,
+        };
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        for dest in ["OLD@h:1", "KEPT@h:1", "GONE@h:1"] {
+            o.ensure("k", 1, &sr, dest, 0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        o.record(3, Ok(0), &policy(), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dropped = o
+            .drop_removed_destinations(&["KEPT@h:1".into()], 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<u64> = dropped.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![1], "a delivered entry keeps its state");
+        drop(o);
+        let o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let states: Vec<EntryState> = o.entries().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            vec![
+                EntryState::Dropped,
+                EntryState::Pending,
+                EntryState::Delivered
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -670,6 +768,12 @@ mod tests {
             "delivered or dropped"
         );
         assert!(o.due(u64::MAX).is_empty());
+        let revive = o.retry(1, 72_000).map_err(|e| e.to_string());
+        assert!(
+            revive.as_ref().is_err_and(|e| e.contains("is dropped")),
+            "a dropped entry stays dropped: {revive:?}"
+        );
+        assert!(o.drop_entry(1, 72_000).is_err(), "dropped once");
         assert!(o.retry(99, 0).is_err());
         // One owner at a time.
         assert_eq!(
