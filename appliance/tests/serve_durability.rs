@@ -396,5 +396,5 @@ fn entries_for_a_removed_destination_are_dropped_and_stay_dropped() {
         .iter()
         .any(|r| r["event"]["type"] == "outbox_changed"
             && r["event"]["detail"] == "destination removed from the board"
-            && r["event"]["entry"].to_string() == id));
+            && r["event"]["entry"].as_u64() == id.parse::<u64>().ok()));
 }
