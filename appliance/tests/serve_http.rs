@@ -161,6 +161,13 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     auth_matrix(port, &state_arg, &board_arg, &operator, &viewer);
     results_api(port, &bearer(&viewer), &service, &dir);
     own_results_are_refused(port, &bearer(&operator), &dir);
+    crafted_patient_fields_stay_inside_their_values(
+        port,
+        &bearer(&operator),
+        &bearer(&viewer),
+        &service,
+        &dir,
+    );
     metrics_for_a_local_scraper(port);
     slow_clients_are_cut_off(port, &bearer(&operator));
     an_export_is_in_the_log_before_its_answer(port, &state_arg, &board_arg);
@@ -1059,9 +1066,6 @@ fn only_part(body: &[u8]) -> &[u8] {
     &body[start..end]
 }
 
-/// The result picture is served for the SR and the SC, and the SC passes
-/// dicom3tools' `dciodvfy` as a Secondary Capture Image. The picture is
-/// kept in the scratch folder to be looked at.
 /// The appliance's own Secondary Capture, routed back to it by a PACS, is
 /// refused as a result (not read as a film: that would loop).
 fn own_results_are_refused(port: u16, auth: &str, dir: &Path) {
@@ -1072,6 +1076,97 @@ fn own_results_are_refused(port: u16, auth: &str, dir: &Path) {
     assert!(
         codes.len() == 1 && codes[0].starts_with("STORE_APPLIANCE_RESULT"),
         "{codes:?}"
+    );
+}
+
+/// A PatientID crafted to break lines: the SR built from it validates,
+/// and WADO-RS parts the study's objects with a boundary of its own, so no
+/// other part (an injected `text/html`) appears.
+fn crafted_patient_fields_stay_inside_their_values(
+    port: u16,
+    operator: &str,
+    viewer: &str,
+    service: &Service,
+    dir: &Path,
+) {
+    let study = "1.2.826.0.1.3680043.10.99.7777";
+    let crafted = "EVIL\r\n--cxr-\r\nContent-Type: text/html\r\n\r\n<script>x</script>";
+    let film = sample("RG1_J2KI.dcm");
+    let film = cxr_tests::hostile::set_text(&film, 0x0020, 0x000D, study).unwrap();
+    let film =
+        cxr_tests::hostile::set_text(&film, 0x0008, 0x0018, "1.2.826.0.1.3680043.10.99.7777.1")
+            .unwrap();
+    let film = cxr_tests::hostile::set_text(&film, 0x0010, 0x0020, crafted).unwrap();
+    assert_eq!(stow(port, operator, &[&film]).status, 200);
+    let headers = [("authorization", viewer)];
+    let published = wait_until(Duration::from_secs(120), || {
+        request(
+            port,
+            "GET",
+            &format!("/api/v1/studies/{study}"),
+            &headers,
+            b"",
+        )
+        .status
+            == 200
+    });
+    assert!(published, "{}", service.stderr_text());
+    let accept = "multipart/related; type=\"application/dicom\"";
+    let wado = |_: ()| {
+        request(
+            port,
+            "GET",
+            &format!("/dicomweb/studies/{study}"),
+            &[("authorization", viewer), ("accept", accept)],
+            b"",
+        )
+    };
+    let (first, second) = (wado(()), wado(()));
+    assert_eq!(first.status, 200);
+    let boundary = |r: &Reply| {
+        r.header("content-type")
+            .and_then(|c| c.split("boundary=").nth(1))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(
+        boundary(&first),
+        boundary(&second),
+        "a fresh boundary each time"
+    );
+    let marker = format!("--{}", boundary(&first));
+    let body = first.body.as_slice();
+    let cuts: Vec<usize> = body
+        .windows(marker.len())
+        .enumerate()
+        .filter(|(_, w)| *w == marker.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(cuts.len() >= 2, "at least one part and the closing line");
+    for pair in cuts.windows(2) {
+        let part = &body[pair[0] + marker.len()..pair[1]];
+        assert!(
+            part.starts_with(b"\r\nContent-Type: application/dicom\r\n\r\n"),
+            "{}",
+            String::from_utf8_lossy(&part[..part.len().min(80)])
+        );
+    }
+    let sr = dir.join("crafted-sr.dcm");
+    let first_part = &body[cuts[0] + marker.len()..cuts[1]];
+    let payload =
+        &first_part[b"\r\nContent-Type: application/dicom\r\n\r\n".len()..first_part.len() - 2];
+    std::fs::write(&sr, payload).unwrap();
+    if let Some(dciodvfy) = cxr_tests::dicom_net::tool("dciodvfy") {
+        let out = Command::new(dciodvfy).arg(&sr).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "dciodvfy:\n{text}");
+    }
+    let text = String::from_utf8_lossy(payload);
+    assert!(
+        text.contains("EVIL--cxr-Content-Type: text/html"),
+        "the value kept, its line breaks gone"
     );
 }
 

@@ -16,14 +16,18 @@ fn unknown_vr_bytes(element: &InMemElement) -> Option<Vec<u8>> {
         .flatten()
 }
 
-/// The value as trimmed text (multiple values joined by `\`); `None` if absent or empty.
+/// The value as trimmed text (multiple values joined by `\`), control
+/// characters (CR, LF, ESC, NUL, ...) removed: no value the appliance
+/// copies into an SR, a FHIR resource or an HTTP body can break its lines.
+/// `None` if absent or empty.
 pub(crate) fn text(obj: &Obj, tag: Tag) -> Option<String> {
     let element = obj.get(tag)?;
     let value = match unknown_vr_bytes(element) {
         Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         None => element.to_str().ok()?.into_owned(),
     };
-    let trimmed = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    let clean: String = value.chars().filter(|c| !c.is_control()).collect();
+    let trimmed = clean.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 

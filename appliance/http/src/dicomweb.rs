@@ -16,6 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::auth::authorize;
 use super::credentials::Role;
@@ -417,8 +418,34 @@ async fn find(
         })
 }
 
+/// A boundary drawn afresh for each response, never found in its parts
+/// (a value copied from a modality cannot end a part early).
+fn fresh_boundary(files: &[Vec<u8>]) -> String {
+    let mut seed = [0u8; 16];
+    let mut attempt = 0u64;
+    loop {
+        attempt = attempt.wrapping_add(1);
+        if getrandom::fill(&mut seed).is_err() {
+            // No entropy: a digest of the content and the attempt still
+            // gives a boundary the check below accepts or replaces.
+            let mut h = Sha256::new();
+            h.update(attempt.to_le_bytes());
+            files.iter().for_each(|f| h.update(f));
+            seed.copy_from_slice(&h.finalize()[..16]);
+        }
+        let boundary = format!("cxr-{}", cxr_fsio::hex(&seed));
+        let marker = format!("--{boundary}");
+        if !files
+            .iter()
+            .any(|f| f.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        {
+            return boundary;
+        }
+    }
+}
+
 fn multipart_dicom(files: &[Vec<u8>]) -> Response {
-    let boundary = "cxr-wado-3c1e9a";
+    let boundary = fresh_boundary(files);
     let mut body = Vec::new();
     for f in files {
         body.extend_from_slice(
@@ -519,6 +546,24 @@ pub(super) async fn rendered_instance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_response_has_its_own_boundary_absent_from_its_parts() {
+        let parts = vec![
+            b"--cxr-\r\nContent-Type: text/html\r\n".to_vec(),
+            vec![0u8; 64],
+        ];
+        let a = fresh_boundary(&parts);
+        let b = fresh_boundary(&parts);
+        assert_ne!(a, b);
+        assert!(a.len() > 20);
+        let response = multipart_dicom(&parts);
+        let content_type = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or_default();
+        assert!(content_type
+            .starts_with("multipart/related; type=\"application/dicom\"; boundary=cxr-"));
+    }
 
     #[test]
     fn wildcards_and_date_ranges_match_as_qido_says() {

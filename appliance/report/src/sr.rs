@@ -50,11 +50,52 @@ pub(crate) fn text(tag: Tag, vr: VR, value: &str) -> DataElement<Obj> {
     DataElement::new(tag, vr, PrimitiveValue::from(value.to_owned()))
 }
 
+/// A value copied from the source study: made to fit its VR (see
+/// [`fit_to_vr`]), empty when nothing valid is left.
 pub(crate) fn optional(tag: Tag, vr: VR, value: Option<&String>) -> DataElement<Obj> {
-    match value {
-        Some(v) => text(tag, vr, v),
+    match value.and_then(|v| fit_to_vr(v, vr)) {
+        Some(v) => text(tag, vr, &v),
         None => DataElement::new(tag, vr, PrimitiveValue::Empty),
     }
+}
+
+/// A copied patient or study value as its VR allows it: no control
+/// characters, one value (no `\`), at most the VR's length (PN: 64 per
+/// component group); a DA must be `YYYYMMDD` and a TM digits with an
+/// optional fraction, or the value is dropped. Input from a modality is
+/// not trusted to be valid: an SR carrying it must still validate.
+pub fn fit_to_vr(value: &str, vr: VR) -> Option<String> {
+    let clean: String = value
+        .chars()
+        .filter(|c| !c.is_control() && *c != '\\')
+        .collect();
+    let clean = clean.trim();
+    let cut = |s: &str, max: usize| s.chars().take(max).collect::<String>().trim().to_owned();
+    let fitted = match vr {
+        VR::PN => clean
+            .split('=')
+            .take(3)
+            .map(|group| cut(group, 64))
+            .collect::<Vec<_>>()
+            .join("="),
+        VR::DA => (clean.len() == 8 && clean.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| clean.to_owned())?,
+        VR::TM => {
+            let (whole, fraction) = clean.split_once('.').unwrap_or((clean, ""));
+            let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+            (whole.len() >= 2
+                && whole.len() <= 6
+                && whole.len() % 2 == 0
+                && digits(whole)
+                && fraction.len() <= 6
+                && digits(fraction))
+            .then(|| clean.to_owned())?
+        }
+        VR::SH | VR::CS => cut(clean, 16),
+        VR::LO => cut(clean, 64),
+        _ => clean.to_owned(),
+    };
+    (!fitted.trim_matches('=').is_empty()).then_some(fitted)
 }
 
 pub(crate) fn sequence(tag: Tag, items: Vec<Obj>) -> DataElement<Obj> {
@@ -596,6 +637,29 @@ mod tests {
         InstanceOutcome, InstanceSummary, SrUids, StudyHeader, StudyOutcome, Superseded,
         RESULT_SCHEMA,
     };
+
+    #[test]
+    fn copied_values_fit_their_vr() {
+        let crafted = "PAT\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n<b>x</b>";
+        let id = fit_to_vr(crafted, VR::LO).unwrap_or_default();
+        assert!(!id.contains(['\r', '\n']), "{id:?}");
+        assert!(id.chars().count() <= 64);
+        assert_eq!(fit_to_vr("A\\B", VR::LO).as_deref(), Some("AB"));
+        assert_eq!(
+            fit_to_vr(&"x".repeat(40), VR::SH).map(|s| s.len()),
+            Some(16)
+        );
+        assert_eq!(
+            fit_to_vr(&format!("{}={}", "a".repeat(70), "b"), VR::PN),
+            Some(format!("{}=b", "a".repeat(64)))
+        );
+        assert_eq!(fit_to_vr("20240131", VR::DA).as_deref(), Some("20240131"));
+        assert_eq!(fit_to_vr("2024-01-31", VR::DA), None);
+        assert_eq!(fit_to_vr("101500.25", VR::TM).as_deref(), Some("101500.25"));
+        assert_eq!(fit_to_vr("10:15", VR::TM), None);
+        assert_eq!(fit_to_vr("\u{1b}\r\n", VR::LO), None);
+        assert_eq!(fit_to_vr("=", VR::PN), None);
+    }
 
     pub(crate) fn device(uid: &str) -> SrDevice {
         SrDevice {
