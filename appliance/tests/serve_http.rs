@@ -889,7 +889,17 @@ fn results_api(port: u16, auth: &str, service: &Service, dir: &Path) {
         .as_array()
         .unwrap()
         .iter()
-        .all(|c| c["completed_unix_ms"].as_u64().unwrap() > next));
+        .all(|c| c["seq"].as_u64().unwrap() > next));
+    // The feed in publication order: each version once, sequence numbers
+    // rising, however their studies' arrival times are ordered.
+    let feed = changes["changes"].as_array().unwrap();
+    let seqs: Vec<u64> = feed.iter().map(|c| c["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let versions: std::collections::BTreeSet<String> = feed
+        .iter()
+        .map(|c| format!("{} {}", c["study_instance_uid"], c["version"]))
+        .collect();
+    assert_eq!(versions.len(), feed.len(), "no version twice: {feed:?}");
     let bad = request(port, "GET", "/api/v1/studies?limit=many", &headers, b"");
     assert_eq!(bad.status, 400);
     qido_and_wado(port, auth, dir);

@@ -1,6 +1,6 @@
 //! Health and the results API: the published study results, newest first,
 //! one study's latest version as written (schema `RESULT_SCHEMA`), and a
-//! change feed ordered by completion time.
+//! change feed in publication order (both from the publication log).
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::auth::authorize;
 use super::credentials::Role;
 use super::{ApiError, HttpService};
-use cxr_store::results::StudyResult;
+use cxr_store::publications::Publication;
 
 /// Liveness: the process answers.
 pub(super) async fn healthz() -> Json<Value> {
@@ -80,34 +80,27 @@ pub(super) struct StudyQuery {
     accession: Option<String>,
 }
 
-fn summary(r: &StudyResult) -> Value {
-    let positive: Vec<&str> = r
-        .labels
-        .iter()
-        .filter(|l| l.finding == cxr_report::result::Finding::Present)
-        .map(|l| l.label.as_str())
-        .collect();
+/// One study version as lists and the feed show it.
+fn summary(p: &Publication) -> Value {
     json!({
-        "study_instance_uid": r.study_instance_uid,
-        "version": r.version,
-        "outcome": r.outcome,
-        "flags": r.flags,
-        "summary": r.findings_summary(),
-        "completed_unix_ms": r.completed_unix_ms,
-        "accession_number": r.header.accession_number,
-        "study_date": r.header.study_date,
-        "present": positive,
-        "reason": r.reason.as_ref().map(|x| &x.code),
-        "instances": r.instances.len(),
+        "seq": p.seq,
+        "study_instance_uid": p.study_instance_uid,
+        "version": p.version,
+        "outcome": p.outcome,
+        "flags": p.flags,
+        "summary": p.summary,
+        "completed_unix_ms": p.completed_unix_ms,
+        "published_unix_ms": p.published_unix_ms,
+        "accession_number": p.accession_number,
+        "study_date": p.study_date,
+        "present": p.present,
+        "reason": p.reason,
+        "instances": p.instances,
     })
 }
 
-fn read_all(service: &HttpService) -> Result<Vec<StudyResult>, ApiError> {
-    let studies = service
-        .results
-        .latest_studies()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()))?;
-    Ok(studies.into_values().collect())
+fn log_error(e: cxr_store::SpoolError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
 }
 
 pub(super) async fn studies(
@@ -122,16 +115,17 @@ pub(super) async fn studies(
     let offset = q.offset.unwrap_or(0);
     let all = {
         let service = Arc::clone(&service);
-        super::off_task(move || read_all(&service)).await??
+        super::off_task(move || service.results.publications().latest().map_err(log_error))
+            .await??
     };
-    let mut matching: Vec<&StudyResult> = all
-        .iter()
+    let mut matching: Vec<&Publication> = all
+        .values()
         .filter(|r| q.outcome.as_ref().is_none_or(|o| r.outcome.as_str() == o))
         .filter(|r| q.since_ms.is_none_or(|t| r.completed_unix_ms >= t))
         .filter(|r| {
             q.accession
                 .as_ref()
-                .is_none_or(|a| r.header.accession_number.as_ref() == Some(a))
+                .is_none_or(|a| r.accession_number.as_ref() == Some(a))
         })
         .collect();
     matching.sort_by(|a, b| {
@@ -181,9 +175,11 @@ pub(super) struct ChangeQuery {
     since: Option<u64>,
 }
 
-/// Study versions completed after `since` (a completion time in Unix ms),
-/// oldest first; `next` is the cursor for the following call. A page never
-/// splits one millisecond, so nothing is skipped between calls.
+/// Study versions in the order they were published, after `since` (a
+/// publication sequence number); `next` is the cursor for the following
+/// call. A version published late (a retry, a re-run, a late instance)
+/// still comes after everything already read, so nothing is missed and
+/// nothing is read twice.
 pub(super) async fn changes(
     State(service): State<Arc<HttpService>>,
     headers: HeaderMap,
@@ -193,36 +189,18 @@ pub(super) async fn changes(
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "API_BAD_QUERY", e.to_string()))?;
     let since = q.since.unwrap_or(0);
-    let all = {
+    let page = {
         let service = Arc::clone(&service);
-        super::off_task(move || read_all(&service)).await??
+        super::off_task(move || {
+            service
+                .results
+                .publications()
+                .since(since, MAX_PAGE)
+                .map_err(log_error)
+        })
+        .await??
     };
-    let mut newer: Vec<&StudyResult> = all.iter().filter(|r| r.completed_unix_ms > since).collect();
-    newer.sort_by_key(|r| (r.completed_unix_ms, r.study_instance_uid.clone()));
-    let page = page_of_changes(&newer);
-    let next = page.last().map_or(since, |r| r.completed_unix_ms);
-    let changes: Vec<Value> = page.iter().map(|r| summary(r)).collect();
+    let next = page.last().map_or(since, |p| p.seq);
+    let changes: Vec<Value> = page.iter().map(summary).collect();
     Ok(Json(json!({ "next": next, "changes": changes })))
-}
-
-/// At most a page, cut at a millisecond boundary (unless one millisecond
-/// alone fills the page, which is then returned whole).
-fn page_of_changes<'a>(sorted: &[&'a StudyResult]) -> Vec<&'a StudyResult> {
-    if sorted.len() <= MAX_PAGE {
-        return sorted.to_vec();
-    }
-    let edge = sorted[MAX_PAGE].completed_unix_ms;
-    let cut = sorted[..MAX_PAGE]
-        .iter()
-        .position(|r| r.completed_unix_ms == edge)
-        .unwrap_or(MAX_PAGE);
-    if cut == 0 {
-        sorted
-            .iter()
-            .take_while(|r| r.completed_unix_ms == edge)
-            .copied()
-            .collect()
-    } else {
-        sorted[..cut].to_vec()
-    }
 }

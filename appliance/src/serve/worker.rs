@@ -181,13 +181,31 @@ impl Worker {
                 board.arrived(r.id, &r.study_instance_uid, None, now);
             }
         }
-        for (uid, s) in self.store.latest_studies()? {
+        let studies = self.store.latest_studies()?;
+        self.log_unlogged(&studies)?;
+        for (uid, s) in studies {
             let ids: Vec<u64> = s.instances.iter().map(|i| i.instance).collect();
             board.restore_published(&uid, s.version, &ids);
             if self.changed_since(&s) {
                 board.restore_stale(&uid);
             }
             self.remember(&uid, ids, s.completed_unix_ms);
+        }
+        Ok(())
+    }
+
+    /// Versions written but not in the publication log (a stop between the
+    /// two, or results older than the log) are logged, in completion order.
+    fn log_unlogged(&self, studies: &std::collections::BTreeMap<String, StudyResult>) -> Result<(), SpoolError> {
+        let log = self.store.publications();
+        let logged = log.latest()?;
+        let mut missing: Vec<&StudyResult> = studies
+            .values()
+            .filter(|s| logged.get(&s.study_instance_uid).is_none_or(|p| p.version < s.version))
+            .collect();
+        missing.sort_by_key(|s| (s.completed_unix_ms, s.study_instance_uid.clone()));
+        for s in missing {
+            log.append(s, self.clock.unix_ms())?;
         }
         Ok(())
     }
@@ -535,6 +553,10 @@ impl Worker {
         self.processor.published(&result, &file)?;
         self.deliver(&result, objects)?;
         self.store.write_study(&result).map_err(|e| e.to_string())?;
+        self.store
+            .publications()
+            .append(&result, self.clock.unix_ms())
+            .map_err(|e| e.to_string())?;
         self.intake.board().published(uid, version, ids);
         self.metrics.study_published(result.outcome.as_str());
         self.remember(uid, ids.to_vec(), completed);

@@ -11,6 +11,8 @@
 //!   [`cxr_net::scp::StoreSink`], and STOW-RS calls it directly).
 //! - [`assembly`]: instances grouped into studies, and the completion rule.
 //! - [`results`]: instance results and versioned study results.
+//! - [`publications`]: the order versions were published in: the change
+//!   feed's cursor and the lists' index.
 //! - [`outbox`]: the journal of what each destination still has to receive.
 //! - [`files`]: the durable file primitives (atomic writes, journals,
 //!   folder locks) every stage uses.
@@ -25,6 +27,7 @@ pub mod files;
 pub mod intake;
 pub mod outbox;
 pub mod picture_facts;
+pub mod publications;
 pub mod results;
 pub mod spool;
 

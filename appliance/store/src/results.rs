@@ -363,6 +363,7 @@ fn indeterminate(label: &LabelResult) -> LabelResult {
 pub struct ResultStore {
     instances: PathBuf,
     studies: PathBuf,
+    publications: std::sync::Arc<crate::publications::PublicationLog>,
 }
 
 /// The folder name of a study: a digest of its UID, never the UID.
@@ -398,10 +399,16 @@ impl ResultStore {
         let store = ResultStore {
             instances: base.join("instances"),
             studies: base.join("studies"),
+            publications: std::sync::Arc::new(crate::publications::PublicationLog::new(&base)),
         };
         create_dir(&store.instances)?;
         create_dir(&store.studies)?;
         Ok(store)
+    }
+
+    /// The order study versions were published in.
+    pub fn publications(&self) -> &crate::publications::PublicationLog {
+        &self.publications
     }
 
     fn instance_path(&self, id: u64) -> PathBuf {
