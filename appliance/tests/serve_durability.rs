@@ -398,3 +398,53 @@ fn entries_for_a_removed_destination_are_dropped_and_stay_dropped() {
             && r["event"]["detail"] == "destination removed from the board"
             && r["event"]["entry"].as_u64() == id.parse::<u64>().ok()));
 }
+
+/// A result file that no longer parses (a disk fault, a hand edit) is moved
+/// aside and audited at the next start instead of stopping it; the
+/// instance runs again and its study is published again.
+#[test]
+fn a_corrupt_result_file_is_quarantined_and_the_study_recovers() {
+    if tool("storescu").is_none() {
+        return;
+    }
+    let dir = scratch_dir("serve-corrupt-result");
+    let state = dir.join("state");
+    let files = burst(&dir.join("one"), 1);
+    let pacs_port = free_port();
+    let first = start(&state, &dir, pacs_port, 0);
+    assert!(storescu(first.port, &[files[0].0.as_path()])
+        .wait()
+        .unwrap()
+        .success());
+    let published = wait_until(Duration::from_secs(120), || {
+        !study_files(&state, "json").is_empty()
+    });
+    assert!(published, "{}", first.stderr_text());
+    assert_eq!(first.terminate(), Some(0));
+    let study = study_files(&state, "json").remove(0);
+    let instance = state.join("results/instances/1.json");
+    for f in [&study, &instance] {
+        std::fs::write(f, b"{\"torn").unwrap();
+    }
+    let second = start(&state, &dir, pacs_port, 1);
+    let recovered = wait_until(Duration::from_secs(120), || {
+        std::fs::read(&study)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some()
+    });
+    assert!(recovered, "{}", second.stderr_text());
+    assert_eq!(second.terminate(), Some(0));
+    let quarantined = std::fs::read_dir(state.join("results/quarantine"))
+        .unwrap()
+        .count();
+    assert_eq!(quarantined, 2);
+    let records = serve_common::audit_records(&["--state-dir", state.to_str().unwrap()]);
+    let paths: Vec<&str> = records
+        .iter()
+        .filter(|r| r["event"]["type"] == "file_quarantined")
+        .filter_map(|r| r["event"]["path"].as_str())
+        .collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(paths.contains(&"results/instances/1.json"), "{paths:?}");
+}

@@ -129,6 +129,9 @@ pub fn record_json(r: &Record) -> Value {
             "type": "instance_repeated", "study_key": hex(study_key), "instance": instance,
             "same_as": same_as, "sha256": hex(sha256),
         }),
+        Event::FileQuarantined { path, reason } => {
+            json!({ "type": "file_quarantined", "path": path, "reason": reason })
+        }
         Event::Exported {
             actor,
             peer,

@@ -180,6 +180,9 @@ pub enum Event {
         same_as: u64,
         sha256: [u8; 32],
     },
+    /// A result file that did not parse was moved aside at start (its
+    /// path under the state directory, and why).
+    FileQuarantined { path: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

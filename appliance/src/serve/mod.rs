@@ -201,6 +201,28 @@ fn outbox_observer(notes: notes::Notes) -> cxr_delivery::forward::OutboxObserver
     })
 }
 
+/// Result files that do not parse are moved aside, audited and printed,
+/// rather than stopping the start (or a study) for good.
+fn quarantine_unreadable(store: &ResultStore, audit: &mut AuditLog) -> anyhow::Result<()> {
+    for (relative, reason) in store.unreadable_results()? {
+        let path = format!("results/{}", relative.display());
+        // Recorded before it moves: a log that cannot take it stops the start.
+        audit.append(
+            now_unix_ms(),
+            Event::FileQuarantined {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+        )?;
+        let target = store.quarantine(&relative)?;
+        eprintln!(
+            "cxr-appliance serve: {path} does not parse ({reason}): moved to {}",
+            target.display()
+        );
+    }
+    Ok(())
+}
+
 /// Entries queued for a destination the board no longer names are
 /// dropped, each audited and printed: they would wait forever, and hold
 /// their inputs.
@@ -363,6 +385,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let state = device.board.state_dir.clone();
     let spool = open_spool(&state, &settings)?;
     let store = ResultStore::open(&state)?;
+    quarantine_unreadable(&store, &mut log)?;
     let clock: Arc<dyn ServiceClock> = Arc::new(SystemClock::new());
     let board = Arc::new(StudyBoard::new(Duration::from_secs_f64(settings.stable_s)));
     let audit = Arc::new(Mutex::new(log));

@@ -554,7 +554,9 @@ impl ResultStore {
         std::fs::read(object.with_file_name(format!("{version}.png"))).ok()
     }
 
-    /// The latest version of every study on disk.
+    /// The latest version of every study on disk (a study whose latest
+    /// file cannot be read is left out; the service quarantines such files
+    /// at start, see [`ResultStore::quarantine`]).
     pub fn latest_studies(&self) -> Result<BTreeMap<String, StudyResult>, SpoolError> {
         let mut out: BTreeMap<String, StudyResult> = BTreeMap::new();
         let dirs = std::fs::read_dir(&self.studies)
@@ -563,10 +565,62 @@ impl ResultStore {
             let Some(latest) = latest_version(&dir.path()) else {
                 continue;
             };
-            let r: StudyResult = read_json(&dir.path().join(format!("v{latest}.json")))?;
-            out.insert(r.study_instance_uid.clone(), r);
+            if let Ok(r) = read_json::<StudyResult>(&dir.path().join(format!("v{latest}.json"))) {
+                out.insert(r.study_instance_uid.clone(), r);
+            }
         }
         Ok(out)
+    }
+
+    /// Every result file that does not parse (an instance's or a study
+    /// version's JSON: a disk fault, a hand edit): its path under
+    /// `results/` and why. See [`ResultStore::quarantine`].
+    pub fn unreadable_results(&self) -> Result<Vec<(PathBuf, String)>, SpoolError> {
+        let mut bad: Vec<(PathBuf, String)> = Vec::new();
+        let mut check = |path: PathBuf, parses: &dyn Fn(&Path) -> Result<(), SpoolError>| {
+            if let Err(e) = parses(&path) {
+                bad.push((path, e.to_string()));
+            }
+        };
+        for entry in read_dir_sorted(&self.instances)? {
+            if entry.extension().is_some_and(|x| x == "json") {
+                check(entry, &|p| read_json::<InstanceResult>(p).map(|_| ()));
+            }
+        }
+        for dir in read_dir_sorted(&self.studies)?.into_iter().filter(|d| d.is_dir()) {
+            for entry in read_dir_sorted(&dir)? {
+                let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with('v') && name.ends_with(".json") {
+                    check(entry, &|p| read_json::<StudyResult>(p).map(|_| ()));
+                }
+            }
+        }
+        let base = self.base();
+        Ok(bad
+            .into_iter()
+            .map(|(path, why)| (path.strip_prefix(&base).unwrap_or(&path).to_owned(), why))
+            .collect())
+    }
+
+    fn base(&self) -> PathBuf {
+        self.studies.parent().unwrap_or(&self.studies).to_owned()
+    }
+
+    /// Move `relative` (a path under `results/` that
+    /// [`ResultStore::unreadable_results`] named) to `results/quarantine/`,
+    /// so that one bad file neither stops the start nor hides a study: an
+    /// instance whose result is moved runs again, a study falls back to its
+    /// last readable version.
+    pub fn quarantine(&self, relative: &Path) -> Result<PathBuf, SpoolError> {
+        let base = self.base();
+        let quarantine = base.join("quarantine");
+        create_dir(&quarantine)?;
+        let flat = relative.to_string_lossy().replace(['/', '\\'], "_");
+        let target = quarantine.join(format!("{flat}.{}", std::process::id()));
+        let path = base.join(relative);
+        std::fs::rename(&path, &target).map_err(|e| SpoolError::io("quarantining", &path, e))?;
+        crate::files::sync_dir(&quarantine)?;
+        Ok(target)
     }
 
     /// Every published version of a study, oldest first (a version whose
@@ -589,6 +643,18 @@ impl ResultStore {
             .ok()
             .map(|b| (v, b))
     }
+}
+
+/// A folder's entries, sorted (missing folder: none).
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, SpoolError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(SpoolError::io("listing", dir, e)),
+    };
+    let mut out: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    out.sort();
+    Ok(out)
 }
 
 fn latest_version(dir: &Path) -> Option<u32> {
