@@ -170,6 +170,7 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
     );
     metrics_for_a_local_scraper(port);
     slow_clients_are_cut_off(port, &bearer(&operator));
+    one_address_cannot_hold_every_connection(port);
     an_export_is_in_the_log_before_its_answer(port, &state_arg, &board_arg);
     assert_eq!(service.terminate(), Some(0));
     access_and_exports_are_audited(&state_arg, &board_arg, &admin);
@@ -1238,6 +1239,39 @@ fn metrics_for_a_local_scraper(port: u16) {
 
 /// A client that sends its headers a byte a second, or stops in the middle
 /// of a body, is cut off by the 2 s timeouts, not held forever.
+/// A connection from `source` (a loopback address) to the service.
+fn connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(format!("{source}:0").parse().unwrap())?;
+        let stream = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await?;
+        stream.into_std()
+    })
+}
+
+/// 64 half-open connections from 127.0.0.2 (the whole cap) take only that
+/// address's share: 127.0.0.1's health probe is still answered.
+fn one_address_cannot_hold_every_connection(port: u16) {
+    let held: Vec<TcpStream> = (0..64)
+        .filter_map(|_| connect_from("127.0.0.2", port).ok())
+        .collect();
+    assert_eq!(held.len(), 64, "the kernel accepts the connections");
+    std::thread::sleep(Duration::from_millis(200));
+    let probe = request(port, "GET", "/healthz", &[], b"");
+    assert_eq!(probe.status, 200, "{}", String::from_utf8_lossy(&probe.body));
+    // Answered at once, before any request (sending one first could make
+    // the close reset the connection and lose the answer).
+    let mut one_more = connect_from("127.0.0.2", port).unwrap();
+    let busy = cxr_tests::http::read_reply_or_closed(&mut one_more).expect("an answer");
+    assert_eq!(busy.status, 503, "over its address's share");
+    drop(held);
+}
+
 fn slow_clients_are_cut_off(port: u16, auth: &str) {
     let mut trickle = TcpStream::connect(("127.0.0.1", port)).unwrap();
     trickle

@@ -59,6 +59,10 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Open connections at most; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections from one address at most (a quarter of
+    /// `max_connections` by default): one client holding its connections
+    /// half-open cannot deny everyone else, health probes included.
+    pub max_connections_per_address: usize,
     /// Session cookies carry `Secure` (the listener speaks TLS).
     pub secure_cookies: bool,
     pub session_idle: Duration,
@@ -79,6 +83,7 @@ impl Default for HttpConfig {
             body_idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             max_connections: 64,
+            max_connections_per_address: 16,
             secure_cookies: false,
             session_idle: Duration::from_secs(30 * 60),
             session_lifetime: Duration::from_secs(12 * 3600),
@@ -412,6 +417,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(service.config.max_connections));
+    let per_address = AddressSlots::new(service.config.max_connections_per_address);
     let header_timeout = service.config.header_timeout;
     let app = router(service);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -423,6 +429,12 @@ pub async fn serve(
         let Ok((stream, peer)) = accepted else {
             // Out of descriptors and the like: wait rather than spin.
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(address_slot) = per_address.take(peer.ip()) else {
+            if acceptor.is_none() {
+                tokio::spawn(refuse_busy(stream));
+            }
             continue;
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
@@ -444,7 +456,56 @@ pub async fn serve(
                 }
             }
             drop(slot);
+            drop(address_slot);
         });
+    }
+}
+
+/// Open connections per peer address, capped.
+#[derive(Clone)]
+struct AddressSlots {
+    cap: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One connection's hold on its address's count, given back on drop.
+struct AddressSlot {
+    address: std::net::IpAddr,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl AddressSlots {
+    fn new(cap: usize) -> AddressSlots {
+        AddressSlots {
+            cap: cap.max(1),
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for `address`, unless it holds `cap` already.
+    fn take(&self, address: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(address).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            address,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
     }
 }
 

@@ -181,6 +181,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
         config: HttpConfig {
             max_body_bytes: settings.http_max_body_bytes,
             max_connections: settings.http_max_connections,
+            max_connections_per_address: (settings.http_max_connections / 4).max(1),
             header_timeout: Duration::from_secs(settings.http_header_timeout_s),
             body_idle_timeout: Duration::from_secs(settings.http_body_timeout_s),
             metrics_open_to_loopback: settings.http_metrics_open_to_loopback,
