@@ -132,12 +132,13 @@ impl Device {
             log
         };
         for t in torn {
-            eprintln!(
-                "cxr-appliance: audit log: cut a partial record of {} bytes (power loss) at byte {} of segment {}; kept as {}",
-                t.bytes,
-                t.offset,
-                t.segment,
-                t.kept_as.display()
+            crate::serve::console::say(
+                "audit_torn_record_cut",
+                serde_json::json!({
+                    "bytes": t.bytes, "offset": t.offset, "segment": t.segment,
+                    "kept_as": t.kept_as.display().to_string(),
+                    "detail": "a partial record (power loss) was cut from the audit log",
+                }),
             );
         }
         Ok(log)

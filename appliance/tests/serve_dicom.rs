@@ -299,6 +299,7 @@ fn a_modality_and_a_pacs_interoperate_with_the_service() {
         &dir.join("serve.err"),
     );
     assert_eq!(service.ready["model"]["ready"], true, "{}", service.ready);
+    assert_eq!(service.ready["destinations"], serde_json::json!([forward]));
     modality_pushes(service.port, &films, &dir, &state);
     let complete = wait_until(Duration::from_secs(120), || {
         let r = study_results(&state);
@@ -313,6 +314,19 @@ fn a_modality_and_a_pacs_interoperate_with_the_service() {
     check_results(&state);
     std::thread::sleep(Duration::from_secs(2));
     let pacs = pacs_comes_up(&state, &dir, pacs_port, &service);
+    // The outage and its end are on the console, one JSON line each.
+    let events = serve_common::console_events(&service.stderr_text());
+    for name in [
+        "association_refused",
+        "study_published",
+        "delivery_failed",
+        "delivery_succeeded",
+    ] {
+        assert!(
+            events.iter().any(|e| e["event"] == name),
+            "no {name} on the console: {events:?}"
+        );
+    }
     inputs_go_once_delivered(&state, &service);
     late_instance_makes_a_new_version(&state, &dir, service.port, &pacs, &films.rg1);
     assert_eq!(

@@ -324,7 +324,7 @@ fn an_instance_is_acknowledged_only_once_it_is_durable() {
     // resend is stored.
     let service = Service::start(&appliance(), &args, &[], &dir.join("b.err"));
     assert!(
-        service.stderr_text().contains("partial_removed: 1"),
+        service.stderr_text().contains("\"partial_removed\":1"),
         "{}",
         service.stderr_text()
     );

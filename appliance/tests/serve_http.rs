@@ -1263,7 +1263,12 @@ fn one_address_cannot_hold_every_connection(port: u16) {
     assert_eq!(held.len(), 64, "the kernel accepts the connections");
     std::thread::sleep(Duration::from_millis(200));
     let probe = request(port, "GET", "/healthz", &[], b"");
-    assert_eq!(probe.status, 200, "{}", String::from_utf8_lossy(&probe.body));
+    assert_eq!(
+        probe.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&probe.body)
+    );
     // Answered at once, before any request (sending one first could make
     // the close reset the connection and lose the answer).
     let mut one_more = connect_from("127.0.0.2", port).unwrap();

@@ -182,7 +182,10 @@ pub enum Event {
     },
     /// A result file that did not parse was moved aside at start (its
     /// path under the state directory, and why).
-    FileQuarantined { path: String, reason: String },
+    FileQuarantined {
+        path: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -161,7 +161,10 @@ impl Forwarder {
                 change,
                 detail,
             }),
-            Err(e) => eprintln!("cxr-appliance serve: outbox: {e}"),
+            Err(e) => eprintln!(
+                "{}",
+                serde_json::json!({ "event": "outbox_journal_fault", "code": e.code(), "message": e.to_string() })
+            ),
         }
     }
 

@@ -406,8 +406,8 @@ impl CredentialStore {
         }
         let creds = std::sync::Arc::new(load(&self.path).unwrap_or_else(|e| {
             eprintln!(
-                "cxr-appliance serve: http: {}: {e}; no one is admitted",
-                e.code()
+                "{}",
+                serde_json::json!({ "event": "credentials_unreadable", "code": e.code(), "message": e.to_string(), "detail": "no one is admitted" })
             );
             Credentials::default()
         }));

@@ -7,6 +7,7 @@
 
 mod admin;
 mod config;
+pub(crate) mod console;
 pub(crate) mod http;
 mod notes;
 mod processor;
@@ -150,7 +151,14 @@ fn observer(notes: notes::Notes) -> cxr_net::scp::Observer {
                 ..
             } => (peer, calling_ae, *code, false),
         };
-        eprintln!("cxr-appliance serve: {event:?}");
+        let (kind, detail) = match &event {
+            ScpEvent::Refused { .. } => ("association_refused", String::new()),
+            ScpEvent::Aborted { detail, .. } => ("association_aborted", detail.clone()),
+        };
+        console::say(
+            kind,
+            json!({ "peer": peer.to_string(), "calling_ae": calling_ae, "code": code, "transient": transient, "detail": detail }),
+        );
         notes.association_fault(
             peer.ip(),
             peer.to_string(),
@@ -179,18 +187,26 @@ fn sd_notify(message: &str) {
     }
 }
 
-/// Audit the outbox's changes; a dead letter is also said on stderr.
+/// Every delivery attempt said on the console (a PACS outage is visible
+/// as it happens); deliveries and dead letters audited too.
 fn outbox_observer(notes: notes::Notes) -> cxr_delivery::forward::OutboxObserver {
     Arc::new(move |event: OutboxEvent| {
-        let state = match event.change {
-            Change::Delivered { .. } => "delivered",
-            Change::WillRetry { .. } => return,
-            Change::Dead => "dead",
+        let (state, retry_in_ms) = match event.change {
+            Change::Delivered { .. } => ("delivered", None),
+            Change::WillRetry { in_ms } => ("failed", Some(in_ms)),
+            Change::Dead => ("dead", None),
         };
-        eprintln!(
-            "cxr-appliance serve: outbox entry {} to {}: {state} ({})",
-            event.entry, event.destination, event.detail
+        console::say(
+            match state {
+                "delivered" => "delivery_succeeded",
+                "dead" => "dead_letter",
+                _ => "delivery_failed",
+            },
+            json!({ "entry": event.entry, "destination": event.destination, "sop_instance_uid": event.sop_instance_uid, "detail": event.detail, "retry_in_ms": retry_in_ms }),
         );
+        if retry_in_ms.is_some() {
+            return;
+        }
         notes.record(Event::OutboxChanged {
             entry: event.entry,
             destination: event.destination,
@@ -215,9 +231,9 @@ fn quarantine_unreadable(store: &ResultStore, audit: &mut AuditLog) -> anyhow::R
             },
         )?;
         let target = store.quarantine(&relative)?;
-        eprintln!(
-            "cxr-appliance serve: {path} does not parse ({reason}): moved to {}",
-            target.display()
+        console::say(
+            "file_quarantined",
+            json!({ "path": path, "reason": reason, "moved_to": target.display().to_string() }),
         );
     }
     Ok(())
@@ -232,9 +248,9 @@ fn drop_removed_destinations(shared: &Shared, configured: &[String]) -> anyhow::
     drop(outbox);
     let mut audit = shared.audit.lock().unwrap_or_else(|p| p.into_inner());
     for e in dropped {
-        eprintln!(
-            "cxr-appliance serve: outbox entry {} to {}: dropped (the destination is no longer configured)",
-            e.id, e.destination
+        console::say(
+            "outbox_dropped",
+            json!({ "entry": e.id, "destination": e.destination, "detail": "the destination is no longer configured" }),
         );
         audit.append(
             now_unix_ms(),
@@ -322,7 +338,10 @@ fn open_spool(
         spool
     };
     if recovery != Default::default() {
-        eprintln!("cxr-appliance serve: spool recovered at start: {recovery:?}");
+        console::say(
+            "spool_recovered",
+            json!({ "partial_removed": recovery.partial_removed, "unjournalled_removed": recovery.unjournalled_removed, "torn_bytes": recovery.torn_bytes }),
+        );
     }
     Ok(spool)
 }
@@ -342,7 +361,7 @@ fn run_until_stopped(
     board.stop();
     let _ = worker.join();
     sd_notify("STOPPING=1");
-    eprintln!("cxr-appliance serve: stopped");
+    console::say("stopped", Value::Null);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -414,6 +433,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         secondary_capture: settings.send_secondary_capture,
         // A study's passing fault is retried on the outbox's schedule.
         fault_retry: Duration::from_secs_f64(settings.retry_initial_s),
+        pseudonym: Arc::clone(&study_pseudonym),
     };
     let processor = processor::ServeProcessor {
         model: Arc::clone(&shared.model),
@@ -440,8 +460,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         study_pseudonym: Arc::clone(&study_pseudonym),
     });
     let board = Arc::clone(&shared.board);
+    let destinations = plan.destinations.clone();
     let network = network(shared, &settings, plan, admin, report_device)?;
-    let ready = json!({ "serve": "ready", "dicom": null, "http": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies } });
+    let ready = json!({ "serve": "ready", "dicom": null, "http": null, "ae_title": network.scp.ae_title, "model": status, "backlog": { "instances": pending, "studies": studies }, "destinations": destinations });
     run_until_stopped(network, ready, &board, running)
 }
 
@@ -592,7 +613,10 @@ async fn until_stopped(
             }
         }
     }
-    eprintln!("cxr-appliance serve: stopping: no new associations; transfers in progress finish");
+    console::say(
+        "stopping",
+        json!({ "detail": "no new associations or HTTP connections; transfers in progress finish" }),
+    );
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), scp).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), forwarder).await;

@@ -59,7 +59,10 @@ impl Notes {
                 for event in rx {
                     let mut log = writer.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) = log.append(now_unix_ms(), event) {
-                        eprintln!("cxr-appliance serve: audit: {e}");
+                        super::console::say(
+                            "audit_fault",
+                            serde_json::json!({ "code": e.code(), "message": e.to_string() }),
+                        );
                     }
                 }
             })?;
@@ -86,7 +89,10 @@ impl Notes {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(std::sync::TryLockError::WouldBlock) => {
-                    eprintln!("cxr-appliance serve: audit: busy, not recorded: {event:?}");
+                    super::console::say(
+                        "audit_not_recorded",
+                        serde_json::json!({ "code": "AUDIT_BUSY", "record": format!("{event:?}") }),
+                    );
                     return false;
                 }
             }
@@ -94,7 +100,10 @@ impl Notes {
         match log.append(now_unix_ms(), event) {
             Ok(_) => true,
             Err(e) => {
-                eprintln!("cxr-appliance serve: audit: {e}");
+                super::console::say(
+                    "audit_fault",
+                    serde_json::json!({ "code": e.code(), "message": e.to_string() }),
+                );
                 false
             }
         }
@@ -122,7 +131,10 @@ impl Notes {
         match self.tx.try_send(event) {
             Ok(()) => true,
             Err(TrySendError::Full(e)) => {
-                eprintln!("cxr-appliance serve: audit queue full, not recorded: {e:?}");
+                super::console::say(
+                    "audit_not_recorded",
+                    serde_json::json!({ "code": "AUDIT_QUEUE_FULL", "record": format!("{e:?}") }),
+                );
                 false
             }
             Err(TrySendError::Disconnected(_)) => false,

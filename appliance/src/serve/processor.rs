@@ -253,7 +253,7 @@ impl Processor for ServeProcessor {
         }
     }
 
-    fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<(), String> {
+    fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<u64, String> {
         let inputs = result
             .instances
             .iter()
@@ -270,12 +270,6 @@ impl Processor for ServeProcessor {
         let seq = log
             .append(now_unix_ms(), event)
             .map_err(|e| e.to_string())?;
-        eprintln!(
-            "cxr-appliance serve: study {} version {}: {} (audit {seq})",
-            cxr_store::results::study_key(&result.study_instance_uid),
-            result.version,
-            result.outcome
-        );
-        Ok(())
+        Ok(seq)
     }
 }

@@ -38,9 +38,10 @@ pub trait Processor: Send {
     /// Classify one spool instance from its Part 10 bytes. Faults become a
     /// `Failed` or `Refused` result, never a panic out of here.
     fn process(&mut self, record: &JournalRecord, bytes: &[u8]) -> InstanceResult;
-    /// A study version is on disk (`file` is its bytes): audit it. An error
-    /// keeps the version from being counted as published, so it is retried.
-    fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<(), String>;
+    /// A study version is on disk (`file` is its bytes): audit it, and
+    /// answer the record's sequence number. An error keeps the version from
+    /// being counted as published, so it is retried.
+    fn published(&mut self, result: &StudyResult, file: &[u8]) -> Result<u64, String>;
     /// The model studies run on now (`None` without a verified one).
     fn model(&self) -> Option<ModelRef>;
     /// Whether `record` (a SOP Instance UID seen before, with other bytes)
@@ -78,6 +79,8 @@ pub struct Delivery {
     /// The first pause before an instance's transient fault (no model, the
     /// audit log without room, the engine) is tried again, doubled each time.
     pub fault_retry: Duration,
+    /// How the console names a study (its keyed pseudonym).
+    pub pseudonym: cxr_http::StudyPseudonym,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -196,12 +199,19 @@ impl Worker {
 
     /// Versions written but not in the publication log (a stop between the
     /// two, or results older than the log) are logged, in completion order.
-    fn log_unlogged(&self, studies: &std::collections::BTreeMap<String, StudyResult>) -> Result<(), SpoolError> {
+    fn log_unlogged(
+        &self,
+        studies: &std::collections::BTreeMap<String, StudyResult>,
+    ) -> Result<(), SpoolError> {
         let log = self.store.publications();
         let logged = log.latest()?;
         let mut missing: Vec<&StudyResult> = studies
             .values()
-            .filter(|s| logged.get(&s.study_instance_uid).is_none_or(|p| p.version < s.version))
+            .filter(|s| {
+                logged
+                    .get(&s.study_instance_uid)
+                    .is_none_or(|p| p.version < s.version)
+            })
             .collect();
         missing.sort_by_key(|s| (s.completed_unix_ms, s.study_instance_uid.clone()));
         for s in missing {
@@ -260,8 +270,9 @@ impl Worker {
                 } => {
                     if let Err(e) = self.study(&study_instance_uid, version, &instances) {
                         // Put off this study alone: the others go on.
-                        eprintln!(
-                            "cxr-appliance serve: worker: {e}; this study again in {RETRY_AFTER:?}"
+                        super::console::say(
+                            "worker_fault",
+                            serde_json::json!({ "message": e.to_string(), "retry_in_ms": RETRY_AFTER.as_millis() as u64 }),
                         );
                         let later = self.clock.monotonic_ms() + RETRY_AFTER.as_millis() as u64;
                         board.defer_study(&study_instance_uid, later);
@@ -270,7 +281,10 @@ impl Worker {
                 }
             };
             if let Err(e) = step {
-                eprintln!("cxr-appliance serve: worker: {e}; retrying in {RETRY_AFTER:?}");
+                super::console::say(
+                    "worker_fault",
+                    serde_json::json!({ "message": e.to_string(), "retry_in_ms": RETRY_AFTER.as_millis() as u64 }),
+                );
                 board.pause(RETRY_AFTER);
             }
         }
@@ -286,7 +300,10 @@ impl Worker {
         self.retention_checked_ms = Some(now);
         let retired = self.retire()?;
         if retired > 0 {
-            eprintln!("cxr-appliance serve: retention: {retired} delivered inputs deleted");
+            super::console::say(
+                "inputs_retired",
+                serde_json::json!({ "count": retired, "detail": "delivered inputs deleted after their retention" }),
+            );
         }
         Ok(())
     }
@@ -362,7 +379,10 @@ impl Worker {
             }
         }
         if again > 0 {
-            eprintln!("cxr-appliance serve: a model is served: {again} instances that failed for a passing fault run again");
+            super::console::say(
+                "instances_rerun",
+                serde_json::json!({ "count": again, "detail": "a model is served: instances that failed for a passing fault run again" }),
+            );
         }
     }
 
@@ -510,7 +530,7 @@ impl Worker {
         let previous = latest.as_ref().map(|(_, bytes)| sha256_hex(bytes));
         let old: Option<StudyResult> = latest.as_ref().and_then(|(v, bytes)| {
             serde_json::from_slice(bytes)
-                .map_err(|e| eprintln!("cxr-appliance serve: result version {v} cannot be read again ({e}): the new version names no predecessor"))
+                .map_err(|e| super::console::say("result_unreadable", serde_json::json!({ "version": v, "message": e.to_string(), "detail": "the new version names no predecessor" })))
                 .ok()
         });
         let supersedes = old.as_ref().map(|o| self.superseded(o));
@@ -550,13 +570,23 @@ impl Worker {
             self.store.instance_preview(id)
         });
         let objects = self.encode(&result, &facts)?;
-        self.processor.published(&result, &file)?;
+        let audit_seq = self.processor.published(&result, &file)?;
         self.deliver(&result, objects)?;
         self.store.write_study(&result).map_err(|e| e.to_string())?;
-        self.store
+        let publication = self
+            .store
             .publications()
             .append(&result, self.clock.unix_ms())
             .map_err(|e| e.to_string())?;
+        super::console::say(
+            "study_published",
+            serde_json::json!({
+                "study": (self.delivery.pseudonym)(uid), "version": result.version,
+                "outcome": result.outcome, "flags": result.flags, "summary": publication.summary,
+                "seq": publication.seq, "audit_seq": audit_seq,
+                "destinations": self.delivery.destinations,
+            }),
+        );
         self.intake.board().published(uid, version, ids);
         self.metrics.study_published(result.outcome.as_str());
         self.remember(uid, ids.to_vec(), completed);
@@ -610,9 +640,9 @@ impl Worker {
         let sc = if d.secondary_capture {
             encode_sc(result, &picture, &d.device)
                 .map_err(|e| {
-                    eprintln!(
-                        "cxr-appliance serve: study version {}: no Secondary Capture: {e}",
-                        result.version
+                    super::console::say(
+                        "secondary_capture_failed",
+                        serde_json::json!({ "study": (d.pseudonym)(&result.study_instance_uid), "version": result.version, "message": e.to_string() }),
                     )
                 })
                 .ok()

@@ -587,7 +587,10 @@ impl ResultStore {
                 check(entry, &|p| read_json::<InstanceResult>(p).map(|_| ()));
             }
         }
-        for dir in read_dir_sorted(&self.studies)?.into_iter().filter(|d| d.is_dir()) {
+        for dir in read_dir_sorted(&self.studies)?
+            .into_iter()
+            .filter(|d| d.is_dir())
+        {
             for entry in read_dir_sorted(&dir)? {
                 let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 if name.starts_with('v') && name.ends_with(".json") {

@@ -70,3 +70,17 @@ pub fn audit_records(device: &[&str]) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// Every line `serve` wrote to stderr, each one JSON object with an
+/// `event` name (the console's contract).
+pub fn console_events(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a console line is not JSON ({e}): {line}"));
+            assert!(v["event"].is_string(), "no event name: {line}");
+            v
+        })
+        .collect()
+}
