@@ -99,11 +99,62 @@ fn report_matches(report: &Value, params: &[(String, String)]) -> bool {
     if let Some(studies) = report["imagingStudy"].as_array() {
         identifiers.extend(studies.iter().map(|s| &s["identifier"]));
     }
+    let subject: Vec<&Value> = report["subject"].get("identifier").into_iter().collect();
     params.iter().all(|(k, v)| match k.as_str() {
         "identifier" => v.split(',').any(|t| token_matches(t, &identifiers)),
         "date" => date_matches(v, report),
+        "status" => v.split(',').any(|s| report["status"].as_str() == Some(s)),
+        // A report withdrawn for a patient conflict names no subject, so it
+        // matches no patient.
+        "subject:identifier" => v.split(',').any(|t| token_matches(t, &subject)),
         _ => true,
     })
+}
+
+/// The search parameters DiagnosticReport takes.
+const SEARCH_PARAMETERS: &[(&str, &str)] = &[
+    ("identifier", "token"),
+    ("date", "date"),
+    ("status", "token"),
+    ("subject", "reference"),
+];
+
+/// When this capability statement last changed.
+const CAPABILITY_DATE: &str = "2026-12-07";
+
+/// `GET /fhir/metadata`: what this FHIR side serves (no credentials: it
+/// carries no patient data).
+pub(super) async fn metadata() -> Response {
+    let params: Vec<Value> = SEARCH_PARAMETERS
+        .iter()
+        .map(|(name, kind)| json!({ "name": name, "type": kind }))
+        .collect();
+    let read = |extra: &[&str]| -> Vec<Value> {
+        ["read", "vread", "history-instance"]
+            .iter()
+            .chain(extra)
+            .map(|c| json!({ "code": c }))
+            .collect()
+    };
+    let body = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": CAPABILITY_DATE,
+        "kind": "instance",
+        "software": { "name": "cxr-appliance", "version": env!("CARGO_PKG_VERSION") },
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Read-only: the appliance's preliminary AI results. subject:identifier is the only subject search.",
+            "resource": [
+                { "type": "DiagnosticReport", "interaction": read(&["search-type"]), "searchParam": params },
+                { "type": "Observation", "interaction": read(&[]) },
+                { "type": "Device", "interaction": [{ "code": "read" }] },
+            ],
+        }],
+    });
+    fhir_json(StatusCode::OK, &body)
 }
 
 pub(super) async fn search_reports(
@@ -118,13 +169,20 @@ pub(super) async fn search_reports(
         .get("prefer")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("handling=strict"));
-    let known = ["identifier", "date", "_count", "_format"];
+    let known = [
+        "identifier",
+        "date",
+        "status",
+        "subject:identifier",
+        "_count",
+        "_format",
+    ];
     let unknown = params.iter().find(|(k, _)| !known.contains(&k.as_str()));
     if let (true, Some((k, _))) = (strict, unknown) {
         return Ok(outcome(
             StatusCode::BAD_REQUEST,
             "not-supported",
-            &format!("search parameter {k:?} is not supported (identifier and date are)"),
+            &format!("search parameter {k:?} is not supported (identifier, date, status and subject:identifier are)"),
         ));
     }
     let count = params

@@ -277,6 +277,7 @@ fn api_routes() -> Routes {
 fn read_routes() -> Routes {
     let instance = "/dicomweb/studies/{study}/series/{series}/instances/{instance}";
     Router::new()
+        .route("/fhir/metadata", get(fhir::metadata))
         .route("/fhir/DiagnosticReport", get(fhir::search_reports))
         .route("/fhir/{kind}/{id}", get(fhir::read))
         .route("/fhir/{kind}/{id}/_history", get(fhir::history))
