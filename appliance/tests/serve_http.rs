@@ -936,12 +936,12 @@ fn qido_and_wado(port: u16, auth: &str, dir: &Path) {
         serde_json::json!([])
     );
     let instances = get(&format!("/dicomweb/studies/{RG1_STUDY}/instances")).json();
-    let url_of = |modality: Option<&str>| -> String {
+    let url_of = |modality: &str| -> String {
         let item = instances
             .as_array()
             .unwrap()
             .iter()
-            .find(|i| i["00080060"]["Value"][0].as_str() == modality)
+            .find(|i| i["00080060"]["Value"][0].as_str() == Some(modality))
             .unwrap_or_else(|| panic!("no {modality:?} instance in {instances}"));
         let uid = |tag: &str| item[tag]["Value"][0].as_str().unwrap().to_owned();
         let url = format!(
@@ -953,19 +953,20 @@ fn qido_and_wado(port: u16, auth: &str, dir: &Path) {
         // Only our own objects advertise a RetrieveURL.
         assert_eq!(
             item["00081190"]["Value"][0].as_str().is_some(),
-            modality.is_some(),
+            modality != "CR",
             "{item}"
         );
         url
     };
-    let sr = get(&url_of(Some("SR")));
+    let sr = get(&url_of("SR"));
     assert_eq!(sr.status, 200);
     assert!(sr
         .header("content-type")
         .unwrap()
         .starts_with("multipart/related"));
     assert!(sr.body.windows(4).any(|w| w == b"DICM"));
-    let input = url_of(None);
+    // The received film, with the Modality it was sent with.
+    let input = url_of("CR");
     let whole = get(&input);
     assert_eq!(
         (whole.status, whole.json()["error"]["code"].as_str()),
@@ -977,7 +978,8 @@ fn qido_and_wado(port: u16, auth: &str, dir: &Path) {
     assert!(rendered.body.starts_with(b"\x89PNG"));
     let study = get(&format!("/dicomweb/studies/{RG1_STUDY}"));
     assert_eq!(study.status, 200, "WADO-RS of the study: its SRs");
-    result_picture_and_secondary_capture(&get, &url_of(Some("OT")), &url_of(Some("SR")), dir);
+    result_picture_and_secondary_capture(&get, &url_of("OT"), &url_of("SR"), dir);
+    searches_across_studies(&get);
     abstention_picture(&get, &list, dir);
     fhir_resources(&get, &list, dir);
 }
@@ -1116,6 +1118,45 @@ fn only_part(body: &[u8]) -> &[u8] {
     let start = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let end = body.windows(4).rposition(|w| w == b"\r\n--").unwrap();
     &body[start..end]
+}
+
+/// QIDO-RS at the series and instance levels across all studies, with
+/// matching keys, the received films' Modality and `includefield`.
+fn searches_across_studies(get: &dyn Fn(&str) -> Reply) {
+    let series = get(&format!("/dicomweb/series?StudyInstanceUID={RG1_STUDY}"));
+    assert_eq!(series.status, 200);
+    let modalities: std::collections::BTreeSet<String> = series
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["00080060"]["Value"][0].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        ["CR", "SR"].iter().all(|m| modalities.contains(*m)),
+        "{modalities:?}"
+    );
+    let cr = get("/dicomweb/instances?Modality=CR&includefield=PatientID,00080020,Nonsense");
+    assert_eq!(cr.status, 200);
+    assert!(cr
+        .header("warning")
+        .is_some_and(|w| w.contains("includefield=Nonsense")));
+    let items = cr.json();
+    let items = items.as_array().unwrap();
+    assert!(items.len() >= 2, "both received chest films: {items:?}");
+    for item in items {
+        assert_eq!(item["00080060"]["Value"][0], "CR", "{item}");
+        assert!(
+            item["00100020"]["vr"] == "LO" && item["00080020"]["vr"] == "DA",
+            "{item}"
+        );
+    }
+    let everything = get("/dicomweb/instances?includefield=all").json();
+    assert!(everything
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i.get("00100040").is_some() && i.get("00200010").is_some()));
 }
 
 /// The appliance's own Secondary Capture, routed back to it by a PACS, is

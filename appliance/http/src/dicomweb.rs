@@ -94,7 +94,7 @@ fn catalogue(service: &HttpService) -> Vec<Entry> {
                 series: r.series_instance_uid.clone().unwrap_or_default(),
                 sop_class: r.sop_class_uid.clone(),
                 sop_instance: r.sop_instance_uid.clone(),
-                modality: None,
+                modality: r.modality.clone(),
                 header: r.header.clone(),
                 held: Held::Received(r.id),
             })
@@ -173,6 +173,77 @@ const KEYS: &[(&str, &str)] = &[
 ];
 /// Keys accepted and not used for matching.
 const IGNORED_QUIETLY: &[&str] = &["limit", "offset", "includefield", "fuzzymatching"];
+
+/// The attributes `includefield` may add to any level: keyword, tag, VR.
+const INCLUDABLE: &[(&str, &str, &str)] = &[
+    ("StudyDate", "00080020", "DA"),
+    ("StudyTime", "00080030", "TM"),
+    ("AccessionNumber", "00080050", "SH"),
+    ("Modality", "00080060", "CS"),
+    ("ReferringPhysicianName", "00080090", "PN"),
+    ("SOPClassUID", "00080016", "UI"),
+    ("PatientName", "00100010", "PN"),
+    ("PatientID", "00100020", "LO"),
+    ("PatientBirthDate", "00100030", "DA"),
+    ("PatientSex", "00100040", "CS"),
+    ("StudyID", "00200010", "SH"),
+];
+
+/// An includable attribute's value for one entry.
+fn included_value<'a>(e: &'a Entry, keyword: &str) -> Option<&'a str> {
+    let h = &e.header;
+    match keyword {
+        "StudyDate" => h.study_date.as_deref(),
+        "StudyTime" => h.study_time.as_deref(),
+        "AccessionNumber" => h.accession_number.as_deref(),
+        "Modality" => e.modality.as_deref(),
+        "ReferringPhysicianName" => h.referring_physician_name.as_deref(),
+        "SOPClassUID" => Some(e.sop_class.as_str()),
+        "PatientName" => h.patient_name.as_deref(),
+        "PatientID" => h.patient_id.as_deref(),
+        "PatientBirthDate" => h.patient_birth_date.as_deref(),
+        "PatientSex" => h.patient_sex.as_deref(),
+        "StudyID" => h.study_id.as_deref(),
+        _ => None,
+    }
+}
+
+/// `includefield` (comma-separated keywords or tags, or `all`): the
+/// attributes to add, and the names not known here.
+fn includes(
+    raw: &BTreeMap<String, String>,
+) -> (
+    Vec<&'static (&'static str, &'static str, &'static str)>,
+    Vec<String>,
+) {
+    let Some(list) = raw.get("includefield") else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut unknown = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if name.eq_ignore_ascii_case("all") {
+            return (INCLUDABLE.iter().collect(), Vec::new());
+        }
+        match INCLUDABLE
+            .iter()
+            .find(|(kw, tag, _)| name == *kw || name.eq_ignore_ascii_case(tag))
+        {
+            Some(a) => out.push(a),
+            None => unknown.push(format!("includefield={name}")),
+        }
+    }
+    (out, unknown)
+}
+
+/// Add the included attributes an item does not carry already.
+fn add_included(item: &mut Value, e: &Entry, include: &[&(&str, &str, &str)]) {
+    for (keyword, tag, vr) in include {
+        if item.get(*tag).is_none() {
+            item[*tag] = text(vr, included_value(e, keyword));
+        }
+    }
+}
 
 /// The matching keys by keyword, and the names of the keys ignored.
 fn parse_query(raw: &BTreeMap<String, String>) -> (BTreeMap<&'static str, String>, Vec<String>) {
@@ -308,7 +379,9 @@ async fn query(
     authorize(&service, &headers, &Method::GET, Role::Viewer)?;
     let (offset, limit) = page(&raw)?;
     raw.retain(|_, v| !v.is_empty());
-    let (keys, ignored) = parse_query(&raw);
+    let (keys, mut ignored) = parse_query(&raw);
+    let (include, unknown) = includes(&raw);
+    ignored.extend(unknown);
     let all = super::off_task(move || catalogue(&service)).await?;
     let matching: Vec<&Entry> = all.iter().filter(|e| entry_matches(e, &keys)).collect();
     let mut groups: BTreeMap<(String, String), Vec<&Entry>> = BTreeMap::new();
@@ -325,10 +398,14 @@ async fn query(
         .values()
         .skip(offset)
         .take(limit)
-        .map(|members| match level {
-            Level::Studies => study_attributes(members[0], members),
-            Level::Series => series_attributes(members[0], members.len()),
-            Level::Instances => instance_attributes(members[0]),
+        .map(|members| {
+            let mut item = match level {
+                Level::Studies => study_attributes(members[0], members),
+                Level::Series => series_attributes(members[0], members.len()),
+                Level::Instances => instance_attributes(members[0]),
+            };
+            add_included(&mut item, members[0], &include);
+            item
         })
         .collect();
     let mut response = Value::Array(items).to_string().into_response();
@@ -365,6 +442,24 @@ pub(super) async fn studies(
     Query(raw): Params,
 ) -> Result<Response, ApiError> {
     query(s, headers, raw, Level::Studies).await
+}
+
+/// `GET /dicomweb/series`: series across all studies.
+pub(super) async fn all_series(
+    State(s): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Query(raw): Params,
+) -> Result<Response, ApiError> {
+    query(s, headers, raw, Level::Series).await
+}
+
+/// `GET /dicomweb/instances`: instances across all studies.
+pub(super) async fn all_instances(
+    State(s): State<Arc<HttpService>>,
+    headers: HeaderMap,
+    Query(raw): Params,
+) -> Result<Response, ApiError> {
+    query(s, headers, raw, Level::Instances).await
 }
 
 pub(super) async fn study_series(

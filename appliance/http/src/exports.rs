@@ -113,6 +113,8 @@ pub fn classify(path: &str, query: Option<&str>) -> Option<ExportKind> {
         ["api", "v1", "studies", uid, "detail"] => kind("page", Some(uid), "study view"),
         ["api", "v1", "studies", uid, "picture"] => kind("page", Some(uid), "result picture"),
         ["dicomweb", "studies"] => kind("dicomweb", None, listed("QIDO-RS studies", query)),
+        ["dicomweb", "series"] => kind("dicomweb", None, listed("QIDO-RS series", query)),
+        ["dicomweb", "instances"] => kind("dicomweb", None, listed("QIDO-RS instances", query)),
         ["dicomweb", "studies", uid, rest @ ..] => {
             let what = match rest.last() {
                 Some(&"series") | Some(&"instances") => listed("QIDO-RS", query),

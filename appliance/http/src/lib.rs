@@ -283,6 +283,8 @@ fn read_routes() -> Routes {
         .route("/fhir/{kind}/{id}/_history", get(fhir::history))
         .route("/fhir/{kind}/{id}/_history/{vid}", get(fhir::version))
         .route("/dicomweb/studies", get(dicomweb::studies))
+        .route("/dicomweb/series", get(dicomweb::all_series))
+        .route("/dicomweb/instances", get(dicomweb::all_instances))
         .route("/dicomweb/studies/{study}", get(dicomweb::retrieve_study))
         .route(
             "/dicomweb/studies/{study}/series",

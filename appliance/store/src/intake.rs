@@ -185,6 +185,7 @@ impl Intake {
             source: source.to_owned(),
             series_instance_uid: identity.series_instance_uid,
             header: identity.study,
+            modality: identity.modality,
         };
         let durable = self.spool().commit(incoming, &meta, self.clock.unix_ms());
         match durable {

@@ -696,6 +696,7 @@ mod tests {
             disposition,
             series_instance_uid: Some("1.2.9".into()),
             header: StudyHeader::default(),
+            modality: None,
         }
     }
 

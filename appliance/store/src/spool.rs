@@ -62,6 +62,8 @@ pub struct InstanceMeta {
     /// The patient and study attributes read when it was received, so that
     /// nothing has to parse the file again to file a derived object.
     pub header: StudyHeader,
+    /// Modality (0008,0060) as the instance says it.
+    pub modality: Option<String>,
 }
 
 /// How a committed instance relates to what the spool already holds.
@@ -90,6 +92,8 @@ pub struct JournalRecord {
     pub series_instance_uid: Option<String>,
     #[serde(default)]
     pub header: StudyHeader,
+    #[serde(default)]
+    pub modality: Option<String>,
 }
 
 /// The proof that an instance is on disk: acknowledge on this only.
@@ -514,6 +518,7 @@ impl Spool {
             disposition: disposition.clone(),
             series_instance_uid: meta.series_instance_uid.clone(),
             header: meta.header.clone(),
+            modality: meta.modality.clone(),
         };
         self.append(&record)?;
         // Journalled: the file and its bytes are the spool's now, no longer
@@ -659,6 +664,7 @@ mod tests {
             source: "MODALITY@127.0.0.1".into(),
             series_instance_uid: None,
             header: StudyHeader::default(),
+            modality: Some("CR".into()),
         }
     }
 
