@@ -1711,3 +1711,71 @@ fn readyz_says_not_ready_while_the_audit_log_cannot_take_a_record() {
     assert_eq!(request(port, "GET", "/healthz", &[], b"").status, 200);
     assert_eq!(service.terminate(), Some(0));
 }
+
+/// SIGTERM while an upload is half sent: no new connection is taken, the
+/// upload finishes and is answered, it is durable, and the service exits 0.
+#[test]
+fn sigterm_lets_an_upload_in_progress_finish() {
+    let dir = scratch_dir("serve-http-drain");
+    let state = dir.join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    let board = board_file(&dir, false);
+    let board_arg = board.to_str().unwrap().to_owned();
+    let service = Service::start(
+        &appliance(),
+        &[
+            "--bundle",
+            &demo(),
+            "--state-dir",
+            &state_arg,
+            "--board-file",
+            &board_arg,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        &dir.join("serve.err"),
+    );
+    let port = service.http_port.expect("the HTTP side listens");
+    let operator = token(&state_arg, &board_arg, "operator");
+    let (content_type, body) = related(&[&sample("RG1_J2KI.dcm")]);
+    let mut upload = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    upload
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    upload
+        .write_all(&head(
+            "POST",
+            "/dicomweb/studies",
+            &[
+                ("authorization", &bearer(&operator)),
+                ("content-type", &content_type),
+            ],
+            Some(body.len()),
+        ))
+        .unwrap();
+    let half = body.len() / 2;
+    upload.write_all(&body[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Command::new("kill")
+        .args(["-TERM", &service.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    std::thread::sleep(Duration::from_millis(500));
+    upload.write_all(&body[half..]).unwrap();
+    let reply = cxr_tests::http::read_reply_or_closed(&mut upload).expect("an answer");
+    assert_eq!(
+        reply.status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&reply.body),
+        service.stderr_text()
+    );
+    assert_eq!(service.terminate(), Some(0));
+    assert_eq!(
+        serve_common::journal_lines(&state),
+        1,
+        "the upload is durable"
+    );
+}

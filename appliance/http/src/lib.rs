@@ -389,30 +389,47 @@ async fn security_headers(
     response
 }
 
-/// Serve one connection (plain or TLS) with the header timeout.
-async fn serve_connection<IO>(io: IO, app: Router, peer: SocketAddr, header_timeout: Duration)
-where
+/// Serve one connection (plain or TLS) with the header timeout. When
+/// `stop` turns, a request in progress (an upload included) is finished and
+/// answered, then the connection closes; an idle one closes at once.
+async fn serve_connection<IO>(
+    io: IO,
+    app: Router,
+    peer: SocketAddr,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request| {
         request.extensions_mut().insert(Peer(peer));
         tower::ServiceExt::oneshot(app.clone(), request)
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024)
         // A client may shut its side after the body and wait for the
         // answer (curl --data-binary @- does); that is not an abort.
         .half_close(true)
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
+
+/// How long a stop waits for requests in progress to finish.
+pub const DRAIN: Duration = Duration::from_secs(30);
 
 /// Accept connections until `stop`; each is served on its own task with
 /// the header timeout (the TLS handshake included), and connections over
 /// the cap are answered 503 (closed, under TLS). With `tls`, only HTTPS is
-/// spoken on the port.
+/// spoken on the port. After `stop`, requests in progress are finished
+/// (at most [`DRAIN`]) before this returns.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<HttpService>,
@@ -424,10 +441,13 @@ pub async fn serve(
     let header_timeout = service.config.header_timeout;
     let app = router(service);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connections so the set stays small.
+        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => break,
         };
         let Ok((stream, peer)) = accepted else {
             // Out of descriptors and the like: wait rather than spin.
@@ -448,19 +468,27 @@ pub async fn serve(
         };
         let app = app.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        connections.spawn(async move {
             match acceptor {
-                None => serve_connection(stream, app, peer, header_timeout).await,
+                None => serve_connection(stream, app, peer, header_timeout, stop).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
                     if let Ok(Ok(tls)) = handshake.await {
-                        serve_connection(tls, app, peer, header_timeout).await;
+                        serve_connection(tls, app, peer, header_timeout, stop).await;
                     }
                 }
             }
             drop(slot);
             drop(address_slot);
         });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        connections.abort_all();
     }
 }
 

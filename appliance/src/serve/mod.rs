@@ -577,6 +577,7 @@ async fn until_stopped(
     let admin_listener = admin::bind(&n.state_dir)?;
     ready["dicom"] = json!(listener.local_addr()?.to_string());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http_side = None;
     if let Some(side) = n.http {
         let http = tokio::net::TcpListener::bind(side.address)
             .await
@@ -588,7 +589,12 @@ async fn until_stopped(
             config
         });
         let service = Arc::new(side.service);
-        tokio::spawn(cxr_http::serve(http, service, tls, stop_rx.clone()));
+        http_side = Some(tokio::spawn(cxr_http::serve(
+            http,
+            service,
+            tls,
+            stop_rx.clone(),
+        )));
     }
     let scp = Scp::new(listener, n.scp, n.intake, observer(n.notes), n.watermarks);
     let _ = n.associations.set(scp.associations());
@@ -618,7 +624,17 @@ async fn until_stopped(
         json!({ "detail": "no new associations or HTTP connections; transfers in progress finish" }),
     );
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), scp).await;
+    // Uploads and associations in progress finish together; then the
+    // sender stops.
+    let http_drained = async {
+        if let Some(h) = http_side {
+            let _ = tokio::time::timeout(cxr_http::DRAIN, h).await;
+        }
+    };
+    let _ = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(30), scp),
+        http_drained
+    );
     let _ = tokio::time::timeout(Duration::from_secs(30), forwarder).await;
     let _ = std::fs::remove_file(crate::admin_client::socket_path(&n.state_dir));
     Ok(())
