@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cxr_audit::{AuditLog, BundleRef, Event};
+use cxr_audit::{BundleRef, Event};
 use cxr_board::EngineChoice;
 use cxr_bundle::{
     read_bounded, verify, BundleError, SlotRecord, TrustStore, VerifiedBundle, MAX_BUNDLE_BYTES,
@@ -14,7 +14,7 @@ use cxr_engine::{select_for_bundle, EnginePreference};
 use serde_json::{json, Value};
 
 use crate::accel::Accelerators;
-use crate::device::{now_unix_ms, Device, DeviceArgs, EnvFailpoints};
+use crate::device::{now_unix_ms, Device, DeviceArgs, EnvFailpoints, Recorder};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BundleCommand {
@@ -171,7 +171,7 @@ fn refusal(e: &BundleError) -> Value {
 }
 
 /// Switch back to the previous slot (it is verified again first), audited.
-pub(crate) fn rollback(device: &Device, audit: &mut AuditLog) -> anyhow::Result<Value> {
+pub(crate) fn rollback(device: &Device, audit: &mut dyn Recorder) -> anyhow::Result<Value> {
     let trust = match device.trust() {
         Ok(t) => t,
         Err(e) => return Ok(refusal(&e)),
@@ -181,7 +181,7 @@ pub(crate) fn rollback(device: &Device, audit: &mut AuditLog) -> anyhow::Result<
         .rollback(&trust, &device.board, &EnvFailpoints::from_env())
     {
         Ok(r) => {
-            audit.append(
+            audit.record(
                 now_unix_ms(),
                 Event::RolledBack {
                     to: record_ref(&r.active),
@@ -196,9 +196,13 @@ pub(crate) fn rollback(device: &Device, audit: &mut AuditLog) -> anyhow::Result<
 }
 
 /// Verify, unpack into the inactive slot, self-test, switch, audit.
-pub(crate) fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> anyhow::Result<Value> {
-    let refused = |audit: &mut AuditLog, e: &BundleError| -> anyhow::Result<Value> {
-        audit.append(
+pub(crate) fn install(
+    file: &Path,
+    device: &Device,
+    audit: &mut dyn Recorder,
+) -> anyhow::Result<Value> {
+    let refused = |audit: &mut dyn Recorder, e: &BundleError| -> anyhow::Result<Value> {
+        audit.record(
             now_unix_ms(),
             Event::InstallRefused {
                 code: e.code().to_owned(),
@@ -220,7 +224,7 @@ pub(crate) fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> any
         .active
         .as_ref()
         .map_or('a', |a| a.slot.other().letter());
-    audit.append(
+    audit.record(
         now_unix_ms(),
         Event::InstallBegun {
             bundle: bundle_ref(&bundle),
@@ -252,7 +256,7 @@ pub(crate) fn install(file: &Path, device: &Device, audit: &mut AuditLog) -> any
         &EnvFailpoints::from_env(),
     ) {
         Ok(r) => {
-            audit.append(
+            audit.record(
                 now_unix_ms(),
                 Event::Installed {
                     bundle: bundle_ref(&bundle),

@@ -184,3 +184,41 @@ impl Failpoints for EnvFailpoints {
         }
     }
 }
+
+/// Where a command appends its audit records: the log it owns (a command
+/// run alone) or the service's shared log, locked for one record at a time,
+/// so that a bundle's verification and self-tests never hold the worker,
+/// the exports or the readiness probe off the log.
+pub(crate) trait Recorder {
+    fn record(
+        &mut self,
+        time_unix_ms: u64,
+        event: cxr_audit::Event,
+    ) -> Result<u64, cxr_audit::AuditError>;
+}
+
+impl Recorder for AuditLog {
+    fn record(
+        &mut self,
+        time_unix_ms: u64,
+        event: cxr_audit::Event,
+    ) -> Result<u64, cxr_audit::AuditError> {
+        self.append(time_unix_ms, event)
+    }
+}
+
+/// The service's log, shared: locked per record.
+pub(crate) struct SharedLog<'a>(pub &'a std::sync::Mutex<AuditLog>);
+
+impl Recorder for SharedLog<'_> {
+    fn record(
+        &mut self,
+        time_unix_ms: u64,
+        event: cxr_audit::Event,
+    ) -> Result<u64, cxr_audit::AuditError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(time_unix_ms, event)
+    }
+}

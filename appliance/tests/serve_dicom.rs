@@ -467,10 +467,31 @@ fn a_bundle_installed_while_serving_takes_effect_without_a_restart() {
     );
     assert_eq!(service.ready["model"]["ready"], false);
     // The install goes through the running service (it owns the audit log).
-    let out = Command::new(appliance())
+    let install = Command::new(appliance())
         .args(["bundle", "install", &demo(), "--state-dir", state_arg])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Meanwhile the audit log stays free between the install's records:
+    // other work that records (here `outbox list`, which takes the log) is
+    // answered while the install verifies and self-tests.
+    let mut install = install;
+    let mut answered_during_install = 0;
+    while install.try_wait().unwrap().is_none() {
+        let list = Command::new(appliance())
+            .args(["outbox", "list", "--state-dir", state_arg])
+            .output()
+            .unwrap();
+        assert!(list.status.success());
+        if install.try_wait().unwrap().is_none() {
+            answered_during_install += 1;
+        }
+    }
+    let out = install.wait_with_output().unwrap();
+    assert!(
+        answered_during_install >= 2,
+        "the install held the audit log: {answered_during_install} answers during it"
+    );
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{reply}");
     assert_eq!(reply["serving"]["ready"], true, "{reply}");

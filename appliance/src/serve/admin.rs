@@ -39,6 +39,8 @@ pub(super) struct Admin {
     pub intake: Arc<cxr_store::intake::Intake>,
     /// How audit records name a study.
     pub study_pseudonym: cxr_http::StudyPseudonym,
+    /// Held through an install or a rollback.
+    pub installing: Mutex<()>,
 }
 
 impl Admin {
@@ -105,8 +107,14 @@ impl Admin {
     /// `bundle`, telling `loading` when the slot is switched and the
     /// service's engine is being loaded and self-tested.
     fn bundle_with(&self, request: &Value, loading: &dyn Fn()) -> anyhow::Result<Value> {
-        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        audit.ensure_room()?;
+        // One install or rollback at a time; the audit log is locked only
+        // for each record, never across verification and self-tests.
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ensure_room()?;
+        let mut audit = crate::device::SharedLog(&self.audit);
         let mut reply = match request["file"].as_str() {
             Some(file) if request["op"] == "bundle_install" => {
                 crate::bundle_cmd::install(Path::new(file), &self.device, &mut audit)?
@@ -118,7 +126,6 @@ impl Admin {
         }
         loading();
         let model = super::load_model(None, self.engine, &self.device, &mut audit)?;
-        drop(audit);
         let status = super::model_json(&model);
         *self.model.lock().unwrap_or_else(|p| p.into_inner()) = model;
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status.clone();

@@ -109,7 +109,7 @@ pub(super) fn load_model(
     bundle: Option<&std::path::Path>,
     engine: (Option<EngineChoice>, Option<usize>),
     device: &Device,
-    log: &mut AuditLog,
+    log: &mut dyn crate::device::Recorder,
 ) -> anyhow::Result<Result<Model, Reason>> {
     let loaded = match load_verified(bundle, device) {
         Ok(source) => match select_for_source(&source, device, engine.0, engine.1)? {
@@ -119,7 +119,7 @@ pub(super) fn load_model(
         Err(e) => Err(e),
     };
     Ok(loaded.map_err(|(code, message)| {
-        let _ = log.append(
+        let _ = log.record(
             now_unix_ms(),
             Event::StartRefused {
                 code: code.clone(),
@@ -458,6 +458,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         engine,
         intake: Arc::clone(&shared.intake),
         study_pseudonym: Arc::clone(&study_pseudonym),
+        installing: Mutex::new(()),
     });
     let board = Arc::clone(&shared.board);
     let destinations = plan.destinations.clone();
