@@ -448,3 +448,90 @@ fn a_corrupt_result_file_is_quarantined_and_the_study_recovers() {
     assert_eq!(paths.len(), 2, "{paths:?}");
     assert!(paths.contains(&"results/instances/1.json"), "{paths:?}");
 }
+
+/// Results are kept for the retention, then pruned with their pictures;
+/// the spool keeps a tombstone without patient attributes, so a resend is
+/// still a duplicate; the journals are compacted and a restart is clean.
+#[test]
+fn results_are_pruned_after_the_retention_and_a_resend_is_still_recognised() {
+    let (Some(_), Some(storescp)) = (tool("storescu"), tool("storescp")) else {
+        return;
+    };
+    let dir = scratch_dir("serve-prune");
+    let state = dir.join("state");
+    let files = burst(&dir.join("one"), 1);
+    let pacs_port = free_port();
+    let _pacs = Pacs::start(&storescp, &dir.join("pacs"), pacs_port);
+    let args = |round: usize| -> Vec<String> {
+        vec![
+            "--bundle".into(),
+            demo(),
+            "--state-dir".into(),
+            state.to_str().unwrap().into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--stable-s".into(),
+            "1".into(),
+            "--forward".into(),
+            format!("PACS@127.0.0.1:{pacs_port}"),
+            "--retain-hours".into(),
+            "0".into(),
+            // About 3 s.
+            "--retention-days".into(),
+            "0.00003".into(),
+            format!("--retry-initial-s={}", 1 + round),
+        ]
+    };
+    let start_round = |round: usize| {
+        let a = args(round);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        Service::start(
+            &appliance(),
+            &refs,
+            &[],
+            &dir.join(format!("prune-{round}.err")),
+        )
+    };
+    let first = start_round(0);
+    let send = |port: u16| {
+        assert!(storescu(port, &[files[0].0.as_path()])
+            .wait()
+            .unwrap()
+            .success())
+    };
+    send(first.port);
+    let results = |kind: &str| {
+        std::fs::read_dir(state.join("results").join(kind))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let published = wait_until(Duration::from_secs(120), || results("studies") == 1);
+    assert!(published, "{}", first.stderr_text());
+    let pruned = wait_until(Duration::from_secs(60), || {
+        results("studies") == 0 && results("instances") == 0
+    });
+    assert!(pruned, "{}", first.stderr_text());
+    let events = serve_common::console_events(&first.stderr_text());
+    assert!(events.iter().any(|e| e["event"] == "results_pruned"));
+    let journal = std::fs::read_to_string(state.join("spool/journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 1);
+    assert!(
+        !journal.contains("patient_id\":\"") && !journal.contains("STORESCU"),
+        "a tombstone keeps no patient attribute or sender: {journal}"
+    );
+    // The same film again: a duplicate, not a new study.
+    send(first.port);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(results("studies"), 0);
+    assert_eq!(serve_common::journal_lines(&state), 1);
+    assert_eq!(first.terminate(), Some(0));
+    let second = start_round(1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(results("studies"), 0, "nothing pruned comes back");
+    let events = serve_common::console_events(&second.stderr_text());
+    assert!(
+        !events.iter().any(|e| e["event"] == "worker_fault"),
+        "{events:?}"
+    );
+    assert_eq!(second.terminate(), Some(0));
+}

@@ -24,10 +24,11 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
         || args.stable_s.is_some()
         || args.retry_initial_s.is_some()
         || args.retry_max_s.is_some()
-        || args.retain_hours.is_some();
+        || args.retain_hours.is_some()
+        || args.retention_days.is_some();
     if overridden && board.kind == BoardKind::Release {
         anyhow::bail!(
-            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --http-listen, --ae-title, --allow, --forward, --forward-trust-pem, --stable-s, --retry-initial-s, --retry-max-s and --retain-hours are refused (fix: the board profile's [serve] section sets them)",
+            "SERVE_OVERRIDE_REFUSED: board `{}` is a release board: --listen, --http-listen, --ae-title, --allow, --forward, --forward-trust-pem, --stable-s, --retry-initial-s, --retry-max-s, --retain-hours and --retention-days are refused (fix: the board profile's [serve] section sets them)",
             board.id
         );
     }
@@ -75,6 +76,13 @@ pub(super) fn settings(args: &ServeArgs, board: &BoardProfile) -> anyhow::Result
             "--retain-hours {h}: use 0 to 87600 hours"
         );
         s.retain_hours = h;
+    }
+    if let Some(d) = args.retention_days {
+        anyhow::ensure!(
+            d.is_finite() && d > 0.0 && d <= 3650.0,
+            "--retention-days {d}: use more than 0, at most 3650"
+        );
+        s.retention_days = d;
     }
     if let Some(t) = args.stable_s {
         anyhow::ensure!(

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// (development boards only).
     #[arg(long)]
     retain_hours: Option<f64>,
+    /// Days results are kept (and the outbox retries) before they are
+    /// pruned or dead-lettered; fractions allowed (development boards only).
+    #[arg(long)]
+    retention_days: Option<f64>,
     /// The HTTP side's address, plain HTTP (default: the board profile's;
     /// development boards only). Port 0 picks a free port, printed at start.
     #[arg(long)]
@@ -434,6 +438,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         // A study's passing fault is retried on the outbox's schedule.
         fault_retry: Duration::from_secs_f64(settings.retry_initial_s),
         pseudonym: Arc::clone(&study_pseudonym),
+        result_retention: Duration::from_secs_f64(settings.retention_days * 86_400.0),
     };
     let processor = processor::ServeProcessor {
         model: Arc::clone(&shared.model),
@@ -537,6 +542,9 @@ fn start_worker(
     )
     .with_metrics(Arc::clone(metrics));
     worker.restore()?;
+    worker
+        .compact()
+        .map_err(|e| anyhow::anyhow!("compacting the journals at start: {e}"))?;
     let liveness = Liveness {
         heartbeat: worker.heartbeat(),
         clock: Arc::clone(clock),

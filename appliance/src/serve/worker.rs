@@ -33,6 +33,8 @@ use cxr_store::results::{
 use cxr_store::spool::{Disposition, JournalRecord};
 use cxr_store::SpoolError;
 
+mod prune;
+
 /// What the worker calls; the binary implements it over `cxr-study`.
 pub trait Processor: Send {
     /// Classify one spool instance from its Part 10 bytes. Faults become a
@@ -81,6 +83,9 @@ pub struct Delivery {
     pub fault_retry: Duration,
     /// How the console names a study (its keyed pseudonym).
     pub pseudonym: cxr_http::StudyPseudonym,
+    /// How long a study's results are kept after its inputs were retired
+    /// and its last version published and delivered.
+    pub result_retention: Duration,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -116,6 +121,8 @@ pub struct Worker {
     delivery: Delivery,
     /// When retention was last looked at (monotonic ms).
     retention_checked_ms: Option<u64>,
+    /// When the journals were last compacted (monotonic ms).
+    compacted_ms: Option<u64>,
     /// Study UID to its latest published version.
     published: HashMap<String, Published>,
     /// A result computed but not yet written: written on the retry rather
@@ -150,6 +157,7 @@ impl Worker {
             clock,
             delivery,
             retention_checked_ms: None,
+            compacted_ms: None,
             published: HashMap::new(),
             unsaved: None,
             heartbeat: Arc::new(AtomicU64::new(0)),
@@ -175,7 +183,17 @@ impl Worker {
     /// with unpublished instances complete `stable` after start-up.
     pub fn restore(&mut self) -> Result<(), SpoolError> {
         let board = Arc::clone(self.intake.board());
-        let records: Vec<JournalRecord> = self.intake.spool().records().to_vec();
+        let records: Vec<JournalRecord> = {
+            let spool = self.intake.spool();
+            // A retired instance without its result was pruned: only its
+            // tombstone is left, nothing to run.
+            spool
+                .records()
+                .iter()
+                .filter(|r| !spool.is_retired(r.id) || self.store.has_instance(r.id))
+                .cloned()
+                .collect()
+        };
         let now = self.clock.monotonic_ms();
         for r in &records {
             if self.store.has_instance(r.id) {
@@ -299,6 +317,7 @@ impl Worker {
         }
         self.retention_checked_ms = Some(now);
         let retired = self.retire()?;
+        self.prune_if_due()?;
         if retired > 0 {
             super::console::say(
                 "inputs_retired",

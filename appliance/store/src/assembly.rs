@@ -162,6 +162,16 @@ impl StudyBoard {
         }
     }
 
+    /// A study whose results were pruned: nothing of it is held any more.
+    pub fn forget_study(&self, study: &str) {
+        let mut b = self.lock();
+        if let Some(s) = b.studies.remove(study) {
+            for id in &s.instances {
+                b.study_of.remove(id);
+            }
+        }
+    }
+
     /// An association ended: its studies may now become complete.
     pub fn association_ended(&self, association: u64) {
         let mut b = self.lock();

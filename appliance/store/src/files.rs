@@ -86,6 +86,33 @@ pub(crate) fn append_line(file: &mut File, line: &[u8]) -> Result<(), AppendErro
     }
 }
 
+/// Replace a journal by `lines` (each encoded as one JSON line): written
+/// to a scratch file beside it, fsynced, renamed over it, the folder
+/// fsynced; a crash leaves either the old journal or the new one whole.
+/// Returns the new journal opened for appending, and its length.
+pub(crate) fn rewrite_journal<T: serde::Serialize>(
+    path: &Path,
+    lines: impl Iterator<Item = T>,
+) -> Result<(File, u64), SpoolError> {
+    let scratch = path.with_extension("jsonl.compact");
+    let mut text = Vec::new();
+    for line in lines {
+        serde_json::to_writer(&mut text, &line).map_err(|e| SpoolError::io("encoding", path, e))?;
+        text.push(b'\n');
+    }
+    let written =
+        File::create(&scratch).and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&scratch);
+        return Err(SpoolError::io("writing", &scratch, e));
+    }
+    std::fs::rename(&scratch, path).map_err(|e| SpoolError::io("replacing", path, e))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok((open_journal(path)?, text.len() as u64))
+}
+
 /// Every complete line of a journal, parsed; a torn last line (a power cut
 /// mid-append: that record never counted) is cut off and its length
 /// returned. A complete line that does not parse is damage: refused.

@@ -437,6 +437,33 @@ impl Outbox {
         })
     }
 
+    /// Rewrite the journal as one line per entry in its current state,
+    /// leaving out the delivered or dropped entries for which `forget`
+    /// holds (their study's results were pruned). The newest entry always
+    /// stays, so an id is never given twice. Returns the journal's length
+    /// (bytes) before and after.
+    pub fn compact(&mut self, forget: impl Fn(&Entry) -> bool) -> Result<(u64, u64), SpoolError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(SpoolError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let before = self
+            .journal
+            .metadata()
+            .map_err(|e| SpoolError::io("reading", &self.path, e))?
+            .len();
+        let newest = self.entries.keys().next_back().copied();
+        self.entries.retain(|id, e| {
+            Some(*id) == newest
+                || !(matches!(e.state, EntryState::Delivered | EntryState::Dropped) && forget(e))
+        });
+        let lines = self.entries.values().cloned().map(Line::Enqueue);
+        let (journal, after) = crate::files::rewrite_journal(&self.path, lines)?;
+        self.journal = journal;
+        Ok((before, after))
+    }
+
     /// Drop every undelivered entry whose destination is no longer among
     /// `configured` (the board's list changed): they would never be sent.
     /// Returns the entries dropped, for the audit log.
@@ -657,6 +684,47 @@ mod tests {
                 EntryState::Dropped,
                 EntryState::Pending,
                 EntryState::Delivered
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn compaction_keeps_each_entry_s_state_and_forgets_only_what_is_settled() {
+        let dir = scratch("compact");
+        let sr = |k: &str| Outgoing {
+            file: PathBuf::from(format!("results/studies/{k}/v1.dcm")),
+            sop_class_uid: "1.2".into(),
+            sop_instance_uid: format!("1.2.{k}"),
+            payload: Payload::Dicom,
+        };
+        let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        for k in ["old", "pending", "new"] {
+            o.ensure(k, 1, &sr(k), "PACS@h:1", 0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        o.record(1, Ok(0), &policy(), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        o.record(2, Err("down".into()), &policy(), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        o.record(3, Ok(0), &policy(), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Every study is "pruned": only the settled ones may go, and the
+        // newest entry stays whatever its state.
+        let (before, after) = o.compact(|_| true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(after < before, "{before} -> {after}");
+        o.ensure("later", 1, &sr("later"), "PACS@h:1", 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(o);
+        let o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let kept: Vec<(u64, EntryState, u32)> =
+            o.entries().map(|e| (e.id, e.state, e.attempts)).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (2, EntryState::Pending, 1),
+                (3, EntryState::Delivered, 0),
+                (4, EntryState::Pending, 0)
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);

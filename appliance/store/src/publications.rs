@@ -73,6 +73,9 @@ impl Publication {
 /// What has been read of the file so far.
 #[derive(Debug, Default)]
 struct Tail {
+    /// The file read (its inode): a compaction replaces it, and a reader
+    /// then starts again from the top.
+    inode: Option<u64>,
     /// Bytes of whole lines read.
     offset: u64,
     all: Vec<Publication>,
@@ -107,6 +110,17 @@ impl PublicationLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(tail),
             Err(e) => return Err(SpoolError::io("opening", &self.path, e)),
         };
+        let inode = std::os::unix::fs::MetadataExt::ino(
+            &file
+                .metadata()
+                .map_err(|e| SpoolError::io("reading", &self.path, e))?,
+        );
+        if tail.inode != Some(inode) {
+            *tail = Tail {
+                inode: Some(inode),
+                ..Tail::default()
+            };
+        }
         let mut fresh = Vec::new();
         file.seek(SeekFrom::Start(tail.offset))
             .and_then(|_| file.read_to_end(&mut fresh))
@@ -159,6 +173,37 @@ impl PublicationLog {
         tail.offset += line.len() as u64;
         tail.all.push(publication.clone());
         Ok(publication)
+    }
+
+    /// Rewrite the log without the lines of studies for which `forget`
+    /// holds (their results were pruned); the last line always stays, so
+    /// the sequence goes on from where it was. Returns the log's length
+    /// (bytes) before and after.
+    pub fn compact(&self, forget: impl Fn(&str) -> bool) -> Result<(u64, u64), SpoolError> {
+        let mut tail = self.refreshed()?;
+        let before = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let last = tail.all.last().map(|p| p.seq);
+        let kept: Vec<Publication> = tail
+            .all
+            .iter()
+            .filter(|p| Some(p.seq) == last || !forget(&p.study_instance_uid))
+            .cloned()
+            .collect();
+        if kept.len() == tail.all.len() && tail.skipped == 0 {
+            return Ok((before, before));
+        }
+        let (file, after) = crate::files::rewrite_journal(&self.path, kept.iter())?;
+        let inode = file
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok();
+        *tail = Tail {
+            inode,
+            offset: after,
+            all: kept,
+            skipped: 0,
+        };
+        Ok((before, after))
     }
 
     /// Versions published after `seq`, oldest first, at most `limit`.
@@ -243,6 +288,39 @@ mod tests {
         let latest = reader.latest().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(latest["A"].version, 2);
         assert_eq!(reader.since(3, 10).map(|v| v.len()).ok(), Some(0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn compaction_forgets_pruned_studies_keeps_the_sequence_and_readers_follow() {
+        let dir = scratch("compact");
+        let writer = PublicationLog::new(&dir);
+        let reader = PublicationLog::new(&dir);
+        for (uid, at) in [("OLD", 1), ("KEPT", 2), ("OLD2", 3)] {
+            writer
+                .append(&result(uid, 1, at), at)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(reader.since(0, 10).map(|v| v.len()).ok(), Some(3));
+        let (before, after) = writer
+            .compact(|uid| uid.starts_with("OLD"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(after < before);
+        let next = writer
+            .append(&result("NEW", 1, 4), 4)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(next.seq, 4, "the sequence goes on");
+        // A reader that had read the old file reads the new one whole.
+        let seen: Vec<(String, u64)> = reader
+            .since(0, 10)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|p| (p.study_instance_uid, p.seq))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("KEPT".into(), 2), ("OLD2".into(), 3), ("NEW".into(), 4)]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -430,6 +430,37 @@ impl ResultStore {
         std::fs::read(self.instance_preview_path(id)).ok()
     }
 
+    /// Whether the study folder `key` (see [`study_key`]) is still here.
+    pub fn has_study_key(&self, key: &str) -> bool {
+        self.studies.join(key).is_dir()
+    }
+
+    /// Delete a study's results: every version's files, and its
+    /// instances' results and pictures (their spool records stay).
+    pub fn remove_study(
+        &self,
+        study_instance_uid: &str,
+        instances: &[u64],
+    ) -> Result<(), SpoolError> {
+        for id in instances {
+            for path in [self.instance_path(*id), self.instance_preview_path(*id)] {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(SpoolError::io("removing", &path, e)),
+                }
+            }
+        }
+        let dir = self.study_dir(study_instance_uid);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("removing", &dir, e)),
+        }
+        crate::files::sync_dir(&self.studies)?;
+        crate::files::sync_dir(&self.instances)
+    }
+
     pub fn study_dir(&self, study_instance_uid: &str) -> PathBuf {
         self.studies.join(study_key(study_instance_uid))
     }

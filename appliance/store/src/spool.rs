@@ -25,7 +25,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::files::{append_line, create_dir, hex, lock_folder, open_journal, read_lines, sync_dir};
+use crate::files::{
+    append_line, create_dir, hex, lock_folder, open_journal, read_lines, rewrite_journal, sync_dir,
+};
 use crate::results::StudyHeader;
 use crate::SpoolError;
 use cxr_net::uid::is_valid_uid;
@@ -115,6 +117,11 @@ pub struct Recovery {
     pub unjournalled_removed: usize,
     /// Bytes of a torn last journal line cut off.
     pub torn_bytes: u64,
+}
+
+/// Whether a record was already cut down to a tombstone.
+fn is_tombstone(r: &JournalRecord) -> bool {
+    r.source.is_empty() && r.header == StudyHeader::default() && r.series_instance_uid.is_none()
 }
 
 /// The spool of one state directory. One owner at a time: `open` takes an
@@ -376,6 +383,37 @@ impl Spool {
         std::fs::remove_file(&path).map_err(|e| SpoolError::io("removing", &path, e))?;
         sync_dir(&self.dir)?;
         Ok(true)
+    }
+
+    /// Rewrite the journal with the record of every retired instance for
+    /// which `tombstone(id)` holds (its results were pruned) cut down to a
+    /// tombstone: ids, UIDs, size and digest, so that a resend is still
+    /// recognised, and no patient attribute or sender kept. Returns the
+    /// journal's length (bytes) before and after.
+    pub fn compact(&mut self, tombstone: impl Fn(u64) -> bool) -> Result<(u64, u64), SpoolError> {
+        self.check_running()?;
+        let before = self
+            .journal
+            .metadata()
+            .map_err(|e| SpoolError::io("reading", &self.journal_path, e))?
+            .len();
+        let retired = &self.retired;
+        let mut changed = false;
+        for r in self.records.iter_mut() {
+            if retired.contains(&r.id) && tombstone(r.id) && !is_tombstone(r) {
+                r.header = StudyHeader::default();
+                r.source = String::new();
+                r.series_instance_uid = None;
+                r.modality = None;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok((before, before));
+        }
+        let (journal, after) = rewrite_journal(&self.journal_path, self.records.iter())?;
+        self.journal = journal;
+        Ok((before, after))
     }
 
     /// Where instance `id` lies.
@@ -706,6 +744,47 @@ mod tests {
         assert_eq!(spool.records().len(), 1);
         assert_eq!(spool.records()[0].bytes, 9);
         assert_eq!(spool.used_bytes(), 9);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_a_tombstone_that_still_recognises_a_resend() {
+        let root = scratch("compact");
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        let mut m = meta("1.2.3.4");
+        m.header.patient_id = Some("PAT-1".into());
+        let mut incoming = spool.begin(None).unwrap();
+        incoming.write(b"first").unwrap();
+        spool.commit(incoming, &m, 1).unwrap();
+        store(&mut spool, "1.2.3.5", &[b"second"]).unwrap();
+        assert_eq!(
+            spool.compact(|_| true).map(|(a, b)| a == b).ok(),
+            Some(true),
+            "nothing retired yet"
+        );
+        assert!(spool.retire(1, 1000).unwrap());
+        let (before, after) = spool.compact(|id| id == 1).unwrap();
+        assert!(after < before, "{before} -> {after}");
+        let text = std::fs::read_to_string(root.join("spool/journal.jsonl")).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            !first.contains("PAT-1") && !first.contains("MODALITY@"),
+            "{first}"
+        );
+        // Appends go on after the rewrite, and the whole survives reopening.
+        store(&mut spool, "1.2.3.6", &[b"third"]).unwrap();
+        drop(spool);
+        let (mut spool, _) = Spool::open(&root, SpoolConfig::default()).unwrap();
+        assert_eq!(spool.records().len(), 3);
+        assert_eq!(
+            spool.records()[1].source,
+            "MODALITY@127.0.0.1",
+            "live records kept whole"
+        );
+        assert_eq!(
+            store(&mut spool, "1.2.3.4", &[b"first"]).unwrap(),
+            Durable::Duplicate { of: 1 }
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -1,0 +1,108 @@
+//! Results kept for the retention, then pruned; journals compacted. A
+//! device left alone for years must not fill its disk with results nor
+//! read ever-growing journals at every start.
+
+use super::{study_key, Worker};
+
+/// Compaction runs at start, after anything was pruned, and at least this
+/// often.
+const COMPACT_EVERY_MS: u64 = 24 * 3600 * 1000;
+
+impl Worker {
+    /// Prune what is due, then compact the journals if due.
+    pub(super) fn prune_if_due(&mut self) -> Result<(), String> {
+        let pruned = self.prune()?;
+        let now = self.clock.monotonic_ms();
+        let due = pruned > 0
+            || self
+                .compacted_ms
+                .is_none_or(|t| now >= t.saturating_add(COMPACT_EVERY_MS));
+        if due {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Forget every study whose inputs are retired and whose last
+    /// publication and last delivery are older than the result retention:
+    /// its versions, SRs, pictures, Secondary Captures and instance results
+    /// are deleted. The spool keeps each instance's record (a tombstone
+    /// after compaction), so a resend is still recognised as a duplicate.
+    fn prune(&mut self) -> Result<usize, String> {
+        let keep_ms = self.delivery.result_retention.as_millis() as u64;
+        let now = self.clock.unix_ms();
+        let settled = self
+            .delivery
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settled_studies();
+        let publications = self
+            .store
+            .publications()
+            .latest()
+            .map_err(|e| e.to_string())?;
+        let due: Vec<String> = self
+            .published
+            .iter()
+            .filter(|(_, p)| p.retired)
+            .filter(|(uid, p)| {
+                let published = publications
+                    .get(*uid)
+                    .map_or(p.completed_unix_ms, |x| x.published_unix_ms);
+                let delivered = settled.get(&study_key(uid)).copied().flatten().unwrap_or(0);
+                now >= published.max(delivered).saturating_add(keep_ms)
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in &due {
+            let Some(p) = self.published.remove(uid) else {
+                continue;
+            };
+            self.store
+                .remove_study(uid, &p.instances)
+                .map_err(|e| e.to_string())?;
+            self.intake.board().forget_study(uid);
+        }
+        if !due.is_empty() {
+            crate::serve::console::say(
+                "results_pruned",
+                serde_json::json!({ "studies": due.len(), "retention_s": keep_ms / 1000 }),
+            );
+        }
+        Ok(due.len())
+    }
+
+    /// Compact the spool journal (the records of pruned instances become
+    /// tombstones), the outbox journal (settled entries of pruned studies
+    /// go) and the publication log (pruned studies go).
+    pub(crate) fn compact(&mut self) -> Result<(), String> {
+        let store = &self.store;
+        let spool = self
+            .intake
+            .spool()
+            .compact(|id| !store.has_instance(id))
+            .map_err(|e| e.to_string())?;
+        let outbox = self
+            .delivery
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .compact(|e| !store.has_study_key(&e.study_key))
+            .map_err(|e| e.to_string())?;
+        let publications = store
+            .publications()
+            .compact(|uid| !store.has_study_key(&study_key(uid)))
+            .map_err(|e| e.to_string())?;
+        self.compacted_ms = Some(self.clock.monotonic_ms());
+        crate::serve::console::say(
+            "journals_compacted",
+            serde_json::json!({
+                "spool_journal_bytes": [spool.0, spool.1],
+                "outbox_journal_bytes": [outbox.0, outbox.1],
+                "publication_log_bytes": [publications.0, publications.1],
+            }),
+        );
+        Ok(())
+    }
+}
