@@ -96,9 +96,11 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
+        // One JSON line, as every line of the service's console is.
         if cxr_dicom::inside_decoder_guard() {
-            eprintln!(
-                "cxr-appliance: decoder fault{place}, caught: the study is refused as damaged"
+            serve::console::say(
+                "decoder_fault",
+                serde_json::json!({ "message": format!("cxr-appliance: decoder fault{place}, caught: the study is refused as damaged") }),
             );
         } else {
             let message = info
@@ -107,7 +109,10 @@ fn main() -> ExitCode {
                 .map(|s| (*s).to_owned())
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            eprintln!("cxr-appliance: internal fault{place}: {message}");
+            serve::console::say(
+                "internal_fault",
+                serde_json::json!({ "message": format!("cxr-appliance: internal fault{place}: {message}") }),
+            );
         }
     }));
     let cli = Cli::parse();

@@ -891,6 +891,18 @@ fn results_api(port: u16, auth: &str, service: &Service, dir: &Path) {
         .unwrap()
         .iter()
         .all(|c| c["seq"].as_u64().unwrap() > next));
+    // A cursor beyond the feed (an old completion-time cursor) is refused.
+    let stale = request(
+        port,
+        "GET",
+        "/api/v1/changes?since=1700000000000",
+        &headers,
+        b"",
+    );
+    assert_eq!(
+        (stale.status, stale.json()["error"]["code"].as_str()),
+        (400, Some("API_STALE_CURSOR"))
+    );
     // The feed in publication order: each version once, sequence numbers
     // rising, however their studies' arrival times are ordered.
     let feed = changes["changes"].as_array().unwrap();
@@ -1023,8 +1035,14 @@ fn fhir_resources(get: &dyn Fn(&str) -> Reply, studies: &Value, dir: &Path) {
         get("/fhir/DiagnosticReport?date=lt2004-01-01").json()["total"],
         0
     );
-    // Unknown parameters are ignored, unless strict handling is asked for.
-    assert_eq!(get("/fhir/DiagnosticReport?subject=x").status, 200);
+    // Unknown parameters are ignored, unless strict handling is asked for;
+    // a patient parameter is never ignored (that would answer everyone's).
+    assert_eq!(get("/fhir/DiagnosticReport?performer=x").status, 200);
+    assert_eq!(get("/fhir/DiagnosticReport?subject=x").status, 400);
+    assert_eq!(
+        get("/fhir/DiagnosticReport?patient:identifier=x").status,
+        400
+    );
     let total = |q: &str| get(&format!("/fhir/DiagnosticReport?{q}")).json()["total"].clone();
     assert_eq!(total("status=preliminary"), files.len());
     assert_eq!(total("status=final"), 0);

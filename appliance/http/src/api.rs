@@ -189,17 +189,26 @@ pub(super) async fn changes(
     let Query(q) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "API_BAD_QUERY", e.to_string()))?;
     let since = q.since.unwrap_or(0);
-    let page = {
+    let (page, last) = {
         let service = Arc::clone(&service);
         super::off_task(move || {
-            service
-                .results
-                .publications()
-                .since(since, MAX_PAGE)
-                .map_err(log_error)
+            let log = service.results.publications();
+            Ok::<_, ApiError>((
+                log.since(since, MAX_PAGE).map_err(log_error)?,
+                log.last_seq().map_err(log_error)?,
+            ))
         })
         .await??
     };
+    if since > last {
+        // A cursor from elsewhere (or the completion time an older feed
+        // used): reading on would silently give nothing.
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "API_STALE_CURSOR",
+            format!("since={since} is beyond the feed's last publication ({last}) (fix: read again from since=0; the cursor is a publication sequence number)"),
+        ));
+    }
     let next = page.last().map_or(since, |p| p.seq);
     let changes: Vec<Value> = page.iter().map(summary).collect();
     Ok(Json(json!({ "next": next, "changes": changes })))

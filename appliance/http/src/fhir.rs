@@ -116,8 +116,11 @@ const SEARCH_PARAMETERS: &[(&str, &str)] = &[
     ("identifier", "token"),
     ("date", "date"),
     ("status", "token"),
-    ("subject", "reference"),
 ];
+
+/// Patient parameters taken only with the `:identifier` modifier: ignoring
+/// one (lenient handling) would answer every patient's reports.
+const PATIENT_PARAMETERS: &[&str] = &["subject", "patient"];
 
 /// When this capability statement last changed.
 const CAPABILITY_DATE: &str = "2026-12-07";
@@ -146,7 +149,7 @@ pub(super) async fn metadata() -> Response {
         "format": ["json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Read-only: the appliance's preliminary AI results. subject:identifier is the only subject search.",
+            "documentation": "Read-only: the appliance's preliminary AI results. A patient is searched by subject:identifier (a token) only; subject and patient without it are refused.",
             "resource": [
                 { "type": "DiagnosticReport", "interaction": read(&["search-type"]), "searchParam": params },
                 { "type": "Observation", "interaction": read(&[]) },
@@ -177,6 +180,15 @@ pub(super) async fn search_reports(
         "_count",
         "_format",
     ];
+    if let Some((k, _)) = params.iter().find(|(k, _)| {
+        PATIENT_PARAMETERS.contains(&k.split(':').next().unwrap_or("")) && k != "subject:identifier"
+    }) {
+        return Ok(outcome(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            &format!("{k:?}: a patient is searched by subject:identifier only"),
+        ));
+    }
     let unknown = params.iter().find(|(k, _)| !known.contains(&k.as_str()));
     if let (true, Some((k, _))) = (strict, unknown) {
         return Ok(outcome(

@@ -25,6 +25,7 @@ use super::{notes, Model};
 pub(super) struct HttpWiring<'a> {
     pub settings: &'a cxr_board::ServeSettings,
     pub state: &'a Path,
+    pub results: ResultStore,
     pub intake: &'a Arc<Intake>,
     pub model: &'a Arc<Mutex<Result<Model, Reason>>>,
     pub notes: &'a notes::Notes,
@@ -189,7 +190,7 @@ pub(super) fn http_side(w: HttpWiring<'_>) -> anyhow::Result<Option<HttpSide>> {
             ..HttpConfig::default()
         },
         intake: Arc::clone(w.intake),
-        results: ResultStore::open(w.state)?,
+        results: w.results.clone(),
         credentials: CredentialStore::new(w.state),
         sessions: Sessions::new(),
         ready: readiness(w.model, w.notes),

@@ -382,6 +382,9 @@ struct Shared {
     wake: Arc<Notify>,
     metrics: Arc<cxr_http::metrics::Metrics>,
     state: PathBuf,
+    /// The worker's result store: the HTTP side reads the same publication
+    /// log (one tail, so a compaction is seen at once).
+    results: ResultStore,
 }
 
 /// What the settings say about the network side, checked before anything
@@ -423,6 +426,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         wake: Arc::new(Notify::new()),
         metrics: Arc::new(cxr_http::metrics::Metrics::default()),
         state,
+        results: store.clone(),
     };
     drop_removed_destinations(&shared, &plan.destinations)?;
     let secret = device.secret()?;
@@ -485,6 +489,7 @@ fn network(
     let http_service = http::http_side(http::HttpWiring {
         settings,
         state: &shared.state,
+        results: shared.results.clone(),
         intake: &shared.intake,
         model: &shared.model,
         notes: &shared.notes,

@@ -123,6 +123,8 @@ pub struct Worker {
     retention_checked_ms: Option<u64>,
     /// When the journals were last compacted (monotonic ms).
     compacted_ms: Option<u64>,
+    /// Something was pruned after the last compaction.
+    pruned_since_compaction: bool,
     /// Study UID to its latest published version.
     published: HashMap<String, Published>,
     /// A result computed but not yet written: written on the retry rather
@@ -158,6 +160,7 @@ impl Worker {
             delivery,
             retention_checked_ms: None,
             compacted_ms: None,
+            pruned_since_compaction: false,
             published: HashMap::new(),
             unsaved: None,
             heartbeat: Arc::new(AtomicU64::new(0)),
@@ -574,8 +577,15 @@ impl Worker {
             sop_instance_uid: sop,
         });
         if let Some(old) = old.filter(|o| says_the_same(o, &result)) {
-            // Run again, nothing changed: the published version stays current.
+            // Run again, nothing changed: the published version stays
+            // current. It is logged (a stop or a failed append may have come
+            // between writing it and logging it) and remembered.
+            self.store
+                .publications()
+                .append(&old, self.clock.unix_ms())
+                .map_err(|e| e.to_string())?;
             self.intake.board().published(uid, old.version, ids);
+            self.remember(uid, ids.to_vec(), old.completed_unix_ms);
             return Ok(());
         }
         // Everything is encoded first (a failure there leaves no audit

@@ -86,31 +86,64 @@ pub(crate) fn append_line(file: &mut File, line: &[u8]) -> Result<(), AppendErro
     }
 }
 
+/// A journal rewritten by [`rewrite_journal`].
+pub(crate) struct Rewritten {
+    /// The new journal, open for appending (the very file renamed into
+    /// place: never a handle on the old one).
+    pub file: File,
+    pub len: u64,
+    /// The folder could not be fsynced after the rename: the new journal
+    /// may not survive a power cut, so nothing more may be appended to it.
+    pub unsynced: Option<String>,
+}
+
 /// Replace a journal by `lines` (each encoded as one JSON line): written
 /// to a scratch file beside it, fsynced, renamed over it, the folder
 /// fsynced; a crash leaves either the old journal or the new one whole.
-/// Returns the new journal opened for appending, and its length.
+/// An error before the rename leaves the old journal and its handle as
+/// they were.
 pub(crate) fn rewrite_journal<T: serde::Serialize>(
     path: &Path,
     lines: impl Iterator<Item = T>,
-) -> Result<(File, u64), SpoolError> {
+) -> Result<Rewritten, SpoolError> {
     let scratch = path.with_extension("jsonl.compact");
     let mut text = Vec::new();
     for line in lines {
         serde_json::to_writer(&mut text, &line).map_err(|e| SpoolError::io("encoding", path, e))?;
         text.push(b'\n');
     }
-    let written =
-        File::create(&scratch).and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()));
-    if let Err(e) = written {
+    let written = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .truncate(false)
+        .open(&scratch)
+        .and_then(|mut f| {
+            f.set_len(0)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+            Ok(f)
+        });
+    let file = match written {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&scratch);
+            return Err(SpoolError::io("writing", &scratch, e));
+        }
+    };
+    if let Err(e) = std::fs::rename(&scratch, path) {
         let _ = std::fs::remove_file(&scratch);
-        return Err(SpoolError::io("writing", &scratch, e));
+        return Err(SpoolError::io("replacing", path, e));
     }
-    std::fs::rename(&scratch, path).map_err(|e| SpoolError::io("replacing", path, e))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok((open_journal(path)?, text.len() as u64))
+    let unsynced = path
+        .parent()
+        .and_then(|dir| sync_dir(dir).err())
+        .map(|e| e.to_string());
+    Ok(Rewritten {
+        file,
+        len: text.len() as u64,
+        unsynced,
+    })
 }
 
 /// Every complete line of a journal, parsed; a torn last line (a power cut

@@ -115,6 +115,10 @@ enum Line {
         id: u64,
         at_unix_ms: u64,
     },
+    /// Written first by a compaction: ids below this were given.
+    Floor {
+        next_id: u64,
+    },
 }
 
 /// Retry policy.
@@ -159,6 +163,8 @@ pub struct Outbox {
     journal: File,
     _lock: File,
     entries: BTreeMap<u64, Entry>,
+    /// Ids below this were given (entries since compacted away).
+    floor: u64,
     /// Set when a failed append could not be cut back: nothing more is
     /// written until the service restarts (and replays what is whole).
     poisoned: Option<String>,
@@ -173,12 +179,13 @@ impl Outbox {
         let path = dir.join("journal.jsonl");
         let mut journal = open_journal(&path)?;
         sync_dir(&dir)?;
-        let entries = replay(&mut journal, &path)?;
+        let (entries, floor) = replay(&mut journal, &path)?;
         Ok(Outbox {
             path,
             journal,
             _lock: lock,
             entries,
+            floor,
             poisoned: None,
         })
     }
@@ -234,7 +241,7 @@ impl Outbox {
         if known {
             return Ok(false);
         }
-        let id = self.entries.keys().next_back().map_or(1, |k| k + 1);
+        let id = self.next_id();
         self.append(&Line::Enqueue(Entry {
             id,
             study_key: study_key.to_owned(),
@@ -439,8 +446,8 @@ impl Outbox {
 
     /// Rewrite the journal as one line per entry in its current state,
     /// leaving out the delivered or dropped entries for which `forget`
-    /// holds (their study's results were pruned). The newest entry always
-    /// stays, so an id is never given twice. Returns the journal's length
+    /// holds (their study's results were pruned). A first line keeps the
+    /// next id, so an id is never given twice. Returns the journal's length
     /// (bytes) before and after.
     pub fn compact(&mut self, forget: impl Fn(&Entry) -> bool) -> Result<(u64, u64), SpoolError> {
         if let Some(reason) = &self.poisoned {
@@ -453,15 +460,30 @@ impl Outbox {
             .metadata()
             .map_err(|e| SpoolError::io("reading", &self.path, e))?
             .len();
-        let newest = self.entries.keys().next_back().copied();
-        self.entries.retain(|id, e| {
-            Some(*id) == newest
-                || !(matches!(e.state, EntryState::Delivered | EntryState::Dropped) && forget(e))
+        let next_id = self.next_id();
+        self.entries.retain(|_, e| {
+            !(matches!(e.state, EntryState::Delivered | EntryState::Dropped) && forget(e))
         });
-        let lines = self.entries.values().cloned().map(Line::Enqueue);
-        let (journal, after) = crate::files::rewrite_journal(&self.path, lines)?;
-        self.journal = journal;
-        Ok((before, after))
+        self.floor = next_id;
+        let lines = std::iter::once(Line::Floor { next_id })
+            .chain(self.entries.values().cloned().map(Line::Enqueue));
+        let rewritten = crate::files::rewrite_journal(&self.path, lines)?;
+        self.journal = rewritten.file;
+        if let Some(reason) = rewritten.unsynced {
+            self.poisoned = Some(format!(
+                "the compacted journal may not be durable: {reason}"
+            ));
+        }
+        Ok((before, rewritten.len))
+    }
+
+    /// The id the next entry gets.
+    fn next_id(&self) -> u64 {
+        self.entries
+            .keys()
+            .next_back()
+            .map_or(1, |k| k + 1)
+            .max(self.floor)
     }
 
     /// Drop every undelivered entry whose destination is no longer among
@@ -546,6 +568,7 @@ fn apply(entries: &mut BTreeMap<u64, Entry>, line: Line) {
         Line::Drop { id, at_unix_ms } => {
             set_state(entries, id, EntryState::Dropped, Some(at_unix_ms))
         }
+        Line::Floor { .. } => {}
         Line::Retry { id, at_unix_ms } => {
             if let Some(e) = entries.get_mut(&id) {
                 e.state = EntryState::Pending;
@@ -568,13 +591,19 @@ fn set_state(
     }
 }
 
-fn replay(journal: &mut File, path: &Path) -> Result<BTreeMap<u64, Entry>, SpoolError> {
+/// The entries, and the id floor a compaction left.
+fn replay(journal: &mut File, path: &Path) -> Result<(BTreeMap<u64, Entry>, u64), SpoolError> {
     let (lines, _torn): (Vec<Line>, u64) = read_lines(journal, path)?;
     let mut entries = BTreeMap::new();
+    let mut floor = 1;
     for line in lines {
-        apply(&mut entries, line);
+        if let Line::Floor { next_id } = line {
+            floor = floor.max(next_id);
+        } else {
+            apply(&mut entries, line);
+        }
     }
-    Ok(entries)
+    Ok((entries, floor))
 }
 
 #[cfg(test)]
@@ -709,8 +738,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         o.record(3, Ok(0), &policy(), 1)
             .unwrap_or_else(|e| panic!("{e}"));
-        // Every study is "pruned": only the settled ones may go, and the
-        // newest entry stays whatever its state.
+        // Every study is "pruned": only the settled ones may go; ids are
+        // never given twice.
         let (before, after) = o.compact(|_| true).unwrap_or_else(|e| panic!("{e}"));
         assert!(after < before, "{before} -> {after}");
         o.ensure("later", 1, &sr("later"), "PACS@h:1", 2)
@@ -721,11 +750,7 @@ mod tests {
             o.entries().map(|e| (e.id, e.state, e.attempts)).collect();
         assert_eq!(
             kept,
-            vec![
-                (2, EntryState::Pending, 1),
-                (3, EntryState::Delivered, 0),
-                (4, EntryState::Pending, 0)
-            ]
+            vec![(2, EntryState::Pending, 1), (4, EntryState::Pending, 0)]
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

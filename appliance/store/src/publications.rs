@@ -81,6 +81,26 @@ struct Tail {
     all: Vec<Publication>,
     /// Whole lines that did not parse (left out).
     skipped: u64,
+    /// The highest sequence number a compaction saw.
+    floor: u64,
+}
+
+impl Tail {
+    /// The highest sequence number given so far.
+    fn highest(&self) -> u64 {
+        self.all.last().map_or(0, |p| p.seq).max(self.floor)
+    }
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    /// Written first by a compaction.
+    Floor {
+        floor_seq: u64,
+    },
+    Published(Publication),
 }
 
 /// The log, tailed: each call reads only what was appended since the last.
@@ -131,10 +151,11 @@ impl PublicationLog {
                 continue;
             }
             match (line.len() <= MAX_LINE)
-                .then(|| serde_json::from_slice::<Publication>(line).ok())
+                .then(|| serde_json::from_slice::<Line>(line).ok())
                 .flatten()
             {
-                Some(p) => tail.all.push(p),
+                Some(Line::Published(p)) => tail.all.push(p),
+                Some(Line::Floor { floor_seq }) => tail.floor = tail.floor.max(floor_seq),
                 None => tail.skipped += 1,
             }
         }
@@ -155,7 +176,7 @@ impl PublicationLog {
         }) {
             return Ok(p.clone());
         }
-        let seq = tail.all.last().map_or(1, |p| p.seq + 1);
+        let seq = tail.highest() + 1;
         let publication = Publication::of(result, seq, now_unix_ms);
         let mut line = serde_json::to_vec(&publication)
             .map_err(|e| SpoolError::io("encoding", &self.path, e))?;
@@ -176,34 +197,38 @@ impl PublicationLog {
     }
 
     /// Rewrite the log without the lines of studies for which `forget`
-    /// holds (their results were pruned); the last line always stays, so
-    /// the sequence goes on from where it was. Returns the log's length
-    /// (bytes) before and after.
+    /// holds (their results were pruned). A first line keeps the highest
+    /// sequence number given, so the sequence goes on from where it was.
+    /// Returns the log's length (bytes) before and after.
     pub fn compact(&self, forget: impl Fn(&str) -> bool) -> Result<(u64, u64), SpoolError> {
         let mut tail = self.refreshed()?;
         let before = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        let last = tail.all.last().map(|p| p.seq);
+        let floor = tail.highest();
         let kept: Vec<Publication> = tail
             .all
             .iter()
-            .filter(|p| Some(p.seq) == last || !forget(&p.study_instance_uid))
+            .filter(|p| !forget(&p.study_instance_uid))
             .cloned()
             .collect();
         if kept.len() == tail.all.len() && tail.skipped == 0 {
             return Ok((before, before));
         }
-        let (file, after) = crate::files::rewrite_journal(&self.path, kept.iter())?;
-        let inode = file
+        let lines = std::iter::once(Line::Floor { floor_seq: floor })
+            .chain(kept.iter().cloned().map(Line::Published));
+        let rewritten = crate::files::rewrite_journal(&self.path, lines)?;
+        let inode = rewritten
+            .file
             .metadata()
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .ok();
         *tail = Tail {
             inode,
-            offset: after,
+            offset: rewritten.len,
             all: kept,
             skipped: 0,
+            floor,
         };
-        Ok((before, after))
+        Ok((before, rewritten.len))
     }
 
     /// Versions published after `seq`, oldest first, at most `limit`.
@@ -226,6 +251,11 @@ impl PublicationLog {
             }
         }
         Ok(out)
+    }
+
+    /// The highest sequence number given so far (0 for none).
+    pub fn last_seq(&self) -> Result<u64, SpoolError> {
+        Ok(self.refreshed()?.highest())
     }
 
     /// Lines that did not parse so far.
@@ -317,10 +347,13 @@ mod tests {
             .into_iter()
             .map(|p| (p.study_instance_uid, p.seq))
             .collect();
-        assert_eq!(
-            seen,
-            vec![("KEPT".into(), 2), ("OLD2".into(), 3), ("NEW".into(), 4)]
-        );
+        assert_eq!(seen, vec![("KEPT".into(), 2), ("NEW".into(), 4)]);
+        // And after a restart.
+        let reopened = PublicationLog::new(&dir);
+        let p = reopened
+            .append(&result("LATER", 1, 5), 5)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.seq, 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

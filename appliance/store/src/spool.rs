@@ -87,15 +87,21 @@ pub struct JournalRecord {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub study_instance_uid: String,
+    /// Empty in a tombstone (see [`Spool::compact`]), and then not written.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
     pub received_unix_ms: u64,
     pub disposition: Disposition,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_instance_uid: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty_header")]
     pub header: StudyHeader,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modality: Option<String>,
+}
+
+fn is_empty_header(h: &StudyHeader) -> bool {
+    *h == StudyHeader::default()
 }
 
 /// The proof that an instance is on disk: acknowledge on this only.
@@ -386,11 +392,15 @@ impl Spool {
     }
 
     /// Rewrite the journal with the record of every retired instance for
-    /// which `tombstone(id)` holds (its results were pruned) cut down to a
+    /// which `tombstone(id, study_instance_uid)` holds (its results were
+    /// pruned) cut down to a
     /// tombstone: ids, UIDs, size and digest, so that a resend is still
     /// recognised, and no patient attribute or sender kept. Returns the
     /// journal's length (bytes) before and after.
-    pub fn compact(&mut self, tombstone: impl Fn(u64) -> bool) -> Result<(u64, u64), SpoolError> {
+    pub fn compact(
+        &mut self,
+        tombstone: impl Fn(u64, &str) -> bool,
+    ) -> Result<(u64, u64), SpoolError> {
         self.check_running()?;
         let before = self
             .journal
@@ -400,7 +410,8 @@ impl Spool {
         let retired = &self.retired;
         let mut changed = false;
         for r in self.records.iter_mut() {
-            if retired.contains(&r.id) && tombstone(r.id) && !is_tombstone(r) {
+            if retired.contains(&r.id) && tombstone(r.id, &r.study_instance_uid) && !is_tombstone(r)
+            {
                 r.header = StudyHeader::default();
                 r.source = String::new();
                 r.series_instance_uid = None;
@@ -411,9 +422,14 @@ impl Spool {
         if !changed {
             return Ok((before, before));
         }
-        let (journal, after) = rewrite_journal(&self.journal_path, self.records.iter())?;
-        self.journal = journal;
-        Ok((before, after))
+        let rewritten = rewrite_journal(&self.journal_path, self.records.iter())?;
+        self.journal = rewritten.file;
+        if let Some(reason) = rewritten.unsynced {
+            self.poisoned = Some(format!(
+                "the compacted journal may not be durable: {reason}"
+            ));
+        }
+        Ok((before, rewritten.len))
     }
 
     /// Where instance `id` lies.
@@ -758,12 +774,12 @@ mod tests {
         spool.commit(incoming, &m, 1).unwrap();
         store(&mut spool, "1.2.3.5", &[b"second"]).unwrap();
         assert_eq!(
-            spool.compact(|_| true).map(|(a, b)| a == b).ok(),
+            spool.compact(|_, _| true).map(|(a, b)| a == b).ok(),
             Some(true),
             "nothing retired yet"
         );
         assert!(spool.retire(1, 1000).unwrap());
-        let (before, after) = spool.compact(|id| id == 1).unwrap();
+        let (before, after) = spool.compact(|id, _| id == 1).unwrap();
         assert!(after < before, "{before} -> {after}");
         let text = std::fs::read_to_string(root.join("spool/journal.jsonl")).unwrap();
         let first = text.lines().next().unwrap_or_default();

@@ -4,19 +4,25 @@
 
 use super::{study_key, Worker};
 
-/// Compaction runs at start, after anything was pruned, and at least this
-/// often.
+/// Compaction runs at start, after a prune (at most once per retention or
+/// hour), and at least this often.
 const COMPACT_EVERY_MS: u64 = 24 * 3600 * 1000;
 
 impl Worker {
     /// Prune what is due, then compact the journals if due.
     pub(super) fn prune_if_due(&mut self) -> Result<(), String> {
-        let pruned = self.prune()?;
+        if self.prune()? > 0 {
+            self.pruned_since_compaction = true;
+        }
         let now = self.clock.monotonic_ms();
-        let due = pruned > 0
-            || self
-                .compacted_ms
-                .is_none_or(|t| now >= t.saturating_add(COMPACT_EVERY_MS));
+        let since = |every: u64| {
+            self.compacted_ms
+                .is_none_or(|t| now >= t.saturating_add(every))
+        };
+        // After a prune, soon (so a pruned study's patient attributes leave
+        // the journals), but not more often than the retention or an hour.
+        let after_prune = (self.delivery.result_retention.as_millis() as u64).min(3_600_000);
+        let due = (self.pruned_since_compaction && since(after_prune)) || since(COMPACT_EVERY_MS);
         if due {
             self.compact()?;
         }
@@ -29,6 +35,34 @@ impl Worker {
     /// are deleted. The spool keeps each instance's record (a tombstone
     /// after compaction), so a resend is still recognised as a duplicate.
     fn prune(&mut self) -> Result<usize, String> {
+        let due = self.due_for_pruning()?;
+        for uid in &due {
+            let Some(p) = self.published.get(uid) else {
+                continue;
+            };
+            self.store
+                .remove_study(uid, &p.instances)
+                .map_err(|e| e.to_string())?;
+            self.published.remove(uid);
+            self.intake.board().forget_study(uid);
+        }
+        if !due.is_empty() {
+            crate::serve::console::say(
+                "results_pruned",
+                serde_json::json!({
+                    "studies": due.len(),
+                    "retention_s": self.delivery.result_retention.as_secs(),
+                }),
+            );
+        }
+        Ok(due.len())
+    }
+
+    /// Studies whose published inputs are all retired, that hold no other
+    /// live input (a late instance waiting to be published keeps its study),
+    /// whose every result was delivered (or dropped), and whose last
+    /// publication and delivery are older than the retention.
+    fn due_for_pruning(&self) -> Result<Vec<String>, String> {
         let keep_ms = self.delivery.result_retention.as_millis() as u64;
         let now = self.clock.unix_ms();
         let settled = self
@@ -42,35 +76,33 @@ impl Worker {
             .publications()
             .latest()
             .map_err(|e| e.to_string())?;
-        let due: Vec<String> = self
+        let live: std::collections::HashSet<String> = {
+            let spool = self.intake.spool();
+            spool
+                .records()
+                .iter()
+                .filter(|r| !spool.is_retired(r.id))
+                .map(|r| r.study_instance_uid.clone())
+                .collect()
+        };
+        Ok(self
             .published
             .iter()
-            .filter(|(_, p)| p.retired)
+            .filter(|(uid, p)| p.retired && !live.contains(*uid))
             .filter(|(uid, p)| {
                 let published = publications
                     .get(*uid)
                     .map_or(p.completed_unix_ms, |x| x.published_unix_ms);
-                let delivered = settled.get(&study_key(uid)).copied().flatten().unwrap_or(0);
-                now >= published.max(delivered).saturating_add(keep_ms)
+                // No entry: no destination (nothing to wait for); an entry
+                // pending or dead-lettered: not settled, never due.
+                let delivered = match settled.get(&study_key(uid)) {
+                    None => Some(0),
+                    Some(finished) => *finished,
+                };
+                delivered.is_some_and(|d| now >= published.max(d).saturating_add(keep_ms))
             })
             .map(|(uid, _)| uid.clone())
-            .collect();
-        for uid in &due {
-            let Some(p) = self.published.remove(uid) else {
-                continue;
-            };
-            self.store
-                .remove_study(uid, &p.instances)
-                .map_err(|e| e.to_string())?;
-            self.intake.board().forget_study(uid);
-        }
-        if !due.is_empty() {
-            crate::serve::console::say(
-                "results_pruned",
-                serde_json::json!({ "studies": due.len(), "retention_s": keep_ms / 1000 }),
-            );
-        }
-        Ok(due.len())
+            .collect())
     }
 
     /// Compact the spool journal (the records of pruned instances become
@@ -81,7 +113,7 @@ impl Worker {
         let spool = self
             .intake
             .spool()
-            .compact(|id| !store.has_instance(id))
+            .compact(|id, study| !store.has_instance(id) && !store.has_study_key(&study_key(study)))
             .map_err(|e| e.to_string())?;
         let outbox = self
             .delivery
@@ -95,6 +127,7 @@ impl Worker {
             .compact(|uid| !store.has_study_key(&study_key(uid)))
             .map_err(|e| e.to_string())?;
         self.compacted_ms = Some(self.clock.monotonic_ms());
+        self.pruned_since_compaction = false;
         crate::serve::console::say(
             "journals_compacted",
             serde_json::json!({
