@@ -126,13 +126,11 @@ fn failure_codes(reply: &Reply) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn the_http_side_stores_answers_and_refuses_as_promised() {
-    let dir = scratch_dir("serve-http");
-    let state = dir.join("state");
-    let state_arg = state.to_str().unwrap().to_owned();
-    let board = board_file(&dir, true);
-    let board_arg = board.to_str().unwrap().to_owned();
+/// `serve` on the demo bundle with the test board (see [`board_file`]) and
+/// its state in `dir/state`; (the service, the state and board arguments).
+fn serve_demo(dir: &Path, metrics_open: bool) -> (Service, String, String) {
+    let state_arg = dir.join("state").to_str().unwrap().to_owned();
+    let board_arg = board_file(dir, metrics_open).to_str().unwrap().to_owned();
     let service = Service::start(
         &appliance(),
         &[
@@ -150,6 +148,13 @@ fn the_http_side_stores_answers_and_refuses_as_promised() {
         &[],
         &dir.join("serve.err"),
     );
+    (service, state_arg, board_arg)
+}
+
+#[test]
+fn the_http_side_stores_answers_and_refuses_as_promised() {
+    let dir = scratch_dir("serve-http");
+    let (service, state_arg, board_arg) = serve_demo(&dir, true);
     let port = service.http_port.expect("the HTTP side listens");
     let operator = token(&state_arg, &board_arg, "operator");
     let viewer = token(&state_arg, &board_arg, "viewer");
@@ -1735,25 +1740,8 @@ fn readyz_says_not_ready_while_the_audit_log_cannot_take_a_record() {
 #[test]
 fn sigterm_lets_an_upload_in_progress_finish() {
     let dir = scratch_dir("serve-http-drain");
+    let (service, state_arg, board_arg) = serve_demo(&dir, false);
     let state = dir.join("state");
-    let state_arg = state.to_str().unwrap().to_owned();
-    let board = board_file(&dir, false);
-    let board_arg = board.to_str().unwrap().to_owned();
-    let service = Service::start(
-        &appliance(),
-        &[
-            "--bundle",
-            &demo(),
-            "--state-dir",
-            &state_arg,
-            "--board-file",
-            &board_arg,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-        &dir.join("serve.err"),
-    );
     let port = service.http_port.expect("the HTTP side listens");
     let operator = token(&state_arg, &board_arg, "operator");
     let (content_type, body) = related(&[&sample("RG1_J2KI.dcm")]);

@@ -601,24 +601,31 @@ impl Worker {
         let objects = self.encode(&result, &facts)?;
         let audit_seq = self.processor.published(&result, &file)?;
         self.deliver(&result, objects)?;
-        self.store.write_study(&result).map_err(|e| e.to_string())?;
+        self.write_and_log(&result, audit_seq)?;
+        self.intake.board().published(uid, version, ids);
+        self.metrics.study_published(result.outcome.as_str());
+        self.remember(uid, ids.to_vec(), completed);
+        Ok(())
+    }
+
+    /// Write the version's JSON, log its publication (the change feed's
+    /// order) and say it on the console.
+    fn write_and_log(&mut self, result: &StudyResult, audit_seq: u64) -> Result<(), String> {
+        self.store.write_study(result).map_err(|e| e.to_string())?;
         let publication = self
             .store
             .publications()
-            .append(&result, self.clock.unix_ms())
+            .append(result, self.clock.unix_ms())
             .map_err(|e| e.to_string())?;
         super::console::say(
             "study_published",
             serde_json::json!({
-                "study": (self.delivery.pseudonym)(uid), "version": result.version,
-                "outcome": result.outcome, "flags": result.flags, "summary": publication.summary,
-                "seq": publication.seq, "audit_seq": audit_seq,
+                "study": (self.delivery.pseudonym)(&result.study_instance_uid),
+                "version": result.version, "outcome": result.outcome, "flags": result.flags,
+                "summary": publication.summary, "seq": publication.seq, "audit_seq": audit_seq,
                 "destinations": self.delivery.destinations,
             }),
         );
-        self.intake.board().published(uid, version, ids);
-        self.metrics.study_published(result.outcome.as_str());
-        self.remember(uid, ids.to_vec(), completed);
         Ok(())
     }
 

@@ -619,6 +619,16 @@ mod tests {
         dir
     }
 
+    /// Study `k`'s first SR.
+    fn sr(k: &str) -> Outgoing {
+        Outgoing {
+            file: PathBuf::from(format!("results/studies/{k}/v1.dcm")),
+            sop_class_uid: "1.2".into(),
+            sop_instance_uid: format!("1.2.{k}"),
+            payload: Payload::Dicom,
+        }
+    }
+
     fn policy() -> RetryPolicy {
         RetryPolicy {
             initial: Duration::from_secs(1),
@@ -721,12 +731,6 @@ mod tests {
     #[test]
     fn compaction_keeps_each_entry_s_state_and_forgets_only_what_is_settled() {
         let dir = scratch("compact");
-        let sr = |k: &str| Outgoing {
-            file: PathBuf::from(format!("results/studies/{k}/v1.dcm")),
-            sop_class_uid: "1.2".into(),
-            sop_instance_uid: format!("1.2.{k}"),
-            payload: Payload::Dicom,
-        };
         let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
         for k in ["old", "pending", "new"] {
             o.ensure(k, 1, &sr(k), "PACS@h:1", 0)
@@ -767,12 +771,6 @@ mod tests {
     #[test]
     fn a_destination_that_answers_again_gets_its_backlog_at_once() {
         let dir = scratch("backlog");
-        let sr = |k: &str| Outgoing {
-            file: PathBuf::from(format!("results/studies/{k}/v1.dcm")),
-            sop_class_uid: "1.2".into(),
-            sop_instance_uid: format!("1.2.{k}"),
-            payload: Payload::Dicom,
-        };
         let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
         for (k, dest) in [("a", "PACS@h:1"), ("b", "PACS@h:1"), ("c", "OTHER@h:1")] {
             o.ensure(k, 1, &sr(k), dest, 0)
