@@ -519,6 +519,40 @@ fn results_are_pruned_after_the_retention_and_a_resend_is_still_recognised() {
         !journal.contains("patient_id\":\"") && !journal.contains("STORESCU"),
         "a tombstone keeps no patient attribute or sender: {journal}"
     );
+    // The worklist lists nothing: a tombstone is not a study.
+    let token = Command::new(appliance())
+        .args([
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--label",
+            "t",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&token.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let worklist = cxr_tests::http::request(
+        first.http_port.unwrap(),
+        "GET",
+        "/api/v1/worklist",
+        &[("authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    assert_eq!(worklist.status, 200);
+    assert_eq!(
+        worklist.json()["studies"],
+        serde_json::json!([]),
+        "{}",
+        String::from_utf8_lossy(&worklist.body)
+    );
     // The same film again: a duplicate, not a new study.
     send(first.port);
     std::thread::sleep(Duration::from_secs(3));

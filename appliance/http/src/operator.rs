@@ -120,7 +120,17 @@ struct Snapshot {
 }
 
 fn snapshot(service: &HttpService) -> Result<Snapshot, ApiError> {
-    let records = service.intake.spool().records().to_vec();
+    // A retired instance without its result was pruned: its record is a
+    // tombstone (a resend stays a duplicate), not a study to list.
+    let records: Vec<JournalRecord> = {
+        let spool = service.intake.spool();
+        spool
+            .records()
+            .iter()
+            .filter(|r| !spool.is_retired(r.id) || service.results.has_instance(r.id))
+            .cloned()
+            .collect()
+    };
     let pending = service.intake.board().pending_ids();
     let studies = service.results.latest_studies().map_err(internal)?;
     let instances = records
