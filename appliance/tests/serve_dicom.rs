@@ -853,22 +853,7 @@ fn a_result_is_true_current_and_about_one_patient() {
 /// its third version (withdrawn: `entered-in-error`), with versions 1 and
 /// 2 still readable through `_history`.
 fn fhir_keeps_one_report_with_its_history(service: &Service, state: &str) {
-    let out = Command::new(appliance())
-        .args([
-            "token",
-            "create",
-            "--role",
-            "viewer",
-            "--label",
-            "fhir",
-            "--state-dir",
-            state,
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let token = text.lines().last().unwrap().trim().to_owned();
-    let auth = format!("Bearer {token}");
+    let auth = serve_common::viewer_bearer(state);
     let port = service.http_port.unwrap();
     let get = |path: &str| {
         let reply =

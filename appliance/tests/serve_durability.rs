@@ -520,30 +520,12 @@ fn results_are_pruned_after_the_retention_and_a_resend_is_still_recognised() {
         "a tombstone keeps no patient attribute or sender: {journal}"
     );
     // The worklist lists nothing: a tombstone is not a study.
-    let token = Command::new(appliance())
-        .args([
-            "token",
-            "create",
-            "--role",
-            "viewer",
-            "--label",
-            "t",
-            "--state-dir",
-        ])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let token = String::from_utf8_lossy(&token.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let auth = serve_common::viewer_bearer(state.to_str().unwrap());
     let worklist = cxr_tests::http::request(
         first.http_port.unwrap(),
         "GET",
         "/api/v1/worklist",
-        &[("authorization", &format!("Bearer {token}"))],
+        &[("authorization", &auth)],
         b"",
     );
     assert_eq!(worklist.status, 200);

@@ -174,8 +174,11 @@ const KEYS: &[(&str, &str)] = &[
 /// Keys accepted and not used for matching.
 const IGNORED_QUIETLY: &[&str] = &["limit", "offset", "includefield", "fuzzymatching"];
 
-/// The attributes `includefield` may add to any level: keyword, tag, VR.
-const INCLUDABLE: &[(&str, &str, &str)] = &[
+/// An attribute `includefield` may add: keyword, tag, VR.
+type Includable = (&'static str, &'static str, &'static str);
+
+/// The attributes `includefield` may add to any level.
+const INCLUDABLE: &[Includable] = &[
     ("StudyDate", "00080020", "DA"),
     ("StudyTime", "00080030", "TM"),
     ("AccessionNumber", "00080050", "SH"),
@@ -210,12 +213,7 @@ fn included_value<'a>(e: &'a Entry, keyword: &str) -> Option<&'a str> {
 
 /// `includefield` (comma-separated keywords or tags, or `all`): the
 /// attributes to add, and the names not known here.
-fn includes(
-    raw: &BTreeMap<String, String>,
-) -> (
-    Vec<&'static (&'static str, &'static str, &'static str)>,
-    Vec<String>,
-) {
+fn includes(raw: &BTreeMap<String, String>) -> (Vec<&'static Includable>, Vec<String>) {
     let Some(list) = raw.get("includefield") else {
         return (Vec::new(), Vec::new());
     };
@@ -237,7 +235,7 @@ fn includes(
 }
 
 /// Add the included attributes an item does not carry already.
-fn add_included(item: &mut Value, e: &Entry, include: &[&(&str, &str, &str)]) {
+fn add_included(item: &mut Value, e: &Entry, include: &[&Includable]) {
     for (keyword, tag, vr) in include {
         if item.get(*tag).is_none() {
             item[*tag] = text(vr, included_value(e, keyword));

@@ -120,17 +120,7 @@ struct Snapshot {
 }
 
 fn snapshot(service: &HttpService) -> Result<Snapshot, ApiError> {
-    // A retired instance without its result was pruned: its record is a
-    // tombstone (a resend stays a duplicate), not a study to list.
-    let records: Vec<JournalRecord> = {
-        let spool = service.intake.spool();
-        spool
-            .records()
-            .iter()
-            .filter(|r| !spool.is_retired(r.id) || service.results.has_instance(r.id))
-            .cloned()
-            .collect()
-    };
+    let records = service.results.held_records(&service.intake.spool());
     let pending = service.intake.board().pending_ids();
     let studies = service.results.latest_studies().map_err(internal)?;
     let instances = records

@@ -186,17 +186,7 @@ impl Worker {
     /// with unpublished instances complete `stable` after start-up.
     pub fn restore(&mut self) -> Result<(), SpoolError> {
         let board = Arc::clone(self.intake.board());
-        let records: Vec<JournalRecord> = {
-            let spool = self.intake.spool();
-            // A retired instance without its result was pruned: only its
-            // tombstone is left, nothing to run.
-            spool
-                .records()
-                .iter()
-                .filter(|r| !spool.is_retired(r.id) || self.store.has_instance(r.id))
-                .cloned()
-                .collect()
-        };
+        let records = self.store.held_records(&self.intake.spool());
         let now = self.clock.monotonic_ms();
         for r in &records {
             if self.store.has_instance(r.id) {
@@ -338,12 +328,7 @@ impl Worker {
     fn retire(&mut self) -> Result<usize, String> {
         let now = self.clock.unix_ms();
         let retain = self.delivery.retain.as_millis() as u64;
-        let settled = self
-            .delivery
-            .outbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .settled_studies();
+        let settled = self.outbox().settled_studies();
         let no_destinations = self.delivery.destinations.is_empty();
         let mut retired = 0;
         for (uid, study) in self.published.iter_mut().filter(|(_, p)| !p.retired) {
@@ -365,6 +350,14 @@ impl Worker {
             study.retired = true;
         }
         Ok(retired)
+    }
+
+    /// The outbox, shared with the sender and the admin socket.
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.delivery
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn record(&self, id: u64) -> Result<JournalRecord, String> {

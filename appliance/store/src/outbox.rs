@@ -696,12 +696,7 @@ mod tests {
     #[test]
     fn entries_for_a_destination_removed_from_the_board_are_dropped() {
         let dir = scratch("removed");
-        let sr = Outgoing {
-            file: PathBuf::from("results/studies/k/v1.dcm"),
-            sop_class_uid: "1.2".into(),
-            sop_instance_uid: "1.2.3".into(),
-            payload: Payload::Dicom,
-        };
+        let sr = sr("k");
         let mut o = Outbox::open(&dir).unwrap_or_else(|e| panic!("{e}"));
         for dest in ["OLD@h:1", "KEPT@h:1", "GONE@h:1"] {
             o.ensure("k", 1, &sr, dest, 0)

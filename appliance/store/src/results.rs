@@ -430,6 +430,18 @@ impl ResultStore {
         std::fs::read(self.instance_preview_path(id)).ok()
     }
 
+    /// The spool's records of instances still held: every one but a pruned
+    /// instance's tombstone (retired, and its result deleted), which only
+    /// recognises a resend and is neither run nor listed.
+    pub fn held_records(&self, spool: &crate::spool::Spool) -> Vec<JournalRecord> {
+        spool
+            .records()
+            .iter()
+            .filter(|r| !spool.is_retired(r.id) || self.has_instance(r.id))
+            .cloned()
+            .collect()
+    }
+
     /// Whether the study folder `key` (see [`study_key`]) is still here.
     pub fn has_study_key(&self, key: &str) -> bool {
         self.studies.join(key).is_dir()

@@ -84,3 +84,25 @@ pub fn console_events(stderr: &str) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// A fresh viewer token for the service on `state` (made by the CLI, as a
+/// field engineer would): the `Authorization` header's value.
+pub fn viewer_bearer(state: &str) -> String {
+    let out = std::process::Command::new(appliance())
+        .args([
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--label",
+            "test",
+            "--state-dir",
+            state,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text.lines().last().unwrap_or_default().trim().to_owned();
+    assert!(token.starts_with("cxr_"), "{text}");
+    format!("Bearer {token}")
+}

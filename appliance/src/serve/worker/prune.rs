@@ -65,12 +65,7 @@ impl Worker {
     fn due_for_pruning(&self) -> Result<Vec<String>, String> {
         let keep_ms = self.delivery.result_retention.as_millis() as u64;
         let now = self.clock.unix_ms();
-        let settled = self
-            .delivery
-            .outbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .settled_studies();
+        let settled = self.outbox().settled_studies();
         let publications = self
             .store
             .publications()
@@ -116,10 +111,7 @@ impl Worker {
             .compact(|id, study| !store.has_instance(id) && !store.has_study_key(&study_key(study)))
             .map_err(|e| e.to_string())?;
         let outbox = self
-            .delivery
-            .outbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .outbox()
             .compact(|e| !store.has_study_key(&e.study_key))
             .map_err(|e| e.to_string())?;
         let publications = store
